@@ -1,0 +1,105 @@
+from django.contrib import admin, messages
+
+from spectra.admin_tools import (
+    CurationActionForm,
+    LargeTableAdmin,
+    WeakerArmSnrFilter,
+    curation_actions,
+    flag_bit_filter,
+)
+from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
+from spectra.labels import LABEL_FIELDS
+
+from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
+from .services import ReleaseImmutableError, catalog_entries_curate, catalog_release_build, catalog_release_publish
+
+
+class ReadOnlyAdmin(LargeTableAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = ["name", "role", "artifact_sha256", "training_set_hash", "preprocessing_version", "created_at"]
+    list_filter = ["role", "preprocessing_version"]
+    search_fields = ["name", "=artifact_sha256"]
+
+
+@admin.register(LabelSet)
+class LabelSetAdmin(ReadOnlyAdmin):
+    list_display = ["spectrum", "model_version", "teff", "logg", "fe_h", "flags", "predicted_at"]
+    list_select_related = ["spectrum", "model_version"]
+    list_filter = ["model_version", flag_bit_filter(LABEL_FLAGS, "flags")]
+    search_fields = ["=spectrum__medres_specid", "^spectrum__star__designation", "=spectrum__star__gaia_source_id"]
+    raw_id_fields = ["spectrum"]
+
+
+@admin.register(CatalogRelease)
+class CatalogReleaseAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "formal_model", "alternate_model", "entry_count", "good_count", "created_at", "published_at"]
+    list_filter = ["status"]
+    list_select_related = ["formal_model", "alternate_model"]
+    readonly_fields = ["status", "entry_count", "good_count", "rules", "created_at", "published_at", "created_by"]
+    actions = ["build_entries", "publish"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(self.readonly_fields)
+        if obj is not None:
+            fields += ["name", "formal_model", "alternate_model"]
+            if obj.is_published:
+                fields.append("description")
+        return fields
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return obj is None or not obj.is_published
+
+    @admin.action(description="Build (or rebuild) the entries of selected draft releases")
+    def build_entries(self, request, queryset):
+        for release in queryset:
+            try:
+                written = catalog_release_build(release=release)
+            except ReleaseImmutableError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                continue
+            self.message_user(request, f"{release.name}: {written} entries written.")
+
+    @admin.action(description="Publish selected releases (irreversible)")
+    def publish(self, request, queryset):
+        for release in queryset:
+            try:
+                catalog_release_publish(release=release)
+            except (ReleaseImmutableError, ValueError) as error:
+                self.message_user(request, str(error), messages.ERROR)
+                continue
+            self.message_user(request, f"{release.name} published.")
+
+
+@admin.register(CatalogEntry)
+class CatalogEntryAdmin(LargeTableAdmin):
+    list_display = ["medres_specid", "release", "designation", "snr_blue", "snr_red", "teff", "logg", "fe_h", "flag", "reasons"]
+    list_select_related = ["release"]
+    list_filter = ["release", "flag", flag_bit_filter(CATALOG_FLAGS, "flag_bits"), WeakerArmSnrFilter]
+    search_fields = ["=medres_specid", "^designation", "=gaia_source_id"]
+    action_form = CurationActionForm
+    actions = curation_actions("catalog entry", catalog_entries_curate)
+    readonly_fields = [field.name for field in CatalogEntry._meta.fields] + ["reasons"]
+    fieldsets = [
+        (None, {"fields": ["release", "spectrum", "designation", "gaia_source_id", "medres_specid", "medid_blue", "medid_red", "ra", "dec"]}),
+        ("Observation", {"fields": ["snr_blue", "snr_red", "rv_blue", "rv_red"]}),
+        ("Published labels", {"fields": list(LABEL_FIELDS)}),
+        ("Flag", {"fields": ["flag", "flag_bits", "reasons", "formal_labels", "alternate_labels"]}),
+    ]
+
+    @admin.display(description="reasons")
+    def reasons(self, entry: CatalogEntry) -> str:
+        return ", ".join(CATALOG_FLAGS.names(entry.flag_bits)) or "-"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

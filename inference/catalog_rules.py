@@ -1,0 +1,118 @@
+"""The paper's catalog rules: combine the formal and alternate models per spectrum.
+
+Pure numpy, vectorised over a batch of spectra; no Django imports. The thresholds are
+settings (``CATALOG_RULES``) so that a release records exactly what was applied.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from spectra.flags import CATALOG_FLAGS, SPECTRUM_FLAGS
+from spectra.labels import LABELS, MISSING_ABUNDANCE
+
+_TEFF = 0
+_LOGG = 1
+_FEH = 2
+_ABUNDANCE_COLUMNS = np.array([i for i, label in enumerate(LABELS) if label.is_abundance])
+
+
+@dataclass(frozen=True)
+class CatalogRules:
+    """Thresholds of the catalog rules (SPCANet paper, section 4)."""
+
+    max_delta_teff: float = 120.0  # K: the two models must agree better than this
+    max_delta_logg: float = 0.16  # dex
+    max_delta_feh: float = 0.06  # dex
+    teff_min: float = 3500.0  # K: outside [teff_min, teff_max] the network is unreliable
+    teff_max: float = 8000.0
+    abundance_teff_max: float = 6500.0  # K: hotter stars have no strong metal lines
+    hot_metal_poor_teff: float = 7000.0  # K: warning zone, with [Fe/H] below the next value
+    hot_metal_poor_feh: float = -1.0
+    min_snr: float = 10.0  # both arms must exceed this
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> "CatalogRules":
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown catalog rule settings: {sorted(unknown)}")
+        return cls(**{key: float(value) for key, value in values.items()})
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CombinedLabels:
+    values: np.ndarray  # (n, 15) float64, the published labels
+    errors: np.ndarray  # (n, 15) float64
+    flag: np.ndarray  # (n,) uint8, 1 good / 0 bad
+    bits: np.ndarray  # (n,) int64, catalog flag bits
+
+
+def combine_models(
+    formal: np.ndarray,
+    alternate: np.ndarray,
+    formal_errors: np.ndarray,
+    snr_blue: np.ndarray,
+    snr_red: np.ndarray,
+    spectrum_flags: np.ndarray,
+    rules: CatalogRules,
+) -> CombinedLabels:
+    """Apply the catalog rules to a batch.
+
+    Parameters
+    ----------
+    formal, alternate : (n, 15) float64
+        Labels of the formal and alternate models, in ``spectra.labels.LABELS`` order.
+        NaN means the model gave no value; a missing Teff, log g or [Fe/H] counts as a
+        disagreement.
+    formal_errors : (n, 15) float64
+        Uncertainties of the formal model's labels; published with them.
+    snr_blue, snr_red : (n,) float64
+        Catalog S/N per arm (NaN when unknown, which fails the S/N rule).
+    spectrum_flags : (n,) int64
+        Spectrum flag words; any REJECT bit rejects the row.
+    rules : CatalogRules
+
+    Returns
+    -------
+    CombinedLabels
+        The formal model's values (abundances set to -9999 above ``abundance_teff_max``),
+        Flag and the reason bits.
+    """
+    formal = np.asarray(formal, dtype=np.float64)
+    alternate = np.asarray(alternate, dtype=np.float64)
+    errors = np.array(formal_errors, dtype=np.float64, copy=True)
+    n = formal.shape[0]
+    if formal.shape != (n, len(LABELS)) or alternate.shape != formal.shape or errors.shape != formal.shape:
+        raise ValueError(f"expected (n, {len(LABELS)}) label arrays, got {formal.shape}, {alternate.shape}")
+    bits = np.zeros(n, dtype=np.int64)
+
+    def mark(condition: np.ndarray, name: str) -> None:
+        bits[condition] |= np.int64(CATALOG_FLAGS[name].mask)
+
+    delta = np.abs(formal - alternate)
+    with np.errstate(invalid="ignore"):
+        mark(~(delta[:, _TEFF] < rules.max_delta_teff), "MODELS_DISAGREE_TEFF")
+        mark(~(delta[:, _LOGG] < rules.max_delta_logg), "MODELS_DISAGREE_LOGG")
+        mark(~(delta[:, _FEH] < rules.max_delta_feh), "MODELS_DISAGREE_FEH")
+        teff = formal[:, _TEFF]
+        mark(~((teff >= rules.teff_min) & (teff <= rules.teff_max)), "TEFF_OUT_OF_RANGE")
+        hot = teff > rules.abundance_teff_max
+        mark(hot, "HOT_STAR_NO_ABUNDANCES")
+        mark((teff > rules.hot_metal_poor_teff) & (formal[:, _FEH] < rules.hot_metal_poor_feh), "HOT_METAL_POOR")
+        snr_ok = (np.asarray(snr_blue, dtype=np.float64) > rules.min_snr) & (
+            np.asarray(snr_red, dtype=np.float64) > rules.min_snr
+        )
+    mark(~snr_ok, "LOW_SNR")
+    spectrum_flags = np.asarray(spectrum_flags, dtype=np.int64)
+    mark((spectrum_flags & np.int64(SPECTRUM_FLAGS.reject_mask())) != 0, "SPECTRUM_FLAGGED")
+    mark((spectrum_flags & np.int64(SPECTRUM_FLAGS["CURATOR_FLAGGED"].mask)) != 0, "CURATOR_FLAGGED")
+
+    values = formal.copy()
+    hot_rows = np.flatnonzero(hot)
+    values[np.ix_(hot_rows, _ABUNDANCE_COLUMNS)] = MISSING_ABUNDANCE
+    errors[np.ix_(hot_rows, _ABUNDANCE_COLUMNS)] = np.nan
+    flag = ((bits & np.int64(CATALOG_FLAGS.reject_mask())) == 0).astype(np.uint8)
+    return CombinedLabels(values=values, errors=errors, flag=flag, bits=bits)

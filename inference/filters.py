@@ -1,0 +1,56 @@
+import django_filters
+
+from spectra.filters import FloatFilter, StrictFilterSet, flag_filters, range_filters
+from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
+from spectra.labels import LABELS
+
+from .models import CatalogEntry, LabelSet, ModelVersion
+
+
+def _label_range_filters() -> dict:
+    filters: dict = {}
+    for label in LABELS:
+        filters.update(range_filters(label.field, label.column, label.unit))
+    return filters
+
+
+class CatalogEntryFilterSet(StrictFilterSet):
+    """Filters of a release's entries; the CSV export accepts exactly the same."""
+
+    cone_fields = ("ra", "dec")
+    flag = django_filters.TypedChoiceFilter(choices=[("1", "1 good"), ("0", "0 bad")], coerce=int)
+    designation = django_filters.CharFilter(field_name="designation")
+    gaia_source_id = django_filters.NumberFilter(field_name="gaia_source_id")
+    medres_specid = django_filters.CharFilter(field_name="medres_specid")
+    snr_min = FloatFilter(method="filter_snr_both_arms", label="Minimum S/N in both arms")
+    locals().update(_label_range_filters())
+    locals().update(range_filters("snr_blue", "blue-arm S/N"))
+    locals().update(range_filters("snr_red", "red-arm S/N"))
+    locals().update(flag_filters("flag_bits", CATALOG_FLAGS))
+
+    class Meta:
+        model = CatalogEntry
+        fields: list[str] = []
+
+    def filter_snr_both_arms(self, queryset, name, value):
+        return queryset.filter(snr_blue__gte=value, snr_red__gte=value)
+
+
+class LabelSetFilterSet(StrictFilterSet):
+    spectrum = django_filters.NumberFilter(field_name="spectrum_id")
+    medres_specid = django_filters.CharFilter(field_name="spectrum__medres_specid")
+    model_version = django_filters.CharFilter(field_name="model_version__name")
+    locals().update(_label_range_filters())
+    locals().update(flag_filters("flags", LABEL_FLAGS))
+
+    class Meta:
+        model = LabelSet
+        fields: list[str] = []
+
+
+class ModelVersionFilterSet(StrictFilterSet):
+    role = django_filters.ChoiceFilter(choices=ModelVersion.Role.choices)
+
+    class Meta:
+        model = ModelVersion
+        fields: list[str] = []

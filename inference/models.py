@@ -1,0 +1,164 @@
+"""Trained networks, their predictions, and the published catalog.
+
+Labels are typed columns, one per label and one per uncertainty (see spectra.labels),
+never JSON blobs.
+"""
+
+from django.conf import settings
+from django.db import models
+
+from spectra.labels import LABELS
+from spectra.models import Spectrum
+
+
+def _abstract_model(name: str, fields: dict[str, models.Field]) -> type[models.Model]:
+    meta = type("Meta", (), {"abstract": True})
+    return type(name, (models.Model,), {"__module__": __name__, "Meta": meta, **fields})
+
+
+LabelValues = _abstract_model(
+    "LabelValues",
+    {
+        label.field: models.FloatField(null=True, blank=True, help_text=f"{label.description} ({label.unit}).")
+        for label in LABELS
+    },
+)
+LabelErrors = _abstract_model(
+    "LabelErrors",
+    {
+        label.error_field: models.FloatField(
+            null=True, blank=True, help_text=f"1-sigma uncertainty of {label.column} ({label.unit})."
+        )
+        for label in LABELS
+    },
+)
+
+
+class ModelVersion(models.Model):
+    """One trained network, registered with everything needed to trust and reuse it."""
+
+    class Role(models.TextChoices):
+        FORMAL = "formal", "Formal"
+        ALTERNATE = "alternate", "Alternate"
+
+    name = models.SlugField(max_length=80, unique=True)
+    role = models.CharField(max_length=10, choices=Role.choices, db_index=True)
+    artifact_uri = models.CharField(max_length=1024)
+    artifact_sha256 = models.CharField(max_length=64, unique=True)
+    config = models.JSONField(default=dict, help_text="Network and training hyperparameters.")
+    training_set_hash = models.CharField(max_length=64)
+    metrics = models.JSONField(
+        default=dict, blank=True, help_text="Test-set accuracy and precision per label and S/N bin."
+    )
+    code_version = models.CharField(max_length=64)
+    preprocessing_version = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role})"
+
+
+class LabelSet(LabelValues, LabelErrors):
+    """One model's labels for one spectrum."""
+
+    spectrum = models.ForeignKey(Spectrum, on_delete=models.CASCADE, related_name="label_sets")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="label_sets")
+    flags = models.BigIntegerField(default=0, help_text="Label-set flag bits (docs/flags.md).")
+    inference_seconds = models.FloatField(
+        null=True, blank=True, help_text="Wall time of the prediction, per spectrum (s)."
+    )
+    predicted_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["spectrum", "model_version"], name="labelset_unique_spectrum_model")
+        ]
+        indexes = [models.Index(fields=["model_version", "spectrum"])]
+
+    def __str__(self) -> str:
+        return f"{self.spectrum_id} by {self.model_version_id}"
+
+
+class CatalogRelease(models.Model):
+    """A named, versioned catalog: the two models' results combined by the catalog rules.
+
+    A release is immutable once published; a new model means a new release.
+    """
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PUBLISHED = "published", "Published"
+
+    name = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    formal_model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    alternate_model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    rules = models.JSONField(default=dict, help_text="The catalog-rule thresholds applied.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    entry_count = models.PositiveBigIntegerField(default=0)
+    good_count = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == self.Status.PUBLISHED
+
+
+class CatalogEntry(LabelValues, LabelErrors):
+    """One published row: a spectrum's labels in a release (paper Table 2).
+
+    The identity, position, S/N and RV columns are copied from the spectrum and star when
+    the release is built, so a published row never changes after publication and the
+    catalog can be filtered and exported from this one table.
+    """
+
+    release = models.ForeignKey(CatalogRelease, on_delete=models.CASCADE, related_name="entries")
+    spectrum = models.ForeignKey(Spectrum, on_delete=models.PROTECT, related_name="catalog_entries")
+    formal_labels = models.ForeignKey(LabelSet, null=True, on_delete=models.PROTECT, related_name="+")
+    alternate_labels = models.ForeignKey(LabelSet, null=True, on_delete=models.PROTECT, related_name="+")
+    designation = models.CharField(max_length=32)
+    gaia_source_id = models.BigIntegerField(null=True, blank=True)
+    medres_specid = models.CharField(max_length=80)
+    medid_blue = models.CharField(max_length=80, blank=True)
+    medid_red = models.CharField(max_length=80, blank=True)
+    ra = models.FloatField()
+    dec = models.FloatField()
+    snr_blue = models.FloatField(null=True, blank=True)
+    snr_red = models.FloatField(null=True, blank=True)
+    rv_blue = models.FloatField(null=True, blank=True)
+    rv_red = models.FloatField(null=True, blank=True)
+    flag = models.PositiveSmallIntegerField(
+        choices=[(1, "1 good"), (0, "0 bad")], help_text="1 good, 0 bad (paper Table 2)."
+    )
+    flag_bits = models.BigIntegerField(default=0, help_text="Catalog flag bits: the reasons (docs/flags.md).")
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "catalog entries"
+        constraints = [
+            models.UniqueConstraint(fields=["release", "spectrum"], name="entry_unique_release_spectrum")
+        ]
+        indexes = [
+            models.Index(fields=["release", "flag", "teff"], name="entry_rel_flag_teff_idx"),
+            models.Index(fields=["release", "dec", "ra"], name="entry_rel_dec_ra_idx"),
+            models.Index(fields=["release", "gaia_source_id"], name="entry_rel_gaia_idx"),
+            models.Index(fields=["release", "designation"], name="entry_rel_desig_idx"),
+            models.Index(fields=["release", "medres_specid"], name="entry_rel_specid_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.release_id}:{self.medres_specid}"

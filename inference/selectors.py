@@ -1,0 +1,105 @@
+"""Reads of the inference app."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import QuerySet
+
+from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
+from spectra.models import Spectrum, Star
+
+from .models import CatalogEntry, CatalogRelease, LabelSet
+
+_IDENTITY_SOURCES = {
+    "designation": "spectrum__star__designation",
+    "gaia_source_id": "spectrum__star__gaia_source_id",
+    "medres_specid": "spectrum__medres_specid",
+    "medid_blue": "spectrum__medid_blue",
+    "medid_red": "spectrum__medid_red",
+    "ra": "spectrum__star__ra",
+    "dec": "spectrum__star__dec",
+    "snr_blue": "spectrum__snr_blue",
+    "snr_red": "spectrum__snr_red",
+    "rv_blue": "spectrum__rv_blue",
+    "rv_red": "spectrum__rv_red",
+}
+
+
+@dataclass
+class ReleaseBuildChunk:
+    spectrum_ids: np.ndarray  # (n,) int64
+    formal_ids: np.ndarray  # (n,) int64
+    alternate_ids: list  # LabelSet ids or None
+    formal: np.ndarray  # (n, 15) float64
+    formal_errors: np.ndarray
+    alternate: np.ndarray  # NaN where the alternate model has no labels
+    snr_blue: np.ndarray
+    snr_red: np.ndarray
+    spectrum_flags: np.ndarray  # int64
+    identity: dict  # columns copied into the entry (designation, ra, ...)
+
+
+def release_build_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterator[ReleaseBuildChunk]:
+    """The inputs of a release, chunk by chunk in spectrum order (keyset pagination)."""
+    n_labels = len(LABEL_FIELDS)
+    formal_fields = ["id", "spectrum_id", *LABEL_FIELDS, *LABEL_ERROR_FIELDS, "spectrum__flags"]
+    identity_names = list(_IDENTITY_SOURCES)
+    formal_fields += [_IDENTITY_SOURCES[name] for name in identity_names]
+    last_spectrum = 0
+    while True:
+        rows = list(
+            LabelSet.objects.filter(model_version=release.formal_model_id, spectrum_id__gt=last_spectrum)
+            .order_by("spectrum_id")
+            .values_list(*formal_fields)[:chunk_size]
+        )
+        if not rows:
+            return
+        last_spectrum = rows[-1][1]
+        columns = list(zip(*rows, strict=True))
+        spectrum_ids = np.asarray(columns[1], dtype=np.int64)
+        numeric = np.array([col for col in columns[2 : 2 + 2 * n_labels]], dtype=np.float64).T
+        alternate_rows = {
+            row[0]: row[1:]
+            for row in LabelSet.objects.filter(
+                model_version=release.alternate_model_id, spectrum_id__in=spectrum_ids.tolist()
+            ).values_list("spectrum_id", "id", *LABEL_FIELDS)
+        }
+        missing = (None,) * (n_labels + 1)
+        alternate_block = [alternate_rows.get(int(sid), missing) for sid in spectrum_ids]
+        alternate_ids = [row[0] for row in alternate_block]
+        alternate = np.array([row[1:] for row in alternate_block], dtype=np.float64).reshape(-1, n_labels)
+        offset = 2 + 2 * n_labels
+        identity = {
+            name: list(columns[offset + 1 + i]) for i, name in enumerate(identity_names)
+        }
+        yield ReleaseBuildChunk(
+            spectrum_ids=spectrum_ids,
+            formal_ids=np.asarray(columns[0], dtype=np.int64),
+            alternate_ids=alternate_ids,
+            formal=numeric[:, :n_labels],
+            formal_errors=numeric[:, n_labels:],
+            alternate=alternate,
+            snr_blue=np.array(identity["snr_blue"], dtype=np.float64),
+            snr_red=np.array(identity["snr_red"], dtype=np.float64),
+            spectrum_flags=np.asarray(columns[offset], dtype=np.int64),
+            identity=identity,
+        )
+
+
+def release_entries(*, release: CatalogRelease) -> QuerySet[CatalogEntry]:
+    return CatalogEntry.objects.filter(release=release)
+
+
+def releases_visible() -> QuerySet[CatalogRelease]:
+    return CatalogRelease.objects.select_related("formal_model", "alternate_model")
+
+
+def catalog_counts() -> dict[str, int]:
+    """Row counts of the catalog tables."""
+    return {
+        "stars": Star.objects.count(),
+        "spectra": Spectrum.objects.count(),
+        "label_sets": LabelSet.objects.count(),
+        "catalog_entries": CatalogEntry.objects.count(),
+    }

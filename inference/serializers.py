@@ -1,0 +1,67 @@
+from rest_framework import serializers
+
+from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
+from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
+
+from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id", "name", "role", "artifact_sha256", "config", "training_set_hash", "metrics",
+            "code_version", "preprocessing_version", "created_at",
+        ]
+
+
+class CatalogReleaseSerializer(serializers.ModelSerializer):
+    formal_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    alternate_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = CatalogRelease
+        fields = [
+            "id", "name", "description", "status", "formal_model", "alternate_model", "rules",
+            "entry_count", "good_count", "created_at", "published_at",
+        ]
+
+
+class LabelSetSerializer(serializers.ModelSerializer):
+    model_version = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    flag_names = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LabelSet
+        fields = ["id", "spectrum", "model_version", *LABEL_FIELDS, *LABEL_ERROR_FIELDS, "flags", "flag_names", "predicted_at"]
+
+    def get_flag_names(self, label_set: LabelSet) -> list[str]:
+        return LABEL_FLAGS.names(label_set.flags)
+
+
+_ENTRY_FIELDS = [
+    "id", "spectrum", "designation", "gaia_source_id", "medres_specid", "medid_blue", "medid_red",
+    "ra", "dec", "snr_blue", "snr_red", "rv_blue", "rv_red", *LABEL_FIELDS, *LABEL_ERROR_FIELDS,
+    "flag", "flag_bits", "flag_names",
+]
+
+
+class CatalogEntrySerializer(serializers.ModelSerializer):
+    flag_names = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CatalogEntry
+        fields = _ENTRY_FIELDS
+
+    def get_flag_names(self, entry: CatalogEntry) -> list[str]:
+        return CATALOG_FLAGS.names(entry.flag_bits)
+
+
+class CatalogEntryDetailSerializer(CatalogEntrySerializer):
+    """One entry with both models' labels, so the agreement test can be checked."""
+
+    formal_labels = LabelSetSerializer(read_only=True)
+    alternate_labels = LabelSetSerializer(read_only=True)
+
+    class Meta(CatalogEntrySerializer.Meta):
+        fields = [*_ENTRY_FIELDS, "formal_labels", "alternate_labels"]

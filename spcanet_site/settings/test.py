@@ -1,0 +1,31 @@
+"""Settings for the test suite: a real PostgreSQL and a real Redis.
+
+Tasks run eagerly unless a test starts a worker itself; tests that are about the worker
+start one against ``CELERY_BROKER_URL``.
+"""
+
+import tempfile
+from pathlib import Path
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = False
+SECRET_KEY = "test-only-not-secret-5d1e0b7a93c24f68"
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres:///spcanet")}
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/15")
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+_TEST_VAR = Path(tempfile.mkdtemp(prefix="spcanet-test-"))
+SPECTRA_ARRAY_ROOT = _TEST_VAR / "arrays"
+MODEL_ARTIFACT_ROOT = _TEST_VAR / "models"

@@ -1,0 +1,62 @@
+from django.contrib import admin
+
+from .admin_tools import (
+    CurationActionForm,
+    LargeTableAdmin,
+    WeakerArmSnrFilter,
+    curation_actions,
+    flag_bit_filter,
+)
+from .flags import SPECTRUM_FLAGS
+from .models import CurationRecord, Spectrum, Star
+from .services import spectra_curate
+
+
+@admin.register(Star)
+class StarAdmin(LargeTableAdmin):
+    list_display = ["designation", "gaia_source_id", "ra", "dec", "created_at"]
+    search_fields = ["^designation", "=gaia_source_id"]
+    readonly_fields = ["created_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # stars come from ingest
+
+
+@admin.register(Spectrum)
+class SpectrumAdmin(LargeTableAdmin):
+    list_display = [
+        "medres_specid", "kind", "star", "objname", "snr_blue", "snr_red", "status", "flag_summary",
+    ]
+    list_select_related = ["star"]
+    list_filter = [
+        flag_bit_filter(SPECTRUM_FLAGS, "flags"), WeakerArmSnrFilter, "status", "kind", "file_format",
+    ]
+    search_fields = ["=medres_specid", "^star__designation", "=star__gaia_source_id", "=objname", "=obsid"]
+    action_form = CurationActionForm
+    actions = curation_actions("spectrum", spectra_curate)
+    raw_id_fields = ["star"]
+    readonly_fields = [field.name for field in Spectrum._meta.fields] + ["flag_summary"]
+
+    @admin.display(description="flags")
+    def flag_summary(self, spectrum: Spectrum) -> str:
+        return ", ".join(SPECTRUM_FLAGS.names(spectrum.flags)) or "-"
+
+    def has_add_permission(self, request) -> bool:
+        return False  # spectra come from ingest
+
+
+@admin.register(CurationRecord)
+class CurationRecordAdmin(LargeTableAdmin):
+    list_display = ["created_at", "user", "action", "target_type", "target_id", "reason"]
+    list_filter = ["action", "target_type"]
+    list_select_related = ["user"]
+    search_fields = ["=target_id", "reason"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

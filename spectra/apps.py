@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SpectraConfig(AppConfig):
+    name = "spectra"
+    default_auto_field = "django.db.models.BigAutoField"

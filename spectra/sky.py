@@ -1,0 +1,50 @@
+"""Cone search as a database filter: an indexable box, then the exact great circle.
+
+The box (a declination band, and a right-ascension interval split in two where it
+crosses RA 0/360, dropped altogether where the cone reaches a pole) lets the database use
+its (dec, ra) index; the exact test ``cos(separation) >= cos(radius)`` then keeps only
+the rows truly inside.
+"""
+
+import math
+
+from django.db.models import F, FloatField, Q, Value
+from django.db.models.functions import Cos, Radians, Sin
+
+
+def cone_filter(ra: float, dec: float, radius: float, *, ra_field: str = "ra", dec_field: str = "dec"):
+    """The parts of a cone filter around (ra, dec), all in degrees.
+
+    Returns ``(box, cos_separation, exact)``: a Q for the indexable box, the expression of
+    the cosine of the angular separation, and a Q testing it (on the alias
+    ``_cone_cos_separation``) against the cosine of the radius.
+    """
+    if not (0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0 and radius > 0.0):
+        raise ValueError("cone needs 0 <= ra < 360, -90 <= dec <= 90 and radius > 0")
+    dec_low, dec_high = dec - radius, dec + radius
+    box = Q(**{f"{dec_field}__gte": dec_low, f"{dec_field}__lte": dec_high})
+    if dec_high < 90.0 and dec_low > -90.0:
+        # Half-width in RA of the smallest interval containing the cone.
+        ratio = math.sin(math.radians(radius)) / math.cos(math.radians(dec))
+        half_width = 180.0 if ratio >= 1.0 else math.degrees(math.asin(ratio))
+        if half_width < 180.0:
+            low, high = ra - half_width, ra + half_width
+            if low < 0.0:
+                box &= Q(**{f"{ra_field}__gte": low + 360.0}) | Q(**{f"{ra_field}__lte": high})
+            elif high >= 360.0:
+                box &= Q(**{f"{ra_field}__gte": low}) | Q(**{f"{ra_field}__lte": high - 360.0})
+            else:
+                box &= Q(**{f"{ra_field}__gte": low, f"{ra_field}__lte": high})
+    dec0, ra0 = math.radians(dec), math.radians(ra)
+    cos_separation = Sin(Radians(F(dec_field))) * Value(math.sin(dec0)) + Cos(
+        Radians(F(dec_field))
+    ) * Value(math.cos(dec0)) * Cos(Radians(F(ra_field)) - Value(ra0))
+    exact = Q(
+        _cone_cos_separation__gte=Value(math.cos(math.radians(radius)), output_field=FloatField())
+    )
+    return box, cos_separation, exact
+
+
+def apply_cone(queryset, ra: float, dec: float, radius: float, *, ra_field="ra", dec_field="dec"):
+    box, cos_separation, exact = cone_filter(ra, dec, radius, ra_field=ra_field, dec_field=dec_field)
+    return queryset.filter(box).alias(_cone_cos_separation=cos_separation).filter(exact)

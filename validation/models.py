@@ -1,0 +1,1 @@
+"""Reference surveys and cross-survey validation results."""
