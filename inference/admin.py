@@ -31,6 +31,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(LabelSet)
 class LabelSetAdmin(ReadOnlyAdmin):
+    designation_field = "spectrum__star__designation"
     list_display = ["spectrum", "model_version", "teff", "logg", "fe_h", "flags", "predicted_at"]
     list_select_related = ["spectrum", "model_version"]
     list_filter = ["model_version", flag_bit_filter(LABEL_FLAGS, "flags")]
@@ -80,6 +81,7 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
 
 @admin.register(CatalogEntry)
 class CatalogEntryAdmin(LargeTableAdmin):
+    designation_field = "designation"
     list_display = ["medres_specid", "release", "designation", "snr_blue", "snr_red", "teff", "logg", "fe_h", "flag", "reasons"]
     list_select_related = ["release"]
     list_filter = ["release", "flag", flag_bit_filter(CATALOG_FLAGS, "flag_bits"), WeakerArmSnrFilter]

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from spectra.bulk import bulk_upsert
 from spectra.flags import CATALOG_FLAGS
+from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 from spectra.models import CurationRecord
 from spectra.services import curation_records_write
-from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 
 from .catalog_rules import CatalogRules, combine_models
 from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion

@@ -14,6 +14,7 @@ from .services import spectra_curate
 
 @admin.register(Star)
 class StarAdmin(LargeTableAdmin):
+    designation_field = "designation"
     list_display = ["designation", "gaia_source_id", "ra", "dec", "created_at"]
     search_fields = ["^designation", "=gaia_source_id"]
     readonly_fields = ["created_at"]
@@ -24,6 +25,7 @@ class StarAdmin(LargeTableAdmin):
 
 @admin.register(Spectrum)
 class SpectrumAdmin(LargeTableAdmin):
+    designation_field = "star__designation"
     list_display = [
         "medres_specid", "kind", "star", "objname", "snr_blue", "snr_red", "status", "flag_summary",
     ]

@@ -1,5 +1,7 @@
 """Admin building blocks for tables of millions of rows, and for curation."""
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
@@ -41,10 +43,28 @@ class LargeTablePaginator(Paginator):
         return queryset.order_by()[: self.COUNT_LIMIT + 1].count()
 
 
+_DESIGNATION = re.compile(r"^\s*(?:LAMOST\s+)?(J\d{2,6}[\d.]*(?:[+-][\d.]*)?)\s*$", re.IGNORECASE)
+
+
 class LargeTableAdmin(admin.ModelAdmin):
+    """Admin for big tables: bounded counts, and designations searched as one term.
+
+    ``designation_field`` names the designation column (possibly across a relation);
+    a search such as 'LAMOST J192814.09+4355' then matches designations by prefix
+    instead of being split into two words.
+    """
+
     paginator = LargeTablePaginator
     show_full_result_count = False
     list_per_page = 100
+    designation_field: str | None = None
+
+    def get_search_results(self, request, queryset, search_term):
+        match = _DESIGNATION.match(search_term or "")
+        if self.designation_field and match:
+            prefix = f"LAMOST {match.group(1).upper()}"
+            return queryset.filter(**{f"{self.designation_field}__startswith": prefix}), False
+        return super().get_search_results(request, queryset, search_term)
 
 
 def flag_bit_filter(word: FlagWord, field: str) -> type[admin.SimpleListFilter]:

@@ -11,10 +11,10 @@ Pure Python, no Django imports.
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class FlagLevel(str, Enum):
+class FlagLevel(StrEnum):
     """How serious a set bit is."""
 
     INFO = "info"  # a fact worth knowing; the values are still trusted

@@ -41,13 +41,13 @@ def test_labels_follow_the_published_order():
     assert len(ABUNDANCE_FIELDS) == 13 and LABEL_FIELDS[:2] == ("teff", "logg")
 
 
-def _combine(formal, alternate, snr=(50.0, 50.0), spectrum_flags=0, rules=CatalogRules()):
+def _combine(formal, alternate, snr=(50.0, 50.0), spectrum_flags=0, rules=None):
     formal = np.atleast_2d(np.asarray(formal, dtype=np.float64))
     alternate = np.atleast_2d(np.asarray(alternate, dtype=np.float64))
     n = formal.shape[0]
     return combine_models(
         formal, alternate, np.full_like(formal, 0.1), np.full(n, snr[0]), np.full(n, snr[1]),
-        np.full(n, spectrum_flags, dtype=np.int64), rules,
+        np.full(n, spectrum_flags, dtype=np.int64), rules or CatalogRules(),
     )
 
 

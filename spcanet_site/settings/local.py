@@ -15,3 +15,6 @@ CELERY_TASK_ALWAYS_EAGER = env.bool(
 )
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# Serve static files straight from the apps while developing, without collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG

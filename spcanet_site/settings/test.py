@@ -18,6 +18,7 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres:///spcanet")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/15")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 
@@ -29,3 +30,5 @@ STORAGES = {
 _TEST_VAR = Path(tempfile.mkdtemp(prefix="spcanet-test-"))
 SPECTRA_ARRAY_ROOT = _TEST_VAR / "arrays"
 MODEL_ARTIFACT_ROOT = _TEST_VAR / "models"
+STATIC_ROOT = _TEST_VAR / "static"
+STATIC_ROOT.mkdir()

@@ -1,0 +1,67 @@
+import csv
+
+import pytest
+from django.test import Client
+
+from inference.export import spreadsheet_safe
+from spectra.models import Star
+
+from .conftest import label_rows, make_spectra
+
+pytestmark = pytest.mark.django_db
+
+TABLE_2 = [
+    "starid", "Gaia_source_id", "medres_specid", "medid_blue", "medid_red", "RA", "Dec", "S/N_blue", "S/N_red",
+    "RV_blue", "RV_red", "Teff", "logg", "[Fe/H]", "[C/H]", "[N/H]", "[O/H]", "[Mg/H]", "[Al/H]", "[Si/H]",
+    "[S/H]", "[Ca/H]", "[Ti/H]", "[Cr/H]", "[Ni/H]", "[Cu/H]", "Flag",
+]
+
+
+def read_export(response):
+    assert response.status_code == 200
+    assert response.streaming
+    text = b"".join(response.streaming_content).decode()
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    rows = list(csv.reader(line for line in text.splitlines() if not line.startswith("#")))
+    return comments, rows[0], rows[1:]
+
+
+def test_export_has_table_2_columns_units_and_flag_meanings(release_factory):
+    spectra = make_spectra([(10.0, 10.0), (11.0, 11.0), (12.0, 12.0)])
+    release = release_factory(spectra, label_rows([4800.0, 6700.0, 5000.0]), label_rows([4800.0, 6700.0, 5300.0]))
+    comments, header, rows = read_export(Client().get(f"/api/v1/releases/{release.name}/export.csv"))
+    assert header[: len(TABLE_2)] == TABLE_2 and header[-1] == "Flag_bits"
+    assert len(rows) == 3
+    assert any("MODELS_DISAGREE_TEFF" in line for line in comments)
+    assert any("RV_blue: km/s" in line for line in comments)
+    hot = next(r for r in rows if r[header.index("Teff")] == "6700.0")
+    assert hot[header.index("[Fe/H]")] == "-9999.0" and hot[header.index("Flag")] == "1"
+    _, _, good = read_export(Client().get(f"/api/v1/releases/{release.name}/export.csv", {"flag": 1, "teff_max": 5000}))
+    assert [r[header.index("Teff")] for r in good] == ["4800.0"]
+
+
+def test_export_refuses_bad_filters(release_factory):
+    spectra = make_spectra([(10.0, 10.0)])
+    release = release_factory(spectra, label_rows([4800.0]), label_rows([4800.0]))
+    response = Client().get(f"/api/v1/releases/{release.name}/export.csv", {"teff_min": "hot"})
+    assert response.status_code == 400
+
+
+def test_export_neutralises_spreadsheet_formulas(release_factory):
+    spectra = make_spectra([(10.0, 10.0)])
+    Star.objects.filter(pk=spectra[0].star_id).update(designation='=HYPERLINK("http://x")')
+    release = release_factory(spectra, label_rows([4800.0]), label_rows([4800.0]))
+    _, header, rows = read_export(Client().get(f"/api/v1/releases/{release.name}/export.csv"))
+    assert rows[0][header.index("starid")] == "'=HYPERLINK(\"http://x\")"
+    assert rows[0][header.index("[Fe/H]")] == "-0.2"  # numbers are never altered
+    assert spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)" and spreadsheet_safe("LAMOST J1") == "LAMOST J1"
+
+
+def test_export_output_is_streamed_in_blocks(release_factory, settings):
+    settings.EXPORT_CHUNK_SIZE = 2
+    positions = [(float(i), 1.0) for i in range(7)]
+    release = release_factory(make_spectra(positions), label_rows([5000.0] * 7), label_rows([5000.0] * 7))
+    response = Client().get(f"/api/v1/releases/{release.name}/export.csv")
+    blocks = list(response.streaming_content)
+    assert len(blocks) >= 5  # header, then blocks of 2 rows
+    assert sum(block.count(b"\n") for block in blocks[1:]) == 8  # column header + 7 rows
