@@ -36,7 +36,7 @@ class DemoCatalog:
     spectra: int
 
 
-def _synthetic_model(role: str, seed: int) -> ModelVersion:
+def demo_synthetic_model(role: str, seed: int) -> ModelVersion:
     digest = hashlib.sha256(f"synthetic-demo-{role}-{seed}".encode()).hexdigest()
     model, _ = ModelVersion.objects.get_or_create(
         artifact_sha256=digest,
@@ -59,12 +59,15 @@ def demo_catalog_create(*, n_stars: int, seed: int = 0, release_name: str | None
     release_name = release_name or f"demo-{seed}"
     if CatalogRelease.objects.filter(name=release_name).exists():
         raise ValueError(f"release {release_name} already exists")
-    formal = _synthetic_model(ModelVersion.Role.FORMAL, seed)
-    alternate = _synthetic_model(ModelVersion.Role.ALTERNATE, seed)
+    formal = demo_synthetic_model(ModelVersion.Role.FORMAL, seed)
+    alternate = demo_synthetic_model(ModelVersion.Role.ALTERNATE, seed)
     n_spectra = 0
     for start in range(0, n_stars, chunk):
         with transaction.atomic():
-            n_spectra += _demo_chunk(rng, start, min(chunk, n_stars - start), seed, formal, alternate)
+            observations = demo_observations_create(rng, first_star=start, n_stars=min(chunk, n_stars - start), seed=seed)
+            for model, values, errors in zip((formal, alternate), *demo_model_labels(rng, observations), strict=True):
+                labelsets_upsert(model_version=model, spectrum_ids=observations.spectrum_ids, values=values, errors=errors)
+            n_spectra += observations.spectrum_ids.shape[0]
     release = catalog_release_create(
         name=release_name, formal_model=formal, alternate_model=alternate,
         description="Synthetic demo catalog: labels drawn at random, not measured.",
@@ -74,7 +77,16 @@ def demo_catalog_create(*, n_stars: int, seed: int = 0, release_name: str | None
     return DemoCatalog(release=release, stars=n_stars, spectra=n_spectra)
 
 
-def _demo_chunk(rng, first_star: int, n: int, seed: int, formal: ModelVersion, alternate: ModelVersion) -> int:
+@dataclass(frozen=True)
+class DemoObservations:
+    spectrum_ids: np.ndarray  # (m,) int64
+    truth: np.ndarray  # (m, 15) true labels of each spectrum's star
+    snr: np.ndarray  # (m,) blue-arm S/N
+
+
+def demo_observations_create(rng: np.random.Generator, *, first_star: int, n_stars: int, seed: int) -> DemoObservations:
+    """Create ``n_stars`` stars with 1-6 spectra each; return the spectra and true labels."""
+    n = n_stars
     # Positions over the LAMOST sky (declination -10 to +70), uniform on the sphere.
     ra = rng.uniform(0.0, 360.0, n)
     dec = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-10.0)), np.sin(np.radians(70.0)), n)))
@@ -136,12 +148,15 @@ def _demo_chunk(rng, first_star: int, n: int, seed: int, formal: ModelVersion, a
     )
     truth = _REFERENCE_MEAN + _REFERENCE_STD * rng.standard_normal((n, len(LABELS)))
     truth[:, 3:] = truth[:, 2:3] + (truth[:, 3:] - _REFERENCE_MEAN[3:]) * 0.3 + (_REFERENCE_MEAN[3:] - _REFERENCE_MEAN[2])
-    truth = truth[star_of_spectrum]
-    noise_scale = _PRECISION * (30.0 / np.clip(snr, 5.0, None))[:, None]
+    return DemoObservations(spectrum_ids=spectrum_ids, truth=truth[star_of_spectrum], snr=snr)
+
+
+def demo_model_labels(rng: np.random.Generator, observations: DemoObservations):
+    """The two synthetic models' labels and the shared uncertainties: ((formal, alternate), (errors, errors))."""
+    truth = observations.truth
+    noise_scale = _PRECISION * (30.0 / np.clip(observations.snr, 5.0, None))[:, None]
     # Two networks trained on similar data share most of their error: 80% of the
     # variance is common, the rest is each model's own.
     shared = np.sqrt(0.8) * noise_scale * rng.standard_normal(truth.shape)
-    for model in (formal, alternate):
-        values = truth + shared + np.sqrt(0.2) * noise_scale * rng.standard_normal(truth.shape)
-        labelsets_upsert(model_version=model, spectrum_ids=spectrum_ids, values=values, errors=noise_scale)
-    return m
+    formal, alternate = (truth + shared + np.sqrt(0.2) * noise_scale * rng.standard_normal(truth.shape) for _ in range(2))
+    return (formal, alternate), (noise_scale, noise_scale)

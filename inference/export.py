@@ -1,14 +1,19 @@
 """The published catalog as CSV: paper Table 2's columns in its order, streamed.
 
-Rows come from the database in chunks through a server-side cursor and leave as text in
-blocks, so memory stays constant however many rows a release has. Text cells that a
-spreadsheet would read as a formula are neutralised.
+On PostgreSQL the server writes the CSV itself (``COPY (query) TO STDOUT``), which a
+helper thread hands over in blocks through a bounded queue: constant memory, and several
+times faster than formatting floats in Python. Elsewhere rows come through a server-side
+cursor and Python's csv writer. Either way, text cells that a spreadsheet would read as
+a formula are neutralised.
 """
 
 import csv
 import io
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from spectra.flags import CATALOG_FLAGS, FlagLevel
@@ -78,14 +83,23 @@ def _safe_rows(rows: Iterable[tuple], text_positions: list[int]) -> Iterator[tup
         yield row
 
 
-def stream_csv(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[str]:
-    """Yield the CSV text of ``entries`` in blocks of ``chunk_size`` rows."""
+def stream_csv(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[str | bytes]:
+    """Yield the comment header, the column header, then the CSV rows of ``entries`` in blocks."""
     yield "\n".join(header_lines(release, filters)) + "\n"
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([header for header, _, _ in EXPORT_COLUMNS])
+    yield buffer.getvalue()
+    if connection.vendor == "postgresql":
+        yield from _copy_rows(entries)
+    else:
+        yield from _python_rows(entries, chunk_size)
+
+
+def _python_rows(entries: QuerySet, chunk_size: int) -> Iterator[str]:
     fields = [field for _, field, _ in EXPORT_COLUMNS]
     text_positions = [i for i, field in enumerate(fields) if field in TEXT_FIELDS]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([header for header, _, _ in EXPORT_COLUMNS])
     rows = entries.order_by("id").values_list(*fields).iterator(chunk_size=chunk_size)
     pending = 0
     for row in _safe_rows(rows, text_positions):
@@ -97,3 +111,91 @@ def stream_csv(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_
             buffer.truncate()
             pending = 0
     yield buffer.getvalue()
+
+
+# Bytes handed over per block by the COPY path.
+_COPY_BLOCK_BYTES = 1 << 20
+# As SQL literals inside a statement that goes through mogrify (so '%' is doubled).
+_SQL_FORMULA_PREFIXES = ", ".join(
+    "E'\\t'" if p == "\t" else "E'\\r'" if p == "\r" else f"'{p.replace('%', '%%')}'" for p in _FORMULA_PREFIXES
+)
+
+
+class _CopyCancelled(Exception):
+    pass
+
+
+def _copy_sql(entries: QuerySet) -> str:
+    fields = [field for _, field, _ in EXPORT_COLUMNS]
+    inner_sql, params = entries.order_by("id").values_list(*fields).query.sql_with_params()
+    aliases = [f"c{i}" for i in range(len(fields))]
+    outer = [
+        (f"CASE WHEN left({alias}, 1) IN ({_SQL_FORMULA_PREFIXES}) THEN '''' || {alias} ELSE {alias} END")
+        if field in TEXT_FIELDS
+        else alias
+        for alias, field in zip(aliases, fields, strict=True)
+    ]
+    with connection.cursor() as cursor:
+        query = cursor.mogrify(f"SELECT {', '.join(outer)} FROM ({inner_sql}) AS rows ({', '.join(aliases)})", params)
+    return f"COPY ({query.decode()}) TO STDOUT WITH (FORMAT csv)"
+
+
+def _copy_rows(entries: QuerySet) -> Iterator[bytes]:
+    """Run COPY TO STDOUT on this request's connection in a helper thread; yield its blocks.
+
+    The request's own connection is used (the view does nothing else with it while the
+    response streams), so the export sees exactly what the request sees.
+    """
+    sql = _copy_sql(entries)
+    connection.ensure_connection()
+    raw_connection = connection.connection
+    blocks: queue.Queue = queue.Queue(maxsize=4)
+    cancelled = threading.Event()
+    finished = object()
+
+    class Sink:
+        def __init__(self):
+            self.parts: list[bytes] = []
+            self.size = 0
+
+        def write(self, data) -> None:
+            if cancelled.is_set():
+                raise _CopyCancelled
+            self.parts.append(data if isinstance(data, bytes) else data.encode())
+            self.size += len(data)
+            if self.size >= _COPY_BLOCK_BYTES:
+                self.flush()
+
+        def flush(self) -> None:
+            if self.parts:
+                blocks.put(b"".join(self.parts))
+                self.parts, self.size = [], 0
+
+    def run() -> None:
+        sink = Sink()
+        try:
+            with raw_connection.cursor() as cursor:
+                cursor.copy_expert(sql, sink)
+            sink.flush()
+            blocks.put(finished)
+        except BaseException as error:  # handed to the consuming thread, which re-raises it
+            blocks.put(error)
+
+    worker = threading.Thread(target=run, name="csv-export-copy", daemon=True)
+    worker.start()
+    try:
+        while True:
+            block = blocks.get()
+            if block is finished:
+                return
+            if isinstance(block, BaseException):
+                raise block
+            yield block
+    finally:
+        cancelled.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                blocks.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        worker.join()

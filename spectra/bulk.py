@@ -9,10 +9,13 @@ Django's ``bulk_create(update_conflicts=True)``, which has the same semantics.
 import csv
 import io
 import math
+import struct
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.db import connection, models, transaction
+from django.utils import timezone
 
 # Rows sent per COPY / bulk_create round trip; bounds memory on very large writes.
 UPSERT_BATCH_ROWS = 20_000
@@ -44,7 +47,8 @@ def bulk_upsert(
     """Insert rows, or update the existing row with the same ``unique_fields``.
 
     ``columns`` maps model field attnames (``spectrum_id``, ``teff``...) to equal-length
-    columns. Returns the number of rows written.
+    columns. Omitted fields take their defaults on insert and keep their value on
+    update; ``auto_now`` fields are set on both. Returns the number of rows written.
     """
     names = list(columns)
     lengths = {len(columns[name]) for name in names}
@@ -54,18 +58,33 @@ def bulk_upsert(
     missing = set(unique_fields) - set(names)
     if missing:
         raise ValueError(f"unique fields {sorted(missing)} are not among the columns")
+    # COPY bypasses Model.save(): supply what Django would, namely timestamps of
+    # auto_now / auto_now_add fields and Python-side defaults of omitted fields.
+    now = timezone.now()
+    created_only: set[str] = set()
+    extra: dict[str, list] = {}
+    for field in model._meta.concrete_fields:
+        if field.primary_key or field.attname in columns:
+            continue
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            extra[field.attname] = [now] * total
+            if not field.auto_now:
+                created_only.add(field.attname)
+        else:  # what Model.save() would store: the default, '' or None
+            extra[field.attname] = [field.get_default()] * total
+            created_only.add(field.attname)
+    columns = {**columns, **extra}
+    names += list(extra)
+    update_fields = [name for name in names if name not in unique_fields and name not in created_only]
     use_copy = connection.vendor == "postgresql"
-    null = COPY_NULL if use_copy else None
-    python_columns = {name: _as_python_column(columns[name], null) for name in names}
-    update_fields = [name for name in names if name not in unique_fields]
     with transaction.atomic():
         for start in range(0, total, batch_rows):
-            stop = min(start + batch_rows, total)
-            batch = {name: python_columns[name][start:stop] for name in names}
+            batch = {name: columns[name][start : start + batch_rows] for name in names}
             if use_copy:
                 _copy_upsert(model, batch, unique_fields, update_fields)
             else:
-                _orm_upsert(model, batch, unique_fields, update_fields)
+                python_batch = {name: _as_python_column(values, None) for name, values in batch.items()}
+                _orm_upsert(model, python_batch, unique_fields, update_fields)
     return total
 
 
@@ -83,13 +102,69 @@ def _orm_upsert(model, batch, unique_fields, update_fields) -> None:
     )
 
 
+# PostgreSQL column types that the binary COPY path writes, as big-endian numpy types.
+_BINARY_COPY_TYPES = {"double precision": ">f8", "bigint": ">i8", "integer": ">i4", "smallint": ">i2"}
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _binary_copy_payload(model, columns: Mapping[str, Sequence | np.ndarray]) -> tuple[bytes, set[str]] | None:
+    """The rows in PostgreSQL's binary COPY format, built with numpy; None if not all numeric.
+
+    Float columns carry NaN for missing values (turned into NULL by the merge); integer
+    and timestamp columns must be complete. Returns the payload and the float columns.
+    """
+    fields = {field.attname: field for field in model._meta.concrete_fields}
+    layout, values, float_columns = [("count", ">i2")], [], set()
+    for i, (name, column) in enumerate(columns.items()):
+        field = fields[name]
+        db_type = field.db_type(connection)
+        if db_type == "timestamp with time zone":
+            if not column or any(not isinstance(v, datetime) for v in column):
+                return None
+            first = column[0]
+            if all(v is first for v in column):  # one timestamp for the batch: the common case
+                array = np.full(len(column), (first - _PG_EPOCH) // timedelta(microseconds=1), dtype=np.int64)
+            else:
+                array = np.array([(v - _PG_EPOCH) // timedelta(microseconds=1) for v in column], dtype=np.int64)
+            numpy_type = ">i8"
+        else:
+            numpy_type = _BINARY_COPY_TYPES.get(db_type)
+            array = np.asarray(column)
+            if numpy_type is None or array.dtype.kind not in ("f" if numpy_type == ">f8" else "iu"):
+                return None
+            if numpy_type == ">f8":
+                float_columns.add(name)
+        layout += [(f"length{i}", ">i4"), (f"value{i}", numpy_type)]
+        values.append((i, np.dtype(numpy_type).itemsize, array))
+    records = np.empty(len(next(iter(columns.values()))), dtype=np.dtype(layout))
+    records["count"] = len(values)
+    for i, size, array in values:
+        records[f"length{i}"] = size
+        records[f"value{i}"] = array
+    header = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+    return header + records.tobytes() + struct.pack(">h", -1), float_columns
+
+
 def _copy_upsert(model, batch, unique_fields, update_fields) -> None:
     table = connection.ops.quote_name(model._meta.db_table)
     names = list(batch)
-    column_sql = ", ".join(connection.ops.quote_name(name) for name in names)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(zip(*(batch[n] for n in names), strict=True))
-    buffer.seek(0)
+    quote = connection.ops.quote_name
+    column_sql = ", ".join(quote(name) for name in names)
+    binary = _binary_copy_payload(model, batch)
+    if binary is not None:
+        payload, float_columns = binary
+        buffer = io.BytesIO(payload)
+        copy_options = "FORMAT binary"
+        select_sql = ", ".join(
+            f"NULLIF({quote(n)}, 'NaN'::float8)" if n in float_columns else quote(n) for n in names
+        )
+    else:
+        text_columns = [_as_python_column(batch[n], COPY_NULL) for n in names]
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(zip(*text_columns, strict=True))
+        buffer.seek(0)
+        copy_options = f"FORMAT csv, NULL '{COPY_NULL}'"
+        select_sql = column_sql
     if update_fields:
         assignments = ", ".join(
             f"{connection.ops.quote_name(n)} = EXCLUDED.{connection.ops.quote_name(n)}" for n in update_fields
@@ -100,11 +175,9 @@ def _copy_upsert(model, batch, unique_fields, update_fields) -> None:
     conflict_target = ", ".join(connection.ops.quote_name(n) for n in unique_fields)
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMP TABLE _bulk_upsert AS SELECT {column_sql} FROM {table} WITH NO DATA")
-        cursor.cursor.copy_expert(
-            f"COPY _bulk_upsert ({column_sql}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')", buffer
-        )
+        cursor.cursor.copy_expert(f"COPY _bulk_upsert ({column_sql}) FROM STDIN WITH ({copy_options})", buffer)
         cursor.execute(
-            f"INSERT INTO {table} ({column_sql}) SELECT {column_sql} FROM _bulk_upsert "
+            f"INSERT INTO {table} ({column_sql}) SELECT {select_sql} FROM _bulk_upsert "
             f"ON CONFLICT ({conflict_target}) {conflict}"
         )
         cursor.execute("DROP TABLE _bulk_upsert")

@@ -87,3 +87,24 @@ def test_curating_a_draft_entry_recomputes_flag_and_logs(release_factory, curato
     assert entry.flag == 1 and entry.flag_bits == 0
     log = list(CurationRecord.objects.order_by("id").values_list("action", "reason", "user__username"))
     assert log == [("flag", "satellite trail", "curator"), ("unflag", "trail was elsewhere", "curator")]
+
+
+def test_bulk_upsert_fills_timestamps_and_defaults_like_save():
+    from spectra.bulk import bulk_upsert
+    from spectra.models import Spectrum, Star
+
+    star = Star.objects.create(designation="LAMOST J000000.00+000000.0", ra=0.0, dec=0.0)
+    row = {
+        "star_id": [star.pk], "medres_specid": ["20180101-P-01-001-coadd-v1"], "kind": ["coadd"], "plan_id": ["P"],
+        "spectrograph": [1], "fiber": [1], "lmjd": [58000], "source_path": ["/x.fits"], "source_sha256": ["b" * 64],
+        "file_format": ["dr7"], "snr_blue": [12.5],
+    }
+    bulk_upsert(Spectrum, row, unique_fields=["medres_specid"])
+    first = Spectrum.objects.get()
+    assert first.created_at is not None and first.status == Spectrum.Status.INGESTED and first.flags == 0
+    assert first.medid_blue == "" and first.lmjm is None
+    Spectrum.objects.filter(pk=first.pk).update(status=Spectrum.Status.PREPROCESSED)
+    bulk_upsert(Spectrum, {**row, "snr_blue": [13.0]}, unique_fields=["medres_specid"])
+    second = Spectrum.objects.get()
+    assert second.snr_blue == 13.0 and second.created_at == first.created_at and second.updated_at >= first.updated_at
+    assert second.status == Spectrum.Status.PREPROCESSED  # omitted fields keep their value on update

@@ -34,10 +34,10 @@ def test_export_has_table_2_columns_units_and_flag_meanings(release_factory):
     assert len(rows) == 3
     assert any("MODELS_DISAGREE_TEFF" in line for line in comments)
     assert any("RV_blue: km/s" in line for line in comments)
-    hot = next(r for r in rows if r[header.index("Teff")] == "6700.0")
-    assert hot[header.index("[Fe/H]")] == "-9999.0" and hot[header.index("Flag")] == "1"
+    hot = next(r for r in rows if float(r[header.index("Teff")]) == 6700.0)
+    assert float(hot[header.index("[Fe/H]")]) == -9999.0 and hot[header.index("Flag")] == "1"
     _, _, good = read_export(Client().get(f"/api/v1/releases/{release.name}/export.csv", {"flag": 1, "teff_max": 5000}))
-    assert [r[header.index("Teff")] for r in good] == ["4800.0"]
+    assert [float(r[header.index("Teff")]) for r in good] == [4800.0]
 
 
 def test_export_refuses_bad_filters(release_factory):
@@ -53,15 +53,32 @@ def test_export_neutralises_spreadsheet_formulas(release_factory):
     release = release_factory(spectra, label_rows([4800.0]), label_rows([4800.0]))
     _, header, rows = read_export(Client().get(f"/api/v1/releases/{release.name}/export.csv"))
     assert rows[0][header.index("starid")] == "'=HYPERLINK(\"http://x\")"
-    assert rows[0][header.index("[Fe/H]")] == "-0.2"  # numbers are never altered
+    assert float(rows[0][header.index("[Fe/H]")]) == -0.2  # numbers are never altered
+    assert rows[0][header.index("medres_specid")] == spectra[0].medres_specid
     assert spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)" and spreadsheet_safe("LAMOST J1") == "LAMOST J1"
 
 
-def test_export_output_is_streamed_in_blocks(release_factory, settings):
-    settings.EXPORT_CHUNK_SIZE = 2
+def test_export_output_is_streamed_in_blocks(release_factory, settings, monkeypatch):
+    import inference.export
+
+    settings.EXPORT_CHUNK_SIZE = 2  # rows per block, Python path
+    monkeypatch.setattr(inference.export, "_COPY_BLOCK_BYTES", 300)  # bytes per block, COPY path
     positions = [(float(i), 1.0) for i in range(7)]
     release = release_factory(make_spectra(positions), label_rows([5000.0] * 7), label_rows([5000.0] * 7))
     response = Client().get(f"/api/v1/releases/{release.name}/export.csv")
     blocks = list(response.streaming_content)
-    assert len(blocks) >= 5  # header, then blocks of 2 rows
+    assert len(blocks) >= 5  # comments, column header, then several blocks of rows
     assert sum(block.count(b"\n") for block in blocks[1:]) == 8  # column header + 7 rows
+
+
+def test_export_stopped_early_leaves_the_connection_usable(release_factory, monkeypatch):
+    import inference.export
+    from inference.models import CatalogEntry
+
+    monkeypatch.setattr(inference.export, "_COPY_BLOCK_BYTES", 100)
+    positions = [(float(i), 1.0) for i in range(20)]
+    release = release_factory(make_spectra(positions), label_rows([5000.0] * 20), label_rows([5000.0] * 20))
+    stream = inference.export.stream_csv(release, CatalogEntry.objects.filter(release=release), {}, 5)
+    next(stream), next(stream), next(stream)
+    stream.close()  # the client went away: the generator is closed mid-COPY
+    assert CatalogEntry.objects.filter(release=release).count() == 20
