@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 
 from spectra.admin_tools import (
@@ -11,7 +12,14 @@ from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
 from spectra.labels import LABEL_FIELDS
 
 from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
-from .services import ReleaseImmutableError, catalog_entries_curate, catalog_release_build, catalog_release_publish
+from .services import (
+    ReleaseImmutableError,
+    catalog_entries_curate,
+    catalog_release_build,
+    catalog_release_models_check,
+    catalog_release_publish,
+    catalog_rules_current,
+)
 
 
 class ReadOnlyAdmin(LargeTableAdmin):
@@ -39,8 +47,24 @@ class LabelSetAdmin(ReadOnlyAdmin):
     raw_id_fields = ["spectrum"]
 
 
+class CatalogReleaseAdminForm(forms.ModelForm):
+    class Meta:
+        model = CatalogRelease
+        fields = ["name", "description", "formal_model", "alternate_model"]
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk is None and data.get("formal_model") and data.get("alternate_model"):
+            try:
+                catalog_release_models_check(formal_model=data["formal_model"], alternate_model=data["alternate_model"])
+            except ValueError as error:
+                raise forms.ValidationError(str(error)) from error
+        return data
+
+
 @admin.register(CatalogRelease)
 class CatalogReleaseAdmin(admin.ModelAdmin):
+    form = CatalogReleaseAdminForm
     list_display = ["name", "status", "formal_model", "alternate_model", "entry_count", "good_count", "created_at", "published_at"]
     list_filter = ["status"]
     list_select_related = ["formal_model", "alternate_model"]
@@ -57,6 +81,12 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return obj is None or not obj.is_published
+
+    def save_model(self, request, obj, form, change):
+        if not change:  # new releases record the rules in force and who made them
+            obj.rules = catalog_rules_current().as_dict()
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Build (or rebuild) the entries of selected draft releases")
     def build_entries(self, request, queryset):

@@ -63,6 +63,18 @@ def catalog_rules_current() -> CatalogRules:
     return CatalogRules.from_mapping(settings.CATALOG_RULES)
 
 
+def catalog_release_models_check(*, formal_model: ModelVersion, alternate_model: ModelVersion) -> None:
+    """Raise ValueError unless the two models can make a release together."""
+    if formal_model.pk == alternate_model.pk:
+        raise ValueError("a release needs two different models (formal and alternate)")
+    if formal_model.role != ModelVersion.Role.FORMAL or alternate_model.role != ModelVersion.Role.ALTERNATE:
+        raise ValueError(
+            f"model roles must be formal and alternate, got {formal_model.role} and {alternate_model.role}"
+        )
+    if formal_model.preprocessing_version != alternate_model.preprocessing_version:
+        raise ValueError("the two models were trained on differently preprocessed spectra")
+
+
 def catalog_release_create(
     *,
     name: str,
@@ -73,12 +85,7 @@ def catalog_release_create(
     rules: CatalogRules | None = None,
 ) -> CatalogRelease:
     """Register a draft release of the two models' combined labels."""
-    if formal_model.pk == alternate_model.pk:
-        raise ValueError("a release needs two different models (formal and alternate)")
-    if formal_model.role != ModelVersion.Role.FORMAL or alternate_model.role != ModelVersion.Role.ALTERNATE:
-        raise ValueError(
-            f"model roles must be formal and alternate, got {formal_model.role} and {alternate_model.role}"
-        )
+    catalog_release_models_check(formal_model=formal_model, alternate_model=alternate_model)
     rules = rules or catalog_rules_current()
     return CatalogRelease.objects.create(
         name=name,

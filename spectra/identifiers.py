@@ -30,3 +30,31 @@ def medres_specid(*, date: str, plan_id: str, spectrograph: int, fiber: int, lmj
     """
     minute = "coadd" if lmjm is None else str(lmjm)
     return f"{date}-{plan_id}-{spectrograph:02d}-{fiber:03d}-{minute}-{pipeline}"
+
+
+_MJD_EPOCH_ORDINAL = 678576  # date(1858, 11, 17).toordinal()
+
+
+def night_date(lmjd: int) -> str:
+    """YYYYMMDD of a local modified Julian day."""
+    from datetime import date
+
+    return date.fromordinal(_MJD_EPOCH_ORDINAL + int(lmjd)).strftime("%Y%m%d")
+
+
+def pipeline_version(data_release: str) -> str:
+    """'LAMOST DR7' -> 'DR7'; the pipeline tag of the medres_specid."""
+    tokens = data_release.split()
+    return tokens[-1] if tokens else "unknown"
+
+
+def gaia_source_id_from_objname(objname: str) -> int | None:
+    """OBJNAME holds a Gaia DR2 source_id for many MRS targets, other catalog ids for others.
+
+    Only an all-digit name of 17 to 19 digits is taken as a Gaia source_id (the other
+    catalogs seen in MRS files use dashes or 15-digit numbers); anything else gives None.
+    """
+    name = objname.strip()
+    if name.isdigit() and 17 <= len(name) <= 19 and int(name) < 2**63:
+        return int(name)
+    return None

@@ -136,3 +136,31 @@ class CurationRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type} {self.target_id}"
+
+
+class SourceFile(models.Model):
+    """A spectrum file seen by ingest: what it held, or why it could not be read.
+
+    Keyed by content (sha256): re-ingesting the same bytes, under any path, changes nothing.
+    """
+
+    class Status(models.TextChoices):
+        INGESTED = "ingested", "Ingested"
+        FAILED = "failed", "Failed"
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    path = models.CharField(max_length=1024, db_index=True)
+    size = models.PositiveBigIntegerField()
+    reader = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, db_index=True)
+    error_kind = models.CharField(max_length=40, blank=True, db_index=True)
+    error_message = models.TextField(blank=True)
+    spectra_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.path

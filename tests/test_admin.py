@@ -92,3 +92,18 @@ def test_admin_can_open_a_spectrum_and_entry_page(admin_client, release_factory)
     release_factory(spectra, label_rows([4800.0]), label_rows([4800.0]))
     assert admin_client.get(f"/admin/spectra/spectrum/{spectra[0].pk}/change/").status_code == 200
     assert admin_client.get(f"/admin/inference/catalogentry/{CatalogEntry.objects.get().pk}/change/").status_code == 200
+
+
+def test_adding_a_release_in_the_admin_checks_roles_and_records_rules(admin_client, curator):
+    from inference.models import CatalogRelease, ModelVersion
+
+    from .conftest import make_model
+
+    formal, alternate = make_model(ModelVersion.Role.FORMAL), make_model(ModelVersion.Role.ALTERNATE)
+    form = {"name": "dr7-v1", "description": "", "formal_model": alternate.pk, "alternate_model": formal.pk}
+    response = admin_client.post("/admin/inference/catalogrelease/add/", form)
+    assert response.status_code == 200 and "model roles must be formal and alternate" in response.content.decode()
+    assert not CatalogRelease.objects.exists()
+    admin_client.post("/admin/inference/catalogrelease/add/", {**form, "formal_model": formal.pk, "alternate_model": alternate.pk})
+    release = CatalogRelease.objects.get()
+    assert release.created_by == curator and release.rules["max_delta_teff"] == 120.0

@@ -168,3 +168,15 @@ CATALOG_RULES = {
     "hot_metal_poor_feh": env.float("CATALOG_HOT_METAL_POOR_FEH", default=-1.0),
     "min_snr": env.float("CATALOG_MIN_SNR", default=10.0),
 }
+
+# --- Ingest -----------------------------------------------------------------------------
+# Spectra closer than this on the sky belong to the same star (designations of one star
+# differ by a few tenths of an arcsecond between plans).
+STAR_MATCH_RADIUS_ARCSEC = env.float("STAR_MATCH_RADIUS_ARCSEC", default=1.5)
+# The Cannon spectrum model used for RV templates and the mock survey (fetch_spectrum_model).
+SPECTRUM_MODEL_PATH = Path(
+    env.str(
+        "SPECTRUM_MODEL_PATH",
+        default=str(Path.home() / ".cache" / "spcanet" / "cannongrid_3000_18000_coolstars_norm_cubic_model.pkl"),
+    )
+)

@@ -1,0 +1,46 @@
+"""Array shards: the normalised spectra, outside the database.
+
+A shard is one ``.npy`` file of shape (N, 2, 2, 4000) float32: for each spectrum,
+[normalised flux, its inverse variance] x [blue, red] x pixels (masked pixels: flux 1,
+ivar 0). Rows are addressed by (shard name, row). Shards are named by the sha256 of
+their bytes, so writing the same arrays twice gives the same single file, and they are
+written to a temporary name and renamed, so a reader never sees half a shard.
+Pure Python/numpy; the root directory comes from the caller (settings.SPECTRA_ARRAY_ROOT).
+"""
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+SHARD_DTYPE = np.float32
+
+
+class ArrayStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, shard: str) -> Path:
+        return self.root / shard[:2] / f"{shard}.npy"
+
+    def write(self, flux: np.ndarray, ivar: np.ndarray) -> str:
+        """Store (N, 2, 4000) flux and ivar; return the shard name."""
+        stacked = np.ascontiguousarray(np.stack([flux, ivar], axis=1), dtype=SHARD_DTYPE)
+        buffer = io.BytesIO()
+        np.save(buffer, stacked, allow_pickle=False)
+        payload = buffer.getvalue()
+        shard = hashlib.sha256(payload).hexdigest()[:32]
+        target = self.path(shard)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_suffix(f".tmp-{os.getpid()}")
+            temporary.write_bytes(payload)
+            os.replace(temporary, target)
+        return shard
+
+    def read(self, shard: str, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """(n, 2, 2, 4000) float32 for the given rows (all rows by default); memory-mapped."""
+        data = np.load(self.path(shard), mmap_mode="r", allow_pickle=False)
+        return np.asarray(data if rows is None else data[np.asarray(rows)])

@@ -1,0 +1,298 @@
+"""Ingest of spectrum files into the catalog: read, preprocess, store arrays, write rows.
+
+Files are handled in batches: each batch is read (a bad file is recorded and skipped,
+never fatal), preprocessed as one vectorised batch, its arrays written to one shard, and
+its stars, spectra and source-file records written in one transaction with upserts, so
+an interrupted or repeated ingest never duplicates anything. A file whose sha256 is
+already recorded as ingested is skipped without being parsed.
+"""
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord, search_around_sky
+from django.conf import settings
+from django.db import transaction
+
+from .array_store import ArrayStore
+from .bulk import bulk_upsert
+from .flags import SPECTRUM_FLAGS
+from .identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
+from .io import SpectrumFile, SpectrumFileError, read_spectrum_file
+from .models import SourceFile, Spectrum, Star
+from .processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, preprocess
+from .processing.rv import TemplateBank
+
+SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
+
+
+@dataclass
+class IngestSummary:
+    files_seen: int = 0
+    files_unchanged: int = 0
+    files_ingested: int = 0
+    failures: Counter = field(default_factory=Counter)  # error kind -> files
+    spectra_written: int = 0
+    spectra_by_status: Counter = field(default_factory=Counter)
+    flags: Counter = field(default_factory=Counter)  # flag name -> spectra
+
+    def lines(self) -> list[str]:
+        out = [
+            f"files: {self.files_seen} seen, {self.files_ingested} ingested, {self.files_unchanged} unchanged, "
+            f"{sum(self.failures.values())} failed",
+        ]
+        out += [f"  failed ({kind}): {count}" for kind, count in sorted(self.failures.items())]
+        out.append(f"spectra: {self.spectra_written} written")
+        out += [f"  {status}: {count}" for status, count in sorted(self.spectra_by_status.items())]
+        out += [f"  flag {name}: {count}" for name, count in sorted(self.flags.items())]
+        return out
+
+
+def spectrum_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files named, and spectrum files found under directories named, in sorted order."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SPECTRUM_SUFFIXES))
+        else:
+            yield path
+
+
+@dataclass
+class _ReadFile:
+    path: Path
+    sha256: str
+    size: int
+    parsed: SpectrumFile | None = None
+    error: SpectrumFileError | None = None
+
+
+def spectra_ingest(
+    *,
+    paths: Iterable[str | Path],
+    rv_catalog: dict[tuple[int, int | None], tuple[float, float]] | None = None,
+    templates: TemplateBank | None = None,
+    batch_files: int = 32,
+    progress: Callable[[int], None] | None = None,
+    config: PreprocessConfig | None = None,
+) -> IngestSummary:
+    """Ingest files (and directory trees). ``rv_catalog`` maps (OBSID, LMJM or None for
+    every spectrum of the observation) to (RV blue, RV red) in km/s; arms without a
+    catalog RV are measured against ``templates``."""
+    summary = IngestSummary()
+    store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
+    batch: list[Path] = []
+    for path in spectrum_files(paths):
+        batch.append(path)
+        if len(batch) >= batch_files:
+            _ingest_batch(batch, store, rv_catalog or {}, templates, config, summary)
+            if progress:
+                progress(len(batch))
+            batch = []
+    if batch:
+        _ingest_batch(batch, store, rv_catalog or {}, templates, config, summary)
+        if progress:
+            progress(len(batch))
+    return summary
+
+
+def _read(path: Path) -> _ReadFile:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        read = _ReadFile(path, hashlib.sha256(str(path).encode()).hexdigest(), 0)
+        read.error = SpectrumFileError(str(path), f"cannot read the file ({error.strerror or error})")
+        return read
+    read = _ReadFile(path, hashlib.sha256(data).hexdigest(), len(data))
+    read.data = data  # type: ignore[attr-defined]
+    return read
+
+
+def _ingest_batch(paths, store, rv_catalog, templates, config, summary: IngestSummary) -> None:
+    reads = [_read(path) for path in paths]
+    summary.files_seen += len(reads)
+    known = set(
+        SourceFile.objects.filter(sha256__in=[r.sha256 for r in reads], status=SourceFile.Status.INGESTED).values_list(
+            "sha256", flat=True
+        )
+    )
+    todo = []
+    seen_in_batch: set[str] = set()
+    for read in reads:
+        if read.sha256 in known or read.sha256 in seen_in_batch:
+            summary.files_unchanged += 1
+            continue
+        seen_in_batch.add(read.sha256)
+        if read.error is None:
+            try:
+                read.parsed = read_spectrum_file(str(read.path), read.data)  # type: ignore[attr-defined]
+            except SpectrumFileError as error:
+                read.error = error
+        read.data = None  # type: ignore[attr-defined]
+        todo.append(read)
+    parsed = [r for r in todo if r.parsed is not None]
+    entries = [(r, spectrum) for r in parsed for spectrum in r.parsed.spectra]
+    with transaction.atomic():
+        if entries:
+            _write_spectra(entries, store, rv_catalog, templates, config, summary)
+        _write_source_files(todo, summary)
+
+
+def _write_source_files(reads: list[_ReadFile], summary: IngestSummary) -> None:
+    if not reads:
+        return
+    for read in reads:
+        if read.error is not None:
+            summary.failures[read.error.kind] += 1
+        else:
+            summary.files_ingested += 1
+    bulk_upsert(
+        SourceFile,
+        {
+            "sha256": [r.sha256 for r in reads],
+            "path": [str(r.path) for r in reads],
+            "size": np.array([r.size for r in reads], dtype=np.int64),
+            "reader": [r.parsed.format if r.parsed else "" for r in reads],
+            "status": [SourceFile.Status.FAILED if r.error else SourceFile.Status.INGESTED for r in reads],
+            "error_kind": [r.error.kind if r.error else "" for r in reads],
+            "error_message": [str(r.error) if r.error else "" for r in reads],
+            "spectra_count": np.array([len(r.parsed.spectra) if r.parsed else 0 for r in reads], dtype=np.int64),
+        },
+        unique_fields=["sha256"],
+    )
+
+
+def _write_spectra(entries, store: ArrayStore, rv_catalog, templates, config, summary: IngestSummary) -> None:
+    spectra = [spectrum for _, spectrum in entries]
+    files = [read.parsed for read, _ in entries]
+    supplied = np.full((len(spectra), 2), np.nan)
+    for i, (sf, spectrum) in enumerate(zip(files, spectra, strict=True)):
+        value = rv_catalog.get((sf.obsid, spectrum.lmjm)) or rv_catalog.get((sf.obsid, None))
+        if value is not None:
+            supplied[i] = value
+    result = preprocess(spectra, rv_supplied=supplied, templates=templates, config=config)
+    processed = np.flatnonzero(result.processed)
+    shard = store.write(result.flux[processed], result.ivar[processed]) if processed.size else ""
+    rows = np.full(len(spectra), -1, dtype=np.int64)
+    rows[processed] = np.arange(processed.size)
+    star_ids = stars_for_files(files)
+    reject = SPECTRUM_FLAGS.reject_mask()
+    status = np.where(
+        ~result.processed,
+        Spectrum.Status.FAILED,
+        np.where((result.flags & reject) != 0, Spectrum.Status.REJECTED, Spectrum.Status.PREPROCESSED),
+    )
+    # A file's rows first, so failed preprocessing is visible: FAILED rows keep no arrays.
+    ids = [
+        medres_specid(
+            date=night_date(sf.lmjd), plan_id=sf.plan_id, spectrograph=sf.spectrograph, fiber=sf.fiber,
+            lmjm=spectrum.lmjm, pipeline=pipeline_version(sf.data_release),
+        )
+        for sf, spectrum in zip(files, spectra, strict=True)
+    ]
+    measured = result.rv_measured
+    bulk_upsert(
+        Spectrum,
+        {
+            "star_id": star_ids,
+            "medres_specid": ids,
+            "medid_blue": [f"{i}-B" for i in ids],
+            "medid_red": [f"{i}-R" for i in ids],
+            "kind": [spectrum.kind for spectrum in spectra],
+            "obsid": [sf.obsid for sf in files],
+            "objname": [sf.objname for sf in files],
+            "plan_id": [sf.plan_id for sf in files],
+            "spectrograph": [sf.spectrograph for sf in files],
+            "fiber": [sf.fiber for sf in files],
+            "lmjd": [sf.lmjd for sf in files],
+            "lmjm": [spectrum.lmjm for spectrum in spectra],
+            "exptime": [spectrum.exptime for spectrum in spectra],
+            "snr_blue": result.snr[:, 0],
+            "snr_red": result.snr[:, 1],
+            "rv_blue": result.rv[:, 0],
+            "rv_red": result.rv[:, 1],
+            "rv_blue_err": result.rv_err[:, 0],
+            "rv_red_err": result.rv_err[:, 1],
+            "rv_source": [
+                Spectrum.RVSource.MEASURED if m else Spectrum.RVSource.CATALOG if not np.isnan(s).all() else Spectrum.RVSource.NONE
+                for m, s in zip(measured, supplied, strict=True)
+            ],
+            "source_path": [str(read.path) for read, _ in entries],
+            "source_sha256": [read.sha256 for read, _ in entries],
+            "file_format": [sf.layout_version for sf in files],
+            "data_release": [sf.data_release for sf in files],
+            "array_shard": [shard if row >= 0 else "" for row in rows],
+            "array_row": [int(row) if row >= 0 else None for row in rows],
+            "preprocessing_version": [PREPROCESSING_VERSION] * len(spectra),
+            "status": status.tolist(),
+            "flags": result.flags,
+        },
+        unique_fields=["medres_specid"],
+    )
+    summary.spectra_written += len(spectra)
+    summary.spectra_by_status.update(status.tolist())
+    for flag in SPECTRUM_FLAGS:
+        count = int(((result.flags & flag.mask) != 0).sum())
+        if count:
+            summary.flags[flag.name] += count
+
+
+def stars_for_files(files: list[SpectrumFile]) -> np.ndarray:
+    """The Star id of each file's object, matched by position, created when new.
+
+    The same star appears under different OBJNAMEs and even designations differing in
+    the last digit, so identity is positional: within STAR_MATCH_RADIUS_ARCSEC of an
+    existing star, or of another new one in the same batch.
+    """
+    radius = settings.STAR_MATCH_RADIUS_ARCSEC * u.arcsec
+    ra = np.array([sf.ra for sf in files])
+    dec = np.array([sf.dec for sf in files])
+    coordinates = SkyCoord(ra * u.deg, dec * u.deg)
+    pad = radius.to_value(u.deg) * 2
+    candidates = list(
+        Star.objects.filter(dec__gte=dec.min() - pad, dec__lte=dec.max() + pad).values_list("id", "ra", "dec", "gaia_source_id")
+        if (ra.max() - ra.min()) > 180
+        else Star.objects.filter(
+            dec__gte=dec.min() - pad, dec__lte=dec.max() + pad,
+            ra__gte=ra.min() - pad / max(np.cos(np.radians(np.abs(dec).max())), 1e-3),
+            ra__lte=ra.max() + pad / max(np.cos(np.radians(np.abs(dec).max())), 1e-3),
+        ).values_list("id", "ra", "dec", "gaia_source_id")
+    )
+    star_ids = np.zeros(len(files), dtype=np.int64)
+    if candidates:
+        known = SkyCoord(np.array([c[1] for c in candidates]) * u.deg, np.array([c[2] for c in candidates]) * u.deg)
+        index, separation, _ = coordinates.match_to_catalog_sky(known)
+        matched = separation <= radius
+        star_ids[matched] = np.array([candidates[i][0] for i in index[matched]])
+    new = np.flatnonzero(star_ids == 0)
+    if new.size:
+        # Group the new positions among themselves, then create one star per group.
+        first, second, _, _ = search_around_sky(coordinates[new], coordinates[new], radius)
+        group = np.arange(new.size)
+        for a, b in sorted(zip(first.tolist(), second.tolist(), strict=True)):
+            group[max(a, b)] = min(group[a], group[b])
+        leaders = np.unique(group)
+        created = Star.objects.bulk_create(
+            [
+                Star(
+                    designation=files[new[g]].designation,
+                    gaia_source_id=gaia_source_id_from_objname(files[new[g]].objname),
+                    ra=files[new[g]].ra,
+                    dec=files[new[g]].dec,
+                )
+                for g in leaders
+            ]
+        )
+        by_leader = {int(g): star.pk for g, star in zip(leaders, created, strict=True)}
+        star_ids[new] = [by_leader[int(group[i])] for i in range(new.size)]
+    # A Gaia id read from a later file fills a star that had none.
+    for sf, star_id in zip(files, star_ids, strict=True):
+        gaia = gaia_source_id_from_objname(sf.objname)
+        if gaia is not None:
+            Star.objects.filter(pk=star_id, gaia_source_id__isnull=True).update(gaia_source_id=gaia)
+    return star_ids

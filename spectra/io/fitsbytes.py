@@ -1,0 +1,152 @@
+"""FITS files held in memory: astropy parses the headers, numpy views the binary tables.
+
+Reading a LAMOST MRS file through ``astropy.io.fits.open`` builds an HDU object, a
+FITS_rec and column objects for each of up to 20 tables, which costs more than the
+decompression itself. Here the file is decompressed once, each header is parsed with
+``astropy.io.fits.Header.fromstring``, and each binary table's rows are viewed in place
+with a numpy structured dtype built from its TFORMn cards: no copies until the reader
+converts the few columns it needs.
+"""
+
+import gzip
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from astropy.io import fits
+
+from .errors import CorruptFileError, NotFitsError
+
+BLOCK = 2880
+CARD = 80
+_END_CARD = b"END" + b" " * 77
+_TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCM])")
+_FITS_TYPES = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "A": "S1", "E": ">f4", "D": ">f8"}
+
+
+@dataclass
+class Hdu:
+    header: fits.Header
+    data: memoryview  # this HDU's data bytes (without padding)
+
+    @property
+    def name(self) -> str:
+        return str(self.header.get("EXTNAME", "")).strip().upper()
+
+    @property
+    def is_table(self) -> bool:
+        return self.header.get("XTENSION", "").strip() == "BINTABLE"
+
+    @cached_property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The binary table's columns by upper-case name, scaled by TSCALn/TZEROn if present."""
+        header = self.header
+        n_fields = int(header.get("TFIELDS", 0))
+        names, formats, offsets, offset = [], [], [], 0
+        for i in range(1, n_fields + 1):
+            match = _TFORM.match(str(header.get(f"TFORM{i}", "")))
+            if match is None or match.group(2) not in _FITS_TYPES:
+                raise ValueError(f"unsupported TFORM{i} {header.get(f'TFORM{i}')!r}")
+            repeat = int(match.group(1) or 1)
+            base = np.dtype(_FITS_TYPES[match.group(2)])
+            names.append(str(header.get(f"TTYPE{i}", f"COL{i}")).strip().upper())
+            formats.append((base, (repeat,)) if repeat != 1 else base)
+            offsets.append(offset)
+            offset += base.itemsize * repeat
+        row_bytes, n_rows = int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0))
+        if offset != row_bytes:
+            raise ValueError(f"columns take {offset} bytes per row but NAXIS1 is {row_bytes}")
+        dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": row_bytes})
+        rows = np.frombuffer(self.data, dtype=dtype, count=n_rows)
+        columns = {}
+        for i, name in enumerate(names, start=1):
+            values = rows[name]
+            scale, zero = header.get(f"TSCAL{i}"), header.get(f"TZERO{i}")
+            if scale is not None or zero is not None:
+                values = values * float(scale if scale is not None else 1.0) + float(zero or 0.0)
+            columns[name] = values
+        return columns
+
+
+@dataclass
+class FitsFile:
+    path: str
+    hdus: list[Hdu]
+
+    @property
+    def primary(self) -> fits.Header:
+        return self.hdus[0].header
+
+    def by_name(self) -> dict[str, Hdu]:
+        return {hdu.name: hdu for hdu in self.hdus[1:]}
+
+
+def decompress(path: str, data: bytes) -> bytes:
+    """The file's bytes, gunzipped when they are gzip; corrupt or truncated gzip raises."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflater.decompress(data)
+        if not inflater.eof:
+            raise CorruptFileError(path, "truncated gzip stream (the file ends before the compressed data does)")
+        if inflater.unused_data.strip(b"\x00"):
+            out = gzip.decompress(data)  # several gzip members: let gzip join them
+        return out
+    except (zlib.error, OSError, EOFError) as error:
+        raise CorruptFileError(path, f"corrupt gzip data ({error})") from error
+
+
+def open_fits_bytes(path: str, data: bytes) -> FitsFile:
+    """Split a (possibly gzipped) FITS file into header + data units."""
+    raw = decompress(path, data)
+    if not raw.startswith(b"SIMPLE  ="):
+        raise NotFitsError(path, "not a FITS file (it does not start with a SIMPLE card)")
+    view = memoryview(raw)
+    hdus, position = [], 0
+    while position < len(raw):
+        if not raw[position:position + CARD].strip(b" \x00"):
+            break  # trailing padding after the last HDU
+        end = _find_end(raw, position)
+        if end is None:
+            raise CorruptFileError(path, f"header at byte {position} has no END card (file cut short?)")
+        header_bytes = ((end + CARD - position + BLOCK - 1) // BLOCK) * BLOCK
+        try:
+            header = fits.Header.fromstring(raw[position:end].decode("ascii", errors="replace"))
+        except Exception as error:  # astropy raises several types for malformed cards
+            raise CorruptFileError(path, f"unreadable header at byte {position} ({error})") from error
+        data_start = position + header_bytes
+        data_size = _data_size(header)
+        if data_start + data_size > len(raw):
+            raise CorruptFileError(
+                path, f"HDU {len(hdus)} ({header.get('EXTNAME', 'primary')}) needs {data_size} data bytes, "
+                f"the file has {max(0, len(raw) - data_start)}"
+            )
+        hdus.append(Hdu(header=header, data=view[data_start:data_start + data_size]))
+        position = data_start + ((data_size + BLOCK - 1) // BLOCK) * BLOCK
+    return FitsFile(path=path, hdus=hdus)
+
+
+def _find_end(raw: bytes, start: int) -> int | None:
+    position = start
+    while position + BLOCK <= len(raw):
+        block = raw[position:position + BLOCK]
+        index = block.find(_END_CARD)
+        while index != -1 and index % CARD:
+            index = block.find(_END_CARD, index + 1)
+        if index != -1:
+            return position + index
+        position += BLOCK
+    return None
+
+
+def _data_size(header: fits.Header) -> int:
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    size = abs(int(header.get("BITPIX", 8))) // 8
+    for axis in range(1, naxis + 1):
+        size *= int(header.get(f"NAXIS{axis}", 0))
+    return size + int(header.get("PCOUNT", 0))

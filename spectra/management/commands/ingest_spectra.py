@@ -1,0 +1,65 @@
+import csv
+import math
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from spectra.ingest import spectra_ingest, spectrum_files
+from spectra.processing.spectrum_model import SpectrumModelError
+from spectra.spectrum_model_files import rv_templates_load
+
+
+def read_rv_catalog(path: Path) -> dict:
+    """CSV with columns obsid, rv_blue, rv_red (km/s) and optionally lmjm (empty: every spectrum)."""
+    catalog = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"obsid", "rv_blue", "rv_red"} - set(reader.fieldnames or [])
+        if missing:
+            raise CommandError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                lmjm = int(row["lmjm"]) if row.get("lmjm") else None
+                values = (float(row["rv_blue"]), float(row["rv_red"]))
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError("non-finite RV")
+                catalog[(int(row["obsid"]), lmjm)] = values
+            except ValueError as error:
+                raise CommandError(f"{path}:{line}: {error}") from error
+    return catalog
+
+
+class Command(BaseCommand):
+    help = (
+        "Ingest LAMOST MRS files: files, directory trees, or a list file. Bad files are "
+        "recorded (admin: Source files) and the rest goes on; re-ingesting changes nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("paths", nargs="*", help="Files or directories (searched recursively).")
+        parser.add_argument("--list", dest="list_file", help="A text file with one path per line.")
+        parser.add_argument("--rv-catalog", help="CSV of catalog RVs: obsid, rv_blue, rv_red[, lmjm].")
+        parser.add_argument("--no-rv-measurement", action="store_true", help="Do not cross-correlate arms without a catalog RV.")
+        parser.add_argument("--batch-files", type=int, default=32, help="Files preprocessed together.")
+
+    def handle(self, *args, paths, list_file, rv_catalog, no_rv_measurement, batch_files, **options):
+        inputs = list(paths)
+        if list_file:
+            inputs += [line.strip() for line in Path(list_file).read_text().splitlines() if line.strip()]
+        if not inputs:
+            raise CommandError("give files, directories or --list")
+        catalog = read_rv_catalog(Path(rv_catalog)) if rv_catalog else None
+        templates = None
+        if not no_rv_measurement:
+            try:
+                templates = rv_templates_load()
+            except SpectrumModelError as error:
+                raise CommandError(f"{error} (or pass --rv-catalog with --no-rv-measurement)") from error
+        total = sum(1 for _ in spectrum_files(inputs))
+        with tqdm(total=total, unit="file", desc="ingest", file=self.stderr, disable=None) as bar:
+            summary = spectra_ingest(
+                paths=inputs, rv_catalog=catalog, templates=templates, batch_files=batch_files, progress=bar.update
+            )
+        for line in summary.lines():
+            self.stdout.write(line)

@@ -1,0 +1,1 @@
+"""The preprocessing core: pure numpy/scipy, vectorised over batches, no Django."""

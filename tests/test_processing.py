@@ -1,0 +1,174 @@
+import copy
+
+import numpy as np
+import pytest
+from django.conf import settings
+
+from spectra.flags import SPECTRUM_FLAGS
+from spectra.io import Arm, RawSpectrum, read_spectrum_file
+from spectra.processing.batch import pack_arms
+from spectra.processing.continuum import ContinuumConfig, fit_continuum, normalise
+from spectra.processing.grids import GRIDS, PIXELS_PER_ARM
+from spectra.processing.pipeline import preprocess
+from spectra.processing.resample import C_KMS, resample_to_grid
+from spectra.processing.rv import air_to_vacuum, measure_rv, vacuum_to_air
+from spectra.processing.snr import arm_snr
+
+from .shared_data import JUNK_FILES, real_file, real_files
+
+CLEAN = "med-58408-TD230151N343645T01_sp01-015.fits"
+
+
+def linear_arm(start=4900.0, stop=5400.0, size=4136, slope=2.0, ivar=4.0):
+    wavelength = np.linspace(start, stop, size)
+    return Arm(
+        wavelength=wavelength,
+        flux=(1000.0 + slope * (wavelength - 5000.0)).astype(np.float32),
+        ivar=np.full(size, ivar, dtype=np.float32),
+        mask=np.zeros(size, dtype=np.int32),
+    )
+
+
+def test_resampling_is_exact_for_a_linear_spectrum_and_shifts_by_the_rv():
+    arm = linear_arm()
+    for rv in (0.0, 42.0):
+        flux, ivar = resample_to_grid(pack_arms([arm]), GRIDS["blue"], np.array([rv]))
+        observed = GRIDS["blue"] * (1 + rv / C_KMS)
+        np.testing.assert_allclose(flux[0], 1000.0 + 2.0 * (observed - 5000.0), rtol=1e-5)
+        # Interpolating between two pixels of ivar 4 lowers the variance: ivar in [4, 8].
+        assert np.all((ivar[0] >= 4.0 - 1e-3) & (ivar[0] <= 8.0 + 1e-3))
+
+
+def test_masked_pixels_and_missing_coverage_are_carried_not_filled():
+    arm = linear_arm(start=4960.0)  # starts inside the grid window
+    arm.mask[2000] = 1
+    bad_wave = arm.wavelength[2000]
+    flux, ivar = resample_to_grid(pack_arms([arm]), GRIDS["blue"], np.zeros(1))
+    grid = GRIDS["blue"]
+    assert np.all(ivar[0, grid < 4960.0] == 0) and np.all(flux[0, grid < 4960.0] == 0)
+    step = arm.wavelength[1] - arm.wavelength[0]
+    near = np.abs(grid - bad_wave) < step  # grid pixels with the bad pixel as a neighbour
+    assert near.any() and np.all(ivar[0, near] == 0)
+    assert np.all(ivar[0, (grid > 4961) & ~near] > 0)
+
+
+def test_rows_of_a_batch_do_not_influence_each_other():
+    a, b = linear_arm(slope=1.0), linear_arm(start=4890.0, stop=5410.0, size=3900, slope=-1.0)
+    together = resample_to_grid(pack_arms([a, b]), GRIDS["blue"], np.array([10.0, -30.0]))
+    alone = resample_to_grid(pack_arms([b]), GRIDS["blue"], np.array([-30.0]))
+    np.testing.assert_array_equal(together[0][1], alone[0][0])
+    np.testing.assert_array_equal(together[1][1], alone[1][0])
+
+
+def test_continuum_recovers_a_polynomial_under_absorption_lines():
+    x = np.linspace(-1, 1, PIXELS_PER_ARM)
+    continuum = 1000.0 * (1 + 0.2 * x - 0.1 * x**2 + 0.05 * x**3 - 0.02 * x**4)
+    rng = np.random.default_rng(1)
+    lines = np.ones(PIXELS_PER_ARM)
+    for centre in rng.uniform(-1, 1, 40):
+        lines -= 0.5 * np.exp(-0.5 * ((x - centre) / 0.002) ** 2)
+    flux = (continuum * lines + rng.normal(0, 5.0, PIXELS_PER_ARM)).astype(np.float32)[None, :]
+    ivar = np.full_like(flux, 1 / 25.0)
+    ivar[0, :50] = 0  # masked pixels never enter the fit
+    flux[0, :50] = 1e6
+    fitted, kept = fit_continuum(flux, ivar, ContinuumConfig(max_iterations=3))
+    assert np.max(np.abs(fitted[0, 50:] / continuum[50:] - 1)) < 0.01
+    assert 0.05 < kept[0] < 0.9
+    normalised, normalised_ivar = normalise(flux, ivar, fitted)
+    assert np.all(normalised[0, :50] == 1.0) and np.all(normalised_ivar[0, :50] == 0)
+
+
+def test_air_vacuum_conversion_round_trips():
+    wavelength = np.array([4950.0, 5350.0, 6562.8])
+    np.testing.assert_allclose(vacuum_to_air(air_to_vacuum(wavelength)), wavelength, atol=2e-4)
+    assert 1.3 < air_to_vacuum(np.array([5000.0]))[0] - 5000.0 < 1.5
+
+
+def _real_spectra():
+    spectra = []
+    for path in real_files():
+        spectra += read_spectrum_file(path).spectra
+    return spectra
+
+
+def test_snr_matches_the_header_and_low_snr_is_flagged_not_dropped():
+    spectra = _real_spectra()
+    result = preprocess(spectra, rv_supplied=np.zeros((len(spectra), 2)))
+    assert result.flux.shape == (len(spectra), 2, PIXELS_PER_ARM) and result.flux.dtype == np.float32
+    packed = {name: pack_arms([s.arm(name) for s in spectra]) for name in ("blue", "red")}
+    computed = {name: arm_snr(arms) for name, arms in packed.items()}
+    for i, spectrum in enumerate(spectra):
+        for a, arm in enumerate((spectrum.blue, spectrum.red)):
+            assert result.snr[i, a] == pytest.approx(arm.header_snr)  # reported as LAMOST reports it
+            if spectrum.kind == "coadd" and arm.header_snr > 20:  # and it is the median of flux*sqrt(ivar)
+                assert computed[("blue", "red")[a]][i] == pytest.approx(arm.header_snr, rel=0.01)
+        names = SPECTRUM_FLAGS.names(int(result.flags[i]))
+        assert ("LOW_SNR_BLUE" in names) == (not result.snr[i, 0] > 10)
+    assert result.processed.all()
+
+
+def test_junk_files_are_flagged_bad_not_crashed():
+    spectra = []
+    for name in JUNK_FILES:
+        spectra += read_spectrum_file(real_file(name)).spectra
+    result = preprocess(spectra, rv_supplied=np.zeros((len(spectra), 2)))
+    reject = SPECTRUM_FLAGS.reject_mask()
+    assert np.all(result.flags & reject)
+    assert any("BAD_FLUX" in SPECTRUM_FLAGS.names(int(f)) for f in result.flags)
+
+
+def test_preprocessing_is_deterministic_and_normalises_near_one():
+    spectra = read_spectrum_file(real_file(CLEAN)).spectra
+    rv = np.full((len(spectra), 2), -50.0)
+    first = preprocess(spectra, rv_supplied=rv)
+    second = preprocess(copy.deepcopy(spectra), rv_supplied=rv)
+    assert first.flux.tobytes() == second.flux.tobytes() and first.ivar.tobytes() == second.ivar.tobytes()
+    median = np.median(first.flux[0], axis=1)
+    assert 0.85 < median[0] < 1.0 and 0.93 < median[1] < 1.02
+
+
+def test_missing_arm_and_missing_rv_leave_the_spectrum_unprocessed_and_flagged():
+    spectrum = read_spectrum_file(real_file(CLEAN)).spectra[1]
+    no_red = RawSpectrum("exposure", 1, 1.0, spectrum.blue, None, {"blue": [], "red": ["missing"]})
+    result = preprocess([no_red, spectrum], rv_supplied=np.array([[0.0, np.nan], [np.nan, np.nan]]))
+    assert not result.processed[0] and "MISSING_RED_ARM" in SPECTRUM_FLAGS.names(int(result.flags[0]))
+    assert not result.processed[1] and "RV_UNRELIABLE" in SPECTRUM_FLAGS.names(int(result.flags[1]))
+    assert np.all(result.flux[~result.processed] == 1.0) and np.all(result.ivar[~result.processed] == 0)
+
+
+@pytest.fixture(scope="module")
+def templates():
+    from spectra.processing.spectrum_model import SpectrumModelError
+    from spectra.spectrum_model_files import rv_templates_load
+
+    try:
+        return rv_templates_load()
+    except SpectrumModelError as error:
+        pytest.skip(f"spectrum model not available ({error}); scripts/test.sh fetches it")
+
+
+def test_cross_correlation_recovers_injected_velocities(templates):
+    spectrum = read_spectrum_file(real_file(CLEAN)).spectra[0]
+    base = {arm: measure_rv(pack_arms([spectrum.arm(arm)]), templates, arm) for arm in ("blue", "red")}
+    for arm in ("blue", "red"):
+        assert base[arm].peak[0] > 0.7 and base[arm].rv_err[0] < 1.0
+    for shift in (-150.0, 27.5):
+        moved = copy.deepcopy(spectrum)
+        for arm in (moved.blue, moved.red):
+            arm.wavelength = arm.wavelength * (1 + shift / C_KMS)
+        for arm in ("blue", "red"):
+            measured = measure_rv(pack_arms([moved.arm(arm)]), templates, arm)
+            # Re-gridding the shifted pixels resamples their noise: compare within 3 sigma.
+            tolerance = 3 * np.hypot(measured.rv_err[0], base[arm].rv_err[0])
+            assert measured.rv[0] - base[arm].rv[0] == pytest.approx(shift, abs=tolerance)
+
+
+def test_exposures_of_one_night_agree_and_junk_is_unreliable(templates):
+    good = read_spectrum_file(real_file(CLEAN)).spectra
+    junk = read_spectrum_file(real_file(JUNK_FILES[0])).spectra
+    result = preprocess(good + junk, templates=templates)
+    assert result.rv_measured.all()
+    assert np.ptp(result.rv[: len(good), 0]) < 2.0 and np.all(result.rv_err[: len(good)] < 1.0)
+    flagged = ["RV_UNRELIABLE" in SPECTRUM_FLAGS.names(int(f)) for f in result.flags[len(good) :]]
+    assert sum(flagged) >= len(junk) - 1
+    assert settings.SPECTRUM_MODEL_PATH.exists()

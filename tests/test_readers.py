@@ -1,0 +1,179 @@
+import copy
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+
+from spectra.io import (
+    ArmProblem,
+    CorruptFileError,
+    NotFitsError,
+    UnknownFormatError,
+    read_spectrum_file,
+    registered_readers,
+)
+from spectra.io.lamost_writer import write_lamost_mrs
+from spectra.processing.grids import WINDOWS
+
+from .shared_data import JUNK_FILES, real_file, real_files
+
+CLEAN = "med-58408-TD230151N343645T01_sp01-015.fits"
+GZIPPED = "med-58025-HIP9645901_sp02-051.fits.gz"
+
+
+def test_both_layouts_are_registered():
+    assert {"lamost-mrs-dr7", "lamost-mrs-dr9v1"} <= set(registered_readers())
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_every_real_file_reads_with_coadd_and_exposures(index):
+    files = real_files()
+    if index >= len(files):
+        pytest.skip("fewer real files than expected")
+    from astropy.io import fits
+
+    path = files[index]
+    spectrum_file = read_spectrum_file(path)
+    with fits.open(path) as hdul:
+        header = hdul[0].header
+        exposures = {h.name.split("-")[1] for h in hdul[1:] if h.name[:2] in ("B-", "R-")}
+    assert spectrum_file.designation == header["DESIG"] and spectrum_file.plan_id == header["PLANID"]
+    assert (spectrum_file.lmjd, spectrum_file.spectrograph, spectrum_file.fiber) == (header["LMJD"], header["SPID"], header["FIBERID"])
+    assert spectrum_file.format == "lamost-mrs-dr7" and spectrum_file.vacuum
+    kinds = [s.kind for s in spectrum_file.spectra]
+    assert kinds == ["coadd"] + ["exposure"] * len(exposures)
+    assert sorted(str(s.lmjm) for s in spectrum_file.spectra[1:]) == sorted(exposures)
+    for spectrum in spectrum_file.spectra:
+        for name in ("blue", "red"):
+            arm = spectrum.arm(name)
+            assert arm is not None and spectrum.problems[name] == []
+            assert np.all(np.diff(arm.wavelength) > 0), "every arm is returned in increasing wavelength"
+            low, high = WINDOWS[name]
+            assert arm.wavelength[0] < low and arm.wavelength[-1] > high
+            assert arm.flux.dtype == np.float32 and arm.ivar.dtype == np.float32
+
+
+def test_red_exposures_stored_in_decreasing_order_come_back_increasing():
+    path = real_file(CLEAN)
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        table = hdul["R-84107311"].data
+        stored_wave = 10 ** table["LOGLAM"].astype(float)
+        stored_flux = table["FLUX"]
+    assert stored_wave[0] > stored_wave[-1]
+    red = read_spectrum_file(path).spectra[1].red
+    np.testing.assert_allclose(red.wavelength, stored_wave[::-1], rtol=1e-12)
+    np.testing.assert_array_equal(red.flux, stored_flux[::-1])
+
+
+def test_coadd_zero_tails_are_unusable_pixels():
+    coadd = read_spectrum_file(real_file(CLEAN)).spectra[0]
+    for arm in (coadd.blue, coadd.red):
+        tail = arm.flux[-5:]
+        assert np.all(tail == 0) and not arm.usable[-5:].any()
+
+
+def test_plain_and_gzipped_files_read_the_same(tmp_path):
+    source = real_file(GZIPPED)
+    plain = tmp_path / "plain.fits"
+    plain.write_bytes(gzip.decompress(source.read_bytes()))
+    a, b = read_spectrum_file(source), read_spectrum_file(plain)
+    assert len(a.spectra) == len(b.spectra)
+    for x, y in zip(a.spectra, b.spectra, strict=True):
+        np.testing.assert_array_equal(x.blue.flux, y.blue.flux)
+        np.testing.assert_array_equal(x.red.wavelength, y.red.wavelength)
+
+
+@pytest.mark.parametrize(("layout", "name"), [("dr9v1", "dr9v1.fits.gz"), ("dr7", "dr7-again.fits")])
+def test_files_written_from_real_data_read_back_identically(tmp_path, layout, name):
+    original = read_spectrum_file(real_file(CLEAN))
+    written = write_lamost_mrs(original, tmp_path / name, layout=layout)
+    again = read_spectrum_file(written)
+    assert again.format == f"lamost-mrs-{layout}" and again.layout_version == layout
+    assert (again.designation, again.obsid, again.lmjd) == (original.designation, original.obsid, original.lmjd)
+    assert [s.lmjm for s in again.spectra] == [s.lmjm for s in original.spectra]
+    for x, y in zip(original.spectra, again.spectra, strict=True):
+        for arm in ("blue", "red"):
+            np.testing.assert_array_equal(x.arm(arm).flux, y.arm(arm).flux)
+            np.testing.assert_array_equal(x.arm(arm).mask, y.arm(arm).mask)
+            np.testing.assert_allclose(x.arm(arm).wavelength, y.arm(arm).wavelength, rtol=1e-7)
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    broken = tmp_path / "truncated.fits.gz"
+    broken.write_bytes(real_file(GZIPPED).read_bytes()[:50_000])
+    with pytest.raises(CorruptFileError, match="truncated.fits.gz: truncated gzip"):
+        read_spectrum_file(broken)
+
+
+def test_corrupt_gzip_and_not_fits(tmp_path):
+    data = bytearray(real_file(GZIPPED).read_bytes())
+    data[2000:2100] = bytes(100)
+    corrupt = tmp_path / "corrupt.fits.gz"
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="corrupt.fits.gz"):
+        read_spectrum_file(corrupt)
+    text = tmp_path / "notes.fits"
+    text.write_text("this is not a FITS file\n" * 200)
+    with pytest.raises(NotFitsError, match="notes.fits: not a FITS file"):
+        read_spectrum_file(text)
+
+
+def test_fits_cut_short_in_the_data(tmp_path):
+    plain = gzip.decompress(real_file(GZIPPED).read_bytes())
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(plain[: len(plain) // 2])
+    with pytest.raises(CorruptFileError, match="cut.fits"):
+        read_spectrum_file(cut)
+
+
+def test_fits_without_spectrum_tables_is_an_unknown_format(tmp_path):
+    from astropy.io import fits
+
+    path = tmp_path / "image.fits"
+    fits.PrimaryHDU(np.zeros((4, 4))).writeto(path)
+    with pytest.raises(UnknownFormatError, match="image.fits"):
+        read_spectrum_file(path)
+
+
+def _edited(tmp_path, edit, name="edited.fits"):
+    spectrum_file = copy.deepcopy(read_spectrum_file(real_file(CLEAN)))
+    edit(spectrum_file)
+    return read_spectrum_file(write_lamost_mrs(spectrum_file, tmp_path / name))
+
+
+def test_missing_arm_empty_table_nan_and_wrong_range_are_recorded_per_spectrum(tmp_path):
+    def damage(sf):
+        sf.spectra[1].red = None  # missing arm
+        sf.spectra[2].blue.flux[100:110] = np.nan  # NaN flux
+        sf.spectra[2].blue.ivar[200:205] = -1.0  # negative ivar
+        red = sf.spectra[3].red
+        red.wavelength = red.wavelength - 1500.0  # red arm data in the wrong window
+
+    again = _edited(tmp_path, damage)
+    assert again.spectra[1].red is None and again.spectra[1].problems["red"] == [ArmProblem.MISSING]
+    nan_arm = again.spectra[2].blue
+    assert ArmProblem.NONFINITE in again.spectra[2].problems["blue"]
+    assert np.all(nan_arm.ivar[100:110] == 0) and np.all(nan_arm.ivar[200:205] == 0)
+    assert np.all(np.isfinite(nan_arm.flux))
+    assert ArmProblem.WAVELENGTH_RANGE in again.spectra[3].problems["red"]
+
+
+def test_junk_files_read_without_error():
+    medians = []
+    for name in JUNK_FILES:
+        spectrum_file = read_spectrum_file(real_file(name))
+        for spectrum in spectrum_file.spectra:
+            assert spectrum.blue.header_snr < 2 and spectrum.red.header_snr < 2
+            medians.append(np.median(spectrum.blue.flux[spectrum.blue.usable]))
+    assert min(medians) <= 0  # some of them have no positive signal at all
+
+
+def test_reader_copies_are_independent_of_the_file_bytes(tmp_path):
+    path = tmp_path / "copy.fits"
+    shutil.copy(real_file(CLEAN), path)
+    spectrum_file = read_spectrum_file(path)
+    path.unlink()
+    assert spectrum_file.spectra[0].blue.flux.sum() > 0
