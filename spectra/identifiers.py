@@ -35,11 +35,15 @@ def medres_specid(*, date: str, plan_id: str, spectrograph: int, fiber: int, lmj
 _MJD_EPOCH_ORDINAL = 678576  # date(1858, 11, 17).toordinal()
 
 
-def night_date(lmjd: int) -> str:
-    """YYYYMMDD of a local modified Julian day."""
+def night_date(mjd: int) -> str:
+    """YYYYMMDD of the night whose header MJD is ``mjd`` (LAMOST's LMJD is MJD + 1).
+
+    For the real file observed from 2018-10-16 20:31 local time: MJD 58407, LMJD 58408,
+    night date 20181016.
+    """
     from datetime import date
 
-    return date.fromordinal(_MJD_EPOCH_ORDINAL + int(lmjd)).strftime("%Y%m%d")
+    return date.fromordinal(_MJD_EPOCH_ORDINAL + int(mjd)).strftime("%Y%m%d")
 
 
 def pipeline_version(data_release: str) -> str:

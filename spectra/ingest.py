@@ -190,7 +190,7 @@ def _write_spectra(entries, store: ArrayStore, rv_catalog, templates, config, su
     # A file's rows first, so failed preprocessing is visible: FAILED rows keep no arrays.
     ids = [
         medres_specid(
-            date=night_date(sf.lmjd), plan_id=sf.plan_id, spectrograph=sf.spectrograph, fiber=sf.fiber,
+            date=night_date(sf.mjd), plan_id=sf.plan_id, spectrograph=sf.spectrograph, fiber=sf.fiber,
             lmjm=spectrum.lmjm, pipeline=pipeline_version(sf.data_release),
         )
         for sf, spectrum in zip(files, spectra, strict=True)

@@ -12,7 +12,7 @@ from astropy.io import fits
 
 from .types import Arm, SpectrumFile
 
-PRIMARY_KEYS = ("OBSID", "DESIG", "RA", "DEC", "OBJNAME", "PLANID", "LMJD", "SPID", "FIBERID", "DATA_V", "VACUUM")
+PRIMARY_KEYS = ("OBSID", "DESIG", "RA", "DEC", "OBJNAME", "PLANID", "LMJD", "MJD", "SPID", "FIBERID", "DATA_V", "VACUUM")
 
 
 def _arm_table(arm: Arm, name: str, layout: str, mask_column: str, extra: dict, reverse: bool) -> fits.BinTableHDU:
@@ -55,7 +55,7 @@ def write_lamost_mrs(spectrum_file: SpectrumFile, path: str | Path, *, layout: s
     header["TELESCOP"] = "LAMOST"
     values = {
         "OBSID": sf.obsid or 0, "DESIG": sf.designation, "RA": sf.ra, "DEC": sf.dec, "OBJNAME": sf.objname,
-        "PLANID": sf.plan_id, "LMJD": sf.lmjd, "SPID": sf.spectrograph, "FIBERID": sf.fiber,
+        "PLANID": sf.plan_id, "LMJD": sf.lmjd, "MJD": sf.mjd, "SPID": sf.spectrograph, "FIBERID": sf.fiber,
         "DATA_V": sf.data_release or "LAMOST DR7", "VACUUM": sf.vacuum,
     }
     for key in PRIMARY_KEYS:

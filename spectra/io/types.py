@@ -67,6 +67,7 @@ class SpectrumFile:
     objname: str
     plan_id: str
     lmjd: int
+    mjd: int  # MJD of the night (LAMOST's LMJD is MJD + 1): its date names the night
     spectrograph: int
     fiber: int
     vacuum: bool

@@ -1,0 +1,144 @@
+import shutil
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from spectra.array_store import ArrayStore
+from spectra.flags import SPECTRUM_FLAGS
+from spectra.ingest import spectra_ingest
+from spectra.models import SourceFile, Spectrum, Star
+
+from .shared_data import JUNK_FILES, real_files
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def survey_dir(tmp_path):
+    """The real files in a nested tree, plus a truncated copy, a text file and a non-MRS FITS."""
+    files = real_files()
+    root = tmp_path / "survey"
+    for i, path in enumerate(files):
+        target = root / f"night{i % 3}" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    gz = next(p for p in files if p.name.endswith(".gz") and p.name not in JUNK_FILES)
+    (root / "bad").mkdir()
+    (root / "bad" / "truncated.fits.gz").write_bytes(gz.read_bytes()[:40_000])
+    (root / "bad" / "readme.fits").write_text("not a FITS file at all\n")
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.zeros((3, 3))).writeto(root / "bad" / "image.fits")
+    return root, files
+
+
+def rv_catalog_for(files):
+    """Catalog RVs for every file (as an input catalog would give), so no templates are needed."""
+    from spectra.io import read_spectrum_file
+
+    return {(read_spectrum_file(p).obsid, None): (-20.0, -18.0) for p in files}
+
+
+def test_ingest_tree_records_failures_and_goes_on(survey_dir, settings, tmp_path):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    summary = spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files), batch_files=4)
+    assert summary.files_seen == len(files) + 3
+    assert summary.files_ingested == len(files)
+    assert dict(summary.failures) == {"corrupt": 1, "not_fits": 1, "unknown_format": 1}
+    failed = {f.path.rsplit("/", 1)[1]: (f.error_kind, f.error_message) for f in SourceFile.objects.filter(status="failed")}
+    assert failed["truncated.fits.gz"][0] == "corrupt" and "truncated.fits.gz" in failed["truncated.fits.gz"][1]
+    assert failed["readme.fits"][0] == "not_fits"
+    # One star per object: the KIC star's two designations (0.3 arcsec apart) are one star.
+    assert Star.objects.count() == 3
+    kic = Star.objects.get(designation__startswith="LAMOST J192814.09+4355")
+    assert kic.gaia_source_id == 2125971226269667584
+    assert set(kic.spectra.values_list("plan_id", flat=True)) == {"HIP95119KP01", "TD192102N424113K01", "TD193637N444141K01"}
+    total = sum(summary.spectra_by_status.values())
+    assert Spectrum.objects.count() == total == summary.spectra_written
+    junk = Spectrum.objects.filter(source_path__contains=JUNK_FILES[0])
+    assert junk.exists() and all(s.status == Spectrum.Status.REJECTED for s in junk)
+    assert all("LOW_SNR_BLUE" in s.flag_names for s in junk)
+
+
+def test_ingest_stores_arrays_and_header_facts(survey_dir, settings, tmp_path):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files))
+    coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
+    assert (coadd.kind, coadd.obsid, coadd.lmjd, coadd.spectrograph, coadd.fiber) == ("coadd", 681001015, 58408, 1, 15)
+    assert coadd.snr_blue == pytest.approx(120.75) and coadd.snr_red == pytest.approx(280.75)
+    assert (coadd.rv_blue, coadd.rv_red, coadd.rv_source) == (-20.0, -18.0, "catalog")
+    assert coadd.status == Spectrum.Status.PREPROCESSED and coadd.flags == 0
+    exposure = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-84107311-DR7")
+    assert exposure.exptime == 1200.0 and exposure.lmjm == 84107311
+    arrays = ArrayStore(settings.SPECTRA_ARRAY_ROOT).read(coadd.array_shard, [coadd.array_row])
+    assert arrays.shape == (1, 2, 2, 4000) and arrays.dtype == np.float32
+    flux, ivar = arrays[0, 0], arrays[0, 1]
+    assert 0.85 < np.median(flux[0]) < 1.0 and np.all(ivar >= 0) and (ivar > 0).mean() > 0.95
+
+
+def test_reingesting_changes_nothing_and_a_changed_file_updates_in_place(survey_dir, settings, tmp_path):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    catalog = rv_catalog_for(files)
+    spectra_ingest(paths=[root], rv_catalog=catalog)
+    before = list(Spectrum.objects.order_by("id").values_list("id", "medres_specid", "updated_at"))
+    again = spectra_ingest(paths=[root], rv_catalog=catalog)
+    assert again.files_unchanged == len(files) and again.spectra_written == 0
+    assert list(Spectrum.objects.order_by("id").values_list("id", "medres_specid", "updated_at")) == before
+    # The same file reached by another path is still the same content.
+    copy = tmp_path / "elsewhere" / files[0].name
+    copy.parent.mkdir()
+    shutil.copy(files[0], copy)
+    assert spectra_ingest(paths=[copy], rv_catalog=catalog).files_unchanged == 1
+    # Failed files are retried on the next run (they may have been repaired).
+    assert spectra_ingest(paths=[root / "bad"]).failures["corrupt"] == 1
+    assert SourceFile.objects.filter(status="failed").count() == 3
+
+
+def test_ingest_command_prints_a_summary(survey_dir, settings, tmp_path, capsys):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    catalog = tmp_path / "rv.csv"
+    from spectra.io import read_spectrum_file
+
+    lines = ["obsid,rv_blue,rv_red,lmjm"] + [f"{read_spectrum_file(p).obsid},-5.0,-4.0," for p in files]
+    catalog.write_text("\n".join(lines) + "\n")
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(root.rglob("*.fits*"))))
+    call_command("ingest_spectra", "--list", str(listing), "--rv-catalog", str(catalog), "--no-rv-measurement")
+    out = capsys.readouterr().out
+    assert f"files: {len(files) + 3} seen, {len(files)} ingested" in out
+    assert "failed (corrupt): 1" in out and "preprocessed:" in out
+    assert Spectrum.objects.filter(rv_source="catalog", rv_blue=-5.0).count() == Spectrum.objects.count()
+
+
+def test_ingest_command_refuses_a_malformed_rv_catalog(tmp_path):
+    from django.core.management.base import CommandError
+
+    catalog = tmp_path / "rv.csv"
+    catalog.write_text("obsid,rv_blue\n1,2\n")
+    with pytest.raises(CommandError, match="missing column"):
+        call_command("ingest_spectra", str(tmp_path), "--rv-catalog", str(catalog), "--no-rv-measurement")
+    catalog.write_text("obsid,rv_blue,rv_red\n1,nan,2\n")
+    with pytest.raises(CommandError, match="non-finite"):
+        call_command("ingest_spectra", str(tmp_path), "--rv-catalog", str(catalog), "--no-rv-measurement")
+
+
+def test_measured_rvs_when_no_catalog_is_given(survey_dir, settings, tmp_path):
+    from spectra.processing.spectrum_model import SpectrumModelError
+    from spectra.spectrum_model_files import rv_templates_load
+
+    try:
+        templates = rv_templates_load()
+    except SpectrumModelError as error:
+        pytest.skip(f"spectrum model not available: {error}")
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, _ = survey_dir
+    spectra_ingest(paths=[root], templates=templates)
+    coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
+    assert coadd.rv_source == "measured" and "RV_MEASURED" in coadd.flag_names
+    assert -60 < coadd.rv_blue < -45 and coadd.rv_blue_err < 1.0 and abs(coadd.rv_red - coadd.rv_blue) < 10
+    assert SPECTRUM_FLAGS["RV_UNRELIABLE"].name not in coadd.flag_names
