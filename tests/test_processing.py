@@ -9,8 +9,9 @@ from spectra.io import Arm, RawSpectrum, read_spectrum_file
 from spectra.processing.batch import pack_arms
 from spectra.processing.continuum import ContinuumConfig, fit_continuum, normalise
 from spectra.processing.grids import GRIDS, PIXELS_PER_ARM
+from spectra.processing.kernels import C_KMS
 from spectra.processing.pipeline import preprocess
-from spectra.processing.resample import C_KMS, resample_to_grid
+from spectra.processing.resample import resample_to_grid
 from spectra.processing.rv import air_to_vacuum, measure_rv, vacuum_to_air
 from spectra.processing.snr import arm_snr
 

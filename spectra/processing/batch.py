@@ -31,19 +31,18 @@ class PackedArms:
 def pack_arms(arms: list) -> PackedArms:
     """Pack ``spectra.io.Arm`` objects (None for a missing arm) into arrays."""
     n = len(arms)
-    longest = max((arm.wavelength.size for arm in arms if arm is not None), default=2)
+    length = np.array([0 if arm is None else arm.wavelength.size for arm in arms], dtype=np.int64)
+    longest = max(int(length.max(initial=0)), 2)
     wavelength = np.full((n, longest), PAD_WAVELENGTH, dtype=np.float64)
     flux = np.zeros((n, longest), dtype=np.float32)
     ivar = np.zeros((n, longest), dtype=np.float32)
-    usable = np.zeros((n, longest), dtype=bool)
-    length = np.zeros(n, dtype=np.int64)
-    for row, arm in enumerate(arms):  # copying into the packed block, not per-spectrum math
-        if arm is None:
-            continue
-        size = arm.wavelength.size
-        wavelength[row, :size] = arm.wavelength
-        flux[row, :size] = arm.flux
-        ivar[row, :size] = arm.ivar
-        usable[row, :size] = arm.usable
-        length[row] = size
+    mask = np.zeros((n, longest), dtype=np.int32)
+    for row, arm in enumerate(arms):  # copying into the packed block; the math is batched below
+        if arm is not None:
+            size = length[row]
+            wavelength[row, :size] = arm.wavelength
+            flux[row, :size] = arm.flux
+            ivar[row, :size] = arm.ivar
+            mask[row, :size] = arm.mask
+    usable = (ivar > 0) & (mask == 0) & np.isfinite(flux)  # Arm.usable, for the whole block
     return PackedArms(wavelength, flux, ivar, usable, length)

@@ -8,12 +8,15 @@ passes is a parameter: 10 passes put the median normalised flux of a real G/K-ty
 LAMOST coadd at 0.92 (blue) and 0.98 (red), near the true-continuum medians of a
 solar-type model spectrum (0.93 and 0.99).
 Masked pixels (ivar 0) never enter the fit. Solved for a whole batch at once through
-the normal equations (one matrix product per iteration), on x scaled to [-1, 1].
+normal equations updated pixel by pixel as pixels enter or leave the fit (compiled
+kernel ``kernels.continuum_rows``), on x scaled to [-1, 1].
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from .kernels import continuum_rows
 
 
 @dataclass(frozen=True)
@@ -44,48 +47,19 @@ def fit_continuum(
     Notes
     -----
     The basis is Legendre polynomials on x in [-1, 1]: on a uniform grid they are nearly
-    orthogonal, so the normal equations stay well conditioned in float32. The result
-    equals the ordinary 4th-order polynomial fit.
+    orthogonal, so the normal equations stay well conditioned. The result equals the
+    ordinary 4th-order polynomial fit.
     """
     config = config or ContinuumConfig()
     n, m = flux.shape
-    k = config.order + 1
-    basis = np.polynomial.legendre.legvander(np.linspace(-1.0, 1.0, m), config.order).astype(np.float32)  # (M, K)
-    products = (basis[:, :, None] * basis[:, None, :]).reshape(m, k * k)
+    basis_t = np.ascontiguousarray(np.polynomial.legendre.legvander(np.linspace(-1.0, 1.0, m), config.order).T)
     continuum = np.empty((n, m), dtype=np.float32)
     kept_fraction = np.empty(n, dtype=np.float64)
-    for start in range(0, n, ROWS_PER_BLOCK):  # blocks that stay in cache
-        block = slice(start, start + ROWS_PER_BLOCK)
-        continuum[block], kept_fraction[block] = _fit_block(
-            np.asarray(flux[block], dtype=np.float32), ivar[block] > 0, basis, products, config
-        )
+    continuum_rows(
+        np.ascontiguousarray(flux, dtype=np.float32), np.ascontiguousarray(ivar > 0), basis_t,
+        float(config.reject_below), float(config.reject_above), int(config.max_iterations), continuum, kept_fraction,
+    )
     return continuum, kept_fraction
-
-
-# Rows fitted together; sized so the working arrays stay in the CPU caches.
-ROWS_PER_BLOCK = 128
-
-
-def _fit_block(flux, usable, basis, products, config):
-    n, m = flux.shape
-    k = basis.shape[1]
-    kept = usable
-    continuum = np.zeros_like(flux)
-    for _ in range(config.max_iterations):
-        weights = kept.astype(np.float32)
-        normal = (weights @ products).reshape(n, k, k).astype(np.float64) + 1e-6 * np.eye(k)
-        rhs = ((weights * flux) @ basis).astype(np.float64)
-        coefficients = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0].astype(np.float32)
-        continuum = coefficients @ basis.T
-        residual = flux - continuum
-        residual *= weights
-        sigma = np.sqrt(np.einsum("ij,ij->i", residual, residual) / np.maximum(weights.sum(axis=1), 1.0))[:, None]
-        residual = flux - continuum
-        new_kept = usable & (residual > -config.reject_below * sigma) & (residual < config.reject_above * sigma)
-        if np.array_equal(new_kept, kept):
-            break
-        kept = new_kept
-    return continuum, kept.sum(axis=1) / m
 
 
 def normalise(

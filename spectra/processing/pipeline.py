@@ -21,7 +21,7 @@ from .continuum import ContinuumConfig, fit_continuum, normalise
 from .grids import ARMS, GRIDS, PIXELS_PER_ARM
 from .resample import resample_to_grid
 from .rv import RVResult, TemplateBank, measure_rv
-from .snr import arm_snr, masked_median, reported_snr
+from .snr import reported_snr
 
 # Bumped whenever a change alters the arrays: models refuse other versions.
 PREPROCESSING_VERSION = "1.0"
@@ -43,7 +43,7 @@ class PreprocessedBatch:
 
     flux: np.ndarray  # normalised flux; 1 on masked pixels
     ivar: np.ndarray  # inverse variance of the normalised flux; 0 on masked pixels
-    continuum: np.ndarray  # fitted continuum in the input's flux units
+    continuum: np.ndarray  # fitted continuum in the input's flux units (empty unless asked for)
     snr: np.ndarray  # (N, 2) float64
     rv: np.ndarray  # (N, 2) float64 km/s, NaN when unknown
     rv_err: np.ndarray  # (N, 2) float64 km/s, NaN when supplied without error or unknown
@@ -52,29 +52,47 @@ class PreprocessedBatch:
     processed: np.ndarray  # (N,) bool: arrays are meaningful (both arms resampled and fitted)
 
 
+# Spectra preprocessed together: bounds the working memory and keeps it in cache.
+CHUNK_SPECTRA = 512
+
+
 def preprocess(
     spectra: list,
     *,
     rv_supplied: np.ndarray | None = None,
     templates: TemplateBank | None = None,
     config: PreprocessConfig | None = None,
+    with_continuum: bool = False,
 ) -> PreprocessedBatch:
     """Preprocess ``spectra`` (``spectra.io.RawSpectrum`` objects).
 
     ``rv_supplied`` is (N, 2) km/s with NaN where no catalog value exists; those arms are
-    measured against ``templates`` when given.
+    measured against ``templates`` when given. The fitted continuum is returned only when
+    ``with_continuum`` is set (plots need it; training and prediction do not).
     """
     config = config or PreprocessConfig()
+    n = len(spectra)
+    supplied = np.full((n, 2), np.nan) if rv_supplied is None else np.asarray(rv_supplied, dtype=np.float64)
+    result = PreprocessedBatch(
+        flux=np.empty((n, 2, PIXELS_PER_ARM), dtype=np.float32),
+        ivar=np.empty((n, 2, PIXELS_PER_ARM), dtype=np.float32),
+        continuum=np.empty((n, 2, PIXELS_PER_ARM) if with_continuum else (0, 2, PIXELS_PER_ARM), dtype=np.float32),
+        snr=np.empty((n, 2)), rv=np.empty((n, 2)), rv_err=np.empty((n, 2)),
+        rv_measured=np.empty(n, dtype=bool), flags=np.empty(n, dtype=np.int64), processed=np.empty(n, dtype=bool),
+    )
+    for start in range(0, n, CHUNK_SPECTRA):
+        part = slice(start, min(start + CHUNK_SPECTRA, n))
+        _preprocess_chunk(spectra[part], supplied[part], templates, config, result, part, with_continuum)
+    return result
+
+
+def _preprocess_chunk(spectra, supplied, templates, config, out: PreprocessedBatch, part: slice, with_continuum):
     n = len(spectra)
     flags = np.zeros(n, dtype=np.int64)
 
     def mark(condition, name: str) -> None:
         flags[np.asarray(condition, dtype=bool)] |= np.int64(SPECTRUM_FLAGS[name].mask)
 
-    supplied = np.full((n, 2), np.nan) if rv_supplied is None else np.asarray(rv_supplied, dtype=np.float64)
-    out_flux = np.ones((n, 2, PIXELS_PER_ARM), dtype=np.float32)
-    out_ivar = np.zeros((n, 2, PIXELS_PER_ARM), dtype=np.float32)
-    out_continuum = np.zeros((n, 2, PIXELS_PER_ARM), dtype=np.float32)
     snr = np.full((n, 2), np.nan)
     rv = supplied.copy()
     rv_err = np.full((n, 2), np.nan)
@@ -88,11 +106,12 @@ def preprocess(
         mark(missing, "MISSING_BLUE_ARM" if arm_name == "blue" else "MISSING_RED_ARM")
         mark([any(p == "nonfinite" for p in arm_problems) for arm_problems in problems], "NONFINITE_VALUES")
         mark([any(p == "wavelength_range" for p in arm_problems) for arm_problems in problems], "WAVELENGTH_COVERAGE")
-        snr[:, a] = reported_snr(arms, arm_snr(packed))
+        snr[:, a] = reported_snr(arms, packed)
         with np.errstate(invalid="ignore"):
             mark(~(snr[:, a] > config.min_snr), "LOW_SNR_BLUE" if arm_name == "blue" else "LOW_SNR_RED")
-            median_flux = masked_median(packed.flux, packed.usable)
-        mark(~(median_flux > 0) & ~missing, "BAD_FLUX")
+        # Median flux <= 0 (no signal) <=> at most half the usable pixels are positive.
+        positive = (packed.usable & (packed.flux > 0)).sum(axis=1)
+        mark((2 * positive <= packed.usable.sum(axis=1)) & ~missing, "BAD_FLUX")
         need = np.isnan(rv[:, a]) & ~missing
         if templates is not None and need.any():
             result: RVResult = measure_rv(packed, templates, arm_name, rows=np.flatnonzero(need))
@@ -104,11 +123,12 @@ def preprocess(
             mark(weak, "RV_UNRELIABLE")
         resampled_flux, resampled_ivar = resample_to_grid(packed, GRIDS[arm_name], rv[:, a])
         continuum, kept = fit_continuum(resampled_flux, resampled_ivar, config.continuum)
-        normalised, normalised_ivar = normalise(resampled_flux, resampled_ivar, continuum)
+        out.flux[part, a], out.ivar[part, a] = normalise(resampled_flux, resampled_ivar, continuum)
+        if with_continuum:
+            out.continuum[part, a] = continuum
         masked_fraction = (resampled_ivar <= 0).mean(axis=1)
         mark((masked_fraction > config.max_masked_fraction) & ~missing, "MANY_MASKED_PIXELS")
         mark((kept < config.continuum.min_kept_fraction) & ~missing, "CONTINUUM_FIT_POOR")
-        out_flux[:, a], out_ivar[:, a], out_continuum[:, a] = normalised, normalised_ivar, continuum
         processed &= ~missing & ~np.isnan(rv[:, a])
     mark(rv_measured, "RV_MEASURED")
     with np.errstate(invalid="ignore"):
@@ -116,7 +136,8 @@ def preprocess(
             np.abs(rv[:, 0] - rv[:, 1]) > config.max_rv_arm_difference
         )
     mark(unreliable | np.isnan(rv).any(axis=1), "RV_UNRELIABLE")
-    unprocessed = ~processed
-    out_flux[unprocessed] = 1.0
-    out_ivar[unprocessed] = 0.0
-    return PreprocessedBatch(out_flux, out_ivar, out_continuum, snr, rv, rv_err, rv_measured, flags, processed)
+    flux, ivar = out.flux[part], out.ivar[part]
+    flux[~processed] = 1.0
+    ivar[~processed] = 0.0
+    out.snr[part], out.rv[part], out.rv_err[part] = snr, rv, rv_err
+    out.rv_measured[part], out.flags[part], out.processed[part] = rv_measured, flags, processed

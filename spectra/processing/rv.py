@@ -19,7 +19,8 @@ from scipy.fft import irfft, next_fast_len, rfft
 from .batch import PackedArms
 from .continuum import fit_continuum
 from .grids import WINDOWS
-from .resample import C_KMS, resample_to_grid
+from .kernels import C_KMS
+from .resample import resample_to_grid
 
 # Velocity step of the correlation grid and the largest |RV| searched, km/s.
 VELOCITY_STEP = 4.0  # native pixels are ~7 km/s; the parabola refines below the step

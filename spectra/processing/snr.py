@@ -33,8 +33,15 @@ def arm_snr(arms: PackedArms) -> np.ndarray:
     return masked_median(arms.flux * np.sqrt(np.where(valid, arms.ivar, 0)), valid)
 
 
-def reported_snr(arms: list, computed: np.ndarray) -> np.ndarray:
+def reported_snr(arms: list, packed: PackedArms) -> np.ndarray:
     """S/N as the LAMOST catalogs report it: the table's SNR header value when present,
-    otherwise the computed median."""
-    header = np.array([np.nan if arm is None or arm.header_snr is None else arm.header_snr for arm in arms])
-    return np.where(np.isnan(header), computed, header)
+    otherwise the median of flux * sqrt(ivar) (``arm_snr``), computed only for those rows."""
+    snr = np.array([np.nan if arm is None or arm.header_snr is None else arm.header_snr for arm in arms])
+    missing = np.flatnonzero(np.isnan(snr) & packed.present)
+    if missing.size:
+        subset = PackedArms(
+            packed.wavelength[missing], packed.flux[missing], packed.ivar[missing],
+            packed.usable[missing], packed.length[missing],
+        )
+        snr[missing] = arm_snr(subset)
+    return snr

@@ -1,0 +1,173 @@
+"""Compiled per-row kernels of the preprocessing core (numba).
+
+Each kernel takes the whole batch and loops over its rows inside compiled code: a
+resampler that walks the native and target grids together (O(L + M) per arm, no search),
+and the iterative continuum fit, whose normal equations are updated only for the pixels
+that enter or leave the fit. Plain numpy needs dozens of full passes over every array
+for the same work and measured 4 times slower. ``cache=True`` keeps the compiled code
+on disk between runs.
+"""
+
+import numpy as np
+from numba import njit
+
+C_KMS = 299_792.458
+
+
+@njit(cache=True, nogil=True)
+def resample_rows(wavelength, flux, ivar, usable, length, grid, rv, out_flux, out_ivar):  # pragma: no cover
+    """Linear interpolation of each row at grid * (1 + rv/c); see resample.resample_to_grid."""
+    n = wavelength.shape[0]
+    m = grid.shape[0]
+    for r in range(n):
+        size = length[r]
+        for k in range(m):
+            out_flux[r, k] = 0.0
+            out_ivar[r, k] = 0.0
+        if size < 2:
+            continue
+        factor = 1.0 + rv[r] / C_KMS
+        first = wavelength[r, 0]
+        last = wavelength[r, size - 1]
+        j = 0
+        for k in range(m):
+            target = grid[k] * factor
+            if target < first or target > last:
+                continue
+            while j < size - 2 and wavelength[r, j + 1] <= target:
+                j += 1
+            if not (usable[r, j] and usable[r, j + 1]):
+                continue
+            left = wavelength[r, j]
+            weight = (target - left) / (wavelength[r, j + 1] - left)
+            out_flux[r, k] = flux[r, j] + weight * (flux[r, j + 1] - flux[r, j])
+            out_ivar[r, k] = 1.0 / ((1.0 - weight) ** 2 / ivar[r, j] + weight**2 / ivar[r, j + 1])
+
+
+@njit(cache=True, nogil=True)
+def _solve_small(a, b, ridge, out):  # pragma: no cover
+    """Solve (a + ridge I) x = b for a small dense system (Gaussian elimination, partial pivoting)."""
+    k = a.shape[0]
+    m = a.copy()
+    v = b.copy()
+    for i in range(k):
+        m[i, i] += ridge
+    for col in range(k):
+        pivot = col
+        for row in range(col + 1, k):
+            if abs(m[row, col]) > abs(m[pivot, col]):
+                pivot = row
+        if pivot != col:
+            for c in range(k):
+                m[col, c], m[pivot, c] = m[pivot, c], m[col, c]
+            v[col], v[pivot] = v[pivot], v[col]
+        diagonal = m[col, col] if m[col, col] != 0.0 else 1e-300
+        for row in range(col + 1, k):
+            factor = m[row, col] / diagonal
+            for c in range(col, k):
+                m[row, c] -= factor * m[col, c]
+            v[row] -= factor * v[col]
+    for row in range(k - 1, -1, -1):
+        total = v[row]
+        for c in range(row + 1, k):
+            total -= m[row, c] * out[c]
+        out[row] = total / (m[row, row] if m[row, row] != 0.0 else 1e-300)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def continuum_rows(flux, usable, basis_t, reject_below, reject_above, max_iterations, out_continuum, out_kept):  # pragma: no cover
+    """Iterative asymmetric-rejection polynomial fit per row; see continuum.fit_continuum.
+
+    ``basis_t`` is (K, M). Kept pixels carry weight 1, others 0. Each pass evaluates the
+    fit, recomputes the weights, and applies only the change of weights to the normal
+    equations A, b and to sum f^2, as dot products with precomputed basis products: no
+    branches in the pixel loops, so they vectorise. The rms of the residuals comes from
+    the same sums: sum r^2 = sum f^2 - 2 c.b + c.A.c.
+    """
+    n, m = flux.shape
+    k = basis_t.shape[0]
+    pairs = k * (k + 1) // 2
+    pair_i = np.empty(pairs, dtype=np.int64)
+    pair_j = np.empty(pairs, dtype=np.int64)
+    products = np.empty((pairs, m))
+    q = 0
+    for i in range(k):
+        for j in range(i, k):
+            pair_i[q], pair_j[q] = i, j
+            for p in range(m):
+                products[q, p] = basis_t[i, p] * basis_t[j, p]
+            q += 1
+    normal = np.zeros((k, k))
+    rhs = np.zeros(k)
+    coefficients = np.zeros(k)
+    continuum = np.empty(m)
+    weight = np.empty(m)
+    change = np.empty(m)
+    f = np.empty(m)
+    basis_f = np.empty((k, m))
+    for r in range(n):
+        for p in range(m):
+            f[p] = flux[r, p]
+            weight[p] = 0.0
+            change[p] = 1.0 if usable[r, p] else 0.0
+        for i in range(k):
+            for p in range(m):
+                basis_f[i, p] = basis_t[i, p] * f[p]
+        normal[:, :] = 0.0
+        rhs[:] = 0.0
+        sum_f2 = 0.0
+        count = 0.0
+        for _ in range(max_iterations + 1):
+            # Apply the change of weights (the first time: all usable pixels enter).
+            for q in range(pairs):
+                total = 0.0
+                for p in range(m):
+                    total += change[p] * products[q, p]
+                normal[pair_i[q], pair_j[q]] += total
+            for i in range(k):
+                total = 0.0
+                for p in range(m):
+                    total += change[p] * basis_f[i, p]
+                rhs[i] += total
+            delta_f2 = 0.0
+            delta_count = 0.0
+            for p in range(m):
+                delta_f2 += change[p] * f[p] * f[p]
+                delta_count += change[p]
+                weight[p] += change[p]
+            sum_f2 += delta_f2
+            count += delta_count
+            if _ == max_iterations:
+                break
+            for i in range(k):
+                for j in range(i):
+                    normal[i, j] = normal[j, i]
+            _solve_small(normal, rhs, 1e-6, coefficients)
+            for p in range(m):
+                continuum[p] = 0.0
+            for i in range(k):
+                c = coefficients[i]
+                for p in range(m):
+                    continuum[p] += c * basis_t[i, p]
+            quadratic = 0.0
+            for i in range(k):
+                for j in range(k):
+                    quadratic += coefficients[i] * normal[i, j] * coefficients[j]
+                quadratic -= 2.0 * coefficients[i] * rhs[i]
+            sigma = np.sqrt(max(sum_f2 + quadratic, 0.0) / max(count, 1.0))
+            low = -reject_below * sigma
+            high = reject_above * sigma
+            changed = 0.0
+            for p in range(m):
+                residual = f[p] - continuum[p]
+                keep = 1.0 if (usable[r, p] and residual > low and residual < high) else 0.0
+                change[p] = keep - weight[p]
+                changed += abs(change[p])
+            if changed == 0.0:
+                break
+        kept_count = 0.0
+        for p in range(m):
+            out_continuum[r, p] = continuum[p]
+            kept_count += weight[p]
+        out_kept[r] = kept_count / m
+
