@@ -9,6 +9,8 @@ ensure_postgres
 ensure_redis
 
 export DJANGO_SETTINGS_MODULE=spcanet_site.settings.test
+echo ">> spectrum model (RV templates; cached in ~/.cache/spcanet)"
+.venv/bin/python manage.py fetch_spectrum_model
 echo ">> checking for missing migrations"
 .venv/bin/python manage.py makemigrations --check --dry-run
 echo ">> lint"

@@ -1,4 +1,8 @@
 from django.contrib import admin
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from .admin_tools import (
     CurationActionForm,
@@ -8,7 +12,7 @@ from .admin_tools import (
     flag_bit_filter,
 )
 from .flags import SPECTRUM_FLAGS
-from .models import CurationRecord, Spectrum, Star
+from .models import CurationRecord, SourceFile, Spectrum, Star
 from .services import spectra_curate
 
 
@@ -37,11 +41,29 @@ class SpectrumAdmin(LargeTableAdmin):
     action_form = CurationActionForm
     actions = curation_actions("spectrum", spectra_curate)
     raw_id_fields = ["star"]
-    readonly_fields = [field.name for field in Spectrum._meta.fields] + ["flag_summary"]
+    readonly_fields = ["figure", "flag_summary"] + [field.name for field in Spectrum._meta.fields]
 
     @admin.display(description="flags")
     def flag_summary(self, spectrum: Spectrum) -> str:
         return ", ".join(SPECTRUM_FLAGS.names(spectrum.flags)) or "-"
+
+    @admin.display(description="spectrum")
+    def figure(self, spectrum: Spectrum) -> str:
+        url = reverse("admin:spectra_spectrum_figure", args=[spectrum.pk])
+        return format_html('<img src="{}" alt="spectrum figure" style="max-width:100%">', url)
+
+    def get_urls(self):
+        figure = path("<int:pk>/figure.png", self.admin_site.admin_view(self.figure_view), name="spectra_spectrum_figure")
+        return [figure, *super().get_urls()]
+
+    def figure_view(self, request, pk: int):
+        from .plots import PlotUnavailable, spectrum_figure_png
+
+        spectrum = get_object_or_404(Spectrum.objects.select_related("star"), pk=pk)
+        try:
+            return HttpResponse(spectrum_figure_png(spectrum), content_type="image/png")
+        except PlotUnavailable as error:
+            return HttpResponse(str(error), status=404, content_type="text/plain")
 
     def has_add_permission(self, request) -> bool:
         return False  # spectra come from ingest
@@ -61,4 +83,20 @@ class CurationRecordAdmin(LargeTableAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(SourceFile)
+class SourceFileAdmin(LargeTableAdmin):
+    """Every file ingest has seen, and why the failed ones failed."""
+
+    list_display = ["path", "status", "error_kind", "spectra_count", "reader", "updated_at"]
+    list_filter = ["status", "error_kind", "reader"]
+    search_fields = ["path", "=sha256"]
+    readonly_fields = [field.name for field in SourceFile._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
         return False

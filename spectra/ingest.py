@@ -5,11 +5,16 @@ never fatal), preprocessed as one vectorised batch, its arrays written to one sh
 its stars, spectra and source-file records written in one transaction with upserts, so
 an interrupted or repeated ingest never duplicates anything. A file whose sha256 is
 already recorded as ingested is skipped without being parsed.
+
+Parsing and preprocessing run in worker threads (decompression and the compiled kernels
+release the GIL) while this thread writes finished batches to the database; at most
+``INGEST_THREADS + 1`` batches are in flight, so memory does not grow with the survey.
 """
 
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +30,7 @@ from .flags import SPECTRUM_FLAGS
 from .identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
 from .io import SpectrumFile, SpectrumFileError, read_spectrum_file
 from .models import SourceFile, Spectrum, Star
-from .processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, preprocess
+from .processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, PreprocessedBatch, preprocess
 from .processing.rv import TemplateBank
 
 SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
@@ -70,6 +75,7 @@ class _ReadFile:
     size: int
     parsed: SpectrumFile | None = None
     error: SpectrumFileError | None = None
+    data: bytes | None = None  # the file's bytes until parsed
 
 
 def spectra_ingest(
@@ -86,19 +92,36 @@ def spectra_ingest(
     catalog RV are measured against ``templates``."""
     summary = IngestSummary()
     store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
+    rv_catalog = rv_catalog or {}
+    threads = max(1, settings.INGEST_THREADS)
+    in_flight: deque[tuple[Future, int]] = deque()
+
+    def finish_oldest() -> None:
+        future, size = in_flight.popleft()
+        _write_batch(future.result(), summary)
+        if progress:
+            progress(size)
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest") as pool:
+        for batch in _batches(spectrum_files(paths), batch_files):
+            reads = _new_files(batch, summary)
+            in_flight.append((pool.submit(_prepare_batch, reads, store, rv_catalog, templates, config), len(batch)))
+            while len(in_flight) > threads:
+                finish_oldest()
+        while in_flight:
+            finish_oldest()
+    return summary
+
+
+def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
     batch: list[Path] = []
-    for path in spectrum_files(paths):
+    for path in paths:
         batch.append(path)
-        if len(batch) >= batch_files:
-            _ingest_batch(batch, store, rv_catalog or {}, templates, config, summary)
-            if progress:
-                progress(len(batch))
+        if len(batch) >= size:
+            yield batch
             batch = []
     if batch:
-        _ingest_batch(batch, store, rv_catalog or {}, templates, config, summary)
-        if progress:
-            progress(len(batch))
-    return summary
+        yield batch
 
 
 def _read(path: Path) -> _ReadFile:
@@ -108,12 +131,11 @@ def _read(path: Path) -> _ReadFile:
         read = _ReadFile(path, hashlib.sha256(str(path).encode()).hexdigest(), 0)
         read.error = SpectrumFileError(str(path), f"cannot read the file ({error.strerror or error})")
         return read
-    read = _ReadFile(path, hashlib.sha256(data).hexdigest(), len(data))
-    read.data = data  # type: ignore[attr-defined]
-    return read
+    return _ReadFile(path, hashlib.sha256(data).hexdigest(), len(data), data=data)
 
 
-def _ingest_batch(paths, store, rv_catalog, templates, config, summary: IngestSummary) -> None:
+def _new_files(paths: list[Path], summary: IngestSummary) -> list[_ReadFile]:
+    """Read and hash the batch's files; drop those whose content is already ingested."""
     reads = [_read(path) for path in paths]
     summary.files_seen += len(reads)
     known = set(
@@ -121,26 +143,55 @@ def _ingest_batch(paths, store, rv_catalog, templates, config, summary: IngestSu
             "sha256", flat=True
         )
     )
-    todo = []
-    seen_in_batch: set[str] = set()
+    new, seen_in_batch = [], set()
     for read in reads:
         if read.sha256 in known or read.sha256 in seen_in_batch:
             summary.files_unchanged += 1
             continue
         seen_in_batch.add(read.sha256)
+        new.append(read)
+    return new
+
+
+@dataclass
+class _PreparedBatch:
+    reads: list[_ReadFile]
+    entries: list  # (read, RawSpectrum)
+    result: PreprocessedBatch | None = None
+    supplied: np.ndarray | None = None  # catalog RVs (n, 2), NaN where none
+    shard: str = ""
+
+
+def _prepare_batch(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config) -> _PreparedBatch:
+    """Parse and preprocess a batch and write its array shard; no database access (worker thread)."""
+    for read in reads:
         if read.error is None:
             try:
-                read.parsed = read_spectrum_file(str(read.path), read.data)  # type: ignore[attr-defined]
+                read.parsed = read_spectrum_file(str(read.path), read.data)
             except SpectrumFileError as error:
                 read.error = error
-        read.data = None  # type: ignore[attr-defined]
-        todo.append(read)
-    parsed = [r for r in todo if r.parsed is not None]
-    entries = [(r, spectrum) for r in parsed for spectrum in r.parsed.spectra]
+        read.data = None
+    entries = [(r, spectrum) for r in reads if r.parsed is not None for spectrum in r.parsed.spectra]
+    prepared = _PreparedBatch(reads=reads, entries=entries)
+    if entries:
+        supplied = np.full((len(entries), 2), np.nan)
+        for i, (read, spectrum) in enumerate(entries):
+            value = rv_catalog.get((read.parsed.obsid, spectrum.lmjm)) or rv_catalog.get((read.parsed.obsid, None))
+            if value is not None:
+                supplied[i] = value
+        prepared.result = preprocess([s for _, s in entries], rv_supplied=supplied, templates=templates, config=config)
+        processed = np.flatnonzero(prepared.result.processed)
+        if processed.size:
+            prepared.shard = store.write(prepared.result.flux[processed], prepared.result.ivar[processed])
+        prepared.supplied = supplied
+    return prepared
+
+
+def _write_batch(prepared: _PreparedBatch, summary: IngestSummary) -> None:
     with transaction.atomic():
-        if entries:
-            _write_spectra(entries, store, rv_catalog, templates, config, summary)
-        _write_source_files(todo, summary)
+        if prepared.entries:
+            _write_spectra(prepared, summary)
+        _write_source_files(prepared.reads, summary)
 
 
 def _write_source_files(reads: list[_ReadFile], summary: IngestSummary) -> None:
@@ -167,17 +218,12 @@ def _write_source_files(reads: list[_ReadFile], summary: IngestSummary) -> None:
     )
 
 
-def _write_spectra(entries, store: ArrayStore, rv_catalog, templates, config, summary: IngestSummary) -> None:
+def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary) -> None:
+    entries, result, shard = prepared.entries, prepared.result, prepared.shard
     spectra = [spectrum for _, spectrum in entries]
     files = [read.parsed for read, _ in entries]
-    supplied = np.full((len(spectra), 2), np.nan)
-    for i, (sf, spectrum) in enumerate(zip(files, spectra, strict=True)):
-        value = rv_catalog.get((sf.obsid, spectrum.lmjm)) or rv_catalog.get((sf.obsid, None))
-        if value is not None:
-            supplied[i] = value
-    result = preprocess(spectra, rv_supplied=supplied, templates=templates, config=config)
+    supplied = prepared.supplied
     processed = np.flatnonzero(result.processed)
-    shard = store.write(result.flux[processed], result.ivar[processed]) if processed.size else ""
     rows = np.full(len(spectra), -1, dtype=np.int64)
     rows[processed] = np.arange(processed.size)
     star_ids = stars_for_files(files)

@@ -142,3 +142,24 @@ def test_measured_rvs_when_no_catalog_is_given(survey_dir, settings, tmp_path):
     assert coadd.rv_source == "measured" and "RV_MEASURED" in coadd.flag_names
     assert -60 < coadd.rv_blue < -45 and coadd.rv_blue_err < 1.0 and abs(coadd.rv_red - coadd.rv_blue) < 10
     assert SPECTRUM_FLAGS["RV_UNRELIABLE"].name not in coadd.flag_names
+
+
+def test_admin_shows_the_spectrum_figure_and_the_failed_files(survey_dir, settings, tmp_path, curator):
+    from django.test import Client
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files))
+    client = Client()
+    client.force_login(curator)
+    coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
+    page = client.get(f"/admin/spectra/spectrum/{coadd.pk}/change/").content.decode()
+    assert f"/admin/spectra/spectrum/{coadd.pk}/figure.png" in page
+    image = client.get(f"/admin/spectra/spectrum/{coadd.pk}/figure.png")
+    assert image.status_code == 200 and image["Content-Type"] == "image/png" and image.content[:4] == b"\x89PNG"
+    assert Client().get(f"/admin/spectra/spectrum/{coadd.pk}/figure.png").status_code == 302  # login required
+    failed = client.get("/admin/spectra/sourcefile/", {"status__exact": "failed"}).content.decode()
+    assert "truncated.fits.gz" in failed and "readme.fits" in failed
+    (root / "night0" / files[0].name).unlink()
+    moved = Spectrum.objects.filter(source_path__endswith=f"night0/{files[0].name}").first()
+    assert client.get(f"/admin/spectra/spectrum/{moved.pk}/figure.png").status_code == 404

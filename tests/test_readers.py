@@ -177,3 +177,22 @@ def test_reader_copies_are_independent_of_the_file_bytes(tmp_path):
     spectrum_file = read_spectrum_file(path)
     path.unlink()
     assert spectrum_file.spectra[0].blue.flux.sum() > 0
+
+
+def test_header_parser_agrees_with_astropy_on_every_card_of_the_real_files():
+    from astropy.io import fits
+
+    from spectra.io.fitsbytes import open_fits_bytes
+
+    for path in real_files():
+        ours = open_fits_bytes(str(path), path.read_bytes())
+        with fits.open(path) as hdul:
+            assert len(hdul) == len(ours.hdus)
+            for theirs, mine in zip(hdul, ours.hdus, strict=True):
+                compared = 0
+                for keyword in set(theirs.header.keys()) - {"COMMENT", "HISTORY", ""}:
+                    expected = theirs.header[keyword]
+                    assert mine.header[keyword] == expected, (path.name, keyword, mine.header[keyword], expected)
+                    assert type(mine.header[keyword]) is type(expected), (path.name, keyword)
+                    compared += 1
+                assert compared > 5

@@ -1,11 +1,13 @@
-"""FITS files held in memory: astropy parses the headers, numpy views the binary tables.
+"""FITS files held in memory: headers as plain dicts, binary tables as numpy views.
 
 Reading a LAMOST MRS file through ``astropy.io.fits.open`` builds an HDU object, a
-FITS_rec and column objects for each of up to 20 tables, which costs more than the
-decompression itself. Here the file is decompressed once, each header is parsed with
-``astropy.io.fits.Header.fromstring``, and each binary table's rows are viewed in place
-with a numpy structured dtype built from its TFORMn cards: no copies until the reader
-converts the few columns it needs.
+FITS_rec and column objects for each of up to 20 tables, and every header value access
+goes through astropy's configuration machinery; together that costs several times the
+decompression. Here the file is decompressed once, each header's value cards are parsed
+into a dict (``parse_header``, checked card for card against astropy's parser on the real
+files in the tests), and each binary table's rows are viewed in place with a numpy
+structured dtype built from its TFORMn cards: no copies until the reader converts the
+few columns it needs. Writing files stays with astropy (``lamost_writer``).
 """
 
 import gzip
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from astropy.io import fits
 
 from .errors import CorruptFileError, NotFitsError
 
@@ -26,9 +27,57 @@ _TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCM])")
 _FITS_TYPES = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "A": "S1", "E": ">f4", "D": ">f8"}
 
 
+_VALUE_CARD = re.compile(rb"([A-Z0-9_-]{1,8}) *= ")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def _card_value(text: str):
+    """The value of a fixed-format FITS value field (columns 11-80)."""
+    stripped = text.lstrip()
+    if stripped.startswith("'"):
+        out, i = [], 1
+        while i < len(stripped):
+            char = stripped[i]
+            if char == "'":
+                if stripped[i + 1 : i + 2] == "'":
+                    out.append("'")
+                    i += 2
+                    continue
+                break
+            out.append(char)
+            i += 1
+        return "".join(out).rstrip()
+    token = stripped.split("/", 1)[0].strip()
+    if token == "T":
+        return True
+    if token == "F":
+        return False
+    if _INTEGER.match(token):
+        return int(token)
+    if _NUMBER.match(token):
+        return float(token.replace("D", "E").replace("d", "e"))
+    return None if token == "" else token
+
+
+def parse_header(block: bytes) -> dict[str, object]:
+    """Keyword -> value of every value card of a header (COMMENT, HISTORY and blank
+    cards are skipped; a repeated keyword keeps its first value, as astropy's lookup does)."""
+    header: dict[str, object] = {}
+    for start in range(0, len(block), CARD):
+        card = block[start : start + CARD]
+        match = _VALUE_CARD.match(card)
+        if match is None:
+            continue
+        keyword = match.group(1).decode("ascii")
+        if keyword not in header:
+            header[keyword] = _card_value(card[10:].decode("ascii", errors="replace"))
+    return header
+
+
 @dataclass
 class Hdu:
-    header: fits.Header
+    header: dict[str, object]
     data: memoryview  # this HDU's data bytes (without padding)
 
     @property
@@ -37,7 +86,7 @@ class Hdu:
 
     @property
     def is_table(self) -> bool:
-        return self.header.get("XTENSION", "").strip() == "BINTABLE"
+        return str(self.header.get("XTENSION", "")).strip() == "BINTABLE"
 
     @cached_property
     def columns(self) -> dict[str, np.ndarray]:
@@ -76,7 +125,7 @@ class FitsFile:
     hdus: list[Hdu]
 
     @property
-    def primary(self) -> fits.Header:
+    def primary(self) -> dict[str, object]:
         return self.hdus[0].header
 
     def by_name(self) -> dict[str, Hdu]:
@@ -113,12 +162,9 @@ def open_fits_bytes(path: str, data: bytes) -> FitsFile:
         if end is None:
             raise CorruptFileError(path, f"header at byte {position} has no END card (file cut short?)")
         header_bytes = ((end + CARD - position + BLOCK - 1) // BLOCK) * BLOCK
-        try:
-            header = fits.Header.fromstring(raw[position:end].decode("ascii", errors="replace"))
-        except Exception as error:  # astropy raises several types for malformed cards
-            raise CorruptFileError(path, f"unreadable header at byte {position} ({error})") from error
+        header = parse_header(raw[position:end])
         data_start = position + header_bytes
-        data_size = _data_size(header)
+        data_size = _data_size(path, header)
         if data_start + data_size > len(raw):
             raise CorruptFileError(
                 path, f"HDU {len(hdus)} ({header.get('EXTNAME', 'primary')}) needs {data_size} data bytes, "
@@ -142,11 +188,14 @@ def _find_end(raw: bytes, start: int) -> int | None:
     return None
 
 
-def _data_size(header: fits.Header) -> int:
-    naxis = int(header.get("NAXIS", 0))
-    if naxis == 0:
-        return 0
-    size = abs(int(header.get("BITPIX", 8))) // 8
-    for axis in range(1, naxis + 1):
-        size *= int(header.get(f"NAXIS{axis}", 0))
-    return size + int(header.get("PCOUNT", 0))
+def _data_size(path: str, header: dict) -> int:
+    try:
+        naxis = int(header.get("NAXIS", 0))
+        if naxis == 0:
+            return 0
+        size = abs(int(header.get("BITPIX", 8))) // 8
+        for axis in range(1, naxis + 1):
+            size *= int(header.get(f"NAXIS{axis}", 0))
+        return size + int(header.get("PCOUNT", 0) or 0)
+    except (TypeError, ValueError) as error:
+        raise CorruptFileError(path, f"malformed NAXIS/BITPIX/PCOUNT cards ({error})") from error
