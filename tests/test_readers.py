@@ -196,3 +196,24 @@ def test_header_parser_agrees_with_astropy_on_every_card_of_the_real_files():
                     assert type(mine.header[keyword]) is type(expected), (path.name, keyword)
                     compared += 1
                 assert compared > 5
+
+
+@pytest.mark.parametrize("layout", ["dr7", "dr9v1"])
+def test_written_files_are_valid_fits_for_astropy(tmp_path, layout):
+    from astropy.io import fits
+
+    original = read_spectrum_file(real_file(CLEAN))
+    path = write_lamost_mrs(original, tmp_path / f"check-{layout}.fits.gz", layout=layout)
+    with fits.open(path) as hdul:
+        hdul.verify("exception")
+        assert hdul[0].header["DESIG"] == original.designation and hdul[0].header["OBSID"] == original.obsid
+        assert hdul[0].header["VACUUM"] is True and hdul[0].header["RA"] == original.ra
+        red = hdul["R-84107311"]
+        assert red.header["EXPTIME"] == 1200.0 and red.header["SNR"] == pytest.approx(93.38)
+        expected = original.spectra[1].red
+        if layout == "dr7":
+            np.testing.assert_array_equal(red.data["FLUX"][::-1], expected.flux)
+            assert red.data["LOGLAM"][0] > red.data["LOGLAM"][-1]
+        else:
+            np.testing.assert_array_equal(red.data["FLUX"][0], expected.flux)
+            np.testing.assert_array_equal(red.data["WAVELENGTH"][0], expected.wavelength)

@@ -2,88 +2,123 @@
 
 Used by the mock survey and by tests (for example a DR9 v1 file made from DR7 data).
 Red single exposures are written in decreasing wavelength, as the survey's files are.
+The FITS bytes are built directly (header cards, then each table's rows as one big-endian
+numpy block): going through astropy's table machinery made writing a mock survey several
+times slower than generating it. The tests read every layout back with astropy.
 """
 
 import gzip
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
 from .types import Arm, SpectrumFile
 
-PRIMARY_KEYS = ("OBSID", "DESIG", "RA", "DEC", "OBJNAME", "PLANID", "LMJD", "MJD", "SPID", "FIBERID", "DATA_V", "VACUUM")
+BLOCK = 2880
 
 
-def _arm_table(arm: Arm, name: str, layout: str, mask_column: str, extra: dict, reverse: bool) -> fits.BinTableHDU:
+def _card(keyword: str, value) -> bytes:
+    if isinstance(value, bool):
+        text = f"{'T' if value else 'F':>20}"
+    elif isinstance(value, (int, np.integer)):
+        text = f"{int(value):>20}"
+    elif isinstance(value, (float, np.floating)):
+        number = repr(float(value)).upper()
+        if "." not in number and "E" not in number:
+            number += ".0"
+        text = f"{number:>20}"
+    else:
+        quoted = str(value).replace("'", "''")
+        text = f"'{quoted:<8}'"
+    card = f"{keyword:<8}= {text}"
+    if len(card) > 80:
+        raise ValueError(f"FITS card too long: {card!r}")
+    return card.ljust(80).encode("ascii")
+
+
+def _header(cards: list[tuple[str, object]]) -> bytes:
+    raw = b"".join(_card(k, v) for k, v in cards) + b"END".ljust(80)
+    return raw + b" " * (-len(raw) % BLOCK)
+
+
+def _padded(data: bytes) -> bytes:
+    return data + b"\x00" * (-len(data) % BLOCK)
+
+
+_FORMS = {">f4": "E", ">f8": "D", ">i2": "I", ">i4": "J"}
+
+
+def _table(name: str, columns: list[tuple[str, np.ndarray]], rows: int, extra: dict) -> bytes:
+    """A binary table HDU. Each column is (name, array): 1-D for one value per row, or
+    (rows, n) for a cell of n values per row."""
+    dtype = np.dtype([(column, array.dtype.str, array.shape[1:]) for column, array in columns])
+    records = np.empty(rows, dtype=dtype)
+    cards: list[tuple[str, object]] = [
+        ("XTENSION", "BINTABLE"), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", dtype.itemsize), ("NAXIS2", rows),
+        ("PCOUNT", 0), ("GCOUNT", 1), ("TFIELDS", len(columns)),
+    ]
+    for i, (column, array) in enumerate(columns, start=1):
+        records[column] = array
+        repeat = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
+        cards += [(f"TTYPE{i}", column), (f"TFORM{i}", f"{repeat if repeat > 1 else ''}{_FORMS[array.dtype.str]}")]
+    cards.append(("EXTNAME", name))
+    cards += list(extra.items())
+    return _header(cards) + _padded(records.tobytes())
+
+
+def _arm_table(arm: Arm, name: str, layout: str, mask_column: str, extra: dict, reverse: bool) -> bytes:
     order = slice(None, None, -1) if reverse else slice(None)
     flux, ivar = arm.flux[order].astype(">f4"), arm.ivar[order].astype(">f4")
     mask = arm.mask[order].astype(">i2")
-    if layout == "dr9v1":
-        size = flux.size
-        columns = [
-            fits.Column("FLUX", f"{size}E", array=flux[None, :]),
-            fits.Column("IVAR", f"{size}E", array=ivar[None, :]),
-            fits.Column("WAVELENGTH", f"{size}D", array=arm.wavelength[order][None, :]),
-            fits.Column(mask_column, f"{size}I", array=mask[None, :]),
-        ]
-    else:
-        columns = [
-            fits.Column("FLUX", "E", array=flux),
-            fits.Column("IVAR", "E", array=ivar),
-            fits.Column("LOGLAM", "E", array=np.log10(arm.wavelength[order]).astype(">f4")),
-            fits.Column(mask_column, "I", array=mask),
-        ]
-        if mask_column == "ORMASK":
-            columns.insert(3, fits.Column("ANDMASK", "I", array=np.zeros_like(mask)))
-    hdu = fits.BinTableHDU.from_columns(columns, name=name)
-    for key, value in extra.items():
-        hdu.header[key] = value
+    extra = dict(extra)
     if arm.header_snr is not None:
-        hdu.header["SNR"] = round(float(arm.header_snr), 2)
-    return hdu
+        extra["SNR"] = round(float(arm.header_snr), 2)
+    if layout == "dr9v1":
+        columns = [("FLUX", flux[None, :]), ("IVAR", ivar[None, :]),
+                   ("WAVELENGTH", arm.wavelength[order].astype(">f8")[None, :]), (mask_column, mask[None, :])]
+        return _table(name, columns, 1, extra)
+    columns = [("FLUX", flux), ("IVAR", ivar), ("LOGLAM", np.log10(arm.wavelength[order]).astype(">f4"))]
+    if mask_column == "ORMASK":
+        columns.append(("ANDMASK", np.zeros_like(mask)))
+    columns.append((mask_column, mask))
+    return _table(name, columns, flux.size, extra)
 
 
-def write_lamost_mrs(spectrum_file: SpectrumFile, path: str | Path, *, layout: str = "dr7") -> Path:
+def write_lamost_mrs(spectrum_file: SpectrumFile, path: str | Path, *, layout: str = "dr7", compresslevel: int = 6) -> Path:
     """Write ``spectrum_file`` to ``path`` (gzipped when the name ends in .gz)."""
     if layout not in ("dr7", "dr9v1"):
         raise ValueError(f"unknown layout {layout!r}")
     sf = spectrum_file
-    primary = fits.PrimaryHDU()
-    header = primary.header
-    header["EXTNAME"] = "Information"
-    header["TELESCOP"] = "LAMOST"
-    values = {
-        "OBSID": sf.obsid or 0, "DESIG": sf.designation, "RA": sf.ra, "DEC": sf.dec, "OBJNAME": sf.objname,
-        "PLANID": sf.plan_id, "LMJD": sf.lmjd, "MJD": sf.mjd, "SPID": sf.spectrograph, "FIBERID": sf.fiber,
-        "DATA_V": sf.data_release or "LAMOST DR7", "VACUUM": sf.vacuum,
-    }
-    for key in PRIMARY_KEYS:
-        header[key] = values[key]
-    for key, value in sf.header.items():
-        header[key] = value
     exposures = [s for s in sf.spectra if s.kind == "exposure"]
-    header["NEXP_B"] = sum(1 for s in exposures if s.blue is not None)
-    header["NEXP_R"] = sum(1 for s in exposures if s.red is not None)
-    hdus = [primary]
+    primary = [
+        ("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 0), ("EXTEND", True), ("EXTNAME", "Information"),
+        ("TELESCOP", "LAMOST"), ("OBSID", sf.obsid or 0), ("DESIG", sf.designation), ("RA", float(sf.ra)),
+        ("DEC", float(sf.dec)), ("OBJNAME", sf.objname), ("PLANID", sf.plan_id), ("LMJD", sf.lmjd), ("MJD", sf.mjd),
+        ("SPID", sf.spectrograph), ("FIBERID", sf.fiber), ("DATA_V", sf.data_release or "LAMOST DR7"),
+        ("VACUUM", bool(sf.vacuum)),
+        ("NEXP_B", sum(1 for s in exposures if s.blue is not None)),
+        ("NEXP_R", sum(1 for s in exposures if s.red is not None)),
+        *sf.header.items(),
+    ]
+    parts = [_header(primary)]
     for spectrum in sf.spectra:
         if spectrum.kind == "coadd":
-            lmjms = "-".join(str(s.lmjm) for s in exposures)
+            lmjms = "-".join(str(s.lmjm) for s in exposures)[:68]
             for arm, name in ((spectrum.blue, "COADD_B"), (spectrum.red, "COADD_R")):
                 if arm is not None:
-                    hdus.append(_arm_table(arm, name, layout, "ORMASK", {"LMJMLIS0": lmjms[:68]}, reverse=False))
+                    parts.append(_arm_table(arm, name, layout, "ORMASK", {"LMJMLIS0": lmjms}, reverse=False))
     for spectrum in exposures:
-        extra = {"LMJM": str(spectrum.lmjm), "EXPTIME": spectrum.exptime or 0}
+        extra = {"LMJM": str(spectrum.lmjm), "EXPTIME": float(spectrum.exptime or 0.0)}
         if spectrum.blue is not None:
-            hdus.append(_arm_table(spectrum.blue, f"B-{spectrum.lmjm}", layout, "PIXMASK", extra, reverse=False))
+            parts.append(_arm_table(spectrum.blue, f"B-{spectrum.lmjm}", layout, "PIXMASK", extra, reverse=False))
         if spectrum.red is not None:
-            hdus.append(_arm_table(spectrum.red, f"R-{spectrum.lmjm}", layout, "PIXMASK", extra, reverse=layout == "dr7"))
+            parts.append(_arm_table(spectrum.red, f"R-{spectrum.lmjm}", layout, "PIXMASK", extra, reverse=layout == "dr7"))
+    data = b"".join(parts)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    hdul = fits.HDUList(hdus)
     if path.name.endswith(".gz"):
-        with gzip.open(path, "wb", compresslevel=6) as handle:
-            hdul.writeto(handle)
-    else:
-        hdul.writeto(path, overwrite=True)
+        data = gzip.compress(data, compresslevel=compresslevel, mtime=0)  # mtime 0: same input, same bytes
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
     return path

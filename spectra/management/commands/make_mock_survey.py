@@ -1,0 +1,51 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from spectra.mock.labels import Isochrones
+from spectra.mock.survey import MockSurveyConfig, make_mock_survey
+from spectra.processing.spectrum_model import CannonSpectrumModel, SpectrumModelError
+
+
+class Command(BaseCommand):
+    help = (
+        "Generate a mock LAMOST MRS survey with known labels: FITS files in the real layouts, a "
+        "reference label catalog, APOGEE/GALAH/RAVE-like validation catalogs, and the truth."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("out_dir", help="Directory to write (created).")
+        parser.add_argument("--stars", type=int, default=500)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--dr9v1-fraction", type=float, default=0.1, help="Share of files in the DR9 v1 layout.")
+        parser.add_argument("--reference-fraction", type=float, default=0.6, help="Share of stars with training labels.")
+        parser.add_argument("--snr-median", type=float, default=32.0, help="Median blue-arm S/N of a nightly coadd.")
+        parser.add_argument("--isochrones", default=None, help="MIST isochrone CSV (default MOCK_ISOCHRONE_PATH).")
+
+    def handle(self, *args, out_dir, stars, seed, dr9v1_fraction, reference_fraction, snr_median, isochrones, **options):
+        if stars < 1:
+            raise CommandError("--stars must be at least 1")
+        if not 0 <= dr9v1_fraction <= 1 or not 0 < reference_fraction <= 1:
+            raise CommandError("fractions must lie between 0 and 1")
+        isochrone_path = Path(isochrones or settings.MOCK_ISOCHRONE_PATH)
+        if not isochrone_path.exists():
+            raise CommandError(f"isochrone table {isochrone_path} not found; pass --isochrones or set MOCK_ISOCHRONE_PATH")
+        try:
+            model = CannonSpectrumModel.load(settings.SPECTRUM_MODEL_PATH)
+        except SpectrumModelError as error:
+            raise CommandError(str(error)) from error
+        target = Path(out_dir)
+        if target.exists() and any(target.iterdir()):
+            raise CommandError(f"{target} is not empty; choose a new directory")
+        config = MockSurveyConfig(
+            n_stars=stars, seed=seed, dr9v1_fraction=dr9v1_fraction, reference_fraction=reference_fraction,
+            snr_median=snr_median,
+        )
+        with tqdm(total=stars, unit="star", desc="mock survey", file=self.stderr, disable=None) as bar:
+            summary = make_mock_survey(target, config, model, Isochrones.from_mist_csv(isochrone_path), progress=bar.update)
+        self.stdout.write(
+            f"{summary.stars} stars, {summary.files} files, {summary.spectra} spectra written to {summary.out_dir} "
+            "(truth in truth_stars.csv / truth_spectra.csv; injected offsets in manifest.json)"
+        )
