@@ -29,9 +29,10 @@ COADD_GRIDS = {
     "blue": PixelGrid(10.0 ** (np.log10(4896.0) + 1e-5 * np.arange(4110))),
     "red": PixelGrid(10.0 ** (np.log10(6290.0) + 1e-5 * np.arange(3830))),
 }
+# Exposures start where the coadds do and stop about 1 A short of their end, which
+# leaves the real coadds' short zero tails at the red end of each arm.
 EXPOSURE_GRIDS = {
-    "blue": PixelGrid(np.linspace(4925.0, 5374.0, 4136)),
-    "red": PixelGrid(np.linspace(6296.0, 6852.0, 4136)),
+    arm: PixelGrid(np.linspace(grid.wavelength[0], grid.wavelength[-1] - 0.9, 4136)) for arm, grid in COADD_GRIDS.items()
 }
 
 

@@ -242,7 +242,9 @@ def _write_files(rng, out_dir, files, first_star, rest, arms, labels, stars, con
         grid = EXPOSURE_GRIDS[arm]
         rv = np.concatenate([f["rv"] + f["arm_offset"][arm] for f in files])
         normalised = sample_on_grid(arms[arm].wavelength_vacuum, rest[arm][exposure_star], grid, rv)
-        shape = planck_shape(grid.wavelength, teff) * instrument_response(rng, grid.wavelength, exposure_star.size)
+        # A fibre's response is the same for every exposure of the night.
+        response = instrument_response(rng, grid.wavelength, len(files))[exposure_file]
+        shape = planck_shape(grid.wavelength, teff) * response
         per_file = np.array([f["snr"][arm] for f in files])
         snr = per_file[exposure_file] / np.sqrt(n_exp[exposure_file]) * np.concatenate([f["exposure_snr_scatter"] for f in files])
         bad = np.array([f["bad_fibre"] for f in files])[exposure_file]
