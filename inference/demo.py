@@ -15,7 +15,7 @@ import numpy as np
 from django.db import transaction
 
 from spectra.bulk import bulk_upsert
-from spectra.identifiers import designations_from_radec
+from spectra.identifiers import designations_from_radec, medres_specid, night_date
 from spectra.labels import LABELS
 from spectra.models import Spectrum, Star
 
@@ -109,7 +109,7 @@ def demo_observations_create(rng: np.random.Generator, *, first_star: int, n_sta
     snr = np.exp(rng.normal(np.log(35.0), 0.7, m))
     plans = [f"DEMO{seed:02d}{s:06d}" for s in (first_star + star_of_spectrum) // 4000]
     specids = [
-        f"{d}-{p}-{s:02d}-{f:03d}-{t}-synthetic"
+        medres_specid(date=night_date(d - 1), plan_id=p, spectrograph=s, fiber=f, lmjm=t, pipeline="synthetic")
         for d, p, s, f, t in zip(lmjd.tolist(), plans, spectrograph.tolist(), fiber.tolist(), lmjm.tolist(), strict=True)
     ]
     bulk_upsert(
