@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from spectra.admin_tools import (
     CurationActionForm,
     LargeTableAdmin,
+    ReadOnlyAdmin,
     WeakerArmSnrFilter,
     curation_actions,
     flag_bit_filter,
@@ -20,14 +21,6 @@ from .services import (
     catalog_release_publish,
     catalog_rules_current,
 )
-
-
-class ReadOnlyAdmin(LargeTableAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(ModelVersion)

@@ -7,6 +7,7 @@ from django.utils.html import format_html
 from .admin_tools import (
     CurationActionForm,
     LargeTableAdmin,
+    ReadOnlyAdmin,
     WeakerArmSnrFilter,
     curation_actions,
     flag_bit_filter,
@@ -70,33 +71,20 @@ class SpectrumAdmin(LargeTableAdmin):
 
 
 @admin.register(CurationRecord)
-class CurationRecordAdmin(LargeTableAdmin):
+class CurationRecordAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "user", "action", "target_type", "target_id", "reason"]
     list_filter = ["action", "target_type"]
     list_select_related = ["user"]
     search_fields = ["=target_id", "reason"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 
 @admin.register(SourceFile)
-class SourceFileAdmin(LargeTableAdmin):
+class SourceFileAdmin(ReadOnlyAdmin):
     """Every file ingest has seen, and why the failed ones failed."""
 
     list_display = ["path", "status", "error_kind", "spectra_count", "reader", "updated_at"]
     list_filter = ["status", "error_kind", "reader"]
     search_fields = ["path", "=sha256"]
-    readonly_fields = [field.name for field in SourceFile._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False

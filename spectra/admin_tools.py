@@ -67,6 +67,16 @@ class LargeTableAdmin(admin.ModelAdmin):
         return super().get_search_results(request, queryset, search_term)
 
 
+class ReadOnlyAdmin(LargeTableAdmin):
+    """Rows written by the pipeline: browsable and searchable, never added or edited here."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
 def flag_bit_filter(word: FlagWord, field: str) -> type[admin.SimpleListFilter]:
     """A list filter on one bit of a flag word, or on 'no reject bit'."""
 
