@@ -7,7 +7,7 @@ from django.conf import settings
 from spectra.flags import SPECTRUM_FLAGS
 from spectra.io import Arm, RawSpectrum, read_spectrum_file
 from spectra.processing.batch import pack_arms
-from spectra.processing.continuum import ContinuumConfig, fit_continuum, normalise
+from spectra.processing.continuum import ContinuumConfig, fit_continuum
 from spectra.processing.grids import GRIDS, PIXELS_PER_ARM
 from spectra.processing.kernels import C_KMS
 from spectra.processing.pipeline import preprocess
@@ -72,11 +72,12 @@ def test_continuum_recovers_a_polynomial_under_absorption_lines():
     ivar = np.full_like(flux, 1 / 25.0)
     ivar[0, :50] = 0  # masked pixels never enter the fit
     flux[0, :50] = 1e6
-    fitted, kept = fit_continuum(flux, ivar, ContinuumConfig(max_iterations=3))
+    fitted, normalised, normalised_ivar, kept = fit_continuum(flux, ivar, ContinuumConfig(max_iterations=3))
     assert np.max(np.abs(fitted[0, 50:] / continuum[50:] - 1)) < 0.01
     assert 0.05 < kept[0] < 0.9
-    normalised, normalised_ivar = normalise(flux, ivar, fitted)
     assert np.all(normalised[0, :50] == 1.0) and np.all(normalised_ivar[0, :50] == 0)
+    np.testing.assert_allclose(normalised[0, 50:], flux[0, 50:] / fitted[0, 50:], rtol=1e-6)
+    np.testing.assert_allclose(normalised_ivar[0, 50:], ivar[0, 50:] * fitted[0, 50:] ** 2, rtol=1e-6)
 
 
 def test_air_vacuum_conversion_round_trips():

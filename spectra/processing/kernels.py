@@ -75,10 +75,15 @@ def _solve_small(a, b, ridge, out):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def continuum_rows(flux, usable, basis_t, reject_below, reject_above, max_iterations, out_continuum, out_kept):  # pragma: no cover
+def continuum_rows(
+    flux, ivar, basis_t, reject_below, reject_above, max_iterations, out_continuum, out_flux, out_ivar, out_kept
+):  # pragma: no cover
     """Iterative asymmetric-rejection polynomial fit per row; see continuum.fit_continuum.
 
-    ``basis_t`` is (K, M). Kept pixels carry weight 1, others 0. Each pass evaluates the
+    ``basis_t`` is (K, M); pixels with ivar > 0 are usable. Besides the continuum it
+    writes the normalised flux and inverse variance (flux / continuum, ivar * continuum^2;
+    1 and 0 on masked pixels or where the continuum is not positive). Kept pixels carry
+    weight 1, others 0. Each pass evaluates the
     fit, recomputes the weights, and applies only the change of weights to the normal
     equations A, b and to sum f^2, as dot products with precomputed basis products: no
     branches in the pixel loops, so they vectorise. The rms of the residuals comes from
@@ -89,7 +94,9 @@ def continuum_rows(flux, usable, basis_t, reject_below, reject_above, max_iterat
     pairs = k * (k + 1) // 2
     pair_i = np.empty(pairs, dtype=np.int64)
     pair_j = np.empty(pairs, dtype=np.int64)
-    products = np.empty((pairs, m))
+    # Per-pixel working arrays in float32 (twice the SIMD width); the normal equations
+    # themselves accumulate in float64.
+    products = np.empty((pairs, m), dtype=np.float32)
     q = 0
     for i in range(k):
         for j in range(i, k):
@@ -100,11 +107,13 @@ def continuum_rows(flux, usable, basis_t, reject_below, reject_above, max_iterat
     normal = np.zeros((k, k))
     rhs = np.zeros(k)
     coefficients = np.zeros(k)
-    continuum = np.empty(m)
-    weight = np.empty(m)
-    change = np.empty(m)
-    f = np.empty(m)
-    basis_f = np.empty((k, m))
+    continuum = np.empty(m, dtype=np.float32)
+    weight = np.empty(m, dtype=np.float32)
+    change = np.empty(m, dtype=np.float32)
+    f = np.empty(m, dtype=np.float32)
+    basis_f = np.empty((k, m), dtype=np.float32)
+    basis32 = basis_t.astype(np.float32)
+    usable = ivar > 0
     for r in range(n):
         for p in range(m):
             f[p] = flux[r, p]
@@ -112,7 +121,7 @@ def continuum_rows(flux, usable, basis_t, reject_below, reject_above, max_iterat
             change[p] = 1.0 if usable[r, p] else 0.0
         for i in range(k):
             for p in range(m):
-                basis_f[i, p] = basis_t[i, p] * f[p]
+                basis_f[i, p] = basis32[i, p] * f[p]
         normal[:, :] = 0.0
         rhs[:] = 0.0
         sum_f2 = 0.0
@@ -120,19 +129,19 @@ def continuum_rows(flux, usable, basis_t, reject_below, reject_above, max_iterat
         for _ in range(max_iterations + 1):
             # Apply the change of weights (the first time: all usable pixels enter).
             for q in range(pairs):
-                total = 0.0
+                total = np.float32(0.0)
                 for p in range(m):
                     total += change[p] * products[q, p]
                 normal[pair_i[q], pair_j[q]] += total
             for i in range(k):
-                total = 0.0
+                total = np.float32(0.0)
                 for p in range(m):
                     total += change[p] * basis_f[i, p]
                 rhs[i] += total
             delta_f2 = 0.0
             delta_count = 0.0
             for p in range(m):
-                delta_f2 += change[p] * f[p] * f[p]
+                delta_f2 += np.float64(change[p]) * f[p] * f[p]
                 delta_count += change[p]
                 weight[p] += change[p]
             sum_f2 += delta_f2
@@ -146,28 +155,35 @@ def continuum_rows(flux, usable, basis_t, reject_below, reject_above, max_iterat
             for p in range(m):
                 continuum[p] = 0.0
             for i in range(k):
-                c = coefficients[i]
+                c = np.float32(coefficients[i])
                 for p in range(m):
-                    continuum[p] += c * basis_t[i, p]
+                    continuum[p] += c * basis32[i, p]
             quadratic = 0.0
             for i in range(k):
                 for j in range(k):
                     quadratic += coefficients[i] * normal[i, j] * coefficients[j]
                 quadratic -= 2.0 * coefficients[i] * rhs[i]
             sigma = np.sqrt(max(sum_f2 + quadratic, 0.0) / max(count, 1.0))
-            low = -reject_below * sigma
-            high = reject_above * sigma
-            changed = 0.0
+            low = np.float32(-reject_below * sigma)
+            high = np.float32(reject_above * sigma)
+            changed = np.float32(0.0)
             for p in range(m):
                 residual = f[p] - continuum[p]
-                keep = 1.0 if (usable[r, p] and residual > low and residual < high) else 0.0
+                keep = np.float32(1.0) if (usable[r, p] and residual > low and residual < high) else np.float32(0.0)
                 change[p] = keep - weight[p]
                 changed += abs(change[p])
             if changed == 0.0:
                 break
         kept_count = 0.0
         for p in range(m):
-            out_continuum[r, p] = continuum[p]
+            c = continuum[p]
+            out_continuum[r, p] = c
             kept_count += weight[p]
+            if usable[r, p] and c > 0:
+                out_flux[r, p] = f[p] / c
+                out_ivar[r, p] = ivar[r, p] * c * c
+            else:
+                out_flux[r, p] = 1.0
+                out_ivar[r, p] = 0.0
         out_kept[r] = kept_count / m
 

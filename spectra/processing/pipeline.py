@@ -17,7 +17,7 @@ import numpy as np
 
 from ..flags import SPECTRUM_FLAGS
 from .batch import pack_arms
-from .continuum import ContinuumConfig, fit_continuum, normalise
+from .continuum import ContinuumConfig, fit_continuum
 from .grids import ARMS, GRIDS, PIXELS_PER_ARM
 from .resample import resample_to_grid
 from .rv import RVResult, TemplateBank, measure_rv
@@ -122,8 +122,9 @@ def _preprocess_chunk(spectra, supplied, templates, config, out: PreprocessedBat
             weak[need] = ~(result.peak >= config.min_rv_peak)
             mark(weak, "RV_UNRELIABLE")
         resampled_flux, resampled_ivar = resample_to_grid(packed, GRIDS[arm_name], rv[:, a])
-        continuum, kept = fit_continuum(resampled_flux, resampled_ivar, config.continuum)
-        out.flux[part, a], out.ivar[part, a] = normalise(resampled_flux, resampled_ivar, continuum)
+        continuum, out.flux[part, a], out.ivar[part, a], kept = fit_continuum(
+            resampled_flux, resampled_ivar, config.continuum
+        )
         if with_continuum:
             out.continuum[part, a] = continuum
         masked_fraction = (resampled_ivar <= 0).mean(axis=1)

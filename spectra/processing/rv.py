@@ -91,7 +91,7 @@ class RVResult:
 
 
 def _prepared_signal(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
-    continuum, _ = fit_continuum(flux, ivar)
+    continuum, _, _, _ = fit_continuum(flux, ivar)
     good = (ivar > 0) & (continuum > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         signal = np.where(good, flux / continuum - 1.0, 0.0)
