@@ -48,7 +48,8 @@ def bulk_upsert(
 
     ``columns`` maps model field attnames (``spectrum_id``, ``teff``...) to equal-length
     columns. Omitted fields take their defaults on insert and keep their value on
-    update; ``auto_now`` fields are set on both. Returns the number of rows written.
+    update; ``auto_now`` fields are set on both. Rows repeating a key keep only the last
+    (one statement cannot update a row twice). Returns the number of rows written.
     """
     names = list(columns)
     lengths = {len(columns[name]) for name in names}
@@ -58,6 +59,10 @@ def bulk_upsert(
     missing = set(unique_fields) - set(names)
     if missing:
         raise ValueError(f"unique fields {sorted(missing)} are not among the columns")
+    keep = _last_of_each_key([columns[name] for name in unique_fields], total)
+    if keep is not None:
+        columns = {name: (values[keep] if isinstance(values, np.ndarray) else [values[i] for i in keep]) for name, values in columns.items()}
+        total = keep.size
     # COPY bypasses Model.save(): supply what Django would, namely timestamps of
     # auto_now / auto_now_add fields and Python-side defaults of omitted fields.
     now = timezone.now()
@@ -86,6 +91,18 @@ def bulk_upsert(
                 python_batch = {name: _as_python_column(values, None) for name, values in batch.items()}
                 _orm_upsert(model, python_batch, unique_fields, update_fields)
     return total
+
+
+def _last_of_each_key(key_columns: list, total: int) -> np.ndarray | None:
+    """Row indices keeping the last row of each repeated key, or None when keys are unique."""
+    if all(isinstance(c, np.ndarray) and c.dtype.kind in "iu" for c in key_columns):
+        keys = np.stack(key_columns, axis=1) if len(key_columns) > 1 else key_columns[0][:, None]
+        _, first_from_end = np.unique(keys[::-1], axis=0, return_index=True)
+        if first_from_end.size == total:
+            return None
+        return np.sort(total - 1 - first_from_end)
+    last = {key: i for i, key in enumerate(zip(*key_columns, strict=True))}
+    return None if len(last) == total else np.array(sorted(last.values()), dtype=np.int64)
 
 
 def _orm_upsert(model, batch, unique_fields, update_fields) -> None:

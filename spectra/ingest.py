@@ -98,7 +98,8 @@ def spectra_ingest(
 
     def finish_oldest() -> None:
         future, size = in_flight.popleft()
-        _write_batch(future.result(), summary)
+        for prepared in future.result():
+            _write_batch(prepared, summary)
         if progress:
             progress(size)
 
@@ -162,15 +163,35 @@ class _PreparedBatch:
     shard: str = ""
 
 
-def _prepare_batch(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config) -> _PreparedBatch:
-    """Parse and preprocess a batch and write its array shard; no database access (worker thread)."""
+class PreprocessingError(SpectrumFileError):
+    """Reading worked but preprocessing raised: recorded for this file, the rest goes on."""
+
+    kind = "preprocessing_failed"
+
+
+def _prepare_batch(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config) -> list[_PreparedBatch]:
+    """Parse and preprocess a batch and write its array shard; no database access (worker thread).
+
+    If preprocessing the batch raises, each file is retried alone, so that one poisoned
+    file is recorded as failed and the others go on.
+    """
+    try:
+        return [_prepare(reads, store, rv_catalog, templates, config)]
+    except Exception as error:  # noqa: BLE001  (isolate the file that breaks the batch)
+        if len(reads) == 1:
+            reads[0].error = PreprocessingError(str(reads[0].path), f"preprocessing failed: {error!r}")
+            reads[0].parsed = None
+            return [_PreparedBatch(reads=reads, entries=[])]
+        return [prepared for read in reads for prepared in _prepare_batch([read], store, rv_catalog, templates, config)]
+
+
+def _prepare(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config) -> _PreparedBatch:
     for read in reads:
         if read.error is None:
             try:
                 read.parsed = read_spectrum_file(str(read.path), read.data)
             except SpectrumFileError as error:
                 read.error = error
-        read.data = None
     entries = [(r, spectrum) for r in reads if r.parsed is not None for spectrum in r.parsed.spectra]
     prepared = _PreparedBatch(reads=reads, entries=entries)
     if entries:
@@ -184,6 +205,8 @@ def _prepare_batch(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templa
         if processed.size:
             prepared.shard = store.write(prepared.result.flux[processed], prepared.result.ivar[processed])
         prepared.supplied = supplied
+    for read in reads:
+        read.data = None  # the bytes are no longer needed once the batch is prepared
     return prepared
 
 

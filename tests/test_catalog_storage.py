@@ -108,3 +108,13 @@ def test_bulk_upsert_fills_timestamps_and_defaults_like_save():
     second = Spectrum.objects.get()
     assert second.snr_blue == 13.0 and second.created_at == first.created_at and second.updated_at >= first.updated_at
     assert second.status == Spectrum.Status.PREPROCESSED  # omitted fields keep their value on update
+
+
+def test_repeated_keys_in_one_upsert_keep_the_last_row():
+    spectra = make_spectra([(10.0, 10.0), (11.0, 11.0)])
+    model = make_model(ModelVersion.Role.FORMAL)
+    ids = np.array([spectra[0].pk, spectra[1].pk, spectra[0].pk])
+    values = label_rows([4000.0, 4100.0, 4200.0])
+    labelsets_upsert(model_version=model, spectrum_ids=ids, values=values, errors=np.full_like(values, 0.1))
+    rows = dict(LabelSet.objects.filter(model_version=model).values_list("spectrum_id", "teff"))
+    assert rows == {spectra[0].pk: 4200.0, spectra[1].pk: 4100.0}

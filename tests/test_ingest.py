@@ -163,3 +163,50 @@ def test_admin_shows_the_spectrum_figure_and_the_failed_files(survey_dir, settin
     (root / "night0" / files[0].name).unlink()
     moved = Spectrum.objects.filter(source_path__endswith=f"night0/{files[0].name}").first()
     assert client.get(f"/admin/spectra/spectrum/{moved.pk}/figure.png").status_code == 404
+
+
+def test_the_same_observation_twice_in_a_batch_is_one_row(tmp_path, settings):
+    import gzip
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    source = next(p for p in real_files() if p.name.endswith(".gz") and p.name not in JUNK_FILES)
+    (tmp_path / "both").mkdir()
+    shutil.copy(source, tmp_path / "both" / source.name)
+    (tmp_path / "both" / source.name[: -len(".gz")]).write_bytes(gzip.decompress(source.read_bytes()))
+    from spectra.io import read_spectrum_file
+
+    catalog = {(read_spectrum_file(source).obsid, None): (0.0, 0.0)}
+    summary = spectra_ingest(paths=[tmp_path / "both"], rv_catalog=catalog)
+    assert summary.files_ingested == 2 and not summary.failures
+    assert Spectrum.objects.count() == len(read_spectrum_file(source).spectra)
+
+
+def test_a_file_that_breaks_preprocessing_fails_alone(survey_dir, settings, tmp_path, monkeypatch):
+    import spectra.ingest
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    poisoned = files[0].name
+    real_preprocess = spectra.ingest.preprocess
+
+    def preprocess_that_breaks_on_one_file(spectra_list, **kwargs):
+        if any(s.blue is not None and s.blue.flux.size and getattr(s, "_poison", False) for s in spectra_list):
+            raise FloatingPointError("synthetic failure")
+        return real_preprocess(spectra_list, **kwargs)
+
+    real_read = spectra.ingest.read_spectrum_file
+
+    def read_marking_poison(path, data=None):
+        parsed = real_read(path, data)
+        if path.endswith(poisoned):
+            for spectrum in parsed.spectra:
+                spectrum._poison = True
+        return parsed
+
+    monkeypatch.setattr(spectra.ingest, "preprocess", preprocess_that_breaks_on_one_file)
+    monkeypatch.setattr(spectra.ingest, "read_spectrum_file", read_marking_poison)
+    summary = spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files), batch_files=50)
+    assert summary.failures["preprocessing_failed"] == sum(1 for p in root.rglob(poisoned))
+    assert summary.files_ingested == len(files) - 1
+    failed = SourceFile.objects.get(error_kind="preprocessing_failed")
+    assert poisoned in failed.path and "synthetic failure" in failed.error_message
