@@ -6,7 +6,7 @@ Prints, for real and mock files side by side: pixels per table and wavelength co
 coadd zero tails and masked-pixel fractions, header S/N against the median of
 flux*sqrt(ivar), the consistency of the noise with IVAR (differences of two exposures
 of one night divided by their combined sigma should have unit spread), and the depths
-of strong lines in the normalised coadds of the real giant J230311.44+321335.5 and of
+of strong lines in the normalised coadd of the real star J230311.44+321335.5 and of
 mock giants of similar type.
 """
 
