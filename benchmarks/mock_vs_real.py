@@ -97,10 +97,10 @@ def main() -> None:
         star = truth[int(row["star"])]
         if row["kind"] == "coadd" and 4600 < float(star["teff"]) < 5000 and 2.2 < float(star["logg"]) < 3.0 and float(row["snr_blue"]) > 40:
             giants.append((mock / row["file"], float(row["rv_blue"]), float(row["rv_red"]), star))
-    real_giant = REAL / "med-58408-TD230151N343645T01_sp01-015.fits"
-    real_depth = line_depths([real_giant], np.array([[-53.8, -46.8]]))  # its measured RVs
+    real_star = REAL / "med-58408-TD230151N343645T01_sp01-015.fits"
+    real_depth = line_depths([real_star], np.array([[-53.8, -46.8]]))  # its measured RVs
     print("--- normalised line depths (1 - minimum within 0.5 A)")
-    print("  real giant J230311.44+321335.5 (K giant, S/N 121): " + ", ".join(f"{k} {v:.2f}" for k, v in real_depth.items()))
+    print("  real star J230311.44+321335.5 (labels unknown; best RV template a 4700 K giant; S/N 121): " + ", ".join(f"{k} {v:.2f}" for k, v in real_depth.items()))
     if giants:
         paths = [g[0] for g in giants[:20]]
         rv = np.array([[g[1], g[2]] for g in giants[:20]])
