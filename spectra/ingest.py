@@ -359,9 +359,13 @@ def stars_for_files(files: list[SpectrumFile]) -> np.ndarray:
         )
         by_leader = {int(g): star.pk for g, star in zip(leaders, created, strict=True)}
         star_ids[new] = [by_leader[int(group[i])] for i in range(new.size)]
-    # A Gaia id read from a later file fills a star that had none.
+    # A Gaia id read from this batch fills a star that had none (one query per such star).
+    gaia_for_star: dict[int, int] = {}
     for sf, star_id in zip(files, star_ids, strict=True):
         gaia = gaia_source_id_from_objname(sf.objname)
         if gaia is not None:
-            Star.objects.filter(pk=star_id, gaia_source_id__isnull=True).update(gaia_source_id=gaia)
+            gaia_for_star.setdefault(int(star_id), gaia)
+    lacking = Star.objects.filter(pk__in=list(gaia_for_star), gaia_source_id__isnull=True).values_list("pk", flat=True)
+    for star_id in lacking:
+        Star.objects.filter(pk=star_id, gaia_source_id__isnull=True).update(gaia_source_id=gaia_for_star[star_id])
     return star_ids
