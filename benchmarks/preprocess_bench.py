@@ -33,13 +33,6 @@ sys.path.insert(0, str(ROOT))
 REAL = ROOT.parent / "shared" / "data" / "lamost_mrs"
 
 
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bench_reading(files: list[Path], repeats: int) -> None:
     from astropy.io import fits
 
@@ -99,7 +92,7 @@ def bench_preprocessing(files: list[Path], batch: int) -> None:
 def bench_ingest(files: list[Path], n_files: int, database_url: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="spcanet-ingest-bench-"))
     os.environ["SPECTRA_ARRAY_ROOT"] = str(workdir / "arrays")  # read when django.setup() runs below
-    from benchmarks.catalog_bench import ensure_database
+    from benchmarks.catalog_bench import ensure_database, peak_rss_mb
 
     ensure_database(database_url)
     import django

@@ -133,7 +133,6 @@ CATALOG_FLAGS = FlagWord(
 )
 
 FLAG_WORDS: tuple[FlagWord, ...] = (SPECTRUM_FLAGS, LABEL_FLAGS, CATALOG_FLAGS)
-FLAG_WORDS_BY_NAME: dict[str, FlagWord] = {word.name: word for word in FLAG_WORDS}
 
 
 def flags_markdown() -> str:

@@ -129,6 +129,8 @@ def _read(path: Path) -> _ReadFile:
     try:
         data = path.read_bytes()
     except OSError as error:
+        # No content to hash: key the failure record by the path, so it is recorded once
+        # per path and a later readable copy is ingested under its real sha256.
         read = _ReadFile(path, hashlib.sha256(str(path).encode()).hexdigest(), 0)
         read.error = SpectrumFileError(str(path), f"cannot read the file ({error.strerror or error})")
         return read

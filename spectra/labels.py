@@ -61,7 +61,6 @@ LABELS: tuple[Label, ...] = (
 LABEL_FIELDS: tuple[str, ...] = tuple(label.field for label in LABELS)
 LABEL_ERROR_FIELDS: tuple[str, ...] = tuple(label.error_field for label in LABELS)
 ABUNDANCE_FIELDS: tuple[str, ...] = tuple(label.field for label in LABELS if label.is_abundance)
-LABELS_BY_FIELD: dict[str, Label] = {label.field: label for label in LABELS}
 
 # The value the published catalog writes for an abundance it does not report.
 MISSING_ABUNDANCE = -9999.0

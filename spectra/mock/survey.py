@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
-from scipy.ndimage import gaussian_filter1d
 
 from ..identifiers import designations_from_radec
 from ..io.lamost_writer import write_lamost_mrs
@@ -29,7 +28,7 @@ from ..io.types import Arm, RawSpectrum, SpectrumFile
 from ..labels import LABELS
 from ..processing.kernels import resample_rows
 from ..processing.rv import air_to_vacuum
-from ..processing.spectrum_model import MODEL_RESOLUTION, CannonSpectrumModel
+from ..processing.spectrum_model import CannonSpectrumModel, smooth_to_resolution
 from .instrument import (
     COADD_GRIDS,
     EXPOSURE_GRIDS,
@@ -141,17 +140,14 @@ class _ArmModel:
         self.model = model.restrict(low, high)
         self.wavelength_vacuum = air_to_vacuum(self.model.wavelength_air)
         self.keys, self.profiles = line_profiles(self.model.wavelength_air)
-        centre = float(np.median(self.model.wavelength_air))
-        step = float(np.median(np.diff(self.model.wavelength_air)))
-        fwhm = np.sqrt((centre / resolution) ** 2 - (centre / MODEL_RESOLUTION) ** 2)
-        self.sigma_pixels = fwhm / 2.3548 / step
+        self.resolution = resolution
 
     def spectra(self, labels: np.ndarray) -> np.ndarray:
         flux = self.model.flux(labels[:, :3])
         x_fe = {element: labels[:, 3 + i] - labels[:, 2] for i, element in enumerate(ELEMENTS)}
         tau = element_optical_depth(self.keys, self.profiles, labels[:, 0], labels[:, 1], x_fe)
         flux = np.clip(flux * np.exp(-tau), 0.0, 1.0)
-        return gaussian_filter1d(flux, self.sigma_pixels, axis=1, mode="nearest")
+        return smooth_to_resolution(self.model.wavelength_air, flux, self.resolution)
 
 
 def _stars(rng: np.random.Generator, n: int, config: MockSurveyConfig) -> dict[str, np.ndarray]:

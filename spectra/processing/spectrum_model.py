@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .rv import air_to_vacuum
+from .grids import WINDOWS
+from .rv import TemplateBank, air_to_vacuum
 
 THEDOPPLER_VERSION = "1.1.32"
 MODEL_MEMBER = "doppler/data/cannongrid_3000_18000_coolstars_norm_cubic_model.pkl"
@@ -111,11 +112,8 @@ TEMPLATE_LABELS = np.array(
 )
 
 
-def template_bank_from_model(model: CannonSpectrumModel, resolution: float = 7500.0):
+def template_bank_from_model(model: CannonSpectrumModel, resolution: float = 7500.0) -> TemplateBank:
     """The RV template bank: model spectra at TEMPLATE_LABELS, smoothed to the MRS resolution."""
-    from .grids import WINDOWS
-    from .rv import TemplateBank
-
     fluxes, wavelengths = [], []
     for low, high in WINDOWS.values():
         part = model.restrict(low - 60.0, high + 60.0)
