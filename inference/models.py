@@ -52,6 +52,9 @@ class ModelVersion(models.Model):
     )
     code_version = models.CharField(max_length=64)
     preprocessing_version = models.CharField(max_length=32)
+    reference_catalog = models.ForeignKey(
+        "ReferenceCatalog", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -162,3 +165,54 @@ class CatalogEntry(LabelValues, LabelErrors):
 
     def __str__(self) -> str:
         return f"{self.release_id}:{self.medres_specid}"
+
+
+class ReferenceCatalog(models.Model):
+    """An imported catalog of trusted labels (APOGEE-Payne-like) used to train the networks."""
+
+    name = models.SlugField(max_length=80, unique=True)
+    source_path = models.CharField(max_length=1024)
+    source_sha256 = models.CharField(max_length=64)
+    column_mapping = models.JSONField(help_text="Which source column is which label, id, position and flag.")
+    row_count = models.PositiveIntegerField(default=0)
+    good_count = models.PositiveIntegerField(default=0, help_text="Rows passing the catalog's quality flag.")
+    matched_count = models.PositiveIntegerField(default=0, help_text="Rows matched to a star of the catalog.")
+    imported_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ReferenceLabel(LabelValues):
+    """One star's reference labels; NULL where the reference gives no value."""
+
+    class Match(models.TextChoices):
+        GAIA = "gaia", "Gaia source id"
+        POSITION = "position", "Position"
+        NONE = "", "Not matched"
+
+    catalog = models.ForeignKey(ReferenceCatalog, on_delete=models.CASCADE, related_name="labels")
+    source_id = models.CharField(max_length=64, help_text="The star's identifier in the reference catalog.")
+    ra = models.FloatField()
+    dec = models.FloatField()
+    gaia_source_id = models.BigIntegerField(null=True, blank=True)
+    quality_ok = models.BooleanField(help_text="Passes the reference catalog's quality flag.")
+    quality_value = models.CharField(max_length=64, blank=True, help_text="The raw quality flag.")
+    star = models.ForeignKey(
+        "spectra.Star", null=True, blank=True, on_delete=models.SET_NULL, related_name="reference_labels"
+    )
+    match_method = models.CharField(max_length=8, choices=Match.choices, blank=True, default="")
+    match_separation_arcsec = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["catalog", "source_id"], name="reference_unique_catalog_source")
+        ]
+        indexes = [models.Index(fields=["catalog", "star"])]
+
+    def __str__(self) -> str:
+        return f"{self.catalog_id}:{self.source_id}"

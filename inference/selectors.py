@@ -103,3 +103,16 @@ def catalog_counts() -> dict[str, int]:
         "label_sets": LabelSet.objects.count(),
         "catalog_entries": CatalogEntry.objects.count(),
     }
+
+
+def release_flag_counts(*, release: CatalogRelease) -> dict[str, int]:
+    """Number of entries of a release carrying each catalog flag bit (bits with none omitted)."""
+    from django.db.models import Count, F, Q
+
+    from spectra.flags import CATALOG_FLAGS
+
+    entries = CatalogEntry.objects.filter(release=release)
+    annotations = {flag.name: Count("pk", filter=Q(**{f"bit_{flag.name}__gt": 0})) for flag in CATALOG_FLAGS}
+    bits = {f"bit_{flag.name}": F("flag_bits").bitand(flag.mask) for flag in CATALOG_FLAGS}
+    counts = entries.annotate(**bits).aggregate(**annotations)
+    return {name: count for name, count in counts.items() if count}

@@ -44,3 +44,19 @@ class ArrayStore:
         """(n, 2, 2, 4000) float32 for the given rows (all rows by default); memory-mapped."""
         data = np.load(self.path(shard), mmap_mode="r", allow_pickle=False)
         return np.asarray(data if rows is None else data[np.asarray(rows)])
+
+    def read_many(self, shards: list[str] | np.ndarray, rows: np.ndarray, *, flux_only: bool = False) -> np.ndarray:
+        """Rows from many shards in the order given: (n, 2, 2, 4000), or (n, 2, 4000) flux.
+
+        Each shard is opened once, whatever the order of the requests.
+        """
+        shards = np.asarray(shards, dtype=object)
+        rows = np.asarray(rows, dtype=np.int64)
+        shape = (shards.shape[0], 2, 4000) if flux_only else (shards.shape[0], 2, 2, 4000)
+        out = np.empty(shape, dtype=SHARD_DTYPE)
+        for shard in np.unique(shards.astype(str)):
+            positions = np.flatnonzero(shards == shard)
+            data = np.load(self.path(shard), mmap_mode="r", allow_pickle=False)
+            selected = data[rows[positions]]
+            out[positions] = selected[:, 0] if flux_only else selected
+        return out

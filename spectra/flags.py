@@ -111,7 +111,7 @@ LABEL_FLAGS = FlagWord(
     "What one model's prediction for one spectrum found.",
     [
         FlagBit(0, "OUTSIDE_TRAINING_RANGE", FlagLevel.WARNING, "A label lies outside the range of the training labels (extrapolation)."),
-        FlagBit(1, "LARGE_UNCERTAINTY", FlagLevel.WARNING, "A label's uncertainty exceeds three times the model's test-set precision."),
+        FlagBit(1, "LARGE_UNCERTAINTY", FlagLevel.WARNING, "A label's uncertainty exceeds three times the model's floor (its uncertainty at high S/N): a faint spectrum."),
         FlagBit(2, "INPUT_FLAGGED", FlagLevel.WARNING, "The spectrum carried a REJECT spectrum flag when it was predicted."),
     ],
 )

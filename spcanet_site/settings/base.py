@@ -173,6 +173,9 @@ CATALOG_RULES = {
 # Spectra closer than this on the sky belong to the same star (designations of one star
 # differ by a few tenths of an arcsecond between plans).
 STAR_MATCH_RADIUS_ARCSEC = env.float("STAR_MATCH_RADIUS_ARCSEC", default=1.5)
+# Largest separation for matching a reference catalog (training labels, other surveys)
+# to our stars when no Gaia source id links them.
+REFERENCE_MATCH_RADIUS_ARCSEC = env.float("REFERENCE_MATCH_RADIUS_ARCSEC", default=3.0)
 # Threads that parse and preprocess files while the main thread writes to the database.
 INGEST_THREADS = env.int("INGEST_THREADS", default=2)
 # The Cannon spectrum model used for RV templates and the mock survey (fetch_spectrum_model).

@@ -1,0 +1,79 @@
+import os
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from inference.models import ReferenceCatalog
+from inference.network.config import NetworkConfig, TrainingConfig
+from inference.network.evaluation import EVALUATION_SNR_EDGES
+from inference.training import TrainingSetError, models_train
+from spectra.labels import LABELS
+
+
+class Command(BaseCommand):
+    help = (
+        "Train the formal and alternate SPCANet models on the catalog's spectra with labels from a reference "
+        "catalog, evaluate them on the held-out test set, and register both as model versions."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--reference", required=True, help="Name of an imported reference catalog.")
+        parser.add_argument("--prefix", required=True, help="Model names become PREFIX-formal and PREFIX-alternate.")
+        parser.add_argument("--split-by", choices=["star", "spectrum"], default=TrainingConfig.split_by,
+                            help="star (default): all spectra of a star on one side; spectrum: the paper's split.")
+        parser.add_argument("--max-epochs", type=int, default=TrainingConfig.max_epochs)
+        parser.add_argument("--patience", type=int, default=TrainingConfig.patience)
+        parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
+        parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
+        parser.add_argument("--seed", type=int, default=TrainingConfig.seed)
+        parser.add_argument("--filters", type=int, nargs=2, default=list(NetworkConfig.filters))
+        parser.add_argument("--kernel-size", type=int, default=NetworkConfig.kernel_size)
+        parser.add_argument("--dense-units", type=int, nargs=2, default=list(NetworkConfig.dense_units))
+        parser.add_argument("--dropout", type=float, default=NetworkConfig.dropout)
+
+    def handle(self, *args, reference, prefix, **options):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            catalog = ReferenceCatalog.objects.get(name=reference)
+        except ReferenceCatalog.DoesNotExist as error:
+            raise CommandError(f"no reference catalog {reference!r}; import one with import_reference_labels") from error
+        network = NetworkConfig(filters=tuple(options["filters"]), kernel_size=options["kernel_size"],
+                                dense_units=tuple(options["dense_units"]), dropout=options["dropout"])
+        training = TrainingConfig(split_by=options["split_by"], max_epochs=options["max_epochs"],
+                                  patience=options["patience"], batch_size=options["batch_size"],
+                                  learning_rate=options["learning_rate"], seed=options["seed"])
+        bars: dict[str, tqdm] = {}
+
+        def on_epoch(role: str, epoch: int, logs: dict) -> None:
+            if role not in bars:
+                for bar in bars.values():
+                    bar.close()
+                bars[role] = tqdm(total=training.max_epochs, unit="epoch", desc=role, file=self.stderr, disable=None)
+            bars[role].update(1)
+            bars[role].set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}",
+                                   val_loss=f"{logs.get('val_loss', float('nan')):.3f}")
+
+        try:
+            trained = models_train(catalog=catalog, name_prefix=prefix, network=network, training=training,
+                                   on_epoch=on_epoch, log=lambda message: self.stdout.write(message))
+        except (TrainingSetError, ValueError) as error:
+            raise CommandError(str(error)) from error
+        finally:
+            for bar in bars.values():
+                bar.close()
+        for version in (trained.formal, trained.alternate):
+            self.stdout.write(self._summary(version))
+
+    @staticmethod
+    def _summary(version) -> str:
+        metrics = version.metrics
+        lines = [f"\n{version.name}: {metrics['training']['epochs']} epochs, "
+                 f"{metrics['training']['seconds']:.1f} s, test set {metrics['training']['n_test']} spectra "
+                 f"(S/N > {EVALUATION_SNR_EDGES[0]:.0f})",
+                 f"{'label':<8}{'bias':>10}{'sigma':>10}{'z spread':>10}"]
+        for label in LABELS:
+            overall = metrics["overall"][label.field]
+            z = metrics["calibration"][label.field]["z_std"]
+            if overall["n"]:
+                lines.append(f"{label.column:<8}{overall['bias']:>10.4f}{overall['std']:>10.4f}{z:>10.2f}")
+        return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""The SPCANet graph (paper Fig. 5), built with the Keras functional API."""
+
+import keras
+
+from .config import NetworkConfig
+
+BLUE_INPUT = "blue"
+RED_INPUT = "red"
+
+
+def _branch(inputs: keras.KerasTensor, config: NetworkConfig, arm: str) -> keras.KerasTensor:
+    """Three Conv1D layers, each with batch normalisation, plus the branch input."""
+    hidden = inputs
+    for i, filters in enumerate(config.filters, start=1):
+        hidden = keras.layers.Conv1D(filters, config.kernel_size, padding="same", name=f"{arm}_conv{i}")(hidden)
+        hidden = keras.layers.BatchNormalization(name=f"{arm}_bn{i}")(hidden)
+        hidden = keras.layers.Activation("relu", name=f"{arm}_relu{i}")(hidden)
+    # The third layer maps back to one channel so that it can be added to the input: the
+    # branch learns a correction to the spectrum (a residual), not a replacement of it.
+    hidden = keras.layers.Conv1D(1, config.kernel_size, padding="same", name=f"{arm}_conv3")(hidden)
+    hidden = keras.layers.BatchNormalization(name=f"{arm}_bn3")(hidden)
+    residual = keras.layers.Add(name=f"{arm}_residual")([inputs, hidden])
+    return keras.layers.Flatten(name=f"{arm}_flatten")(residual)
+
+
+def build_spcanet(config: NetworkConfig) -> keras.Model:
+    """An uncompiled SPCANet with inputs ``blue`` and ``red`` of shape (pixels, 1)."""
+    blue = keras.Input(shape=(config.pixels_per_arm, 1), name=BLUE_INPUT, dtype="float32")
+    red = keras.Input(shape=(config.pixels_per_arm, 1), name=RED_INPUT, dtype="float32")
+    hidden = keras.layers.Concatenate(name="arms")([_branch(blue, config, "blue"), _branch(red, config, "red")])
+    for i, units in enumerate(config.dense_units, start=1):
+        hidden = keras.layers.Dense(units, activation="relu", name=f"dense{i}")(hidden)
+        hidden = keras.layers.Dropout(config.dropout, name=f"dropout{i}")(hidden)
+    outputs = keras.layers.Dense(config.n_labels, name="labels")(hidden)
+    return keras.Model(inputs={BLUE_INPUT: blue, RED_INPUT: red}, outputs=outputs, name="spcanet")

@@ -1,0 +1,101 @@
+"""Self-describing, content-addressed model artifacts.
+
+An artifact is one zip file: ``manifest.json`` (configuration, label names and their
+standardisation, uncertainty model, training-set hash, preprocessing version, library
+versions, seed, weight shapes) and one ``.npy`` per weight array. Entries carry a fixed
+timestamp, so the same model gives the same bytes; the file is named by its sha256, and
+loading recomputes the hash and refuses a file that does not match, or one made for a
+different preprocessing of the spectra.
+"""
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ARTIFACT_FORMAT = "spcanet-artifact/1"
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class ArtifactError(Exception):
+    """The artifact is missing, altered, or incompatible with this installation."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    manifest: dict
+    weights: list[np.ndarray]
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def artifact_bytes(artifact: Artifact) -> bytes:
+    manifest = dict(artifact.manifest, format=ARTIFACT_FORMAT,
+                    weight_shapes=[list(w.shape) for w in artifact.weights])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(_entry("manifest.json"), json.dumps(manifest, sort_keys=True, indent=1))
+        for i, weight in enumerate(artifact.weights):
+            array = io.BytesIO()
+            np.save(array, np.ascontiguousarray(weight, dtype=np.float32), allow_pickle=False)
+            archive.writestr(_entry(f"weights/{i:04d}.npy"), array.getvalue())
+    return buffer.getvalue()
+
+
+def artifact_write(root: str | Path, artifact: Artifact) -> tuple[str, str]:
+    """Write under ``root``; return (path relative to root, sha256). Idempotent."""
+    payload = artifact_bytes(artifact)
+    sha256 = hashlib.sha256(payload).hexdigest()
+    relative = f"{sha256[:2]}/{sha256}.spcanet.zip"
+    target = Path(root) / relative
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_suffix(f".tmp-{os.getpid()}")
+        temporary.write_bytes(payload)
+        os.replace(temporary, target)
+    return relative, sha256
+
+
+def artifact_read(path: str | Path, *, expected_sha256: str, preprocessing_version: str) -> Artifact:
+    """Load and verify an artifact.
+
+    Raises
+    ------
+    ArtifactError
+        If the file is missing, its sha256 differs from ``expected_sha256``, it is not an
+        SPCANet artifact, or it was trained on spectra of another preprocessing version.
+    """
+    path = Path(path)
+    try:
+        payload = path.read_bytes()
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot read the model artifact ({error.strerror})") from error
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != expected_sha256:
+        raise ArtifactError(f"{path}: sha256 is {actual}, the registry expects {expected_sha256}; refusing to load")
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            if manifest.get("format") != ARTIFACT_FORMAT:
+                raise ArtifactError(f"{path}: format {manifest.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
+            weights = [
+                np.load(io.BytesIO(archive.read(f"weights/{i:04d}.npy")), allow_pickle=False)
+                for i in range(len(manifest["weight_shapes"]))
+            ]
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise ArtifactError(f"{path}: not a readable SPCANet artifact ({error})") from error
+    if manifest.get("preprocessing_version") != preprocessing_version:
+        raise ArtifactError(
+            f"{path}: trained on spectra of preprocessing version {manifest.get('preprocessing_version')!r}, "
+            f"this installation produces {preprocessing_version!r}; retrain the model"
+        )
+    return Artifact(manifest=manifest, weights=weights)

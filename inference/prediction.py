@@ -1,0 +1,115 @@
+"""Batched prediction from the array shards, written as LabelSets in bulk.
+
+Models are loaded lazily, once per process (``model_load``), and never at import time:
+TensorFlow is not fork-safe once initialised, so a forking worker pool must load models
+in its children.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Exists, OuterRef
+
+from spectra.array_store import ArrayStore
+from spectra.flags import LABEL_FLAGS, SPECTRUM_FLAGS
+from spectra.models import Spectrum
+from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+from .models import LabelSet, ModelVersion
+from .services import labelsets_upsert
+
+_loaded: dict[str, object] = {}
+_load_lock = threading.Lock()
+
+
+def model_load(model_version: ModelVersion):
+    """The trained network of a model version (an ``SPCANet``), cached per process.
+
+    The artifact's sha256 is checked against the registry and its preprocessing version
+    against this installation's; a mismatch raises ``ArtifactError``.
+    """
+    with _load_lock:
+        if model_version.artifact_sha256 not in _loaded:
+            from .network.artifact import artifact_read
+            from .network.estimator import SPCANet
+
+            artifact = artifact_read(
+                settings.MODEL_ARTIFACT_ROOT / model_version.artifact_uri,
+                expected_sha256=model_version.artifact_sha256,
+                preprocessing_version=PREPROCESSING_VERSION,
+            )
+            _loaded[model_version.artifact_sha256] = SPCANet.from_artifact(artifact)
+        return _loaded[model_version.artifact_sha256]
+
+
+def spectra_to_predict(*, model_versions: list[ModelVersion], only_missing: bool = True):
+    """Preprocessed spectra with arrays; with ``only_missing``, those lacking a LabelSet
+    from any of the given models."""
+    queryset = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, array_shard__isnull=False)
+    if only_missing:
+        missing = None
+        for version in model_versions:
+            lacks = ~Exists(LabelSet.objects.filter(spectrum=OuterRef("pk"), model_version=version))
+            missing = lacks if missing is None else missing | lacks
+        queryset = queryset.filter(missing)
+    return queryset
+
+
+def _chunks(queryset, chunk_size: int) -> Iterator[list[tuple]]:
+    last = 0
+    while True:
+        rows = list(queryset.filter(pk__gt=last).order_by("pk").values_list(
+            "pk", "array_shard", "array_row", "snr_blue", "snr_red", "flags")[:chunk_size])
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield rows
+
+
+def labelsets_predict(
+    *,
+    model_versions: list[ModelVersion],
+    spectrum_ids: list[int] | None = None,
+    only_missing: bool = True,
+    chunk_size: int = 4096,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Predict labels and uncertainties with each model for a set of spectra.
+
+    Spectra are taken in chunks; each chunk's arrays are read once and given to every
+    model; results are upserted on (spectrum, model version), so a re-run never
+    duplicates. Returns the number of spectra predicted.
+    """
+    networks = [(version, model_load(version)) for version in model_versions]
+    store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
+    queryset = spectra_to_predict(model_versions=model_versions, only_missing=only_missing)
+    if spectrum_ids is not None:
+        queryset = queryset.filter(pk__in=spectrum_ids)
+    reject = np.int64(SPECTRUM_FLAGS.reject_mask())
+    outside_bit = np.int64(LABEL_FLAGS["OUTSIDE_TRAINING_RANGE"].mask)
+    large_bit = np.int64(LABEL_FLAGS["LARGE_UNCERTAINTY"].mask)
+    input_bit = np.int64(LABEL_FLAGS["INPUT_FLAGGED"].mask)
+    done = 0
+    for rows in _chunks(queryset, chunk_size):
+        ids, shards, array_rows, snr_blue, snr_red, spectrum_flags = zip(*rows, strict=True)
+        flux = store.read_many(list(shards), np.asarray(array_rows), flux_only=True)
+        snr = np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64))
+        input_flagged = (np.asarray(spectrum_flags, dtype=np.int64) & reject) != 0
+        for version, network in networks:
+            started = time.perf_counter()
+            values, sigma, outside = network.predict_with_uncertainty(flux, snr)
+            seconds = (time.perf_counter() - started) / len(rows)
+            # LARGE_UNCERTAINTY: worse than three times the model's floor, i.e. the S/N
+            # term dominates (faint spectra).
+            large = np.any(sigma > 3.0 * network.noise_model.floor, axis=1)
+            flags = (np.where(outside, outside_bit, 0) | np.where(large, large_bit, 0)
+                     | np.where(input_flagged, input_bit, 0)).astype(np.int64)
+            labelsets_upsert(model_version=version, spectrum_ids=np.asarray(ids), values=values, errors=sigma,
+                             flags=flags, inference_seconds=seconds)
+        done += len(rows)
+        if progress is not None:
+            progress(len(rows))
+    return done

@@ -1,0 +1,179 @@
+"""Train the formal and alternate networks from the catalog's spectra and reference labels.
+
+The Django side of training: select the training spectra, load their arrays, split,
+train both models with the pure core (``inference.network``), evaluate them on the held-out
+test set, write the artifacts and register the model versions.
+"""
+
+import hashlib
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from spectra.array_store import ArrayStore
+from spectra.flags import SPECTRUM_FLAGS
+from spectra.labels import LABEL_FIELDS
+from spectra.models import Spectrum
+from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+from .models import ModelVersion, ReferenceCatalog, ReferenceLabel
+from .network.config import NetworkConfig, TrainingConfig
+from .network.evaluation import accuracy_precision
+from .network.splits import TRAIN, split_two_models
+from .network.uncertainty import calibration_summary
+from .reference import reference_catalog_match
+
+
+class TrainingSetError(Exception):
+    """Too few usable spectra with reference labels to train."""
+
+
+@cache
+def code_version() -> str:
+    """The git commit of this code, or "unknown" outside a checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=5, check=True)
+        return result.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class TrainingSet:
+    spectrum_ids: np.ndarray  # (n,) int64
+    star_ids: np.ndarray  # (n,) int64
+    medres_specids: list[str]
+    shards: np.ndarray  # (n,) object
+    rows: np.ndarray  # (n,) int64
+    snr: np.ndarray  # (n,) float64, the weaker arm's S/N
+    labels: np.ndarray  # (n, 15) float64, NaN where the reference has none
+
+    def __len__(self) -> int:
+        return int(self.spectrum_ids.shape[0])
+
+    def content_hash(self, codes: np.ndarray | None = None) -> str:
+        """sha256 of what the network learns from: spectrum ids (by name), labels, split."""
+        digest = hashlib.sha256()
+        digest.update("\n".join(self.medres_specids).encode())
+        digest.update(np.ascontiguousarray(self.labels, dtype="<f8").tobytes())
+        if codes is not None:
+            digest.update(np.ascontiguousarray(codes, dtype=np.int8).tobytes())
+        return digest.hexdigest()
+
+
+def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = 10.0) -> TrainingSet:
+    """Preprocessed spectra, S/N above ``min_snr`` in both arms and no REJECT flag, of
+    stars whose reference labels pass the reference's quality flag."""
+    label_rows = (
+        ReferenceLabel.objects.filter(catalog=catalog, quality_ok=True, star__isnull=False)
+        .order_by("star_id", "id")
+        .values_list("star_id", *LABEL_FIELDS)
+    )
+    labels_by_star: dict[int, tuple] = {}
+    for row in label_rows:
+        labels_by_star.setdefault(row[0], row[1:])  # a star matched twice keeps its first row
+    spectra = list(
+        Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, star_id__in=list(labels_by_star),
+                                snr_blue__gt=min_snr, snr_red__gt=min_snr, array_shard__isnull=False)
+        .annotate(rejected=F("flags").bitand(SPECTRUM_FLAGS.reject_mask()))
+        .filter(rejected=0)
+        .order_by("id")
+        .values_list("id", "star_id", "medres_specid", "array_shard", "array_row", "snr_blue", "snr_red")
+    )
+    if not spectra:
+        raise TrainingSetError(f"no usable spectra of stars with good labels in reference catalog {catalog.name}")
+    ids, stars, names, shards, rows, snr_blue, snr_red = zip(*spectra, strict=True)
+    star_ids = np.asarray(stars, dtype=np.int64)
+    return TrainingSet(
+        spectrum_ids=np.asarray(ids, dtype=np.int64),
+        star_ids=star_ids,
+        medres_specids=list(names),
+        shards=np.asarray(shards, dtype=object),
+        rows=np.asarray(rows, dtype=np.int64),
+        snr=np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64)),
+        labels=np.array([labels_by_star[s] for s in stars], dtype=np.float64),
+    )
+
+
+@dataclass
+class TrainedModels:
+    formal: ModelVersion
+    alternate: ModelVersion
+    training_set_size: int
+
+
+def models_train(
+    *,
+    catalog: ReferenceCatalog,
+    name_prefix: str,
+    network: NetworkConfig | None = None,
+    training: TrainingConfig | None = None,
+    on_epoch: Callable[[str, int, dict], None] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> TrainedModels:
+    """Train, evaluate and register the formal and alternate models.
+
+    Both models share one held-out test set; each learns from its own training/CV split
+    of the rest (``split_two_models``). Metrics (Fig. 7 accuracy and precision in S/N bins,
+    uncertainty calibration) are measured on the test set and stored with each version.
+    """
+    from .network.artifact import artifact_write
+    from .network.estimator import SPCANet
+
+    network = network or NetworkConfig()
+    training = training or TrainingConfig()
+    for role in ModelVersion.Role:
+        if ModelVersion.objects.filter(name=f"{name_prefix}-{role.value}").exists():
+            raise ValueError(f"model version {name_prefix}-{role.value} exists; choose another name prefix")
+    match = reference_catalog_match(catalog=catalog)
+    log(f"reference catalog {catalog.name}: {match}")
+    data = training_set_select(catalog=catalog)
+    groups = data.star_ids if training.split_by == "star" else np.arange(len(data), dtype=np.int64)
+    split = split_two_models(groups, training.split_fractions, training.seed)
+    if np.sum(split.test) < 2 or np.sum(split.formal == TRAIN) < 2:
+        raise TrainingSetError(f"{len(data)} usable spectra are too few to split 6:2:1")
+    log(f"training set: {len(data)} spectra of {np.unique(data.star_ids).size} stars; "
+        f"test {int(split.test.sum())} spectra (split by {training.split_by})")
+    flux = ArrayStore(settings.SPECTRA_ARRAY_ROOT).read_many(data.shards, data.rows, flux_only=True)
+    versions = {}
+    for offset, (role, codes) in enumerate(((ModelVersion.Role.FORMAL, split.formal),
+                                             (ModelVersion.Role.ALTERNATE, split.alternate))):
+        train, cv, test = codes == TRAIN, ~split.test & (codes != TRAIN), split.test
+        role_training = TrainingConfig.from_mapping({**training.as_dict(), "seed": training.seed + offset})
+        estimator = SPCANet(network, role_training, LABEL_FIELDS)
+        log(f"{role.value}: training on {int(train.sum())} spectra, early stopping on {int(cv.sum())}")
+        estimator.fit(flux[train], data.labels[train], cv_flux=flux[cv], cv_labels=data.labels[cv],
+                      on_epoch=None if on_epoch is None else (lambda epoch, logs, r=role.value: on_epoch(r, epoch, logs)))
+        estimator.calibrate(flux[cv], data.labels[cv], data.snr[cv])
+        predicted, sigma, _ = estimator.predict_with_uncertainty(flux[test], data.snr[test])
+        metrics = accuracy_precision(predicted, data.labels[test], data.snr[test], LABEL_FIELDS)
+        metrics["calibration"] = calibration_summary(predicted, data.labels[test], sigma, LABEL_FIELDS)
+        metrics["uncertainty"] = estimator.noise_model.as_dict()
+        metrics["training"] = {key: value for key, value in estimator.history.items() if key not in ("loss", "val_loss")}
+        metrics["training"]["n_test"] = int(test.sum())
+        metrics["loss_history"] = {"loss": estimator.history["loss"], "val_loss": estimator.history["val_loss"]}
+        training_set_hash = data.content_hash(codes)
+        artifact = estimator.to_artifact(
+            role=role.value, training_set_hash=training_set_hash, preprocessing_version=PREPROCESSING_VERSION,
+            code_version=code_version(), reference_catalog=catalog.name, reference_sha256=catalog.source_sha256,
+        )
+        relative, sha256 = artifact_write(settings.MODEL_ARTIFACT_ROOT, artifact)
+        with transaction.atomic():
+            versions[role] = ModelVersion.objects.create(
+                name=f"{name_prefix}-{role.value}", role=role, artifact_uri=relative, artifact_sha256=sha256,
+                config={"network": network.as_dict(), "training": role_training.as_dict()},
+                training_set_hash=training_set_hash, metrics=metrics, code_version=code_version(),
+                preprocessing_version=PREPROCESSING_VERSION, reference_catalog=catalog,
+            )
+        log(f"{role.value}: {estimator.history['epochs']} epochs in {estimator.history['seconds']:.1f} s; "
+            f"artifact {relative}")
+    return TrainedModels(formal=versions[ModelVersion.Role.FORMAL], alternate=versions[ModelVersion.Role.ALTERNATE],
+                         training_set_size=len(data))

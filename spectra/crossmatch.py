@@ -1,0 +1,100 @@
+"""Cross-match a reference catalog with our stars: Gaia source id first, then position.
+
+Pure numpy/astropy, vectorised; no Django imports. Used to attach training labels to
+stars and to compare a release with other surveys.
+"""
+
+from dataclasses import dataclass
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+
+MATCH_NONE = np.int8(0)
+MATCH_GAIA = np.int8(1)
+MATCH_POSITION = np.int8(2)
+
+
+@dataclass(frozen=True)
+class CrossMatch:
+    """For each reference row: the index of its star (-1 if none), how, and how far."""
+
+    star_index: np.ndarray  # (n_ref,) int64, -1 when unmatched
+    method: np.ndarray  # (n_ref,) int8: MATCH_NONE / MATCH_GAIA / MATCH_POSITION
+    separation_arcsec: np.ndarray  # (n_ref,) float64, NaN when unmatched
+
+    @property
+    def matched(self) -> np.ndarray:
+        return self.star_index >= 0
+
+
+def _gaia_ids(values) -> np.ndarray:
+    """int64 ids, 0 for missing (None or NaN); Gaia source ids are positive."""
+    array = np.asarray(values)
+    if array.dtype == object:
+        array = np.array([0 if v is None else int(v) for v in array.tolist()], dtype=np.int64)
+    elif array.dtype.kind == "f":
+        array = np.where(np.isfinite(array), array, 0.0)
+    return array.astype(np.int64)
+
+
+def crossmatch(
+    ref_gaia: np.ndarray,
+    ref_ra: np.ndarray,
+    ref_dec: np.ndarray,
+    star_gaia: np.ndarray,
+    star_ra: np.ndarray,
+    star_dec: np.ndarray,
+    radius_arcsec: float,
+) -> CrossMatch:
+    """Match reference rows to stars.
+
+    Parameters
+    ----------
+    ref_gaia, star_gaia : (n,) int64, 0 where unknown
+    ref_ra, ref_dec, star_ra, star_dec : (n,) float64, degrees (ICRS / J2000)
+    radius_arcsec : float
+        Largest separation accepted for a positional match.
+
+    Returns
+    -------
+    CrossMatch
+        A row whose Gaia id is shared by a star is matched by id (its separation is still
+        reported); every other row is matched to its nearest star within the radius. A
+        Gaia id shared by several stars goes to the nearest of them.
+    """
+    ref_gaia = _gaia_ids(ref_gaia)
+    star_gaia = _gaia_ids(star_gaia)
+    n_ref = ref_gaia.shape[0]
+    star_index = np.full(n_ref, -1, dtype=np.int64)
+    method = np.full(n_ref, MATCH_NONE, dtype=np.int8)
+    separation = np.full(n_ref, np.nan)
+    if n_ref == 0 or star_gaia.shape[0] == 0:
+        return CrossMatch(star_index, method, separation)
+    ref_coords = SkyCoord(np.asarray(ref_ra, dtype=np.float64) * u.deg, np.asarray(ref_dec, dtype=np.float64) * u.deg)
+    star_coords = SkyCoord(np.asarray(star_ra, dtype=np.float64) * u.deg, np.asarray(star_dec, dtype=np.float64) * u.deg)
+
+    # By Gaia id: sort the stars' ids once and search; among duplicates keep the nearest.
+    known = star_gaia > 0
+    order = np.argsort(star_gaia, kind="stable")
+    sorted_ids = star_gaia[order]
+    left = np.searchsorted(sorted_ids, ref_gaia, side="left")
+    right = np.searchsorted(sorted_ids, ref_gaia, side="right")
+    has_id = (ref_gaia > 0) & (right > left) & known[order[np.minimum(left, order.size - 1)]]
+    single = has_id & (right - left == 1)
+    star_index[single] = order[left[single]]
+    for i in np.flatnonzero(has_id & (right - left > 1)):  # rare: one Gaia id on several stars
+        candidates = order[left[i] : right[i]]
+        star_index[i] = candidates[np.argmin(ref_coords[i].separation(star_coords[candidates]).arcsec)]
+    method[has_id] = MATCH_GAIA
+
+    # By position for the rest.
+    rest = np.flatnonzero(~has_id)
+    if rest.size:
+        nearest, distance, _ = ref_coords[rest].match_to_catalog_sky(star_coords)
+        close = distance.arcsec <= radius_arcsec
+        star_index[rest[close]] = nearest[close]
+        method[rest[close]] = MATCH_POSITION
+    matched = star_index >= 0
+    separation[matched] = ref_coords[matched].separation(star_coords[star_index[matched]]).arcsec
+    return CrossMatch(star_index, method, separation)
