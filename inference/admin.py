@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from spectra.admin_tools import (
     CurationActionForm,
@@ -10,9 +12,9 @@ from spectra.admin_tools import (
     flag_bit_filter,
 )
 from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
-from spectra.labels import LABEL_FIELDS
+from spectra.labels import LABEL_FIELDS, LABELS
 
-from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
+from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion, ReferenceCatalog, ReferenceLabel
 from .services import (
     ReleaseImmutableError,
     catalog_entries_curate,
@@ -23,11 +25,53 @@ from .services import (
 )
 
 
+def _number(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["name", "role", "artifact_sha256", "training_set_hash", "preprocessing_version", "created_at"]
+    list_display = ["name", "role", "reference_catalog", "artifact_sha256", "preprocessing_version", "created_at"]
     list_filter = ["role", "preprocessing_version"]
     search_fields = ["name", "=artifact_sha256"]
+    readonly_fields = ["evaluation", "evaluation_plot"] + [field.name for field in ModelVersion._meta.fields]
+
+    @admin.display(description="test-set evaluation (S/N > 10)")
+    def evaluation(self, version: ModelVersion) -> str:
+        metrics = version.metrics or {}
+        if "overall" not in metrics:
+            return "-"
+        rows = []
+        for label in LABELS:
+            overall = metrics["overall"].get(label.field, {})
+            calibration = metrics.get("calibration", {}).get(label.field, {})
+            rows.append((label.column, overall.get("n", 0), _number(overall.get("bias")), _number(overall.get("std")),
+                         _number(overall.get("robust_std")), _number(calibration.get("z_std"), 2),
+                         _number(calibration.get("within_1sigma"), 2)))
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html(
+            "<table><tr><th>label</th><th>n</th><th>bias</th><th>sigma</th><th>robust sigma</th>"
+            "<th>z spread</th><th>within 1 sigma</th></tr>{}</table>", body)
+
+    @admin.display(description="accuracy and precision against S/N (Fig. 7)")
+    def evaluation_plot(self, version: ModelVersion) -> str:
+        url = reverse("modelversion-evaluation-plot", kwargs={"name": version.name})
+        return format_html('<img src="{}" alt="evaluation" style="max-width:100%">', url)
+
+
+@admin.register(ReferenceCatalog)
+class ReferenceCatalogAdmin(ReadOnlyAdmin):
+    list_display = ["name", "row_count", "good_count", "matched_count", "source_path", "imported_at"]
+    search_fields = ["name"]
+
+
+@admin.register(ReferenceLabel)
+class ReferenceLabelAdmin(ReadOnlyAdmin):
+    list_display = ["source_id", "catalog", "star", "match_method", "match_separation_arcsec", "quality_ok", "teff", "logg", "fe_h"]
+    list_select_related = ["catalog", "star"]
+    list_filter = ["catalog", "quality_ok", "match_method"]
+    search_fields = ["=source_id", "=gaia_source_id", "^star__designation"]
+    raw_id_fields = ["star"]
 
 
 @admin.register(LabelSet)
@@ -61,8 +105,16 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "formal_model", "alternate_model", "entry_count", "good_count", "created_at", "published_at"]
     list_filter = ["status"]
     list_select_related = ["formal_model", "alternate_model"]
-    readonly_fields = ["status", "entry_count", "good_count", "rules", "created_at", "published_at", "created_by"]
+    readonly_fields = ["status", "entry_count", "good_count", "rules", "created_at", "published_at", "created_by",
+                       "kiel_diagram"]
     actions = ["build_entries", "publish"]
+
+    @admin.display(description="Kiel diagram (Flag = 1)")
+    def kiel_diagram(self, release: CatalogRelease) -> str:
+        if release.pk is None or not release.entry_count:
+            return "-"
+        url = reverse("release-kiel-diagram", kwargs={"name": release.name})
+        return format_html('<img src="{}" alt="Kiel diagram" style="max-width:100%">', url)
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(self.readonly_fields)

@@ -5,7 +5,9 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import viewsets
+from django.http import HttpResponse
+from rest_framework import renderers, viewsets
+from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView
 
 from .export import stream_csv
@@ -29,13 +31,35 @@ def _visible_releases(request):
     return releases
 
 
-class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
-    """Trained networks with their configuration and test-set evaluation."""
+class PNGRenderer(renderers.BaseRenderer):
+    media_type = "image/png"
+    format = "png"
+    charset = None
+    render_style = "binary"
 
-    queryset = ModelVersion.objects.all()
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
+_PNG_SCHEMA = extend_schema(responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY)})
+
+
+class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Trained networks with their configuration and test-set evaluation (accuracy and
+    precision per label in S/N bins, uncertainty calibration)."""
+
+    queryset = ModelVersion.objects.select_related("reference_catalog")
     serializer_class = ModelVersionSerializer
     filterset_class = ModelVersionFilterSet
     lookup_field = "name"
+
+    @_PNG_SCHEMA
+    @action(detail=True, url_path="evaluation.png", renderer_classes=[PNGRenderer], filterset_class=None)
+    def evaluation_plot(self, request, name: str):
+        """Accuracy and precision per label against S/N on the test set (paper Fig. 7)."""
+        from .plots import evaluation_figure_png
+
+        return HttpResponse(evaluation_figure_png(self.get_object()), content_type="image/png")
 
 
 class CatalogReleaseViewSet(viewsets.ReadOnlyModelViewSet):
@@ -47,6 +71,14 @@ class CatalogReleaseViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return _visible_releases(self.request)
+
+    @_PNG_SCHEMA
+    @action(detail=True, url_path="kiel.png", renderer_classes=[PNGRenderer])
+    def kiel_diagram(self, request, name: str):
+        """Teff against log g of the Flag = 1 rows coloured by [Fe/H], with MIST isochrones."""
+        from .plots import kiel_diagram_png
+
+        return HttpResponse(kiel_diagram_png(self.get_object()), content_type="image/png")
 
 
 class CatalogEntryViewSet(viewsets.ReadOnlyModelViewSet):

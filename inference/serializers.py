@@ -7,23 +7,31 @@ from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
+    reference_catalog = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    evaluation_plot = serializers.HyperlinkedIdentityField(
+        view_name="modelversion-evaluation-plot", lookup_field="name", read_only=True
+    )
+
     class Meta:
         model = ModelVersion
         fields = [
-            "id", "name", "role", "artifact_sha256", "config", "training_set_hash", "metrics",
-            "code_version", "preprocessing_version", "created_at",
+            "id", "name", "role", "artifact_sha256", "config", "training_set_hash", "reference_catalog", "metrics",
+            "evaluation_plot", "code_version", "preprocessing_version", "created_at",
         ]
 
 
 class CatalogReleaseSerializer(serializers.ModelSerializer):
     formal_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
     alternate_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    kiel_diagram = serializers.HyperlinkedIdentityField(
+        view_name="release-kiel-diagram", lookup_field="name", read_only=True
+    )
 
     class Meta:
         model = CatalogRelease
         fields = [
             "id", "name", "description", "status", "formal_model", "alternate_model", "rules",
-            "entry_count", "good_count", "created_at", "published_at",
+            "entry_count", "good_count", "kiel_diagram", "created_at", "published_at",
         ]
 
 

@@ -20,12 +20,12 @@ echo ">> spectrum model (RV templates and mock spectra; cached in ~/.cache/spcan
 survey=var/demo-survey
 if [ -f "$survey/manifest.json" ]; then
   echo ">> demo survey already generated ($survey)"
-elif .venv/bin/python -c "from pathlib import Path; import sys; sys.exit(0 if Path('../shared/data/isochrones/MIST_iso_7Gyr.csv').exists() or '${MOCK_ISOCHRONE_PATH:-}' else 1)"; then
+elif .venv/bin/python -c "from pathlib import Path; import sys; sys.exit(0 if Path('../shared/data/isochrones/MIST_iso_7Gyr.csv').exists() or '${ISOCHRONE_PATH:-}' else 1)"; then
   echo ">> generating a mock MRS survey of 150 stars ($survey)"
   rm -rf "$survey"
   .venv/bin/python manage.py make_mock_survey "$survey" --stars 150 --seed 0
 else
-  echo "!! no MIST isochrone table (../shared/data/isochrones or MOCK_ISOCHRONE_PATH): skipping the mock survey"
+  echo "!! no MIST isochrone table (../shared/data/isochrones or ISOCHRONE_PATH): skipping the mock survey"
 fi
 if [ -d "$survey/fits" ]; then
   echo ">> ingesting the mock survey (RVs measured by cross-correlation)"

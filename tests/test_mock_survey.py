@@ -29,9 +29,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def isochrones():
-    if not settings.MOCK_ISOCHRONE_PATH.exists():
-        pytest.skip(f"isochrone table {settings.MOCK_ISOCHRONE_PATH} not available")
-    return Isochrones.from_mist_csv(settings.MOCK_ISOCHRONE_PATH)
+    if not settings.ISOCHRONE_PATH.exists():
+        pytest.skip(f"isochrone table {settings.ISOCHRONE_PATH} not available")
+    return Isochrones.from_mist_csv(settings.ISOCHRONE_PATH)
 
 
 @pytest.fixture(scope="module")

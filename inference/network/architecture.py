@@ -8,8 +8,13 @@ BLUE_INPUT = "blue"
 RED_INPUT = "red"
 
 
-def _branch(inputs: keras.KerasTensor, config: NetworkConfig, arm: str) -> keras.KerasTensor:
-    """Three Conv1D layers, each with batch normalisation, plus the branch input."""
+def _branch(spectrum: keras.KerasTensor, config: NetworkConfig, arm: str) -> keras.KerasTensor:
+    """Per-pixel standardisation, then three Conv1D layers, each with batch normalisation,
+    plus the (standardised) branch input."""
+    # Line-depth changes of a few per cent are the signal; standardising each pixel by the
+    # training set's mean and spread (set by ``adapt`` before training, stored with the
+    # weights) puts them on the unit scale the optimiser works well with.
+    inputs = keras.layers.Normalization(axis=1, name=f"{arm}_standardise")(spectrum)
     hidden = inputs
     for i, filters in enumerate(config.filters, start=1):
         hidden = keras.layers.Conv1D(filters, config.kernel_size, padding="same", name=f"{arm}_conv{i}")(hidden)

@@ -46,7 +46,7 @@ def artifact_bytes(artifact: Artifact) -> bytes:
         archive.writestr(_entry("manifest.json"), json.dumps(manifest, sort_keys=True, indent=1))
         for i, weight in enumerate(artifact.weights):
             array = io.BytesIO()
-            np.save(array, np.ascontiguousarray(weight, dtype=np.float32), allow_pickle=False)
+            np.save(array, np.array(weight, dtype=np.float32, order="C"), allow_pickle=False)  # keeps 0-d shapes
             archive.writestr(_entry(f"weights/{i:04d}.npy"), array.getvalue())
     return buffer.getvalue()
 

@@ -81,6 +81,9 @@ class SPCANet:
         self.scaler = LabelScaler.fit(labels)
         self.label_ranges = np.vstack([np.nanmin(labels, axis=0), np.nanmax(labels, axis=0)])
         self._model = build_spcanet(self.network)
+        inputs = network_inputs(flux, self.network.input_clip)
+        for name, values in inputs.items():
+            self._model.get_layer(f"{name}_standardise").adapt(values)
         # XLA compilation doubles the CPU throughput of the small-channel convolutions.
         self._model.compile(optimizer=keras.optimizers.Adam(self.training.learning_rate), loss=masked_mse,
                             jit_compile=True)
@@ -90,7 +93,7 @@ class SPCANet:
             callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch, logs or {})))
         started = time.perf_counter()
         result = self._model.fit(
-            network_inputs(flux, self.network.input_clip),
+            inputs,
             self.scaler.transform(labels),
             validation_data=(network_inputs(cv_flux, self.network.input_clip), self.scaler.transform(cv_labels)),
             batch_size=self.training.batch_size,
@@ -178,6 +181,9 @@ class SPCANet:
         if expected != actual:
             raise ValueError("the artifact's weights do not fit the network its configuration describes")
         model.set_weights(artifact.weights)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Normalization):
+                layer.finalize_state()  # set_weights does not refresh the adapted mean and variance
         model.compile(optimizer=keras.optimizers.Adam(estimator.training.learning_rate), loss=masked_mse,
                       jit_compile=True)
         estimator._model = model

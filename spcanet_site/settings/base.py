@@ -185,7 +185,8 @@ SPECTRUM_MODEL_PATH = Path(
         default=str(Path.home() / ".cache" / "spcanet" / "cannongrid_3000_18000_coolstars_norm_cubic_model.pkl"),
     )
 )
-# MIST isochrones (columns teff_<[Fe/H]> in log10 K, logg_<[Fe/H]>) for mock-survey labels.
-MOCK_ISOCHRONE_PATH = Path(
-    env.str("MOCK_ISOCHRONE_PATH", default=str(BASE_DIR.parent / "shared" / "data" / "isochrones" / "MIST_iso_7Gyr.csv"))
+# MIST isochrones (columns teff_<[Fe/H]> in log10 K, logg_<[Fe/H]>): mock-survey labels
+# and the Kiel diagrams of releases.
+ISOCHRONE_PATH = Path(
+    env.str("ISOCHRONE_PATH", default=str(BASE_DIR.parent / "shared" / "data" / "isochrones" / "MIST_iso_7Gyr.csv"))
 )

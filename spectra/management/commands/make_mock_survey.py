@@ -22,16 +22,16 @@ class Command(BaseCommand):
         parser.add_argument("--dr9v1-fraction", type=float, default=0.1, help="Share of files in the DR9 v1 layout.")
         parser.add_argument("--reference-fraction", type=float, default=0.6, help="Share of stars with training labels.")
         parser.add_argument("--snr-median", type=float, default=32.0, help="Median blue-arm S/N of a nightly coadd.")
-        parser.add_argument("--isochrones", default=None, help="MIST isochrone CSV (default MOCK_ISOCHRONE_PATH).")
+        parser.add_argument("--isochrones", default=None, help="MIST isochrone CSV (default ISOCHRONE_PATH).")
 
     def handle(self, *args, out_dir, stars, seed, dr9v1_fraction, reference_fraction, snr_median, isochrones, **options):
         if stars < 1:
             raise CommandError("--stars must be at least 1")
         if not 0 <= dr9v1_fraction <= 1 or not 0 < reference_fraction <= 1:
             raise CommandError("fractions must lie between 0 and 1")
-        isochrone_path = Path(isochrones or settings.MOCK_ISOCHRONE_PATH)
+        isochrone_path = Path(isochrones or settings.ISOCHRONE_PATH)
         if not isochrone_path.exists():
-            raise CommandError(f"isochrone table {isochrone_path} not found; pass --isochrones or set MOCK_ISOCHRONE_PATH")
+            raise CommandError(f"isochrone table {isochrone_path} not found; pass --isochrones or set ISOCHRONE_PATH")
         try:
             model = CannonSpectrumModel.load(settings.SPECTRUM_MODEL_PATH)
         except SpectrumModelError as error:

@@ -1,0 +1,92 @@
+"""Figures of models and releases: evaluation in S/N bins (paper Fig. 7), Kiel diagram (Fig. 6)."""
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from django.conf import settings  # noqa: E402
+from scipy.stats import binned_statistic_2d  # noqa: E402
+
+from spectra.labels import LABELS  # noqa: E402
+
+from .models import CatalogEntry, CatalogRelease, ModelVersion  # noqa: E402
+
+# Above this many stars the Kiel diagram shows the mean [Fe/H] per cell instead of points.
+KIEL_SCATTER_MAX = 20_000
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def evaluation_figure_png(model_version: ModelVersion) -> bytes:
+    """Accuracy (mean offset, points) and precision (standard deviation, bars) of each label
+    against the S/N of the weaker arm, on the held-out test set."""
+    metrics = model_version.metrics
+    figure, axes = plt.subplots(3, 5, figsize=(17, 9), sharex=True)
+    if "by_snr" not in metrics:
+        figure.text(0.5, 0.5, "this model version has no test-set evaluation", ha="center")
+        return _png(figure)
+    edges = [e if e is not None else np.inf for e in metrics["snr_edges"]]
+    upper = [e if np.isfinite(e) else edges[-2] * 1.5 for e in edges[1:]]
+    centres = (np.asarray(edges[:-1]) + np.asarray(upper)) / 2
+    for axis, label in zip(axes.ravel(), LABELS, strict=True):
+        bins = metrics["by_snr"][label.field]
+        bias = np.array([b["bias"] if b["bias"] is not None else np.nan for b in bins])
+        std = np.array([b["std"] if b["std"] is not None else np.nan for b in bins])
+        axis.errorbar(centres, bias, yerr=std, fmt="o", color="tab:blue", capsize=3)
+        axis.axhline(0.0, color="0.5", lw=0.8)
+        axis.set_title(f"{label.column} ({label.unit})", fontsize=10)
+        axis.set_xscale("log")
+    for axis in axes[-1]:
+        axis.set_xlabel("S/N (weaker arm)")
+    figure.suptitle(f"{model_version.name}: prediction - reference on the test set (mean and standard deviation)")
+    return _png(figure)
+
+
+def _isochrones() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    path = settings.ISOCHRONE_PATH
+    if not path or not path.exists():
+        return []
+    with path.open() as handle:
+        header = handle.readline().strip().split(",")
+    table = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=np.float64).reshape(-1, len(header))
+    curves = []
+    for i, name in enumerate(header):
+        if name.startswith("teff_") and f"logg_{name[5:]}" in header:
+            teff, logg = 10 ** table[:, i], table[:, header.index(f"logg_{name[5:]}")]
+            finite = np.isfinite(teff) & np.isfinite(logg)
+            curves.append((name[5:], teff[finite], logg[finite]))
+    return curves
+
+
+def kiel_diagram_png(release: CatalogRelease, *, good_only: bool = True) -> bytes:
+    """Teff against log g coloured by [Fe/H], MIST 7 Gyr isochrones over-plotted."""
+    entries = CatalogEntry.objects.filter(release=release)
+    if good_only:
+        entries = entries.filter(flag=1)
+    rows = np.array(list(entries.values_list("teff", "logg", "fe_h")), dtype=np.float64).reshape(-1, 3)
+    rows = rows[np.all(np.isfinite(rows), axis=1)]
+    figure, axis = plt.subplots(figsize=(8, 6.5))
+    if rows.shape[0] > KIEL_SCATTER_MAX:
+        mean, x_edges, y_edges, _ = binned_statistic_2d(rows[:, 0], rows[:, 1], rows[:, 2], "mean", bins=(120, 100))
+        image = axis.pcolormesh(x_edges, y_edges, mean.T, cmap="viridis", vmin=-1.0, vmax=0.4)
+    else:
+        image = axis.scatter(rows[:, 0], rows[:, 1], c=rows[:, 2], s=4, cmap="viridis", vmin=-1.0, vmax=0.4)
+    figure.colorbar(image, ax=axis, label="[Fe/H]")
+    for metallicity, teff, logg in _isochrones():
+        axis.plot(teff, logg, lw=1.2, label=f"MIST 7 Gyr, [Fe/H] = {metallicity}")
+    axis.set_xlim(8000, 3500)
+    axis.set_ylim(5.5, -0.5)
+    axis.set_xlabel("Teff (K)")
+    axis.set_ylabel("log g")
+    axis.set_title(f"{release.name}: {rows.shape[0]} {'Flag = 1 ' if good_only else ''}spectra")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(loc="lower left", fontsize=8)
+    return _png(figure)
