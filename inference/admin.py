@@ -55,7 +55,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="accuracy and precision against S/N (Fig. 7)")
     def evaluation_plot(self, version: ModelVersion) -> str:
-        url = reverse("modelversion-evaluation-plot", kwargs={"name": version.name})
+        url = reverse("model-version-evaluation-plot", kwargs={"name": version.name})
         return format_html('<img src="{}" alt="evaluation" style="max-width:100%">', url)
 
 

@@ -1,13 +1,11 @@
 """Read-only API over model versions, releases, their entries, and the CSV export."""
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from django.http import HttpResponse
 from rest_framework import renderers, viewsets
-from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView
 
 from .export import stream_csv
@@ -53,14 +51,6 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = ModelVersionFilterSet
     lookup_field = "name"
 
-    @_PNG_SCHEMA
-    @action(detail=True, url_path="evaluation.png", renderer_classes=[PNGRenderer], filterset_class=None)
-    def evaluation_plot(self, request, name: str):
-        """Accuracy and precision per label against S/N on the test set (paper Fig. 7)."""
-        from .plots import evaluation_figure_png
-
-        return HttpResponse(evaluation_figure_png(self.get_object()), content_type="image/png")
-
 
 class CatalogReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     """Catalog releases. Anonymous users see published releases only."""
@@ -71,14 +61,6 @@ class CatalogReleaseViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return _visible_releases(self.request)
-
-    @_PNG_SCHEMA
-    @action(detail=True, url_path="kiel.png", renderer_classes=[PNGRenderer])
-    def kiel_diagram(self, request, name: str):
-        """Teff against log g of the Flag = 1 rows coloured by [Fe/H], with MIST isochrones."""
-        from .plots import kiel_diagram_png
-
-        return HttpResponse(kiel_diagram_png(self.get_object()), content_type="image/png")
 
 
 class CatalogEntryViewSet(viewsets.ReadOnlyModelViewSet):
@@ -137,3 +119,37 @@ class CatalogExportView(GenericAPIView):
         )
         response["Content-Disposition"] = f'attachment; filename="spcanet-{release.name}.csv"'
         return response
+
+
+class ModelVersionEvaluationPlotView(GenericAPIView):
+    """Accuracy and precision per label against S/N on the test set (paper Fig. 7), as PNG."""
+
+    queryset = ModelVersion.objects.all()
+    lookup_field = "name"
+    renderer_classes = [PNGRenderer]
+    pagination_class = None
+    filter_backends = []
+
+    @_PNG_SCHEMA
+    def get(self, request, name: str):
+        from .plots import evaluation_figure_png
+
+        return HttpResponse(evaluation_figure_png(self.get_object()), content_type="image/png")
+
+
+class ReleaseKielDiagramView(GenericAPIView):
+    """Teff against log g of a release's Flag = 1 rows, coloured by [Fe/H], with MIST isochrones, as PNG."""
+
+    lookup_field = "name"
+    renderer_classes = [PNGRenderer]
+    pagination_class = None
+    filter_backends = []
+
+    def get_queryset(self):
+        return _visible_releases(self.request)
+
+    @_PNG_SCHEMA
+    def get(self, request, name: str):
+        from .plots import kiel_diagram_png
+
+        return HttpResponse(kiel_diagram_png(self.get_object()), content_type="image/png")

@@ -9,7 +9,7 @@ from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
 class ModelVersionSerializer(serializers.ModelSerializer):
     reference_catalog = serializers.SlugRelatedField(slug_field="name", read_only=True)
     evaluation_plot = serializers.HyperlinkedIdentityField(
-        view_name="modelversion-evaluation-plot", lookup_field="name", read_only=True
+        view_name="model-version-evaluation-plot", lookup_field="name", read_only=True
     )
 
     class Meta:

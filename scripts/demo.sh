@@ -21,9 +21,9 @@ survey=var/demo-survey
 if [ -f "$survey/manifest.json" ]; then
   echo ">> demo survey already generated ($survey)"
 elif .venv/bin/python -c "from pathlib import Path; import sys; sys.exit(0 if Path('../shared/data/isochrones/MIST_iso_7Gyr.csv').exists() or '${ISOCHRONE_PATH:-}' else 1)"; then
-  echo ">> generating a mock MRS survey of 150 stars ($survey)"
+  echo ">> generating a mock MRS survey of 300 stars ($survey)"
   rm -rf "$survey"
-  .venv/bin/python manage.py make_mock_survey "$survey" --stars 150 --seed 0
+  .venv/bin/python manage.py make_mock_survey "$survey" --stars 300 --seed 0
 else
   echo "!! no MIST isochrone table (../shared/data/isochrones or ISOCHRONE_PATH): skipping the mock survey"
 fi
@@ -31,11 +31,36 @@ if [ -d "$survey/fits" ]; then
   echo ">> ingesting the mock survey (RVs measured by cross-correlation)"
   .venv/bin/python manage.py ingest_spectra "$survey/fits"
 fi
-if .venv/bin/python manage.py shell -v 0 -c "from inference.models import CatalogRelease; raise SystemExit(0 if CatalogRelease.objects.filter(name='demo-0').exists() else 1)"; then
-  echo ">> demo catalog already built"
+exists() {  # exists MODEL NAME: is there a row of inference.MODEL with this name?
+  .venv/bin/python manage.py shell -v 0 -c \
+    "from inference.models import $1; raise SystemExit(0 if $1.objects.filter(name='$2').exists() else 1)"
+}
+if [ -d "$survey/fits" ]; then
+  release=demo-1
+  echo ">> importing the survey's reference labels (APOGEE-Payne-like)"
+  .venv/bin/python manage.py import_reference_labels "$survey/reference_labels.csv" --name demo-reference
+  if exists ModelVersion demo-formal; then
+    echo ">> demo models already trained"
+  else
+    echo ">> training the formal and alternate networks (CPU; a few minutes)"
+    .venv/bin/python manage.py train_models --reference demo-reference --prefix demo --max-epochs 20 --patience 4
+  fi
+  echo ">> predicting labels with both models"
+  .venv/bin/python manage.py predict_labels demo-formal demo-alternate
+  if exists CatalogRelease "$release"; then
+    echo ">> release $release already published"
+  else
+    echo ">> building and publishing release $release (catalog rules)"
+    .venv/bin/python manage.py make_release "$release" --formal demo-formal --alternate demo-alternate --publish
+  fi
 else
-  echo ">> building the demo catalog"
-  .venv/bin/python manage.py make_demo_catalog --stars 2000 --seed 0
+  release=demo-0
+  if exists CatalogRelease "$release"; then
+    echo ">> demo catalog already built"
+  else
+    echo ">> building a synthetic demo catalog (no mock survey without the isochrone table)"
+    .venv/bin/python manage.py make_demo_catalog --stars 2000 --seed 0
+  fi
 fi
 if [ ! -f var/admin-password.txt ]; then
   password="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))')"
@@ -47,11 +72,12 @@ fi
 
 cat <<MSG
 
-The demo is ready: the mock survey's spectra are ingested (admin: Spectra, Source files),
-and a synthetic demo catalog (random labels, see README) is published.
+The demo is ready: release $release is published.
   API docs         http://127.0.0.1:8000/api/docs/
-  release entries  http://127.0.0.1:8000/api/v1/releases/demo-0/entries/?teff_min=4500&teff_max=5000&snr_min=20&flag=1
-  CSV export       http://127.0.0.1:8000/api/v1/releases/demo-0/export.csv?flag=1
+  release entries  http://127.0.0.1:8000/api/v1/releases/$release/entries/?teff_min=4500&teff_max=5000&snr_min=20&flag=1
+  CSV export       http://127.0.0.1:8000/api/v1/releases/$release/export.csv?flag=1
+  Kiel diagram     http://127.0.0.1:8000/api/v1/releases/$release/kiel.png
+  model evaluation http://127.0.0.1:8000/api/v1/model-versions/demo-formal/evaluation.png (Fig. 7)
   admin            http://127.0.0.1:8000/admin/  (user admin, password in var/admin-password.txt)
   mock survey      var/demo-survey/ (FITS files, reference catalogs, truth, manifest.json)
 MSG

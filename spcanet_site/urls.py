@@ -9,7 +9,9 @@ from inference.api import (
     CatalogExportView,
     CatalogReleaseViewSet,
     LabelSetViewSet,
+    ModelVersionEvaluationPlotView,
     ModelVersionViewSet,
+    ReleaseKielDiagramView,
 )
 from spectra.api import FlagDefinitionsView, SpectrumViewSet, StarViewSet
 
@@ -24,6 +26,9 @@ router.register(r"releases/(?P<release_name>[-\w]+)/entries", CatalogEntryViewSe
 api_v1 = [
     path("flags/", FlagDefinitionsView.as_view(), name="flags"),
     path("releases/<slug:release_name>/export.csv", CatalogExportView.as_view(), name="release-export"),
+    path("releases/<slug:name>/kiel.png", ReleaseKielDiagramView.as_view(), name="release-kiel-diagram"),
+    path("model-versions/<slug:name>/evaluation.png", ModelVersionEvaluationPlotView.as_view(),
+         name="model-version-evaluation-plot"),
     path("", include(router.urls)),
 ]
 

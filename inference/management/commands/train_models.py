@@ -50,8 +50,10 @@ class Command(BaseCommand):
                     bar.close()
                 bars[role] = tqdm(total=training.max_epochs, unit="epoch", desc=role, file=self.stderr, disable=None)
             bars[role].update(1)
-            bars[role].set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}",
-                                   val_loss=f"{logs.get('val_loss', float('nan')):.3f}")
+            loss, val_loss = logs.get("loss", float("nan")), logs.get("val_loss", float("nan"))
+            bars[role].set_postfix(loss=f"{loss:.3f}", val_loss=f"{val_loss:.3f}")
+            if bars[role].disable:  # no terminal: one line per epoch instead of a bar
+                self.stdout.write(f"{role} epoch {epoch + 1}: loss {loss:.4f}, val_loss {val_loss:.4f}")
 
         try:
             trained = models_train(catalog=catalog, name_prefix=prefix, network=network, training=training,
