@@ -14,6 +14,13 @@ from inference.api import (
     ReleaseKielDiagramView,
 )
 from spectra.api import FlagDefinitionsView, SpectrumViewSet, StarViewSet
+from validation.api import (
+    ReferenceSurveyViewSet,
+    ReleaseValidationCSVView,
+    ReleaseValidationPlotView,
+    ReleaseValidationView,
+)
+from validation.views import release_validation_page
 
 router = DefaultRouter()
 router.register("stars", StarViewSet)
@@ -21,12 +28,17 @@ router.register("spectra", SpectrumViewSet)
 router.register("model-versions", ModelVersionViewSet)
 router.register("releases", CatalogReleaseViewSet, basename="release")
 router.register("label-sets", LabelSetViewSet)
+router.register("reference-surveys", ReferenceSurveyViewSet)
 router.register(r"releases/(?P<release_name>[-\w]+)/entries", CatalogEntryViewSet, basename="release-entry")
 
 api_v1 = [
     path("flags/", FlagDefinitionsView.as_view(), name="flags"),
     path("releases/<slug:release_name>/export.csv", CatalogExportView.as_view(), name="release-export"),
     path("releases/<slug:name>/kiel.png", ReleaseKielDiagramView.as_view(), name="release-kiel-diagram"),
+    path("releases/<slug:name>/validation/", ReleaseValidationView.as_view(), name="release-validation"),
+    path("releases/<slug:name>/validation.csv", ReleaseValidationCSVView.as_view(), name="release-validation-csv"),
+    path("releases/<slug:name>/validation/<slug:survey>.png", ReleaseValidationPlotView.as_view(),
+         name="release-validation-plot"),
     path("model-versions/<slug:name>/evaluation.png", ModelVersionEvaluationPlotView.as_view(),
          name="model-version-evaluation-plot"),
     path("", include(router.urls)),
@@ -35,6 +47,7 @@ api_v1 = [
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="api-docs", permanent=False)),
     path("admin/", admin.site.urls),
+    path("releases/<slug:name>/validation/", release_validation_page, name="release-validation-page"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

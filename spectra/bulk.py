@@ -8,6 +8,7 @@ Django's ``bulk_create(update_conflicts=True)``, which has the same semantics.
 
 import csv
 import io
+import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -176,7 +177,11 @@ def _copy_upsert(model, batch, unique_fields, update_fields) -> None:
             f"NULLIF({quote(n)}, 'NaN'::float8)" if n in float_columns else quote(n) for n in names
         )
     else:
-        text_columns = [_as_python_column(batch[n], COPY_NULL) for n in names]
+        json_fields = {f.attname for f in model._meta.concrete_fields if isinstance(f, models.JSONField)}
+        text_columns = [
+            [json.dumps(v) for v in batch[n]] if n in json_fields else _as_python_column(batch[n], COPY_NULL)
+            for n in names
+        ]
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(zip(*text_columns, strict=True))
         buffer.seek(0)
