@@ -73,6 +73,7 @@ def labelsets_predict(
     *,
     model_versions: list[ModelVersion],
     spectrum_ids: list[int] | None = None,
+    id_range: tuple[int, int] | None = None,
     only_missing: bool = True,
     chunk_size: int = 4096,
     progress: Callable[[int], None] | None = None,
@@ -81,13 +82,16 @@ def labelsets_predict(
 
     Spectra are taken in chunks; each chunk's arrays are read once and given to every
     model; results are upserted on (spectrum, model version), so a re-run never
-    duplicates. Returns the number of spectra predicted.
+    duplicates. ``id_range`` (first, last spectrum id, inclusive) is how pipeline chunks
+    name their spectra. Returns the number of spectra predicted.
     """
     networks = [(version, model_load(version)) for version in model_versions]
     store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
     queryset = spectra_to_predict(model_versions=model_versions, only_missing=only_missing)
     if spectrum_ids is not None:
         queryset = queryset.filter(pk__in=spectrum_ids)
+    if id_range is not None:
+        queryset = queryset.filter(pk__gte=id_range[0], pk__lte=id_range[1])
     reject = np.int64(SPECTRUM_FLAGS.reject_mask())
     outside_bit = np.int64(LABEL_FLAGS["OUTSIDE_TRAINING_RANGE"].mask)
     large_bit = np.int64(LABEL_FLAGS["LARGE_UNCERTAINTY"].mask)

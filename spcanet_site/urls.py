@@ -14,6 +14,7 @@ from inference.api import (
     ReleaseKielDiagramView,
 )
 from spectra.api import FlagDefinitionsView, SpectrumViewSet, StarViewSet
+from tasks.api import ProcessingRunViewSet
 from validation.api import (
     ReferenceSurveyViewSet,
     ReleaseValidationCSVView,
@@ -29,6 +30,7 @@ router.register("model-versions", ModelVersionViewSet)
 router.register("releases", CatalogReleaseViewSet, basename="release")
 router.register("label-sets", LabelSetViewSet)
 router.register("reference-surveys", ReferenceSurveyViewSet)
+router.register("processing-runs", ProcessingRunViewSet)
 router.register(r"releases/(?P<release_name>[-\w]+)/entries", CatalogEntryViewSet, basename="release-entry")
 
 api_v1 = [

@@ -11,7 +11,9 @@ release the GIL) while this thread writes finished batches to the database; at m
 ``INGEST_THREADS + 1`` batches are in flight, so memory does not grow with the survey.
 """
 
+import csv
 import hashlib
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -371,3 +373,24 @@ def stars_for_files(files: list[SpectrumFile]) -> np.ndarray:
     for star_id in lacking:
         Star.objects.filter(pk=star_id, gaia_source_id__isnull=True).update(gaia_source_id=gaia_for_star[star_id])
     return star_ids
+
+
+def rv_catalog_read(path: str | Path) -> dict[tuple[int, int | None], tuple[float, float]]:
+    """CSV with columns obsid, rv_blue, rv_red (km/s) and optionally lmjm (empty: every spectrum)."""
+    path = Path(path)
+    catalog = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"obsid", "rv_blue", "rv_red"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                lmjm = int(row["lmjm"]) if row.get("lmjm") else None
+                values = (float(row["rv_blue"]), float(row["rv_red"]))
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError("non-finite RV")
+                catalog[(int(row["obsid"]), lmjm)] = values
+            except ValueError as error:
+                raise ValueError(f"{path}:{line}: {error}") from error
+    return catalog

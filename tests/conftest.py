@@ -66,3 +66,35 @@ def release_factory(db):
         return catalog_release_publish(release=release) if publish else release
 
     return build
+
+
+_TINY_ARTIFACTS: dict[str, object] = {}
+
+
+def make_trained_models(artifact_root, prefix: str = "tiny") -> tuple[ModelVersion, ModelVersion]:
+    """Two small real networks (trained briefly on random spectra), registered as model versions.
+
+    Trained once per test process; the artifacts are written under ``artifact_root``.
+    """
+    from inference.network.artifact import artifact_write
+    from inference.network.config import NetworkConfig, TrainingConfig
+    from inference.network.estimator import SPCANet
+    from spectra.labels import LABEL_FIELDS
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+    rng = np.random.default_rng(0)
+    versions = []
+    for offset, role in enumerate((ModelVersion.Role.FORMAL, ModelVersion.Role.ALTERNATE)):
+        if role not in _TINY_ARTIFACTS:
+            flux = (1 + rng.normal(0, 0.02, size=(48, 2, 4000))).astype(np.float32)
+            labels = np.column_stack([rng.normal(5000, 400, 48), rng.normal(3, 1, 48), rng.normal(-0.2, 0.2, (48, 13))])
+            net = SPCANet(NetworkConfig(filters=(2, 2), dense_units=(8, 8)),
+                          TrainingConfig(max_epochs=1, patience=1, seed=offset), LABEL_FIELDS)
+            net.fit(flux[:32], labels[:32], cv_flux=flux[32:], cv_labels=labels[32:])
+            net.calibrate(flux[32:], labels[32:], np.full(16, 30.0))
+            _TINY_ARTIFACTS[role] = net.to_artifact(preprocessing_version=PREPROCESSING_VERSION, role=role)
+        relative, sha256 = artifact_write(artifact_root, _TINY_ARTIFACTS[role])
+        versions.append(ModelVersion.objects.create(
+            name=f"{prefix}-{role}", role=role, artifact_uri=relative, artifact_sha256=sha256, config={},
+            training_set_hash="0" * 64, code_version="test", preprocessing_version=PREPROCESSING_VERSION))
+    return versions[0], versions[1]

@@ -146,6 +146,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# Preprocessing on CPU workers, inference on GPU workers (docs: README, "Bulk processing").
+CELERY_CPU_QUEUE = env.str("CELERY_CPU_QUEUE", default="cpu")
+CELERY_GPU_QUEUE = env.str("CELERY_GPU_QUEUE", default="gpu")
+CELERY_TASK_ROUTES = {
+    "tasks.ingest_chunk": {"queue": CELERY_CPU_QUEUE},
+    "tasks.release_chunk": {"queue": CELERY_CPU_QUEUE},
+    "tasks.predict_chunk": {"queue": CELERY_GPU_QUEUE},
+}
+# A message a worker took but never acknowledged (it died) goes back to the queue after
+# this many seconds. Longer than any chunk's hard time limit, or a slow chunk runs twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 5 * 60),
+}
 
 LOGGING = {
     "version": 1,

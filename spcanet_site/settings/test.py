@@ -19,7 +19,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/15")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
-CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)  # false in worker processes
 CELERY_TASK_EAGER_PROPAGATES = True
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -28,7 +28,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 _TEST_VAR = Path(tempfile.mkdtemp(prefix="spcanet-test-"))
-SPECTRA_ARRAY_ROOT = _TEST_VAR / "arrays"
-MODEL_ARTIFACT_ROOT = _TEST_VAR / "models"
+SPECTRA_ARRAY_ROOT = Path(env.str("SPECTRA_ARRAY_ROOT", default=str(_TEST_VAR / "arrays")))
+MODEL_ARTIFACT_ROOT = Path(env.str("MODEL_ARTIFACT_ROOT", default=str(_TEST_VAR / "models")))
 STATIC_ROOT = _TEST_VAR / "static"
 STATIC_ROOT.mkdir()

@@ -1,33 +1,18 @@
-import csv
-import math
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from spectra.ingest import spectra_ingest, spectrum_files
+from spectra.ingest import rv_catalog_read, spectra_ingest, spectrum_files
 from spectra.processing.spectrum_model import SpectrumModelError
 from spectra.spectrum_model_files import rv_templates_load
 
 
 def read_rv_catalog(path: Path) -> dict:
-    """CSV with columns obsid, rv_blue, rv_red (km/s) and optionally lmjm (empty: every spectrum)."""
-    catalog = {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"obsid", "rv_blue", "rv_red"} - set(reader.fieldnames or [])
-        if missing:
-            raise CommandError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                lmjm = int(row["lmjm"]) if row.get("lmjm") else None
-                values = (float(row["rv_blue"]), float(row["rv_red"]))
-                if not all(math.isfinite(v) for v in values):
-                    raise ValueError("non-finite RV")
-                catalog[(int(row["obsid"]), lmjm)] = values
-            except ValueError as error:
-                raise CommandError(f"{path}:{line}: {error}") from error
-    return catalog
+    try:
+        return rv_catalog_read(path)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
 
 
 class Command(BaseCommand):

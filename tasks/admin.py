@@ -1,0 +1,76 @@
+from django.contrib import admin, messages
+
+from spectra.admin_tools import ReadOnlyAdmin
+
+from .models import ProcessingChunk, ProcessingRun
+from .services import (
+    RunConfigurationError,
+    processing_run_cancel,
+    processing_run_progress,
+    processing_run_retry_failed,
+    processing_run_start,
+)
+
+
+class ChunkInline(admin.TabularInline):
+    model = ProcessingChunk
+    fields = ["stage", "index", "state", "items", "skipped_items", "failed_items", "attempts", "seconds", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+    show_change_link = False
+
+    def get_queryset(self, request):  # failures first, then the latest
+        return super().get_queryset(request).order_by("-state", "stage", "index")[:200]
+
+
+@admin.register(ProcessingRun)
+class ProcessingRunAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "state", "current_stage", "stages", "release_name", "created_at", "finished_at", "progress"]
+    list_filter = ["state"]
+    readonly_fields = ["state", "current_stage", "stage_seconds", "created_at", "started_at", "finished_at",
+                       "stage_started_at", "created_by", "progress"]
+    fields = ["name", "stages", "paths", "rv_catalog_path", "measure_rv", "formal_model", "alternate_model",
+              "release_name", "publish", "chunk_files", "chunk_spectra", *readonly_fields]
+    actions = ["start", "cancel", "retry_failed"]
+
+    @admin.display(description="progress")
+    def progress(self, run: ProcessingRun) -> str:
+        if run.pk is None:
+            return "-"
+        chunks = processing_run_progress(run=run)["chunks"]
+        return ", ".join(f"{count} {state}" for state, count in chunks.items() if count) or "-"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def _each(self, request, queryset, action, verb: str):
+        for run in queryset:
+            try:
+                action(run=run)
+            except RunConfigurationError as error:
+                self.message_user(request, f"run {run.pk}: {error}", messages.ERROR)
+                continue
+            self.message_user(request, f"run {run.pk}: {verb}")
+
+    @admin.action(description="Start selected pending runs")
+    def start(self, request, queryset):
+        self._each(request, queryset, processing_run_start, "started")
+
+    @admin.action(description="Cancel selected runs")
+    def cancel(self, request, queryset):
+        self._each(request, queryset, processing_run_cancel, "cancelled")
+
+    @admin.action(description="Retry the failed chunks of selected runs")
+    def retry_failed(self, request, queryset):
+        self._each(request, queryset, processing_run_retry_failed, "failed chunks queued again")
+
+
+@admin.register(ProcessingChunk)
+class ProcessingChunkAdmin(ReadOnlyAdmin):
+    list_display = ["run", "stage", "index", "state", "items", "attempts", "seconds", "error"]
+    list_filter = ["state", "stage"]
+    search_fields = ["=run__id"]

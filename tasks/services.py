@@ -1,0 +1,286 @@
+"""Orchestration of processing runs: plan chunks, advance stage by stage, cancel, retry.
+
+Chunk work is done by the apps' services (``spectra_ingest``, ``labelsets_predict``,
+``catalog_release_build``); this module only decides what runs where and records it.
+"""
+
+import time
+from collections.abc import Callable
+from functools import cache
+
+from django.db import transaction
+from django.db.models import Count, Max, Q, Sum
+from django.utils import timezone
+
+from inference.models import CatalogRelease
+from inference.prediction import labelsets_predict, spectra_to_predict
+from inference.services import catalog_release_build, catalog_release_create, catalog_release_publish
+from spectra.ingest import rv_catalog_read, spectra_ingest, spectrum_files
+
+from .models import ProcessingChunk, ProcessingRun
+
+Stage = ProcessingRun.Stage
+
+
+class RunConfigurationError(ValueError):
+    """The run cannot be started as configured."""
+
+
+def processing_run_create(
+    *,
+    stages: list[str],
+    paths: list[str] | None = None,
+    rv_catalog_path: str = "",
+    measure_rv: bool = True,
+    formal_model=None,
+    alternate_model=None,
+    release_name: str = "",
+    publish: bool = False,
+    chunk_files: int = 256,
+    chunk_spectra: int = 4096,
+    name: str = "",
+    created_by=None,
+) -> ProcessingRun:
+    """Record a run; nothing is queued until ``processing_run_start``."""
+    stages_requested = list(stages)
+    stages = [stage for stage in Stage.values if stage in stages]
+    run = ProcessingRun(
+        name=name, stages=stages, paths=[str(p) for p in paths or []], rv_catalog_path=rv_catalog_path,
+        measure_rv=measure_rv, formal_model=formal_model, alternate_model=alternate_model,
+        release_name=release_name, publish=publish, chunk_files=chunk_files, chunk_spectra=chunk_spectra,
+        created_by=created_by,
+    )
+    processing_run_check(run=run, requested=stages_requested)
+    run.save()
+    return run
+
+
+def processing_run_check(*, run: ProcessingRun, requested: list[str] | None = None) -> None:
+    """Raise RunConfigurationError unless the run can be started as configured."""
+    stages = requested if requested is not None else run.stages
+    unknown = set(stages or []) - set(Stage.values)
+    if unknown or not stages:
+        raise RunConfigurationError(f"stages must be among {Stage.values}, got {stages}")
+    if Stage.INGEST in stages and not run.paths:
+        raise RunConfigurationError("an ingest stage needs paths")
+    if (Stage.PREDICT in stages or Stage.RELEASE in stages) and not (run.formal_model_id and run.alternate_model_id):
+        raise RunConfigurationError("predict and release stages need the formal and alternate models")
+    if Stage.RELEASE in stages and not run.release_name:
+        raise RunConfigurationError("a release stage needs a release name")
+    if run.chunk_files < 1 or run.chunk_spectra < 1:
+        raise RunConfigurationError("chunk sizes must be positive")
+
+
+def processing_run_start(*, run: ProcessingRun) -> None:
+    """Start a pending run: plan its first stage and queue the chunks."""
+    with transaction.atomic():
+        locked = ProcessingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.state != ProcessingRun.State.PENDING:
+            raise RunConfigurationError(f"run {locked.pk} is {locked.state}, not pending")
+        processing_run_check(run=locked)
+        locked.state = ProcessingRun.State.RUNNING
+        locked.started_at = timezone.now()
+        locked.save(update_fields=["state", "started_at"])
+    processing_run_advance(run_id=run.pk)
+
+
+def _plan(run: ProcessingRun, stage: str) -> list[dict]:
+    if stage == Stage.INGEST:
+        files = [str(path) for path in spectrum_files(run.paths)]
+        return [{"paths": files[i : i + run.chunk_files]} for i in range(0, len(files), run.chunk_files)]
+    if stage == Stage.PREDICT:
+        ids = list(spectra_to_predict(model_versions=[run.formal_model, run.alternate_model])
+                   .order_by("pk").values_list("pk", flat=True))
+        return [{"first_id": ids[i], "last_id": ids[min(i + run.chunk_spectra, len(ids)) - 1],
+                 "count": min(run.chunk_spectra, len(ids) - i)} for i in range(0, len(ids), run.chunk_spectra)]
+    return [{"release": run.release_name}]
+
+
+def processing_run_advance(*, run_id: int) -> None:
+    """If the current stage has no open chunk, plan the next stage with work (or finish).
+
+    Called after every chunk; the run row is locked, so two workers finishing the last
+    two chunks at once plan the next stage once.
+    """
+    created: list[ProcessingChunk] = []
+    with transaction.atomic():
+        run = ProcessingRun.objects.select_for_update(of=("self",)).select_related(
+            "formal_model", "alternate_model").get(pk=run_id)
+        if run.state != ProcessingRun.State.RUNNING:
+            return
+        open_states = [ProcessingChunk.State.QUEUED, ProcessingChunk.State.RUNNING]
+        if run.current_stage and run.chunks.filter(stage=run.current_stage, state__in=open_states).exists():
+            return
+        now = timezone.now()
+        if run.current_stage and run.stage_started_at:
+            run.stage_seconds = {**run.stage_seconds, run.current_stage: (now - run.stage_started_at).total_seconds()}
+        following = run.stages[run.stages.index(run.current_stage) + 1 :] if run.current_stage else run.stages
+        for stage in following:
+            run.current_stage, run.stage_started_at = stage, now
+            payloads = _plan(run, stage)
+            if payloads:
+                last = run.chunks.filter(stage=stage).aggregate(last=Max("index"))["last"]
+                first = 0 if last is None else last + 1  # a retried run plans later stages again
+                created = ProcessingChunk.objects.bulk_create(
+                    [ProcessingChunk(run=run, stage=stage, index=first + i, payload=p) for i, p in enumerate(payloads)]
+                )
+                break
+            run.stage_seconds = {**run.stage_seconds, stage: 0.0}
+        else:
+            failed = run.chunks.filter(state=ProcessingChunk.State.FAILED).exists()
+            run.state = ProcessingRun.State.FAILED if failed else ProcessingRun.State.SUCCEEDED
+            run.finished_at = now
+        run.save()
+        if created:
+            transaction.on_commit(lambda: _enqueue(created))
+
+
+def _enqueue(chunks: list[ProcessingChunk]) -> None:
+    from .tasks import chunk_task_for
+
+    for chunk in chunks:
+        chunk_task_for(chunk.stage).delay(chunk.pk)
+
+
+def processing_run_cancel(*, run: ProcessingRun) -> int:
+    """Stop a run: queued chunks are skipped; chunks already running finish. Returns skipped."""
+    with transaction.atomic():
+        locked = ProcessingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.is_finished:
+            return 0
+        skipped = locked.chunks.filter(state=ProcessingChunk.State.QUEUED).update(state=ProcessingChunk.State.SKIPPED)
+        locked.state = ProcessingRun.State.CANCELLED
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["state", "finished_at"])
+    return skipped
+
+
+def processing_run_retry_failed(*, run: ProcessingRun) -> int:
+    """Queue the failed chunks again and carry on from the earliest stage that failed.
+
+    Later stages are planned again afterwards, incrementally (only what still lacks results).
+    """
+    with transaction.atomic():
+        locked = ProcessingRun.objects.select_for_update().get(pk=run.pk)
+        failed = list(locked.chunks.filter(state=ProcessingChunk.State.FAILED))
+        if not failed:
+            return 0
+        if locked.state == ProcessingRun.State.RUNNING:
+            raise RunConfigurationError("the run is still running: retry after it finishes")
+        ProcessingChunk.objects.filter(pk__in=[c.pk for c in failed]).update(
+            state=ProcessingChunk.State.QUEUED, error="")
+        locked.current_stage = min((c.stage for c in failed), key=ProcessingRun.STAGE_ORDER.index)
+        locked.state = ProcessingRun.State.RUNNING
+        locked.finished_at = None
+        locked.stage_started_at = timezone.now()
+        locked.save()
+        retried = [c for c in failed if c.stage == locked.current_stage]
+        transaction.on_commit(lambda: _enqueue(retried))
+        # Failed chunks of later stages are replanned when their stage comes round again.
+        ProcessingChunk.objects.filter(pk__in=[c.pk for c in failed if c.stage != locked.current_stage]).update(
+            state=ProcessingChunk.State.SKIPPED, error="superseded by a retry")
+    return len(retried)
+
+
+def processing_run_progress(*, run: ProcessingRun) -> dict:
+    """Counts of chunks by state and spectra done, per stage and overall."""
+    rows = run.chunks.values("stage").annotate(
+        queued=Count("pk", filter=Q(state=ProcessingChunk.State.QUEUED)),
+        running=Count("pk", filter=Q(state=ProcessingChunk.State.RUNNING)),
+        done=Count("pk", filter=Q(state=ProcessingChunk.State.DONE)),
+        failed=Count("pk", filter=Q(state=ProcessingChunk.State.FAILED)),
+        skipped=Count("pk", filter=Q(state=ProcessingChunk.State.SKIPPED)),
+        spectra=Sum("items"), files_unchanged=Sum("skipped_items"), files_failed=Sum("failed_items"),
+    )
+    stages = {row.pop("stage"): row for row in rows}
+    totals = {key: sum(s[key] or 0 for s in stages.values())
+              for key in ("queued", "running", "done", "failed", "skipped")}
+    return {"state": run.state, "current_stage": run.current_stage, "chunks": totals, "stages": stages,
+            "stage_seconds": run.stage_seconds}
+
+
+# -- chunk execution (called by the Celery tasks) ---------------------------------------
+
+@cache
+def _templates():
+    from spectra.spectrum_model_files import rv_templates_load
+
+    return rv_templates_load()
+
+
+@cache
+def _rv_catalog(path: str) -> dict:
+    return rv_catalog_read(path)
+
+
+def _run_ingest(run: ProcessingRun, chunk: ProcessingChunk) -> None:
+    summary = spectra_ingest(
+        paths=chunk.payload["paths"],
+        rv_catalog=_rv_catalog(run.rv_catalog_path) if run.rv_catalog_path else None,
+        templates=_templates() if run.measure_rv else None,
+    )
+    chunk.items = summary.spectra_written
+    chunk.skipped_items = summary.files_unchanged
+    chunk.failed_items = sum(summary.failures.values())
+
+
+def _run_predict(run: ProcessingRun, chunk: ProcessingChunk) -> None:
+    chunk.items = labelsets_predict(
+        model_versions=[run.formal_model, run.alternate_model],
+        id_range=(chunk.payload["first_id"], chunk.payload["last_id"]),
+    )
+
+
+def _run_release(run: ProcessingRun, chunk: ProcessingChunk) -> None:
+    release = CatalogRelease.objects.filter(name=run.release_name).first()
+    if release is None:
+        release = catalog_release_create(name=run.release_name, formal_model=run.formal_model,
+                                         alternate_model=run.alternate_model, created_by=run.created_by)
+    elif (release.formal_model_id, release.alternate_model_id) != (run.formal_model_id, run.alternate_model_id):
+        raise RunConfigurationError(f"release {release.name} exists with other models")
+    chunk.items = catalog_release_build(release=release)
+    if run.publish:
+        catalog_release_publish(release=release)
+
+
+_HANDLERS: dict[str, Callable[[ProcessingRun, ProcessingChunk], None]] = {
+    Stage.INGEST: _run_ingest, Stage.PREDICT: _run_predict, Stage.RELEASE: _run_release,
+}
+
+
+def processing_chunk_claim(*, chunk_id: int) -> ProcessingChunk | None:
+    """Mark a chunk running; None if it needs no work (done, skipped, or its run stopped).
+
+    A chunk found RUNNING is claimed again: its worker died (or the message came back
+    after a lost acknowledgement) and the work is redone, idempotently.
+    """
+    with transaction.atomic():
+        chunk = ProcessingChunk.objects.select_for_update(of=("self",)).select_related(
+            "run__formal_model", "run__alternate_model").get(pk=chunk_id)
+        if chunk.state in (ProcessingChunk.State.DONE, ProcessingChunk.State.SKIPPED, ProcessingChunk.State.FAILED):
+            return None
+        if chunk.run.state != ProcessingRun.State.RUNNING:
+            chunk.state = ProcessingChunk.State.SKIPPED
+            chunk.save(update_fields=["state"])
+            return None
+        chunk.state = ProcessingChunk.State.RUNNING
+        chunk.attempts += 1
+        chunk.started_at = timezone.now()
+        chunk.save(update_fields=["state", "attempts", "started_at"])
+        return chunk
+
+
+def processing_chunk_execute(*, chunk: ProcessingChunk) -> None:
+    """Do a claimed chunk's work and record it done. Exceptions propagate to the task."""
+    started = time.perf_counter()
+    _HANDLERS[chunk.stage](chunk.run, chunk)
+    chunk.state = ProcessingChunk.State.DONE
+    chunk.error = ""
+    chunk.seconds = time.perf_counter() - started
+    chunk.finished_at = timezone.now()
+    chunk.save(update_fields=["state", "items", "skipped_items", "failed_items", "error", "seconds", "finished_at"])
+
+
+def processing_chunk_fail(*, chunk_id: int, error: str) -> None:
+    ProcessingChunk.objects.filter(pk=chunk_id).exclude(state=ProcessingChunk.State.DONE).update(
+        state=ProcessingChunk.State.FAILED, error=error[:4000], finished_at=timezone.now())

@@ -1,0 +1,243 @@
+"""The Celery pipeline: runs, chunks, stages, incremental re-runs, failures, and a killed worker."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from inference.models import CatalogEntry, CatalogRelease, LabelSet
+from spectra.array_store import ArrayStore
+from spectra.models import SourceFile, Spectrum, Star
+from tasks.models import ProcessingChunk, ProcessingRun
+from tasks.services import (
+    RunConfigurationError,
+    processing_run_create,
+    processing_run_progress,
+    processing_run_retry_failed,
+    processing_run_start,
+)
+
+from .conftest import make_trained_models
+from .shared_data import real_files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_rv_catalog(files, path):
+    from spectra.io import read_spectrum_file
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["obsid", "rv_blue", "rv_red"])
+        for file in files:
+            try:
+                writer.writerow([read_spectrum_file(file).obsid, -20.0, -18.0])
+            except Exception:  # junk files have no usable header: they are recorded at ingest
+                continue
+
+
+@pytest.mark.django_db
+def test_the_embedded_pipeline_runs_every_stage_and_a_rerun_does_nothing(tmp_path, settings, django_capture_on_commit_callbacks):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    files = real_files()
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    for path in files:
+        (survey / path.name).write_bytes(path.read_bytes())
+    (survey / "broken.fits").write_text("not FITS")
+    write_rv_catalog(files, tmp_path / "rv.csv")
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    run = processing_run_create(stages=["ingest", "predict", "release"], paths=[str(survey)],
+                                rv_catalog_path=str(tmp_path / "rv.csv"), measure_rv=False, formal_model=formal,
+                                alternate_model=alternate, release_name="pipe-1", chunk_files=3, chunk_spectra=20)
+    with django_capture_on_commit_callbacks(execute=True):  # tasks are queued after commit
+        processing_run_start(run=run)
+    run.refresh_from_db()
+    assert run.state == ProcessingRun.State.SUCCEEDED, list(run.chunks.values("stage", "state", "error"))
+    progress = processing_run_progress(run=run)
+    assert progress["stages"]["ingest"]["done"] == int(np.ceil((len(files) + 1) / 3))
+    assert progress["stages"]["ingest"]["files_failed"] == 1 + SourceFile.objects.filter(status="failed").count() - 1
+    predictable = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED).count()
+    assert predictable > 20 and progress["stages"]["predict"]["spectra"] == predictable
+    assert progress["stages"]["predict"]["done"] == int(np.ceil(predictable / 20))
+    assert LabelSet.objects.count() == 2 * predictable
+    release = CatalogRelease.objects.get(name="pipe-1")
+    assert release.entry_count == predictable and not release.is_published
+    assert set(run.stage_seconds) == {"ingest", "predict", "release"}
+
+    again = processing_run_create(stages=["ingest", "predict", "release"], paths=[str(survey)],
+                                  rv_catalog_path=str(tmp_path / "rv.csv"), measure_rv=False, formal_model=formal,
+                                  alternate_model=alternate, release_name="pipe-1", chunk_files=3, chunk_spectra=20)
+    with django_capture_on_commit_callbacks(execute=True):
+        processing_run_start(run=again)
+    again.refresh_from_db()
+    assert again.state == ProcessingRun.State.SUCCEEDED
+    second = processing_run_progress(run=again)["stages"]
+    assert second["ingest"]["spectra"] == 0 and "predict" not in second  # nothing new: nothing predicted
+    assert LabelSet.objects.count() == 2 * predictable and CatalogEntry.objects.count() == predictable
+
+
+@pytest.mark.django_db
+def test_a_poisoned_chunk_fails_alone_and_can_be_retried(tmp_path, settings, monkeypatch, django_capture_on_commit_callbacks):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    spectra = _spectra_with_arrays(60)
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    import inference.prediction as prediction
+
+    real = prediction.labelsets_predict
+    poison = spectra[25].pk
+
+    def breaks_on_one_range(**kwargs):
+        first, last = kwargs["id_range"]
+        if first <= poison <= last:
+            raise RuntimeError("poisoned chunk")
+        return real(**kwargs)
+
+    monkeypatch.setattr("tasks.services.labelsets_predict", breaks_on_one_range)
+    run = processing_run_create(stages=["predict", "release"], formal_model=formal, alternate_model=alternate,
+                                release_name="pipe-2", chunk_spectra=10)
+    with django_capture_on_commit_callbacks(execute=True):
+        processing_run_start(run=run)
+    run.refresh_from_db()
+    assert run.state == ProcessingRun.State.FAILED
+    failed = run.chunks.get(state=ProcessingChunk.State.FAILED)
+    assert "RuntimeError: poisoned chunk" in failed.error
+    assert LabelSet.objects.filter(model_version=formal).count() == 50  # the other five chunks went on
+    assert CatalogRelease.objects.get(name="pipe-2").entry_count == 50  # and the release was built from them
+
+    monkeypatch.setattr("tasks.services.labelsets_predict", real)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert processing_run_retry_failed(run=run) == 1
+    run.refresh_from_db()
+    assert run.state == ProcessingRun.State.SUCCEEDED
+    assert LabelSet.objects.filter(model_version=formal).count() == 60
+    assert CatalogRelease.objects.get(name="pipe-2").entry_count == 60
+
+
+@pytest.mark.django_db
+def test_runs_are_checked_and_controlled_through_the_api(tmp_path, settings, curator, django_capture_on_commit_callbacks):
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    with pytest.raises(RunConfigurationError, match="needs paths"):
+        processing_run_create(stages=["ingest"])
+    with pytest.raises(RunConfigurationError, match="formal and alternate"):
+        processing_run_create(stages=["predict"])
+    _spectra_with_arrays(12)
+    make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    client = APIClient()
+    body = {"stages": ["predict"], "formal_model": "tiny-formal", "alternate_model": "tiny-alternate"}
+    assert client.post("/api/v1/processing-runs/", body, format="json").status_code in (401, 403)
+    client.force_authenticate(curator)
+    assert client.post("/api/v1/processing-runs/", {"stages": ["release"]}, format="json").status_code == 400
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/api/v1/processing-runs/", body, format="json")
+    assert response.status_code == 201, response.content
+    run = client.get(f"/api/v1/processing-runs/{response.json()['id']}/").json()
+    assert run["state"] == "succeeded" and run["progress"]["chunks"]["done"] == 1
+    assert client.post(f"/api/v1/processing-runs/{run['id']}/retry/").json()["queued_chunks"] == 0
+    assert client.post(f"/api/v1/processing-runs/{run['id']}/cancel/").json()["skipped_chunks"] == 0
+
+
+def _spectra_with_arrays(n: int) -> list[Spectrum]:
+    from django.conf import settings
+
+    rng = np.random.default_rng(1)
+    flux = (1 + rng.normal(0, 0.02, size=(n, 2, 4000))).astype(np.float32)
+    shard = ArrayStore(settings.SPECTRA_ARRAY_ROOT).write(flux, np.ones_like(flux))
+    spectra = []
+    for i in range(n):
+        star = Star.objects.create(designation=f"LAMOST J{i:06d}.00+100000.0", ra=10 + i * 0.01, dec=10.0)
+        spectra.append(Spectrum.objects.create(
+            star=star, medres_specid=f"20190202-Q-02-{i:03d}-coadd", kind=Spectrum.Kind.COADD, plan_id="Q",
+            spectrograph=2, fiber=i % 250 + 1, lmjd=58500, snr_blue=30.0, snr_red=40.0, source_path="/z.fits",
+            source_sha256="d" * 64, file_format="dr7", status=Spectrum.Status.PREPROCESSED, array_shard=shard,
+            array_row=i, preprocessing_version="1.0"))
+    return spectra
+
+
+def _worker(env: dict, queue_names: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q", queue_names, "-c", "1", "-P", "solo",
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_killing_a_worker_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, settings):
+    """SIGKILL the worker while a chunk is running, start another: every spectrum is
+    predicted exactly once and the release holds every row once."""
+    from django.db import connection
+
+    from spcanet_site.celery import app
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    n = 1200
+    _spectra_with_arrays(n)
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    db = connection.settings_dict
+    database_url = f"postgres:///{db['NAME']}" if not db["HOST"] else (
+        f"postgres://{db['USER'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}")
+    suffix = f"{os.getpid()}-{time.monotonic_ns()}"
+    queues = {"cpu": f"cpu-{suffix}", "gpu": f"gpu-{suffix}"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "spcanet_site.settings.test", "DATABASE_URL": database_url,
+           "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
+           "CELERY_TASK_ALWAYS_EAGER": "false", "CELERY_VISIBILITY_TIMEOUT": "5",
+           "SPECTRA_ARRAY_ROOT": str(settings.SPECTRA_ARRAY_ROOT), "MODEL_ARTIFACT_ROOT": str(settings.MODEL_ARTIFACT_ROOT),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "CELERY_CPU_QUEUE": queues["cpu"], "CELERY_GPU_QUEUE": queues["gpu"]}
+    routes = {"tasks.ingest_chunk": {"queue": queues["cpu"]}, "tasks.release_chunk": {"queue": queues["cpu"]},
+              "tasks.predict_chunk": {"queue": queues["gpu"]}}
+    app.conf.task_always_eager = False
+    app.conf.task_routes = routes
+    first = _worker(env, ",".join(queues.values()))
+    second = None
+    try:
+        run = processing_run_create(stages=["predict", "release"], formal_model=formal, alternate_model=alternate,
+                                    release_name="killed", publish=True, chunk_spectra=100)
+        processing_run_start(run=run)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # wait until a chunk is mid-way, after at least one finished
+            running = ProcessingChunk.objects.filter(run=run, state="running").exists()
+            if running and ProcessingChunk.objects.filter(run=run, state="done").exists():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the worker never got going: " + first.stdout.read() if first.poll() is not None else "timeout")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        killed_chunk = ProcessingChunk.objects.filter(run=run, state="running").values_list("pk", flat=True).first()
+        second = _worker(env, ",".join(queues.values()))
+        while time.monotonic() < deadline:
+            run.refresh_from_db()
+            if run.is_finished:
+                break
+            time.sleep(0.2)
+        run.refresh_from_db()
+        assert run.state == ProcessingRun.State.SUCCEEDED, list(run.chunks.values("index", "state", "error"))
+    finally:
+        app.conf.task_always_eager = True
+        app.conf.task_routes = settings.CELERY_TASK_ROUTES
+        for worker in (first, second):
+            if worker is not None and worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(timeout=30)
+    for version in (formal, alternate):
+        assert LabelSet.objects.filter(model_version=version).count() == n
+        assert LabelSet.objects.filter(model_version=version).values("spectrum").distinct().count() == n
+    assert CatalogEntry.objects.filter(release__name="killed").count() == n
+    assert CatalogRelease.objects.get(name="killed").is_published
+    if killed_chunk is not None:  # the chunk the kill interrupted was redelivered and redone
+        assert ProcessingChunk.objects.get(pk=killed_chunk).attempts >= 2
+    call_command("run_pipeline", "--follow", str(run.pk))
