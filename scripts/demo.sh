@@ -28,8 +28,8 @@ else
   echo "!! no MIST isochrone table (../shared/data/isochrones or ISOCHRONE_PATH): skipping the mock survey"
 fi
 if [ -d "$survey/fits" ]; then
-  echo ">> ingesting the mock survey (RVs measured by cross-correlation)"
-  .venv/bin/python manage.py ingest_spectra "$survey/fits"
+  echo ">> ingesting the mock survey through the pipeline (in-process; RVs measured by cross-correlation)"
+  .venv/bin/python manage.py run_pipeline "$survey/fits" --stages ingest --name demo-ingest
 fi
 exists() {  # exists MODEL NAME: is there a row of inference.MODEL with this name?
   .venv/bin/python manage.py shell -v 0 -c \
@@ -45,14 +45,18 @@ if [ -d "$survey/fits" ]; then
     echo ">> training the formal and alternate networks (CPU; a few minutes)"
     .venv/bin/python manage.py train_models --reference demo-reference --prefix demo --max-epochs 20 --patience 4
   fi
-  echo ">> predicting labels with both models"
-  .venv/bin/python manage.py predict_labels demo-formal demo-alternate
   if exists CatalogRelease "$release"; then
     echo ">> release $release already published"
   else
-    echo ">> building and publishing release $release (catalog rules)"
-    .venv/bin/python manage.py make_release "$release" --formal demo-formal --alternate demo-alternate --publish
+    echo ">> predicting with both models and publishing release $release through the pipeline"
+    .venv/bin/python manage.py run_pipeline --stages predict,release --formal demo-formal \
+      --alternate demo-alternate --release "$release" --publish --name demo-release
   fi
+  echo ">> validating $release against the survey's APOGEE-, GALAH- and RAVE-like catalogs"
+  .venv/bin/python manage.py import_reference_survey "$survey/apogee_like.fits" --name apogee-like --format apogee-dr14
+  .venv/bin/python manage.py import_reference_survey "$survey/galah_like.fits" --name galah-like --format galah-dr2
+  .venv/bin/python manage.py import_reference_survey "$survey/rave_like.csv" --name rave-like --format rave-dr5
+  .venv/bin/python manage.py validate_release "$release"
 else
   release=demo-0
   if exists CatalogRelease "$release"; then
@@ -78,6 +82,8 @@ The demo is ready: release $release is published.
   CSV export       http://127.0.0.1:8000/api/v1/releases/$release/export.csv?flag=1
   Kiel diagram     http://127.0.0.1:8000/api/v1/releases/$release/kiel.png
   model evaluation http://127.0.0.1:8000/api/v1/model-versions/demo-formal/evaluation.png (Fig. 7)
+  validation       http://127.0.0.1:8000/releases/$release/validation/ (Table 1, plots, CSV)
+  processing runs  http://127.0.0.1:8000/admin/tasks/processingrun/
   admin            http://127.0.0.1:8000/admin/  (user admin, password in var/admin-password.txt)
   mock survey      var/demo-survey/ (FITS files, reference catalogs, truth, manifest.json)
 MSG
