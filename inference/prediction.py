@@ -47,12 +47,14 @@ def model_load(model_version: ModelVersion):
 
 def spectra_to_predict(*, model_versions: list[ModelVersion], only_missing: bool = True):
     """Preprocessed spectra with arrays; with ``only_missing``, those lacking a LabelSet
-    from any of the given models."""
+    from any of the given models, or whose spectrum changed (re-ingested from a changed
+    file) after it was predicted."""
     queryset = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, array_shard__isnull=False)
     if only_missing:
         missing = None
         for version in model_versions:
-            lacks = ~Exists(LabelSet.objects.filter(spectrum=OuterRef("pk"), model_version=version))
+            lacks = ~Exists(LabelSet.objects.filter(spectrum=OuterRef("pk"), model_version=version,
+                                                    predicted_at__gte=OuterRef("updated_at")))
             missing = lacks if missing is None else missing | lacks
         queryset = queryset.filter(missing)
     return queryset

@@ -203,3 +203,35 @@ def _copy_upsert(model, batch, unique_fields, update_fields) -> None:
             f"ON CONFLICT ({conflict_target}) {conflict}"
         )
         cursor.execute("DROP TABLE _bulk_upsert")
+
+
+def table_analyze(model: type[models.Model]) -> None:
+    """Refresh PostgreSQL's planner statistics of a table after a large bulk write."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+
+
+def numeric_columns(queryset, fields: Sequence[str]) -> np.ndarray:
+    """(n, len(fields)) float64 of a queryset's numeric columns, NULL as NaN.
+
+    On PostgreSQL the rows come through a binary COPY parsed by numpy, not as Python
+    tuples: several times faster for the hundreds of thousands of rows of a validation.
+    Integer ids survive as float64 up to 2**53.
+    """
+    queryset = queryset.values_list(*fields)
+    if connection.vendor != "postgresql":
+        return np.array(list(queryset), dtype=np.float64).reshape(-1, len(fields))
+    sql, params = queryset.query.sql_with_params()
+    names = [f"c{i}" for i in range(len(fields))]
+    select = ", ".join(f"COALESCE(CAST(t.{name} AS double precision), 'NaN'::float8)" for name in names)
+    buffer = io.BytesIO()
+    with connection.cursor() as cursor:
+        inner = cursor.cursor.mogrify(sql, params).decode()
+        copy_sql = f"COPY (SELECT {select} FROM ({inner}) AS t({', '.join(names)})) TO STDOUT WITH (FORMAT binary)"
+        cursor.cursor.copy_expert(copy_sql, buffer)
+    payload = buffer.getvalue()
+    header = 11 + 4 + 4 + struct.unpack(">i", payload[15:19])[0]
+    layout = [("count", ">i2")] + [item for i in range(len(fields)) for item in ((f"l{i}", ">i4"), (f"v{i}", ">f8"))]
+    records = np.frombuffer(payload[header:-2], dtype=np.dtype(layout))
+    return np.column_stack([records[f"v{i}"].astype(np.float64) for i in range(len(fields))]).reshape(-1, len(fields))

@@ -106,7 +106,8 @@ def test_training_set_leaves_out_bad_quality_low_snr_and_rejected_spectra(survey
 
 
 def test_train_predict_release_end_to_end(survey, settings):
-    catalog = reference_catalog_import(name="payne", path=survey / "reference.csv") and ReferenceCatalog.objects.get(name="payne")
+    reference_catalog_import(name="payne", path=survey / "reference.csv")
+    catalog = ReferenceCatalog.objects.get(name="payne")
     epochs = []
     trained = models_train(catalog=catalog, name_prefix="t1", network=TINY, training=QUICK,
                            on_epoch=lambda role, epoch, logs: epochs.append(role))
@@ -130,6 +131,9 @@ def test_train_predict_release_end_to_end(survey, settings):
     assert done == predictable == 160
     assert LabelSet.objects.count() == 2 * predictable
     assert labelsets_predict(model_versions=[formal, alternate]) == 0  # nothing missing: nothing done
+    changed = Spectrum.objects.get(medres_specid="20190101-P-01-002-3")
+    changed.save()  # as a re-ingest of a changed file does: its labels are out of date
+    assert labelsets_predict(model_versions=[formal, alternate]) == 1
     assert labelsets_predict(model_versions=[formal], only_missing=False) == predictable
     assert LabelSet.objects.count() == 2 * predictable  # re-predicting overwrote, never duplicated
     errors = np.array(LabelSet.objects.values_list(*[f"{f}_err" for f in LABEL_FIELDS]), dtype=float)

@@ -161,3 +161,19 @@ def test_bad_survey_files_are_clear_errors(tmp_path):
     mapping = {"survey": "custom", "id_column": "a", "ra_column": "b", "dec_column": "b", "labels": {"vmicro": ["c", "direct"]}}
     with pytest.raises(SurveyFormatError, match="unknown labels"):
         reference_survey_import(name="x", path=tmp_path / "x.csv", mapping=mapping)
+
+
+def test_numeric_columns_read_through_copy_match_the_orm(release_factory):
+    from inference.models import CatalogEntry
+    from spectra.bulk import numeric_columns
+
+    from .conftest import label_rows
+
+    spectra = make_spectra([(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)])
+    Spectrum.objects.filter(pk=spectra[1].pk).update(snr_red=None)
+    release = release_factory(spectra, label_rows([4000.0, 5000.0, 6900.0]), label_rows([4000.0, 5000.0, 6900.0]))
+    fields = ["spectrum__star_id", "snr_blue", "snr_red", "teff", "mg_h"]
+    entries = CatalogEntry.objects.filter(release=release).order_by("spectrum_id")
+    expected = np.array(list(entries.values_list(*fields)), dtype=np.float64)
+    assert np.array_equal(numeric_columns(entries, fields), expected, equal_nan=True)
+    assert numeric_columns(entries.filter(teff__gt=1e9), fields).shape == (0, 5)

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from inference.models import CatalogEntry, CatalogRelease
-from spectra.bulk import bulk_upsert
+from spectra.bulk import bulk_upsert, numeric_columns, table_analyze
 from spectra.crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch
 from spectra.labels import LABEL_FIELDS, MISSING_ABUNDANCE
 from spectra.models import Star
@@ -60,17 +60,22 @@ def reference_survey_import(
         }
         bulk_upsert(ReferenceStar, columns, unique_fields=["survey_id", "source_id"])
         ReferenceStar.objects.filter(survey=survey).exclude(source_id__in=table.source_ids).delete()
+    table_analyze(ReferenceStar)  # fresh statistics, or the planner guesses a few rows and loops
     reference_survey_match(survey=survey)
     survey.refresh_from_db()
     return survey
 
 
 def reference_survey_match(*, survey: ReferenceSurvey) -> dict[str, int]:
-    """(Re)match a survey's stars to ours: Gaia source id first, then position."""
+    """(Re)match a survey's stars to ours: Gaia source id first, then position.
+
+    The match is recomputed in memory every time (stars may have been added) and only the
+    rows whose match changed are written.
+    """
     refs = list(ReferenceStar.objects.filter(survey=survey).order_by("id").values_list(
-        "id", "gaia_source_id", "ra", "dec"))
+        "id", "gaia_source_id", "ra", "dec", "star_id", "match_method"))
     stars = list(Star.objects.order_by("id").values_list("id", "gaia_source_id", "ra", "dec"))
-    ref_cols = [np.asarray(c) for c in zip(*refs, strict=True)] if refs else [np.empty(0)] * 4
+    ref_cols = [np.asarray(c) for c in zip(*refs, strict=True)] if refs else [np.empty(0)] * 6
     star_cols = [np.asarray(c) for c in zip(*stars, strict=True)] if stars else [np.empty(0)] * 4
     result = crossmatch(
         np.array([g or 0 for g in ref_cols[1]], dtype=np.int64), ref_cols[2].astype(np.float64),
@@ -79,23 +84,25 @@ def reference_survey_match(*, survey: ReferenceSurvey) -> dict[str, int]:
         radius_arcsec=settings.REFERENCE_MATCH_RADIUS_ARCSEC,
     )
     star_ids = star_cols[0].astype(np.int64)
+    new_star = np.where(result.matched, star_ids[np.maximum(result.star_index, 0)] if star_ids.size else -1, -1)
     methods = np.array(["", ReferenceStar.Match.GAIA, ReferenceStar.Match.POSITION], dtype=object)
+    new_method = methods[result.method]
+    old_star = np.array([-1 if s is None else s for s in ref_cols[4]], dtype=np.int64)
+    changed = (old_star != new_star) | (np.asarray(ref_cols[5], dtype=object) != new_method)
+    ref_ids = ref_cols[0].astype(np.int64)
     with transaction.atomic():
-        for start in range(0, len(refs), 50_000):
-            part = slice(start, start + 50_000)
-            ids = ref_cols[0][part].astype(np.int64)
-            ReferenceStar.objects.filter(pk__in=ids.tolist()).update(star=None, match_method="",
-                                                                      match_separation_arcsec=None)
-            matched = result.star_index[part] >= 0
-            for method in (MATCH_GAIA, MATCH_POSITION):
-                chosen = matched & (result.method[part] == method)
-                if chosen.any():
-                    _update_matches(ids[chosen], star_ids[result.star_index[part][chosen]],
-                                    methods[method], result.separation_arcsec[part][chosen])
+        unmatched = changed & ~result.matched
+        for start in range(0, int(unmatched.sum()), 50_000):
+            ids = ref_ids[unmatched][start : start + 50_000].tolist()
+            ReferenceStar.objects.filter(pk__in=ids).update(star=None, match_method="", match_separation_arcsec=None)
+        for code in (MATCH_GAIA, MATCH_POSITION):
+            chosen = changed & (result.method == code)
+            if chosen.any():
+                _update_matches(ref_ids[chosen], new_star[chosen], methods[code], result.separation_arcsec[chosen])
         survey.matched_count = int(result.matched.sum())
         survey.save(update_fields=["matched_count", "imported_at"])
     return {"matched": int(result.matched.sum()), "by_gaia": int(np.sum(result.method == MATCH_GAIA)),
-            "by_position": int(np.sum(result.method == MATCH_POSITION))}
+            "by_position": int(np.sum(result.method == MATCH_POSITION)), "changed": int(changed.sum())}
 
 
 def _update_matches(ref_ids: np.ndarray, star_ids: np.ndarray, method: str, separation: np.ndarray) -> None:
@@ -157,8 +164,7 @@ def release_validate(
         entries = CatalogEntry.objects.filter(release=release, spectrum__star_id__in=refs.values("star_id"))
         if good_only:
             entries = entries.filter(flag=1)
-        rows = list(entries.values_list("spectrum__star_id", "snr_blue", "snr_red", *LABEL_FIELDS))
-        columns = np.array(rows, dtype=np.float64).reshape(-1, 3 + len(LABEL_FIELDS))
+        columns = numeric_columns(entries.order_by(), ["spectrum__star_id", "snr_blue", "snr_red", *LABEL_FIELDS])
         star_ids = columns[:, 0].astype(np.int64)
         snr = np.fmin(columns[:, 1], columns[:, 2])
         ours = columns[:, 3:]
