@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
-from django.conf import settings
 from django.db import transaction
 
 from spectra.bulk import bulk_upsert
-from spectra.crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch
 from spectra.labels import LABEL_FIELDS, LABELS
-from spectra.models import Star
+from spectra.selectors import stars_crossmatch
 
 from .models import ReferenceCatalog, ReferenceLabel
 
@@ -127,42 +125,29 @@ def reference_catalog_import(*, name: str, path: str | Path, mapping: dict | Non
 def reference_catalog_match(*, catalog: ReferenceCatalog) -> ReferenceImportSummary:
     """(Re)match every row of a reference catalog to the stars now in the database."""
     refs = list(ReferenceLabel.objects.filter(catalog=catalog).order_by("id").values_list(
-        "id", "gaia_source_id", "ra", "dec", "quality_ok", "source_id"))
-    stars = list(Star.objects.order_by("id").values_list("id", "gaia_source_id", "ra", "dec"))
-    ref_cols = list(zip(*refs, strict=True)) if refs else [[]] * 6
-    star_cols = list(zip(*stars, strict=True)) if stars else [[]] * 4
-    result = crossmatch(
-        np.array([g or 0 for g in ref_cols[1]], dtype=np.int64), np.asarray(ref_cols[2], dtype=np.float64),
-        np.asarray(ref_cols[3], dtype=np.float64),
-        np.array([g or 0 for g in star_cols[1]], dtype=np.int64), np.asarray(star_cols[2], dtype=np.float64),
-        np.asarray(star_cols[3], dtype=np.float64),
-        radius_arcsec=settings.REFERENCE_MATCH_RADIUS_ARCSEC,
-    )
-    star_ids = np.asarray(star_cols[0], dtype=np.int64)
-    matched = result.matched
-    method_names = np.array(["", ReferenceLabel.Match.GAIA, ReferenceLabel.Match.POSITION], dtype=object)
+        "gaia_source_id", "ra", "dec", "quality_ok", "source_id"))
+    gaia, ra, dec, quality_ok, source_ids = (list(c) for c in zip(*refs, strict=True)) if refs else ([],) * 5
+    matches = stars_crossmatch(gaia=gaia, ra=np.asarray(ra), dec=np.asarray(dec))
     with transaction.atomic():
         bulk_upsert(
             ReferenceLabel,
             {
                 "catalog_id": np.full(len(refs), catalog.pk, dtype=np.int64),
-                "source_id": list(ref_cols[5]),
-                "ra": np.asarray(ref_cols[2], dtype=np.float64),
-                "dec": np.asarray(ref_cols[3], dtype=np.float64),
-                "quality_ok": list(ref_cols[4]),
-                "star_id": [int(star_ids[i]) if i >= 0 else None for i in result.star_index],
-                "match_method": method_names[result.method].tolist(),
-                "match_separation_arcsec": result.separation_arcsec,
+                "source_id": source_ids,
+                "ra": np.asarray(ra, dtype=np.float64),
+                "dec": np.asarray(dec, dtype=np.float64),
+                "quality_ok": quality_ok,
+                "star_id": [int(s) if s >= 0 else None for s in matches.star_id],
+                "match_method": matches.method.tolist(),
+                "match_separation_arcsec": matches.separation_arcsec,
             },
             unique_fields=["catalog_id", "source_id"],
         )
-        good = int(np.sum(np.asarray(ref_cols[4], dtype=bool)))
         catalog.row_count = len(refs)
-        catalog.good_count = good
-        catalog.matched_count = int(matched.sum())
+        catalog.good_count = int(sum(quality_ok))
+        catalog.matched_count = int(matches.matched.sum())
         catalog.save(update_fields=["row_count", "good_count", "matched_count", "imported_at"])
     return ReferenceImportSummary(
-        rows=len(refs), good=good, matched=int(matched.sum()),
-        matched_by_gaia=int(np.sum(result.method == MATCH_GAIA)),
-        matched_by_position=int(np.sum(result.method == MATCH_POSITION)),
+        rows=len(refs), good=catalog.good_count, matched=catalog.matched_count,
+        matched_by_gaia=matches.by_gaia, matched_by_position=matches.by_position,
     )

@@ -4,14 +4,12 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 
 from inference.models import CatalogEntry, CatalogRelease
 from spectra.bulk import bulk_upsert, numeric_columns, table_analyze
-from spectra.crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch
 from spectra.labels import LABEL_FIELDS, MISSING_ABUNDANCE
-from spectra.models import Star
+from spectra.selectors import stars_crossmatch
 
 from .formats import SURVEY_FORMATS, SurveyFormat, SurveyFormatError, survey_table_read
 from .models import ReferenceStar, ReferenceSurvey, ValidationResult
@@ -74,35 +72,24 @@ def reference_survey_match(*, survey: ReferenceSurvey) -> dict[str, int]:
     """
     refs = list(ReferenceStar.objects.filter(survey=survey).order_by("id").values_list(
         "id", "gaia_source_id", "ra", "dec", "star_id", "match_method"))
-    stars = list(Star.objects.order_by("id").values_list("id", "gaia_source_id", "ra", "dec"))
-    ref_cols = [np.asarray(c) for c in zip(*refs, strict=True)] if refs else [np.empty(0)] * 6
-    star_cols = [np.asarray(c) for c in zip(*stars, strict=True)] if stars else [np.empty(0)] * 4
-    result = crossmatch(
-        np.array([g or 0 for g in ref_cols[1]], dtype=np.int64), ref_cols[2].astype(np.float64),
-        ref_cols[3].astype(np.float64), np.array([g or 0 for g in star_cols[1]], dtype=np.int64),
-        star_cols[2].astype(np.float64), star_cols[3].astype(np.float64),
-        radius_arcsec=settings.REFERENCE_MATCH_RADIUS_ARCSEC,
-    )
-    star_ids = star_cols[0].astype(np.int64)
-    new_star = np.where(result.matched, star_ids[np.maximum(result.star_index, 0)] if star_ids.size else -1, -1)
-    methods = np.array(["", ReferenceStar.Match.GAIA, ReferenceStar.Match.POSITION], dtype=object)
-    new_method = methods[result.method]
-    old_star = np.array([-1 if s is None else s for s in ref_cols[4]], dtype=np.int64)
-    changed = (old_star != new_star) | (np.asarray(ref_cols[5], dtype=object) != new_method)
-    ref_ids = ref_cols[0].astype(np.int64)
+    ids, gaia, ra, dec, old_star, old_method = (list(c) for c in zip(*refs, strict=True)) if refs else ([],) * 6
+    matches = stars_crossmatch(gaia=gaia, ra=np.asarray(ra), dec=np.asarray(dec))
+    old_star = np.array([-1 if s is None else s for s in old_star], dtype=np.int64)
+    changed = (old_star != matches.star_id) | (np.asarray(old_method, dtype=object) != matches.method)
+    ref_ids = np.asarray(ids, dtype=np.int64)
     with transaction.atomic():
-        unmatched = changed & ~result.matched
-        for start in range(0, int(unmatched.sum()), 50_000):
-            ids = ref_ids[unmatched][start : start + 50_000].tolist()
-            ReferenceStar.objects.filter(pk__in=ids).update(star=None, match_method="", match_separation_arcsec=None)
-        for code in (MATCH_GAIA, MATCH_POSITION):
-            chosen = changed & (result.method == code)
+        unmatched = ref_ids[changed & ~matches.matched]
+        for start in range(0, unmatched.size, 50_000):
+            ReferenceStar.objects.filter(pk__in=unmatched[start : start + 50_000].tolist()).update(
+                star=None, match_method="", match_separation_arcsec=None)
+        for method in (ReferenceStar.Match.GAIA, ReferenceStar.Match.POSITION):
+            chosen = changed & (matches.method == method)
             if chosen.any():
-                _update_matches(ref_ids[chosen], new_star[chosen], methods[code], result.separation_arcsec[chosen])
-        survey.matched_count = int(result.matched.sum())
+                _update_matches(ref_ids[chosen], matches.star_id[chosen], method, matches.separation_arcsec[chosen])
+        survey.matched_count = int(matches.matched.sum())
         survey.save(update_fields=["matched_count", "imported_at"])
-    return {"matched": int(result.matched.sum()), "by_gaia": int(np.sum(result.method == MATCH_GAIA)),
-            "by_position": int(np.sum(result.method == MATCH_POSITION)), "changed": int(changed.sum())}
+    return {"matched": survey.matched_count, "by_gaia": matches.by_gaia, "by_position": matches.by_position,
+            "changed": int(changed.sum())}
 
 
 def _update_matches(ref_ids: np.ndarray, star_ids: np.ndarray, method: str, separation: np.ndarray) -> None:

@@ -1,0 +1,46 @@
+"""Reads of the spectra app."""
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+
+from .crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch
+from .models import Star
+
+MATCH_METHOD_NAMES = np.array(["", "gaia", "position"], dtype=object)  # by crossmatch code
+
+
+@dataclass(frozen=True)
+class StarMatches:
+    star_id: np.ndarray  # (n,) int64, -1 when unmatched
+    method: np.ndarray  # (n,) object: "gaia", "position" or ""
+    separation_arcsec: np.ndarray  # (n,) float64, NaN when unmatched
+    by_gaia: int
+    by_position: int
+
+    @property
+    def matched(self) -> np.ndarray:
+        return self.star_id >= 0
+
+
+def stars_crossmatch(*, gaia: list, ra: np.ndarray, dec: np.ndarray) -> StarMatches:
+    """Match catalog rows (another survey, training labels) to our stars: Gaia source id
+    first, else position within REFERENCE_MATCH_RADIUS_ARCSEC. ``gaia`` may hold None."""
+    stars = list(Star.objects.order_by("id").values_list("id", "gaia_source_id", "ra", "dec"))
+    columns = list(zip(*stars, strict=True)) if stars else [[], [], [], []]
+    result = crossmatch(
+        np.array([g or 0 for g in gaia], dtype=np.int64), np.asarray(ra, dtype=np.float64),
+        np.asarray(dec, dtype=np.float64), np.array([g or 0 for g in columns[1]], dtype=np.int64),
+        np.asarray(columns[2], dtype=np.float64), np.asarray(columns[3], dtype=np.float64),
+        radius_arcsec=settings.REFERENCE_MATCH_RADIUS_ARCSEC,
+    )
+    star_ids = np.asarray(columns[0], dtype=np.int64)
+    matched = result.star_index >= 0
+    return StarMatches(
+        star_id=np.where(matched, star_ids[np.maximum(result.star_index, 0)] if star_ids.size else -1, -1),
+        method=MATCH_METHOD_NAMES[result.method],
+        separation_arcsec=result.separation_arcsec,
+        by_gaia=int(np.sum(result.method == MATCH_GAIA)),
+        by_position=int(np.sum(result.method == MATCH_POSITION)),
+    )
