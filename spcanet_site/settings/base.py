@@ -119,10 +119,13 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "SPCANet catalog API",
     "DESCRIPTION": (
         "Stellar labels (Teff, log g and 13 abundances) of LAMOST-II MRS spectra derived "
-        "by SPCANet. Read-only and public; the flag bits are listed at /api/v1/flags/."
+        "by SPCANet. The catalog is read-only and public; processing runs are for staff. "
+        "The flag bits are listed at /api/v1/flags/."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # A run's current stage and its list of stages share one choice set.
+    "ENUM_NAME_OVERRIDES": {"ProcessingStageEnum": "tasks.models.ProcessingRun.Stage"},
 }
 
 # Largest cone-search radius the API accepts, in degrees.
