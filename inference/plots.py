@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
 from scipy.stats import binned_statistic_2d  # noqa: E402
 
+from spectra.bulk import numeric_columns  # noqa: E402
 from spectra.labels import LABELS  # noqa: E402
 
 from .models import CatalogEntry, CatalogRelease, ModelVersion  # noqa: E402
@@ -71,7 +72,7 @@ def kiel_diagram_png(release: CatalogRelease, *, good_only: bool = True) -> byte
     entries = CatalogEntry.objects.filter(release=release)
     if good_only:
         entries = entries.filter(flag=1)
-    rows = np.array(list(entries.values_list("teff", "logg", "fe_h")), dtype=np.float64).reshape(-1, 3)
+    rows = numeric_columns(entries.order_by(), ["teff", "logg", "fe_h"])
     rows = rows[np.all(np.isfinite(rows), axis=1)]
     figure, axis = plt.subplots(figsize=(8, 6.5))
     if rows.shape[0] > KIEL_SCATTER_MAX:
