@@ -26,12 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def setup_django(database_url: str) -> None:
+def setup_django(database_url: str, broker_url: str | None = None) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spcanet_site.settings.local")
     os.environ["DJANGO_DEBUG"] = "false"
     os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
-    os.environ.pop("CELERY_BROKER_URL", None)
+    if broker_url:
+        os.environ["CELERY_BROKER_URL"] = broker_url
+    else:
+        os.environ.pop("CELERY_BROKER_URL", None)
     import django
 
     django.setup()

@@ -43,13 +43,12 @@ def main() -> None:
     os.environ["SPCANET_VAR_DIR"] = str(args.var_dir)
     os.environ["SPECTRA_ARRAY_ROOT"] = str(args.var_dir / "arrays")
     os.environ["MODEL_ARTIFACT_ROOT"] = str(args.var_dir / "models")
-    os.environ["CELERY_BROKER_URL"] = args.broker
     os.environ["CELERY_TASK_ALWAYS_EAGER"] = "true"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from catalog_bench import ensure_database, setup_django
 
     ensure_database(args.database)
-    setup_django(args.database)
+    setup_django(args.database, broker_url=args.broker)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -111,7 +110,8 @@ def run_once(args, way: str, formal, alternate) -> dict:
 
     workers = None
     if way != "inprocess":
-        env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "false", "DATABASE_URL": args.database}
+        env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "false", "DATABASE_URL": args.database,
+               "CELERY_BROKER_URL": args.broker}
         subprocess.run(["redis-cli", "-u", args.broker, "FLUSHDB"], check=True, capture_output=True)
         workers = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q", "celery,cpu,gpu", "-c", way,

@@ -69,6 +69,21 @@ def processing_run_check(*, run: ProcessingRun, requested: list[str] | None = No
         raise RunConfigurationError("a release stage needs a release name")
     if run.chunk_files < 1 or run.chunk_spectra < 1:
         raise RunConfigurationError("chunk sizes must be positive")
+    broker_check()
+
+
+def broker_check() -> None:
+    """Refuse to queue work that no worker can receive.
+
+    The in-memory transport exists only inside one process: with eager execution off, a
+    run queued there would wait forever while workers listen elsewhere.
+    """
+    from spcanet_site.celery import app
+
+    if not app.conf.task_always_eager and str(app.conf.broker_url or "").startswith("memory://"):
+        raise RunConfigurationError(
+            "tasks are not run in-process (CELERY_TASK_ALWAYS_EAGER is false) but no broker is configured: "
+            "set CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0) for the workers and this process")
 
 
 def processing_run_start(*, run: ProcessingRun) -> None:

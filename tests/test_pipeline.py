@@ -150,6 +150,22 @@ def test_runs_are_checked_and_controlled_through_the_api(tmp_path, settings, cur
     assert client.post(f"/api/v1/processing-runs/{run['id']}/cancel/").json()["skipped_chunks"] == 0
 
 
+@pytest.mark.django_db
+def test_a_run_is_refused_when_workers_could_never_receive_it(tmp_path):
+    from spcanet_site.celery import app
+
+    eager, broker = app.conf.task_always_eager, app.conf.broker_url
+    try:
+        app.conf.update(task_always_eager=False, broker_url="memory://")
+        with pytest.raises(RunConfigurationError, match="no broker is configured"):
+            processing_run_create(stages=["ingest"], paths=[str(tmp_path)])
+        assert not ProcessingRun.objects.exists()
+        app.conf.update(broker_url="redis://127.0.0.1:6379/15")
+        assert processing_run_create(stages=["ingest"], paths=[str(tmp_path)]).state == ProcessingRun.State.PENDING
+    finally:
+        app.conf.update(task_always_eager=eager, broker_url=broker)
+
+
 def _spectra_with_arrays(n: int) -> list[Spectrum]:
     from django.conf import settings
 
