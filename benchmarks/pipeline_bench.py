@@ -161,6 +161,15 @@ def report(rates: dict) -> None:
             seconds = r["stage_seconds"][stage]
             cells.append(f"{count / seconds:>10,.0f}" if seconds else f"{'-':>10}")
         print(f"{way:<11}{''.join(cells)}{r['spectra'] / r['total_seconds']:>10,.0f}")
+    if "inprocess" in rates:
+        for way in (w for w in rates if w != "inprocess"):
+            changes = []
+            for stage in STAGES:
+                own, queued = rates["inprocess"]["stage_seconds"][stage], rates[way]["stage_seconds"][stage]
+                if own and queued:
+                    changes.append(f"{stage} {queued / own - 1:+.1%}")
+            target = "   (target: no stage more than 20% slower)" if way == "1" else ""
+            print(f"stage time on {way} worker(s) vs the same stage in-process: {', '.join(changes)}{target}")
     if "1" in rates and "2" in rates:
         print(f"scaling 2 workers vs 1: {rates['1']['total_seconds'] / rates['2']['total_seconds']:.2f}x")
     if "1" in rates and "inprocess" in rates:
