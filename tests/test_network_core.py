@@ -1,6 +1,7 @@
 """The pure numerical core of SPCANet: splits, scaling, uncertainties, evaluation, artifacts, network."""
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -137,6 +138,12 @@ def test_configs_reject_unknown_or_invalid_settings():
     with pytest.raises(ValueError, match="split_by"):
         TrainingConfig(split_by="night")
     assert NetworkConfig.from_mapping(NetworkConfig().as_dict()) == NetworkConfig()
+    with pytest.raises(ValueError, match="pool_size"):
+        NetworkConfig(pool_size=3)  # 4000 pixels do not split into groups of 3
+    with pytest.raises(ValueError, match="standardise"):
+        NetworkConfig(standardise="robust")
+    with pytest.raises(ValueError, match="dropout"):
+        NetworkConfig(dropout=1.0)
 
 
 # -- the Keras network ----------------------------------------------------------------
@@ -172,7 +179,16 @@ def test_network_has_the_shape_of_fig5():
     assert model.output_shape == (None, 15)
     for arm in ("blue", "red"):
         sources = {tensor._keras_history.operation.name for tensor in model.get_layer(f"{arm}_residual").input}
-        assert sources == {f"{arm}_standardise", f"{arm}_bn3"}  # the third layer plus the branch input
+        # the third layer plus the branch input (standardised, with noise while training)
+        assert sources == {f"{arm}_input_noise", f"{arm}_bn3"}
+    pooled = NetworkConfig().pixels_per_arm // NetworkConfig().pool_size
+    assert model.get_layer("dense1").input.shape == (None, 2 * pooled)
+    assert model.get_layer("blue_standardise").mean.shape.num_elements() == 1  # one mean and spread per arm
+    unpooled = build_spcanet(NetworkConfig(pool_size=1, standardise="pixel", input_noise=0.0))
+    assert unpooled.get_layer("dense1").input.shape == (None, 2 * 4000)
+    assert unpooled.get_layer("blue_standardise").mean.shape[-2] == 4000
+    assert {t._keras_history.operation.name for t in unpooled.get_layer("red_residual").input} == {
+        "red_standardise", "red_bn3"}
 
 
 def test_network_learns_labels_ignores_missing_ones_and_reloads_identically(tmp_path):
@@ -197,3 +213,20 @@ def test_network_learns_labels_ignores_missing_ones_and_reloads_identically(tmp_
     reloaded = SPCANet.from_artifact(artifact_read(tmp_path / relative, expected_sha256=sha256, preprocessing_version="1.0"))
     assert np.allclose(reloaded.predict(flux[600:]), predicted, atol=1e-4)
     assert reloaded.to_artifact(preprocessing_version="1.0").manifest["label_scaler"] == net.scaler.as_dict()
+
+
+def test_artifacts_from_before_pooling_still_load(tmp_path):
+    """Manifests written before the pooling, L2, standardisation and noise settings lack
+    those keys; they describe per-pixel standardisation without pooling."""
+    from inference.network.estimator import SPCANet
+
+    flux, labels = synthetic_spectra(96, seed=2)
+    old = replace(SMALL, standardise="pixel", pool_size=1, l2=0.0, input_noise=0.0)
+    net = SPCANet(old, TrainingConfig(max_epochs=1, seed=1), NAMES)
+    net.fit(flux[:64], labels[:64], cv_flux=flux[64:], cv_labels=labels[64:])
+    artifact = net.to_artifact(preprocessing_version="1.0")
+    for key in ("standardise", "pool_size", "l2", "input_noise"):
+        del artifact.manifest["network"][key]
+    reloaded = SPCANet.from_artifact(artifact)
+    assert reloaded.network == old
+    assert np.allclose(reloaded.predict(flux[64:]), net.predict(flux[64:]), atol=1e-4)

@@ -9,12 +9,15 @@ RED_INPUT = "red"
 
 
 def _branch(spectrum: keras.KerasTensor, config: NetworkConfig, arm: str) -> keras.KerasTensor:
-    """Per-pixel standardisation, then three Conv1D layers, each with batch normalisation,
-    plus the (standardised) branch input."""
-    # Line-depth changes of a few per cent are the signal; standardising each pixel by the
-    # training set's mean and spread (set by ``adapt`` before training, stored with the
-    # weights) puts them on the unit scale the optimiser works well with.
-    inputs = keras.layers.Normalization(axis=1, name=f"{arm}_standardise")(spectrum)
+    """Standardisation, then three Conv1D layers, each with batch normalisation, plus the
+    (standardised) branch input, averaged over ``pool_size`` pixels."""
+    # Line-depth changes of a few per cent are the signal; standardising by the training
+    # set's mean and spread (set by ``adapt`` before training, stored with the weights)
+    # puts them on the unit scale the optimiser works well with.
+    axis = 1 if config.standardise == "pixel" else None
+    inputs = keras.layers.Normalization(axis=axis, name=f"{arm}_standardise")(spectrum)
+    if config.input_noise > 0:
+        inputs = keras.layers.GaussianNoise(config.input_noise, name=f"{arm}_input_noise")(inputs)
     hidden = inputs
     for i, filters in enumerate(config.filters, start=1):
         hidden = keras.layers.Conv1D(filters, config.kernel_size, padding="same", name=f"{arm}_conv{i}")(hidden)
@@ -25,6 +28,8 @@ def _branch(spectrum: keras.KerasTensor, config: NetworkConfig, arm: str) -> ker
     hidden = keras.layers.Conv1D(1, config.kernel_size, padding="same", name=f"{arm}_conv3")(hidden)
     hidden = keras.layers.BatchNormalization(name=f"{arm}_bn3")(hidden)
     residual = keras.layers.Add(name=f"{arm}_residual")([inputs, hidden])
+    if config.pool_size > 1:
+        residual = keras.layers.AveragePooling1D(config.pool_size, name=f"{arm}_pool")(residual)
     return keras.layers.Flatten(name=f"{arm}_flatten")(residual)
 
 
@@ -34,7 +39,8 @@ def build_spcanet(config: NetworkConfig) -> keras.Model:
     red = keras.Input(shape=(config.pixels_per_arm, 1), name=RED_INPUT, dtype="float32")
     hidden = keras.layers.Concatenate(name="arms")([_branch(blue, config, "blue"), _branch(red, config, "red")])
     for i, units in enumerate(config.dense_units, start=1):
-        hidden = keras.layers.Dense(units, activation="relu", name=f"dense{i}")(hidden)
+        regulariser = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
+        hidden = keras.layers.Dense(units, activation="relu", kernel_regularizer=regulariser, name=f"dense{i}")(hidden)
         hidden = keras.layers.Dropout(config.dropout, name=f"dropout{i}")(hidden)
     outputs = keras.layers.Dense(config.n_labels, name="labels")(hidden)
     return keras.Model(inputs={BLUE_INPUT: blue, RED_INPUT: red}, outputs=outputs, name="spcanet")

@@ -45,6 +45,11 @@ def library_versions() -> dict[str, str]:
             "tensorflow": tf.__version__}
 
 
+# Artifacts written before these settings existed used per-pixel standardisation and no
+# pooling, L2 or input noise; their manifests lack the keys.
+NETWORK_BEFORE_POOLING = {"standardise": "pixel", "pool_size": 1, "l2": 0.0, "input_noise": 0.0}
+
+
 class SPCANet:
     def __init__(
         self,
@@ -166,7 +171,7 @@ class SPCANet:
     def from_artifact(cls, artifact: Artifact) -> "SPCANet":
         manifest = artifact.manifest
         estimator = cls(
-            NetworkConfig.from_mapping(manifest["network"]),
+            NetworkConfig.from_mapping({**NETWORK_BEFORE_POOLING, **manifest["network"]}),
             TrainingConfig.from_mapping(manifest["training"]),
             manifest["label_names"],
         )

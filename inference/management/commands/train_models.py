@@ -30,6 +30,12 @@ class Command(BaseCommand):
         parser.add_argument("--kernel-size", type=int, default=NetworkConfig.kernel_size)
         parser.add_argument("--dense-units", type=int, nargs=2, default=list(NetworkConfig.dense_units))
         parser.add_argument("--dropout", type=float, default=NetworkConfig.dropout)
+        parser.add_argument("--l2", type=float, default=NetworkConfig.l2, help="L2 penalty on the dense weights.")
+        parser.add_argument("--pool-size", type=int, default=NetworkConfig.pool_size,
+                            help="Pixels averaged per branch before the dense layers (1: none).")
+        parser.add_argument("--standardise", choices=["global", "pixel"], default=NetworkConfig.standardise)
+        parser.add_argument("--input-noise", type=float, default=NetworkConfig.input_noise,
+                            help="Gaussian noise on the standardised inputs while training (0: none).")
 
     def handle(self, *args, reference, prefix, **options):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,8 +43,13 @@ class Command(BaseCommand):
             catalog = ReferenceCatalog.objects.get(name=reference)
         except ReferenceCatalog.DoesNotExist as error:
             raise CommandError(f"no reference catalog {reference!r}; import one with import_reference_labels") from error
-        network = NetworkConfig(filters=tuple(options["filters"]), kernel_size=options["kernel_size"],
-                                dense_units=tuple(options["dense_units"]), dropout=options["dropout"])
+        try:
+            network = NetworkConfig(filters=tuple(options["filters"]), kernel_size=options["kernel_size"],
+                                    dense_units=tuple(options["dense_units"]), dropout=options["dropout"],
+                                    l2=options["l2"], pool_size=options["pool_size"],
+                                    standardise=options["standardise"], input_noise=options["input_noise"])
+        except ValueError as error:
+            raise CommandError(str(error)) from error
         training = TrainingConfig(split_by=options["split_by"], max_epochs=options["max_epochs"],
                                   patience=options["patience"], batch_size=options["batch_size"],
                                   learning_rate=options["learning_rate"], seed=options["seed"])
