@@ -9,8 +9,8 @@ weighted by the number of spectra per bin. The test set then checks the calibrat
 spread of (prediction - truth) / uncertainty should be close to 1.
 
 Why not Monte Carlo dropout: it costs tens of forward passes per spectrum, which the
-survey throughput cannot afford, and with dropout 0.1 it underestimates the error of a
-network that was early-stopped. The S/N model costs nothing at prediction time and is
+survey throughput cannot afford, and the spread of its samples reflects the dropout of
+the dense layers, not the network's error on stars it has not seen. The S/N model costs nothing at prediction time and is
 checked on unseen spectra.
 """
 
