@@ -165,7 +165,7 @@ def synthetic_spectra(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return flux, labels
 
 
-SMALL = NetworkConfig(pixels_per_arm=PIXELS, filters=(4, 4), dense_units=(32, 16), dropout=0.05)
+SMALL = NetworkConfig(pixels_per_arm=PIXELS, filters=(4, 4), pool_size=16, dense_units=(32, 16), dropout=0.05)
 
 
 def test_network_has_the_shape_of_fig5():
@@ -179,16 +179,16 @@ def test_network_has_the_shape_of_fig5():
     assert model.output_shape == (None, 15)
     for arm in ("blue", "red"):
         sources = {tensor._keras_history.operation.name for tensor in model.get_layer(f"{arm}_residual").input}
-        # the third layer plus the branch input (standardised, with noise while training)
-        assert sources == {f"{arm}_input_noise", f"{arm}_bn3"}
+        assert sources == {f"{arm}_standardise", f"{arm}_bn3"}  # the third layer plus the branch input
     pooled = NetworkConfig().pixels_per_arm // NetworkConfig().pool_size
     assert model.get_layer("dense1").input.shape == (None, 2 * pooled)
     assert model.get_layer("blue_standardise").mean.shape.num_elements() == 1  # one mean and spread per arm
-    unpooled = build_spcanet(NetworkConfig(pool_size=1, standardise="pixel", input_noise=0.0))
+    unpooled = build_spcanet(NetworkConfig(pool_size=1, standardise="pixel", input_noise=0.1))
     assert unpooled.get_layer("dense1").input.shape == (None, 2 * 4000)
     assert unpooled.get_layer("blue_standardise").mean.shape[-2] == 4000
+    # with input noise, the branch input added back is the standardised input plus the noise
     assert {t._keras_history.operation.name for t in unpooled.get_layer("red_residual").input} == {
-        "red_standardise", "red_bn3"}
+        "red_input_noise", "red_bn3"}
 
 
 def test_network_learns_labels_ignores_missing_ones_and_reloads_identically(tmp_path):
@@ -197,7 +197,7 @@ def test_network_learns_labels_ignores_missing_ones_and_reloads_identically(tmp_
     flux, labels = synthetic_spectra(700, seed=0)
     labels_with_gaps = labels.copy()
     labels_with_gaps[::5, 7] = np.nan
-    net = SPCANet(SMALL, TrainingConfig(max_epochs=40, patience=8, batch_size=32, learning_rate=3e-3, seed=7), NAMES)
+    net = SPCANet(SMALL, TrainingConfig(max_epochs=40, patience=8, batch_size=32, seed=7), NAMES)
     net.fit(flux[:500], labels_with_gaps[:500], cv_flux=flux[500:600], cv_labels=labels_with_gaps[500:600])
     assert np.all(np.isfinite(net.history["loss"]))
     net.calibrate(flux[500:600], labels[500:600], np.full(100, 50.0))
