@@ -174,8 +174,11 @@ def test_network_has_the_shape_of_fig5():
     model = build_spcanet(NetworkConfig())
     kinds = [layer.__class__.__name__ for layer in model.layers]
     assert kinds.count("Conv1D") == 6 and kinds.count("BatchNormalization") == 6
-    assert kinds.count("Add") == 2 and kinds.count("Concatenate") == 1
-    assert kinds.count("Dense") == 3 and kinds.count("Dropout") == 2
+    # two residual additions, the arms, and the linear part added to the dense layers' output
+    assert kinds.count("Add") == 3 and kinds.count("Concatenate") == 2
+    assert kinds.count("Dense") == 4 and kinds.count("Dropout") == 2
+    assert not model.get_layer("linear").trainable and model.get_layer("linear").input.shape == (None, 8000)
+    assert "linear" not in [layer.name for layer in build_spcanet(NetworkConfig(ridge_lambdas=())).layers]
     assert model.output_shape == (None, 15)
     for arm in ("blue", "red"):
         sources = {tensor._keras_history.operation.name for tensor in model.get_layer(f"{arm}_residual").input}
@@ -216,17 +219,76 @@ def test_network_learns_labels_ignores_missing_ones_and_reloads_identically(tmp_
 
 
 def test_artifacts_from_before_pooling_still_load(tmp_path):
-    """Manifests written before the pooling, L2, standardisation and noise settings lack
-    those keys; they describe per-pixel standardisation without pooling."""
+    """Manifests written before the pooling, L2, standardisation, noise and linear-part
+    settings lack those keys; they describe per-pixel standardisation without pooling."""
     from inference.network.estimator import SPCANet
 
     flux, labels = synthetic_spectra(96, seed=2)
-    old = replace(SMALL, standardise="pixel", pool_size=1, l2=0.0, input_noise=0.0)
+    old = replace(SMALL, standardise="pixel", pool_size=1, l2=0.0, input_noise=0.0, ridge_lambdas=())
     net = SPCANet(old, TrainingConfig(max_epochs=1, seed=1), NAMES)
     net.fit(flux[:64], labels[:64], cv_flux=flux[64:], cv_labels=labels[64:])
     artifact = net.to_artifact(preprocessing_version="1.0")
-    for key in ("standardise", "pool_size", "l2", "input_noise"):
+    for key in ("standardise", "pool_size", "l2", "input_noise", "ridge_lambdas"):
         del artifact.manifest["network"][key]
     reloaded = SPCANet.from_artifact(artifact)
     assert reloaded.network == old
     assert np.allclose(reloaded.predict(flux[64:]), net.predict(flux[64:]), atol=1e-4)
+
+
+@pytest.mark.parametrize("n_spectra", [40, 300])  # fewer spectra than pixels (Gram form), more (covariance form)
+def test_ridge_equals_the_normal_equations_per_label_with_missing_values(n_spectra):
+    from inference.network.linear import fit_ridge
+
+    rng = np.random.default_rng(n_spectra)
+    pixels = (rng.normal(size=(n_spectra, 60)) + 3.0).astype(np.float32)
+    labels = pixels[:, :4] @ rng.normal(size=(4, 3)) + rng.normal(size=(n_spectra, 3)) * 0.1 + 5.0
+    labels[[3, 8], 1] = np.nan
+    labels[11, 2] = np.nan
+    fit = fit_ridge(pixels, labels, pixels[:10], labels[:10], (2.0,))
+    for j in range(3):
+        rows = np.isfinite(labels[:, j])
+        centred = pixels[rows].astype(np.float64) - pixels[rows].mean(axis=0)
+        design = np.hstack([centred, np.ones((rows.sum(), 1))])
+        penalty = np.diag([2.0] * 60 + [0.0])  # the intercept is not penalised
+        solution = np.linalg.solve(design.T @ design + penalty, design.T @ labels[rows, j])
+        assert np.allclose(fit.weights[:, j], solution[:60], atol=1e-7)
+        assert fit.intercept[j] == pytest.approx(solution[60] - pixels[rows].mean(axis=0) @ solution[:60], abs=1e-6)
+    assert np.allclose(fit.predict(pixels[:5]), pixels[:5].astype(np.float64) @ fit.weights + fit.intercept)
+
+
+def test_ridge_keeps_the_penalty_with_the_smallest_cross_validation_error():
+    from inference.network.linear import fit_ridge
+
+    rng = np.random.default_rng(4)
+    pixels = rng.normal(size=(240, 80)).astype(np.float32)
+    truth = rng.normal(size=(80, 2)) * np.array([1.0, 0.05])  # a strong and a weak signal under the same noise
+    labels = pixels @ truth + rng.normal(size=(240, 2))
+    grid = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+    fit = fit_ridge(pixels[:160], labels[:160], pixels[160:], labels[160:], grid)
+    for j in range(2):
+        errors = []
+        for lam in grid:
+            single = fit_ridge(pixels[:160], labels[:160], pixels[160:], labels[160:], (lam,))
+            errors.append(np.sqrt(np.mean((single.predict(pixels[160:])[:, j] - labels[160:, j]) ** 2)))
+        assert fit.lambdas[j] == grid[int(np.argmin(errors))]
+        assert fit.cv_rmse[j] == pytest.approx(min(errors))
+    assert fit.lambdas[1] > fit.lambdas[0]  # the weak signal is shrunk harder
+    with pytest.raises(ValueError, match="positive"):
+        fit_ridge(pixels, labels, pixels, labels, (0.0,))
+
+
+def test_the_linear_part_is_the_ridge_fit_and_stays_frozen_while_the_network_trains():
+    from inference.network.estimator import SPCANet, _pixels, network_inputs
+    from inference.network.linear import fit_ridge
+
+    flux, labels = synthetic_spectra(160, seed=5)
+    net = SPCANet(SMALL, TrainingConfig(max_epochs=3, seed=2), NAMES)
+    net.fit(flux[:120], labels[:120], cv_flux=flux[120:], cv_labels=labels[120:])
+    ridge = fit_ridge(_pixels(network_inputs(flux[:120], SMALL.input_clip)), labels[:120],
+                      _pixels(network_inputs(flux[120:], SMALL.input_clip)), labels[120:], SMALL.ridge_lambdas)
+    kernel, bias = net._model.get_layer("linear").get_weights()
+    assert np.allclose(kernel * net.scaler.std, ridge.weights, rtol=1e-4, atol=1e-6)
+    assert np.allclose(bias * net.scaler.std, ridge.intercept, rtol=1e-4, atol=1e-5)
+    assert net.history["linear"]["lambdas"] == ridge.lambdas.tolist()
+    # the labels are standardised by the spread of what the ridge leaves, not by their own
+    assert np.all(net.scaler.std < np.nanstd(labels[:120], axis=0))

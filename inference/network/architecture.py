@@ -43,4 +43,12 @@ def build_spcanet(config: NetworkConfig) -> keras.Model:
         hidden = keras.layers.Dense(units, activation="relu", kernel_regularizer=regulariser, name=f"dense{i}")(hidden)
         hidden = keras.layers.Dropout(config.dropout, name=f"dropout{i}")(hidden)
     outputs = keras.layers.Dense(config.n_labels, name="labels")(hidden)
+    if config.ridge_lambdas:
+        # The ridge regression of ``linear``, set by ``fit`` before training and never trained:
+        # the layers above learn the residual of the labels from it.
+        pixels = keras.layers.Concatenate(name="pixels")(
+            [keras.layers.Flatten(name="blue_pixels")(blue), keras.layers.Flatten(name="red_pixels")(red)])
+        linear = keras.layers.Dense(config.n_labels, kernel_initializer="zeros", trainable=False,
+                                    name="linear")(pixels)
+        outputs = keras.layers.Add(name="labels_plus_linear")([outputs, linear])
     return keras.Model(inputs={BLUE_INPUT: blue, RED_INPUT: red}, outputs=outputs, name="spcanet")

@@ -23,13 +23,14 @@ class NetworkConfig:
     # a resolution element at 5000-6700 A (0.7-0.9 A FWHM), so each can shape a line.
     kernel_size: int = 5
     # Each branch's output (the residual sum, one channel) is averaged over this many
-    # pixels (3.2 A) before the dense layers. Not in the paper: with the full 2 x 4000
+    # pixels (1.6 A) before the dense layers. Not in the paper: with the full 2 x 4000
     # pixels the first dense layer has 2 million weights, and on training sets of a few
     # thousand spectra (a few hundred stars) it memorises the stars. On the benchmark
-    # survey pooling by 32 cut the test-set scatter from 149 K to 82 K in Teff and from
-    # 0.25 to 0.16 in log g (docs/network.md). 1 = no pooling.
-    pool_size: int = 32
-    # Two dense layers after the concatenation: 2 x 4000 / pool_size inputs (250) into 256
+    # survey pooling by 16 or 32 cut the test-set scatter from 149 K to 81-82 K in Teff
+    # and from 0.25 to 0.16 in log g; with the linear part below, 16 did a little better
+    # than 32 at S/N above 30 (docs/network.md). 1 = no pooling.
+    pool_size: int = 16
+    # Two dense layers after the concatenation: 2 x 4000 / pool_size inputs (500) into 256
     # then 128 units.
     dense_units: tuple[int, int] = (256, 128)
     # Dropout after each dense layer and an L2 penalty on the dense weights: both measured
@@ -46,6 +47,14 @@ class NetworkConfig:
     # by 32 it was not measured; with pooling by 8 it helped Teff and log g, with pooling
     # by 16 it helped Teff and hurt log g (docs/network.md). 0 = off.
     input_noise: float = 0.0
+    # A linear part of the output: a ridge regression from the input pixels to the labels,
+    # solved in closed form before training and frozen; the network learns what it leaves
+    # (``linear``). Not in the paper: on the benchmark survey it brought the test-set
+    # scatter from 82 K to 48 K in Teff and from 0.161 to 0.095 in log g, where the ridge
+    # alone gave 51 K and 0.098 (docs/network.md).
+    # The penalty of each label is the value of this grid (sum-of-squares loss, input
+    # pixel units) with the smallest error on the cross-validation spectra. () = no linear part.
+    ridge_lambdas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
     # Input transform: flux - 1, clipped, so that the continuum is 0 and a missed cosmic
     # ray cannot dominate a batch; masked pixels arrive as flux 1 (ivar 0), hence 0.
     input_clip: float = 1.0
@@ -62,6 +71,8 @@ class NetworkConfig:
             raise ValueError(f"standardise must be 'global' or 'pixel', got {self.standardise!r}")
         if self.pool_size < 1 or self.pixels_per_arm % self.pool_size:
             raise ValueError(f"pool_size must divide pixels_per_arm ({self.pixels_per_arm}), got {self.pool_size}")
+        if any(value <= 0 for value in self.ridge_lambdas):
+            raise ValueError(f"ridge_lambdas must be positive, got {self.ridge_lambdas}")
         if not 0 <= self.dropout < 1 or self.l2 < 0 or self.input_noise < 0:
             raise ValueError("dropout must be in [0, 1); l2 and input_noise must not be negative")
 

@@ -16,6 +16,7 @@ import numpy as np
 from .architecture import BLUE_INPUT, RED_INPUT, build_spcanet
 from .artifact import Artifact
 from .config import NetworkConfig, TrainingConfig
+from .linear import fit_ridge
 from .scaling import LabelScaler
 from .uncertainty import SnrNoiseModel
 
@@ -28,6 +29,11 @@ def network_inputs(flux: np.ndarray, clip: float) -> dict[str, np.ndarray]:
     shifted = np.clip(flux - np.float32(1.0), -clip, clip, dtype=np.float32)
     shifted[~np.isfinite(shifted)] = 0.0
     return {BLUE_INPUT: shifted[:, 0, :, None], RED_INPUT: shifted[:, 1, :, None]}
+
+
+def _pixels(inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """(n, 2 x pixels) blue then red, as the ``pixels`` layer concatenates them."""
+    return np.concatenate([inputs[BLUE_INPUT][:, :, 0], inputs[RED_INPUT][:, :, 0]], axis=1)
 
 
 def masked_mse(y_true, y_pred):
@@ -46,8 +52,9 @@ def library_versions() -> dict[str, str]:
 
 
 # Artifacts written before these settings existed used per-pixel standardisation and no
-# pooling, L2 or input noise; their manifests lack the keys.
-NETWORK_BEFORE_POOLING = {"standardise": "pixel", "pool_size": 1, "l2": 0.0, "input_noise": 0.0}
+# pooling, L2, input noise or linear part; their manifests lack the keys.
+NETWORK_SETTINGS_OF_OLD_ARTIFACTS = {"standardise": "pixel", "pool_size": 1, "l2": 0.0, "input_noise": 0.0,
+                                     "ridge_lambdas": ()}
 
 
 class SPCANet:
@@ -83,10 +90,25 @@ class SPCANet:
         if len(self.label_names) != self.network.n_labels:
             raise ValueError(f"{len(self.label_names)} label names for {self.network.n_labels} outputs")
         keras.utils.set_random_seed(self.training.seed)
-        self.scaler = LabelScaler.fit(labels)
         self.label_ranges = np.vstack([np.nanmin(labels, axis=0), np.nanmax(labels, axis=0)])
-        self._model = build_spcanet(self.network)
         inputs = network_inputs(flux, self.network.input_clip)
+        cv_inputs = network_inputs(cv_flux, self.network.input_clip)
+        linear = {}
+        if self.network.ridge_lambdas:
+            started = time.perf_counter()
+            ridge = fit_ridge(_pixels(inputs), labels, _pixels(cv_inputs), cv_labels, self.network.ridge_lambdas)
+            # The network's outputs are standardised by the spread of what the ridge leaves,
+            # so every label's residual weighs alike in the loss.
+            self.scaler = LabelScaler.fit(labels - ridge.predict(_pixels(inputs)))
+            linear = {"lambdas": ridge.lambdas.tolist(), "cv_rmse": ridge.cv_rmse.tolist(),
+                      "seconds": time.perf_counter() - started}
+        else:
+            self.scaler = LabelScaler.fit(labels)
+        self._model = build_spcanet(self.network)
+        if self.network.ridge_lambdas:
+            # Output z = linear + network, labels = z * std + mean: the layer holds ridge / std.
+            self._model.get_layer("linear").set_weights([(ridge.weights / self.scaler.std).astype(np.float32),
+                                                         (ridge.intercept / self.scaler.std).astype(np.float32)])
         for name, values in inputs.items():
             self._model.get_layer(f"{name}_standardise").adapt(values)
         # XLA compilation doubles the CPU throughput of the small-channel convolutions.
@@ -100,7 +122,7 @@ class SPCANet:
         result = self._model.fit(
             inputs,
             self.scaler.transform(labels),
-            validation_data=(network_inputs(cv_flux, self.network.input_clip), self.scaler.transform(cv_labels)),
+            validation_data=(cv_inputs, self.scaler.transform(cv_labels)),
             batch_size=self.training.batch_size,
             epochs=self.training.max_epochs,
             shuffle=True,
@@ -117,6 +139,7 @@ class SPCANet:
             "seconds": time.perf_counter() - started,
             "n_train": int(flux.shape[0]),
             "n_cv": int(cv_flux.shape[0]),
+            "linear": linear,
         }
         return self
 
@@ -171,7 +194,7 @@ class SPCANet:
     def from_artifact(cls, artifact: Artifact) -> "SPCANet":
         manifest = artifact.manifest
         estimator = cls(
-            NetworkConfig.from_mapping({**NETWORK_BEFORE_POOLING, **manifest["network"]}),
+            NetworkConfig.from_mapping({**NETWORK_SETTINGS_OF_OLD_ARTIFACTS, **manifest["network"]}),
             TrainingConfig.from_mapping(manifest["training"]),
             manifest["label_names"],
         )

@@ -36,6 +36,9 @@ class Command(BaseCommand):
         parser.add_argument("--standardise", choices=["global", "pixel"], default=NetworkConfig.standardise)
         parser.add_argument("--input-noise", type=float, default=NetworkConfig.input_noise,
                             help="Gaussian noise on the standardised inputs while training (0: none).")
+        parser.add_argument("--ridge-lambdas", type=float, nargs="*", default=list(NetworkConfig.ridge_lambdas),
+                            help="Penalties tried for the linear part, chosen per label on the CV spectra "
+                                 "(none given: no linear part).")
 
     def handle(self, *args, reference, prefix, **options):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,7 +50,8 @@ class Command(BaseCommand):
             network = NetworkConfig(filters=tuple(options["filters"]), kernel_size=options["kernel_size"],
                                     dense_units=tuple(options["dense_units"]), dropout=options["dropout"],
                                     l2=options["l2"], pool_size=options["pool_size"],
-                                    standardise=options["standardise"], input_noise=options["input_noise"])
+                                    standardise=options["standardise"], input_noise=options["input_noise"],
+                                    ridge_lambdas=tuple(options["ridge_lambdas"]))
         except ValueError as error:
             raise CommandError(str(error)) from error
         training = TrainingConfig(split_by=options["split_by"], max_epochs=options["max_epochs"],
@@ -84,6 +88,10 @@ class Command(BaseCommand):
                  f"{metrics['training']['seconds']:.1f} s, test set {metrics['training']['n_test']} spectra "
                  f"(S/N > {EVALUATION_SNR_EDGES[0]:.0f})",
                  f"{'label':<8}{'bias':>10}{'sigma':>10}{'z spread':>10}"]
+        linear = metrics["training"].get("linear")
+        if linear:
+            lines.insert(1, f"linear part: ridge fitted in {linear['seconds']:.1f} s, penalties per label "
+                            + " ".join(f"{value:g}" for value in linear["lambdas"]))
         for label in LABELS:
             overall = metrics["overall"][label.field]
             z = metrics["calibration"][label.field]["z_std"]
