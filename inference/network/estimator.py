@@ -96,10 +96,12 @@ class SPCANet:
         linear = {}
         if self.network.ridge_lambdas:
             started = time.perf_counter()
-            ridge = fit_ridge(_pixels(inputs), labels, _pixels(cv_inputs), cv_labels, self.network.ridge_lambdas)
+            pixels = _pixels(inputs)
+            ridge = fit_ridge(pixels, labels, _pixels(cv_inputs), cv_labels, self.network.ridge_lambdas)
             # The network's outputs are standardised by the spread of what the ridge leaves,
             # so every label's residual weighs alike in the loss.
-            self.scaler = LabelScaler.fit(labels - ridge.predict(_pixels(inputs)))
+            self.scaler = LabelScaler.fit(labels - ridge.predict(pixels))
+            del pixels
             linear = {"lambdas": ridge.lambdas.tolist(), "cv_rmse": ridge.cv_rmse.tolist(),
                       "seconds": time.perf_counter() - started}
         else:
