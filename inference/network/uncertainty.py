@@ -8,7 +8,7 @@ from the variances of the residuals in S/N bins, by non-negative least squares w
 the number of spectra per bin. Plain variances, not robust ones: the residuals have
 heavier tails than a Gaussian (a few stars are fitted badly), and the uncertainty is meant
 to give (prediction - truth) / uncertainty a spread of 1, which a MAD-based width does not
-(on the benchmark survey it left z spreads up to 1.9; plain variances, 0.85-1.29). The test set then checks the calibration: the
+(on the benchmark survey it left z spreads up to 1.9; plain variances, 0.85-1.27). The test set then checks the calibration: the
 spread of (prediction - truth) / uncertainty should be close to 1.
 
 Why not Monte Carlo dropout: it costs tens of forward passes per spectrum, which the
