@@ -10,8 +10,9 @@ cross-validation spectra, and it becomes a frozen Dense layer added to the netwo
 
 Pure numpy and scipy, no Django. The solve is in whichever of the two equivalent forms is
 smaller: the Gram matrix of the spectra (n x n) when there are fewer spectra than pixels,
-the pixel covariance (pixels x pixels) otherwise, so memory stays below pixels^2 float64
-(512 MB for 2 x 4000 pixels) whatever the size of the training set.
+the pixel covariance (pixels x pixels, accumulated in blocks) otherwise, so the working
+memory is a few arrays of at most pixels^2 float64 (512 MB each for 2 x 4000 pixels)
+whatever the size of the training set.
 """
 
 from dataclasses import dataclass
@@ -93,15 +94,12 @@ def fit_ridge(
         rows = known[:, j]
         if row_set is None or not np.array_equal(rows, row_set.rows):  # labels with the same rows share factors
             if n <= p:
-                row_set = _DualRows(centred, gram, rows)
+                row_set = _DualRows(centred, gram, targets, rows)
             else:
-                row_set = _PrimalRows(pixels, centre, covariance, rows)
+                row_set = _PrimalRows(pixels, centre, covariance, cross, rows)
 
         def fitted(index: int, j: int = j, row_set=row_set) -> tuple[np.ndarray, float]:
-            if n <= p:
-                w = row_set.solve(grid[index], targets[row_set.rows, j])
-            else:
-                w = row_set.solve(grid[index], cross[:, j])
+            w = row_set.weights(grid[index], j)
             return w, means[j] - (centre + row_set.shift) @ w
 
         cv_rows = np.isfinite(cv_labels[:, j])
@@ -140,10 +138,24 @@ def _blockwise_mean(pixels: np.ndarray) -> np.ndarray:
     return total / pixels.shape[0]
 
 
-class _DualRows:
-    """The spectra of one label's rows, centred on them: solves (x x^T + lambda) a = y, w = x^T a."""
+class _RowSet:
+    """The regression system of one set of rows (the spectra one label has), re-centred on
+    them, with its Cholesky factors cached per lambda."""
 
-    def __init__(self, centred: np.ndarray, gram: np.ndarray, rows: np.ndarray):
+    rows: np.ndarray
+    shift: np.ndarray  # the mean of these rows' centred pixels
+    system: np.ndarray
+
+    def _factor(self, lam: float) -> tuple:
+        if lam not in self.factors:
+            self.factors[lam] = cho_factor(self.system + lam * np.eye(len(self.system)), check_finite=False)
+        return self.factors[lam]
+
+
+class _DualRows(_RowSet):
+    """Gram form: solves (x x^T + lambda) a = y, w = x^T a, with x these rows' re-centred pixels."""
+
+    def __init__(self, centred: np.ndarray, gram: np.ndarray, targets: np.ndarray, rows: np.ndarray):
         self.rows = rows
         self.x = centred[rows]
         self.shift = self.x.mean(axis=0)
@@ -151,26 +163,26 @@ class _DualRows:
         g = gram[np.ix_(rows, rows)]
         means = g.mean(axis=0)
         self.system = g - means[:, None] - means[None, :] + means.mean()  # equals x x^T after re-centring
+        self.targets = targets[rows]
         self.factors: dict[float, tuple] = {}
 
-    def solve(self, lam: float, target: np.ndarray) -> np.ndarray:
-        if lam not in self.factors:
-            self.factors[lam] = cho_factor(self.system + lam * np.eye(len(self.system)), check_finite=False)
-        return self.x.T @ cho_solve(self.factors[lam], target, check_finite=False)
+    def weights(self, lam: float, label: int) -> np.ndarray:
+        return self.x.T @ cho_solve(self._factor(lam), self.targets[:, label], check_finite=False)
 
 
-class _PrimalRows:
-    """The pixel covariance of one label's rows: the full covariance less the rows it lacks, re-centred."""
+class _PrimalRows(_RowSet):
+    """Covariance form: the full pixel covariance less the rows this label lacks, re-centred;
+    solves (x^T x + lambda) w = x^T y."""
 
-    def __init__(self, pixels: np.ndarray, centre: np.ndarray, covariance: np.ndarray, rows: np.ndarray):
+    def __init__(self, pixels: np.ndarray, centre: np.ndarray, covariance: np.ndarray, cross: np.ndarray,
+                 rows: np.ndarray):
         self.rows = rows
         missing = np.asarray(pixels[~rows], dtype=np.float64) - centre
         count = int(rows.sum())
         self.shift = -missing.sum(axis=0) / count  # the centred pixels sum to 0 over all rows
         self.system = covariance - missing.T @ missing - count * np.outer(self.shift, self.shift)
+        self.cross = cross  # x^T y per label; missing labels were zeros, so they add nothing
         self.factors: dict[float, tuple] = {}
 
-    def solve(self, lam: float, cross: np.ndarray) -> np.ndarray:
-        if lam not in self.factors:
-            self.factors[lam] = cho_factor(self.system + lam * np.eye(len(self.system)), check_finite=False)
-        return cho_solve(self.factors[lam], cross, check_finite=False)
+    def weights(self, lam: float, label: int) -> np.ndarray:
+        return cho_solve(self._factor(lam), self.cross[:, label], check_finite=False)
