@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from spectra.flags import CATALOG_FLAGS, SPECTRUM_FLAGS
-from spectra.labels import LABELS, MISSING_ABUNDANCE
+from spectra.labels import LABELS
 
 _TEFF = 0
 _LOGG = 1
@@ -78,8 +78,9 @@ def combine_models(
     Returns
     -------
     CombinedLabels
-        The formal model's values (abundances set to -9999 above ``abundance_teff_max``),
-        Flag and the reason bits.
+        The formal model's values, Flag and the reason bits. Above ``abundance_teff_max``
+        the 13 abundances and their uncertainties are NaN (no value: stored as NULL,
+        never a sentinel) and the row carries HOT_STAR_NO_ABUNDANCES.
     """
     formal = np.asarray(formal, dtype=np.float64)
     alternate = np.asarray(alternate, dtype=np.float64)
@@ -112,7 +113,7 @@ def combine_models(
 
     values = formal.copy()
     hot_rows = np.flatnonzero(hot)
-    values[np.ix_(hot_rows, _ABUNDANCE_COLUMNS)] = MISSING_ABUNDANCE
+    values[np.ix_(hot_rows, _ABUNDANCE_COLUMNS)] = np.nan
     errors[np.ix_(hot_rows, _ABUNDANCE_COLUMNS)] = np.nan
     flag = ((bits & np.int64(CATALOG_FLAGS.reject_mask())) == 0).astype(np.uint8)
     return CombinedLabels(values=values, errors=errors, flag=flag, bits=bits)

@@ -17,7 +17,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from spectra.flags import CATALOG_FLAGS, FlagLevel
-from spectra.labels import LABELS, MISSING_ABUNDANCE
+from spectra.labels import LABELS
 
 from .models import CatalogRelease
 
@@ -59,7 +59,8 @@ def header_lines(release: CatalogRelease, filters: dict[str, object]) -> list[st
         f"# published {release.published_at.isoformat() if release.published_at else 'not yet (draft)'}",
         f"# catalog rules: {', '.join(f'{k}={v:g}' for k, v in sorted(release.rules.items()))}",
         f"# filters: {', '.join(f'{k}={v}' for k, v in sorted(filters.items())) or 'none'}",
-        f"# abundances of stars above {release.rules.get('abundance_teff_max', 6500):g} K are {MISSING_ABUNDANCE:g}; an empty cell is no value",
+        "# an empty cell is no value (stars above "
+        f"{release.rules.get('abundance_teff_max', 6500):g} K have no abundances: bit HOT_STAR_NO_ABUNDANCES)",
         "# columns:",
     ]
     lines += [f"#   {header}: {unit}" for header, _, unit in EXPORT_COLUMNS if unit]

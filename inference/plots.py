@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 from scipy.stats import binned_statistic_2d  # noqa: E402
 
 from spectra.bulk import numeric_columns  # noqa: E402
@@ -67,24 +68,63 @@ def _isochrones() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return curves
 
 
+# Kiel diagram extent: Teff (K) and log g (dex), the catalog's Teff range.
+KIEL_RANGE = ((3500.0, 8000.0), (-0.5, 5.5))
+
+
+def kiel_cells(
+    rows: np.ndarray, bins: tuple[int, int] = (120, 100)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean [Fe/H] per (Teff, log g) cell, counting only rows that have an [Fe/H].
+
+    Parameters
+    ----------
+    rows : (n, 3) float64
+        Teff (K), log g (dex), [Fe/H] (dex); NaN [Fe/H] is no value (hot stars).
+    bins : cells along Teff and log g.
+
+    Returns
+    -------
+    mean : (bins[0], bins[1]) float64, NaN where no row with an [Fe/H] falls.
+    without : (bins[0], bins[1]) bool, cells holding only rows without [Fe/H].
+    teff_edges, logg_edges : (bins[0] + 1,) and (bins[1] + 1,) float64.
+    """
+    with_feh = np.isfinite(rows[:, 2])
+    coloured = rows[with_feh]
+    mean, teff_edges, logg_edges, _ = binned_statistic_2d(
+        coloured[:, 0], coloured[:, 1], coloured[:, 2], "mean", bins=bins, range=KIEL_RANGE
+    )
+    counts, _, _ = np.histogram2d(rows[~with_feh, 0], rows[~with_feh, 1], bins=(teff_edges, logg_edges))
+    return mean, (counts > 0) & ~np.isfinite(mean), teff_edges, logg_edges
+
+
 def kiel_diagram_png(release: CatalogRelease, *, good_only: bool = True) -> bytes:
-    """Teff against log g coloured by [Fe/H], MIST 7 Gyr isochrones over-plotted."""
+    """Teff against log g coloured by [Fe/H], MIST 7 Gyr isochrones over-plotted.
+
+    Rows without an [Fe/H] (NULL, as for hot stars) are drawn in grey and never enter a mean.
+    """
     entries = CatalogEntry.objects.filter(release=release)
     if good_only:
         entries = entries.filter(flag=1)
     rows = numeric_columns(entries.order_by(), ["teff", "logg", "fe_h"])
-    rows = rows[np.all(np.isfinite(rows), axis=1)]
+    rows = rows[np.all(np.isfinite(rows[:, :2]), axis=1)]
+    with_feh = np.isfinite(rows[:, 2])
     figure, axis = plt.subplots(figsize=(8, 6.5))
     if rows.shape[0] > KIEL_SCATTER_MAX:
-        mean, x_edges, y_edges, _ = binned_statistic_2d(rows[:, 0], rows[:, 1], rows[:, 2], "mean", bins=(120, 100))
+        mean, without, x_edges, y_edges = kiel_cells(rows)
+        axis.pcolormesh(x_edges, y_edges, np.where(without, 1.0, np.nan).T, cmap=ListedColormap(["0.6"]))
         image = axis.pcolormesh(x_edges, y_edges, mean.T, cmap="viridis", vmin=-1.0, vmax=0.4)
     else:
-        image = axis.scatter(rows[:, 0], rows[:, 1], c=rows[:, 2], s=4, cmap="viridis", vmin=-1.0, vmax=0.4)
+        if not with_feh.all():
+            axis.scatter(rows[~with_feh, 0], rows[~with_feh, 1], c="0.6", s=4, label="no [Fe/H]")
+        image = axis.scatter(
+            rows[with_feh, 0], rows[with_feh, 1], c=rows[with_feh, 2], s=4, cmap="viridis", vmin=-1.0, vmax=0.4
+        )
     figure.colorbar(image, ax=axis, label="[Fe/H]")
     for metallicity, teff, logg in _isochrones():
         axis.plot(teff, logg, lw=1.2, label=f"MIST 7 Gyr, [Fe/H] = {metallicity}")
-    axis.set_xlim(8000, 3500)
-    axis.set_ylim(5.5, -0.5)
+    axis.set_xlim(KIEL_RANGE[0][1], KIEL_RANGE[0][0])
+    axis.set_ylim(KIEL_RANGE[1][1], KIEL_RANGE[1][0])
     axis.set_xlabel("Teff (K)")
     axis.set_ylabel("log g")
     axis.set_title(f"{release.name}: {rows.shape[0]} {'Flag = 1 ' if good_only else ''}spectra")

@@ -124,7 +124,7 @@ CATALOG_FLAGS = FlagWord(
         FlagBit(1, "MODELS_DISAGREE_LOGG", FlagLevel.REJECT, "Formal and alternate models differ in log g by the threshold (0.16 dex) or more."),
         FlagBit(2, "MODELS_DISAGREE_FEH", FlagLevel.REJECT, "Formal and alternate models differ in [Fe/H] by the threshold (0.06 dex) or more."),
         FlagBit(3, "TEFF_OUT_OF_RANGE", FlagLevel.REJECT, "Teff is outside 3500-8000 K, where the network is not reliable."),
-        FlagBit(4, "HOT_STAR_NO_ABUNDANCES", FlagLevel.INFO, "Teff above 6500 K: the 13 abundances are reported as -9999."),
+        FlagBit(4, "HOT_STAR_NO_ABUNDANCES", FlagLevel.INFO, "Teff above 6500 K: the 13 abundances and their uncertainties are null (no value)."),
         FlagBit(5, "HOT_METAL_POOR", FlagLevel.WARNING, "Teff above 7000 K together with [Fe/H] below -1.0: a known problem zone."),
         FlagBit(6, "LOW_SNR", FlagLevel.REJECT, "S/N at or below 10 in an arm."),
         FlagBit(7, "SPECTRUM_FLAGGED", FlagLevel.REJECT, "The spectrum carries a REJECT spectrum flag."),

@@ -61,6 +61,3 @@ LABELS: tuple[Label, ...] = (
 LABEL_FIELDS: tuple[str, ...] = tuple(label.field for label in LABELS)
 LABEL_ERROR_FIELDS: tuple[str, ...] = tuple(label.error_field for label in LABELS)
 ABUNDANCE_FIELDS: tuple[str, ...] = tuple(label.field for label in LABELS if label.is_abundance)
-
-# The value the published catalog writes for an abundance it does not report.
-MISSING_ABUNDANCE = -9999.0

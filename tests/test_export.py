@@ -4,6 +4,8 @@ import pytest
 from django.test import Client
 
 from inference.export import spreadsheet_safe
+from spectra.flags import CATALOG_FLAGS
+from spectra.labels import LABELS
 from spectra.models import Star
 
 from .conftest import label_rows, make_spectra
@@ -35,7 +37,10 @@ def test_export_has_table_2_columns_units_and_flag_meanings(release_factory):
     assert any("MODELS_DISAGREE_TEFF" in line for line in comments)
     assert any("RV_blue: km/s" in line for line in comments)
     hot = next(r for r in rows if float(r[header.index("Teff")]) == 6700.0)
-    assert float(hot[header.index("[Fe/H]")]) == -9999.0 and hot[header.index("Flag")] == "1"
+    assert hot[header.index("Flag")] == "1" and hot[header.index("Flag_bits")] == str(CATALOG_FLAGS.mask("HOT_STAR_NO_ABUNDANCES"))
+    assert [hot[header.index(label.column)] for label in LABELS if label.is_abundance] == [""] * 13  # no value
+    assert float(hot[header.index("logg")]) == 2.5
+    assert not any("9999" in line for line in comments)
     _, _, good = read_export(Client().get(f"/api/v1/releases/{release.name}/export.csv", {"flag": 1, "teff_max": 5000}))
     assert [float(r[header.index("Teff")]) for r in good] == [4800.0]
 

@@ -5,7 +5,7 @@ import pytest
 
 from inference.catalog_rules import CatalogRules, combine_models
 from spectra.flags import CATALOG_FLAGS, SPECTRUM_FLAGS, FlagBit, FlagLevel, FlagWord, flags_markdown
-from spectra.labels import ABUNDANCE_FIELDS, LABEL_FIELDS, LABELS, MISSING_ABUNDANCE
+from spectra.labels import ABUNDANCE_FIELDS, LABEL_FIELDS, LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,8 @@ def test_teff_range_hot_stars_and_the_warning_zone():
     assert "TEFF_OUT_OF_RANGE" in names[0] and "TEFF_OUT_OF_RANGE" in names[3]
     assert names[1] == ["HOT_STAR_NO_ABUNDANCES"] and result.flag[1] == 1
     assert set(names[2]) == {"HOT_STAR_NO_ABUNDANCES", "HOT_METAL_POOR"}
-    assert np.all(result.values[1:, 2:] == MISSING_ABUNDANCE)
+    assert np.all(np.isnan(result.values[1:, 2:]))  # no value, never a sentinel
+    np.testing.assert_array_equal(result.values[1:, :2], formal[1:, :2])  # Teff and log g stay
     assert np.all(np.isnan(result.errors[1:, 2:]))
     assert result.values[0, 2] == -0.2  # cool star keeps its abundances
 

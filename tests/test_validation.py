@@ -43,7 +43,7 @@ def world(tmp_path, release_factory):
     spectra = make_spectra(list(zip(ra[:N_STARS], dec[:N_STARS], strict=True)), snr=40.0, gaia_start=4 * 10**18)
     Star.objects.filter(pk__in=[s.star_id for s in spectra[:100]]).update(gaia_source_id=None)  # position only
     truth = np.column_stack([rng.normal(4900, 450, n), rng.normal(2.8, 0.8, n), rng.normal(-0.25, 0.25, (n, 13))])
-    truth[5, 0] = 6900.0  # a hot star: its abundances are published as -9999 and must be left out
+    truth[5, 0] = 6900.0  # a hot star: its abundances are NULL and must be left out
     extra = []
     for i, spectrum in enumerate(spectra[:150]):  # 150 stars observed twice
         extra.append(Spectrum.objects.create(
@@ -110,7 +110,7 @@ def test_cross_match_and_quality_cuts_count_what_they_should(world):
     assert teff.n_stars == clean.size
     assert teff.n_spectra == clean.size + int(np.sum(clean < 150))  # every spectrum of a star is compared
     mg = next(r for r in results if r.label == "mg_h")
-    assert mg.n_spectra == teff.n_spectra - int(5 in clean)  # the hot star's -9999 is not a value
+    assert mg.n_spectra == teff.n_spectra - int(5 in clean)  # the hot star's NULL abundance is not compared
     loose = release_validate(release=release, surveys=[imported["apogee"]], apply_quality_cuts=False)
     loose_teff = next(r for r in loose if r.label == "teff")
     assert loose_teff.n_stars == int(np.sum(members["apogee"] < N_STARS)) > teff.n_stars

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from inference.models import CatalogEntry, CatalogRelease
 from spectra.bulk import bulk_upsert, numeric_columns, table_analyze
-from spectra.labels import LABEL_FIELDS, MISSING_ABUNDANCE
+from spectra.labels import LABEL_FIELDS
 from spectra.selectors import stars_crossmatch
 
 from .formats import SURVEY_FORMATS, SurveyFormat, SurveyFormatError, survey_table_read
@@ -130,8 +130,8 @@ def release_validate(
 
     Every compared spectrum counts (a star observed several times is compared several
     times, as in the paper); per-star summaries are stored beside. Only Flag = 1 rows are
-    compared unless ``good_only`` is False; -9999 abundances (hot stars) and labels a
-    survey does not give are left out, not zero.
+    compared unless ``good_only`` is False; labels without a value (NULL: hot stars'
+    abundances, labels a survey does not give) are left out, not zero.
     """
     surveys = surveys if surveys is not None else list(ReferenceSurvey.objects.all())
     results = []
@@ -155,7 +155,6 @@ def release_validate(
         star_ids = columns[:, 0].astype(np.int64)
         snr = np.fmin(columns[:, 1], columns[:, 2])
         ours = columns[:, 3:]
-        ours[ours == MISSING_ABUNDANCE] = np.nan
         theirs = ref_labels[np.searchsorted(ref_star, star_ids)] if star_ids.size else np.empty((0, len(LABEL_FIELDS)))
         options = {"quality_cut": survey.quality_cut if apply_quality_cuts else "none", "good_only": good_only,
                    "reference_stars_matched": int(ref_star.size), **{f"matched_{k}": v for k, v in match.items()}}
