@@ -25,13 +25,14 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord, search_around_sky
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 
 from .array_store import ArrayStore
 from .bulk import bulk_upsert
 from .flags import SPECTRUM_FLAGS
 from .identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
-from .io import SpectrumFile, SpectrumFileError, read_spectrum_file
-from .models import SourceFile, Spectrum, Star
+from .io import CorruptFileError, SpectrumFile, SpectrumFileError, read_spectrum_file
+from .models import SourceFile, Spectrum, SpectrumCopy, Star
 from .processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, PreprocessedBatch, preprocess
 from .processing.rv import TemplateBank
 
@@ -45,6 +46,7 @@ class IngestSummary:
     files_ingested: int = 0
     failures: Counter = field(default_factory=Counter)  # error kind -> files
     spectra_written: int = 0
+    copies_not_used: int = 0  # spectra already stored from a copy at least as good
     spectra_by_status: Counter = field(default_factory=Counter)
     flags: Counter = field(default_factory=Counter)  # flag name -> spectra
 
@@ -55,6 +57,8 @@ class IngestSummary:
         ]
         out += [f"  failed ({kind}): {count}" for kind, count in sorted(self.failures.items())]
         out.append(f"spectra: {self.spectra_written} written")
+        if self.copies_not_used:
+            out.append(f"  kept from a better copy already stored: {self.copies_not_used}")
         out += [f"  {status}: {count}" for status, count in sorted(self.spectra_by_status.items())]
         out += [f"  flag {name}: {count}" for name, count in sorted(self.flags.items())]
         return out
@@ -94,6 +98,7 @@ def spectra_ingest(
     catalog RV are measured against ``templates``."""
     summary = IngestSummary()
     store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
+    max_bytes = settings.SPECTRUM_FILE_MAX_BYTES
     rv_catalog = rv_catalog or {}
     threads = max(1, settings.INGEST_THREADS)
     in_flight: deque[tuple[Future, int]] = deque()
@@ -107,8 +112,10 @@ def spectra_ingest(
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest") as pool:
         for batch in _batches(spectrum_files(paths), batch_files):
-            reads = _new_files(batch, summary)
-            in_flight.append((pool.submit(_prepare_batch, reads, store, rv_catalog, templates, config), len(batch)))
+            reads = _new_files(batch, summary, max_bytes)
+            in_flight.append(
+                (pool.submit(_prepare_batch, reads, store, rv_catalog, templates, config, max_bytes), len(batch))
+            )
             while len(in_flight) > threads:
                 finish_oldest()
         while in_flight:
@@ -127,8 +134,14 @@ def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
         yield batch
 
 
-def _read(path: Path) -> _ReadFile:
+def _read(path: Path, max_bytes: int) -> _ReadFile:
     try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            # Not read, so not hashed: keyed by path like an unreadable file.
+            read = _ReadFile(path, hashlib.sha256(str(path).encode()).hexdigest(), size)
+            read.error = CorruptFileError(str(path), f"{size} bytes, more than the {max_bytes} a spectrum file may have")
+            return read
         data = path.read_bytes()
     except OSError as error:
         # No content to hash: key the failure record by the path, so it is recorded once
@@ -139,15 +152,22 @@ def _read(path: Path) -> _ReadFile:
     return _ReadFile(path, hashlib.sha256(data).hexdigest(), len(data), data=data)
 
 
-def _new_files(paths: list[Path], summary: IngestSummary) -> list[_ReadFile]:
-    """Read and hash the batch's files; drop those whose content is already ingested."""
-    reads = [_read(path) for path in paths]
+def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int) -> list[_ReadFile]:
+    """Read and hash the batch's files; drop those whose content is already ingested.
+
+    A file counts as already ingested when its record says so and every spectrum it holds
+    has its copy recorded. A file whose spectra were damaged by a worse copy before copies
+    were recorded is therefore read again, and its better copies restore them.
+    """
+    reads = [_read(path, max_bytes) for path in paths]
     summary.files_seen += len(reads)
-    known = set(
-        SourceFile.objects.filter(sha256__in=[r.sha256 for r in reads], status=SourceFile.Status.INGESTED).values_list(
-            "sha256", flat=True
-        )
-    )
+    known = {
+        sha256
+        for sha256, expected, copies in SourceFile.objects.filter(
+            sha256__in=[r.sha256 for r in reads], status=SourceFile.Status.INGESTED
+        ).annotate(copies_recorded=Count("copies")).values_list("sha256", "spectra_count", "copies_recorded")
+        if copies >= expected
+    }
     new, seen_in_batch = [], set()
     for read in reads:
         if read.sha256 in known or read.sha256 in seen_in_batch:
@@ -173,27 +193,33 @@ class PreprocessingError(SpectrumFileError):
     kind = "preprocessing_failed"
 
 
-def _prepare_batch(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config) -> list[_PreparedBatch]:
+def _prepare_batch(
+    reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config, max_bytes: int
+) -> list[_PreparedBatch]:
     """Parse and preprocess a batch and write its array shard; no database access (worker thread).
 
     If preprocessing the batch raises, each file is retried alone, so that one poisoned
     file is recorded as failed and the others go on.
     """
     try:
-        return [_prepare(reads, store, rv_catalog, templates, config)]
+        return [_prepare(reads, store, rv_catalog, templates, config, max_bytes)]
     except Exception as error:  # noqa: BLE001  (isolate the file that breaks the batch)
         if len(reads) == 1:
             reads[0].error = PreprocessingError(str(reads[0].path), f"preprocessing failed: {error!r}")
             reads[0].parsed = None
             return [_PreparedBatch(reads=reads, entries=[])]
-        return [prepared for read in reads for prepared in _prepare_batch([read], store, rv_catalog, templates, config)]
+        return [
+            prepared
+            for read in reads
+            for prepared in _prepare_batch([read], store, rv_catalog, templates, config, max_bytes)
+        ]
 
 
-def _prepare(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config) -> _PreparedBatch:
+def _prepare(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config, max_bytes) -> _PreparedBatch:
     for read in reads:
         if read.error is None:
             try:
-                read.parsed = read_spectrum_file(str(read.path), read.data)
+                read.parsed = read_spectrum_file(str(read.path), read.data, max_bytes=max_bytes)
             except SpectrumFileError as error:
                 read.error = error
     entries = [(r, spectrum) for r in reads if r.parsed is not None for spectrum in r.parsed.spectra]
@@ -216,14 +242,15 @@ def _prepare(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, c
 
 def _write_batch(prepared: _PreparedBatch, summary: IngestSummary) -> None:
     with transaction.atomic():
+        source_file_ids = _write_source_files(prepared.reads, summary)
         if prepared.entries:
-            _write_spectra(prepared, summary)
-        _write_source_files(prepared.reads, summary)
+            _write_spectra(prepared, summary, source_file_ids)
 
 
-def _write_source_files(reads: list[_ReadFile], summary: IngestSummary) -> None:
+def _write_source_files(reads: list[_ReadFile], summary: IngestSummary) -> dict[str, int]:
+    """Upsert the batch's file records; their ids by sha256."""
     if not reads:
-        return
+        return {}
     for read in reads:
         if read.error is not None:
             summary.failures[read.error.kind] += 1
@@ -243,9 +270,51 @@ def _write_source_files(reads: list[_ReadFile], summary: IngestSummary) -> None:
         },
         unique_fields=["sha256"],
     )
+    return dict(SourceFile.objects.filter(sha256__in=[r.sha256 for r in reads]).values_list("sha256", "id"))
 
 
-def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary) -> None:
+# Status of a copy, worst to best: a stored spectrum is only replaced by a better copy.
+_STATUS_RANK = {
+    Spectrum.Status.FAILED.value: 0,
+    Spectrum.Status.INGESTED.value: 1,
+    Spectrum.Status.REJECTED.value: 1,
+    Spectrum.Status.PREPROCESSED.value: 2,
+}
+
+
+def _copy_quality(status: str, snr_blue: float | None, snr_red: float | None) -> tuple[int, float]:
+    """(status rank, lower S/N of the two arms): the order in which copies of a spectrum are preferred."""
+    snr = [v for v in (snr_blue, snr_red) if v is not None and math.isfinite(v)]
+    return _STATUS_RANK.get(status, 0), (min(snr) if len(snr) == 2 else -math.inf)
+
+
+def _copies_to_store(
+    ids: list[str], shas: list[str], quality: list[tuple[int, float]]
+) -> np.ndarray:
+    """Indices of the batch's copies that become the stored spectrum.
+
+    Of several copies of one spectrum the best is kept; the first of equals. A copy
+    replaces a stored spectrum only if it comes from the same file (re-ingest) or is
+    strictly better: a truncated, corrupt or noisier copy never overwrites a good one.
+    """
+    best: dict[str, int] = {}
+    for i, specid in enumerate(ids):
+        if specid not in best or quality[i] > quality[best[specid]]:
+            best[specid] = i
+    stored = {
+        specid: (sha, _copy_quality(status, snr_blue, snr_red))
+        for specid, sha, status, snr_blue, snr_red in Spectrum.objects.filter(medres_specid__in=list(best)).values_list(
+            "medres_specid", "source_sha256", "status", "snr_blue", "snr_red"
+        )
+    }
+    keep = [
+        i for specid, i in best.items()
+        if specid not in stored or stored[specid][0] == shas[i] or quality[i] > stored[specid][1]
+    ]
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file_ids: dict[str, int]) -> None:
     entries, result, shard = prepared.entries, prepared.result, prepared.shard
     spectra = [spectrum for _, spectrum in entries]
     files = [read.parsed for read, _ in entries]
@@ -269,48 +338,71 @@ def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary) -> None:
         for sf, spectrum in zip(files, spectra, strict=True)
     ]
     measured = result.rv_measured
+    shas = [read.sha256 for read, _ in entries]
+    quality = [
+        _copy_quality(str(st), b, r) for st, b, r in zip(status.tolist(), result.snr[:, 0].tolist(), result.snr[:, 1].tolist(), strict=True)
+    ]
+    keep = _copies_to_store(ids, shas, quality)
+    columns = {
+        "star_id": star_ids,
+        "medres_specid": ids,
+        "medid_blue": [f"{i}-B" for i in ids],
+        "medid_red": [f"{i}-R" for i in ids],
+        "kind": [spectrum.kind for spectrum in spectra],
+        "obsid": [sf.obsid for sf in files],
+        "objname": [sf.objname for sf in files],
+        "plan_id": [sf.plan_id for sf in files],
+        "spectrograph": [sf.spectrograph for sf in files],
+        "fiber": [sf.fiber for sf in files],
+        "lmjd": [sf.lmjd for sf in files],
+        "lmjm": [spectrum.lmjm for spectrum in spectra],
+        "exptime": [spectrum.exptime for spectrum in spectra],
+        "snr_blue": result.snr[:, 0],
+        "snr_red": result.snr[:, 1],
+        "rv_blue": result.rv[:, 0],
+        "rv_red": result.rv[:, 1],
+        "rv_blue_err": result.rv_err[:, 0],
+        "rv_red_err": result.rv_err[:, 1],
+        "rv_source": [
+            Spectrum.RVSource.MEASURED if m else Spectrum.RVSource.CATALOG if not np.isnan(s).all() else Spectrum.RVSource.NONE
+            for m, s in zip(measured, supplied, strict=True)
+        ],
+        "source_path": [str(read.path) for read, _ in entries],
+        "source_sha256": shas,
+        "file_format": [sf.layout_version for sf in files],
+        "data_release": [sf.data_release for sf in files],
+        "array_shard": [shard if row >= 0 else "" for row in rows],
+        "array_row": [int(row) if row >= 0 else None for row in rows],
+        "preprocessing_version": [PREPROCESSING_VERSION] * len(spectra),
+        "status": status.tolist(),
+        "flags": result.flags,
+    }
+    if keep.size:
+        bulk_upsert(
+            Spectrum,
+            {name: (values[keep] if isinstance(values, np.ndarray) else [values[i] for i in keep]) for name, values in columns.items()},
+            unique_fields=["medres_specid"],
+        )
+    # Every copy's provenance, used or not.
+    spectrum_ids = dict(Spectrum.objects.filter(medres_specid__in=ids).values_list("medres_specid", "id"))
     bulk_upsert(
-        Spectrum,
+        SpectrumCopy,
         {
-            "star_id": star_ids,
-            "medres_specid": ids,
-            "medid_blue": [f"{i}-B" for i in ids],
-            "medid_red": [f"{i}-R" for i in ids],
-            "kind": [spectrum.kind for spectrum in spectra],
-            "obsid": [sf.obsid for sf in files],
-            "objname": [sf.objname for sf in files],
-            "plan_id": [sf.plan_id for sf in files],
-            "spectrograph": [sf.spectrograph for sf in files],
-            "fiber": [sf.fiber for sf in files],
-            "lmjd": [sf.lmjd for sf in files],
-            "lmjm": [spectrum.lmjm for spectrum in spectra],
-            "exptime": [spectrum.exptime for spectrum in spectra],
-            "snr_blue": result.snr[:, 0],
-            "snr_red": result.snr[:, 1],
-            "rv_blue": result.rv[:, 0],
-            "rv_red": result.rv[:, 1],
-            "rv_blue_err": result.rv_err[:, 0],
-            "rv_red_err": result.rv_err[:, 1],
-            "rv_source": [
-                Spectrum.RVSource.MEASURED if m else Spectrum.RVSource.CATALOG if not np.isnan(s).all() else Spectrum.RVSource.NONE
-                for m, s in zip(measured, supplied, strict=True)
-            ],
-            "source_path": [str(read.path) for read, _ in entries],
-            "source_sha256": [read.sha256 for read, _ in entries],
-            "file_format": [sf.layout_version for sf in files],
-            "data_release": [sf.data_release for sf in files],
-            "array_shard": [shard if row >= 0 else "" for row in rows],
-            "array_row": [int(row) if row >= 0 else None for row in rows],
-            "preprocessing_version": [PREPROCESSING_VERSION] * len(spectra),
+            "spectrum_id": np.array([spectrum_ids[i] for i in ids], dtype=np.int64),
+            "source_file_id": np.array([source_file_ids[sha] for sha in shas], dtype=np.int64),
             "status": status.tolist(),
             "flags": result.flags,
+            "snr_blue": result.snr[:, 0],
+            "snr_red": result.snr[:, 1],
         },
-        unique_fields=["medres_specid"],
+        unique_fields=["spectrum_id", "source_file_id"],
     )
-    summary.spectra_written += len(spectra)
-    summary.spectra_by_status.update(status.tolist())
+    kept_status = status[keep]
+    summary.spectra_written += int(keep.size)
+    summary.copies_not_used += len(spectra) - int(keep.size)
+    summary.spectra_by_status.update(kept_status.tolist())
     for flag in SPECTRUM_FLAGS:
-        count = int(((result.flags & flag.mask) != 0).sum())
+        count = int(((result.flags[keep] & flag.mask) != 0).sum())
         if count:
             summary.flags[flag.name] += count
 

@@ -164,3 +164,28 @@ class SourceFile(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class SpectrumCopy(models.Model):
+    """One spectrum as one source file holds it: every copy ingested is kept, used or not.
+
+    The same spectrum (one ``medres_specid``) can arrive in several files: a re-delivered
+    copy, a copy cut short, a copy from another mirror. The Spectrum row holds the best copy
+    (``Spectrum.source_sha256``); a worse copy never replaces it, and its provenance stays here.
+    """
+
+    spectrum = models.ForeignKey(Spectrum, on_delete=models.CASCADE, related_name="copies")
+    source_file = models.ForeignKey(SourceFile, on_delete=models.PROTECT, related_name="copies")
+    status = models.CharField(max_length=16, choices=Spectrum.Status.choices, help_text="Status this copy gave.")
+    flags = models.BigIntegerField(default=0, help_text="Flag bits this copy gave.")
+    snr_blue = models.FloatField(null=True, blank=True)
+    snr_red = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["spectrum", "source_file"], name="spectrum_copy_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.spectrum_id} from {self.source_file_id}"

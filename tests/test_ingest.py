@@ -7,9 +7,9 @@ from django.core.management import call_command
 from spectra.array_store import ArrayStore
 from spectra.flags import SPECTRUM_FLAGS
 from spectra.ingest import spectra_ingest
-from spectra.models import SourceFile, Spectrum, Star
+from spectra.models import SourceFile, Spectrum, SpectrumCopy, Star
 
-from .shared_data import JUNK_FILES, real_files
+from .shared_data import JUNK_FILES, real_file, real_files
 
 pytestmark = pytest.mark.django_db
 
@@ -196,8 +196,8 @@ def test_a_file_that_breaks_preprocessing_fails_alone(survey_dir, settings, tmp_
 
     real_read = spectra.ingest.read_spectrum_file
 
-    def read_marking_poison(path, data=None):
-        parsed = real_read(path, data)
+    def read_marking_poison(path, data=None, **options):
+        parsed = real_read(path, data, **options)
         if path.endswith(poisoned):
             for spectrum in parsed.spectra:
                 spectrum._poison = True
@@ -210,3 +210,108 @@ def test_a_file_that_breaks_preprocessing_fails_alone(survey_dir, settings, tmp_
     assert summary.files_ingested == len(files) - 1
     failed = SourceFile.objects.get(error_kind="preprocessing_failed")
     assert poisoned in failed.path and "synthetic failure" in failed.error_message
+
+
+CLEAN = "med-58408-TD230151N343645T01_sp01-015.fits"
+
+
+def _clean_ingested(tmp_path, settings):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    good = tmp_path / "good" / CLEAN
+    good.parent.mkdir()
+    shutil.copy(real_file(CLEAN), good)
+    catalog = rv_catalog_for([good])
+    assert spectra_ingest(paths=[good], rv_catalog=catalog).files_ingested == 1
+    assert Spectrum.objects.filter(status="preprocessed").count() == 8
+    return good, catalog
+
+
+def _state():
+    return sorted(Spectrum.objects.values_list("medres_specid", "status", "source_path", "source_sha256", "array_shard", "array_row"))
+
+
+@pytest.mark.parametrize("cut", [584_640, 141_120])
+def test_a_truncated_copy_is_recorded_and_never_replaces_the_good_spectra(tmp_path, settings, cut):
+    good, catalog = _clean_ingested(tmp_path, settings)
+    before = _state()
+    truncated = tmp_path / "mirror" / CLEAN
+    truncated.parent.mkdir()
+    truncated.write_bytes(good.read_bytes()[:cut])
+    summary = spectra_ingest(paths=[truncated], rv_catalog=catalog)
+    assert dict(summary.failures) == {"truncated": 1} and summary.spectra_written == 0
+    record = SourceFile.objects.get(path=str(truncated))
+    assert (record.status, record.error_kind) == ("failed", "truncated")
+    assert "declares 7" in record.error_message
+    assert _state() == before
+    assert set(Spectrum.objects.values_list("source_path", flat=True)) == {str(good)}
+    # Re-ingesting the good file is still a no-op.
+    assert spectra_ingest(paths=[good], rv_catalog=catalog).files_unchanged == 1
+
+
+def _worse_copy(good, path):
+    """The same observation with every exposure's red arm lost: a readable, worse copy."""
+    from spectra.io import read_spectrum_file
+    from spectra.io.lamost_writer import write_lamost_mrs
+
+    parsed = read_spectrum_file(good)
+    for spectrum in parsed.spectra:
+        if spectrum.kind == "exposure":
+            spectrum.red = None
+    return write_lamost_mrs(parsed, path)
+
+
+def test_a_worse_copy_is_kept_as_provenance_only(tmp_path, settings):
+    good, catalog = _clean_ingested(tmp_path, settings)
+    before = _state()
+    worse = _worse_copy(good, tmp_path / "mirror" / "copy-of-015.fits")
+    summary = spectra_ingest(paths=[worse], rv_catalog=catalog)
+    assert summary.files_ingested == 1 and summary.spectra_written == 0 and summary.copies_not_used == 8
+    assert _state() == before
+    copies = SpectrumCopy.objects.filter(source_file__path=str(worse))
+    assert copies.count() == 8
+    assert copies.filter(status="failed").count() == 7  # the exposures without a red arm
+    assert SpectrumCopy.objects.filter(source_file__path=str(good), status="preprocessed").count() == 8
+    # Both files are now unchanged on a re-run.
+    again = spectra_ingest(paths=[good, worse], rv_catalog=catalog)
+    assert again.files_unchanged == 2 and again.spectra_written == 0
+
+
+def test_a_better_copy_replaces_a_worse_one_and_the_good_file_repairs_old_damage(tmp_path, settings):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    good = tmp_path / "good" / CLEAN
+    good.parent.mkdir()
+    shutil.copy(real_file(CLEAN), good)
+    catalog = rv_catalog_for([good])
+    worse = _worse_copy(good, tmp_path / "mirror" / "copy-of-015.fits")
+    spectra_ingest(paths=[worse], rv_catalog=catalog)
+    assert Spectrum.objects.filter(kind="exposure", status="failed").count() == 7
+    spectra_ingest(paths=[good], rv_catalog=catalog)
+    assert Spectrum.objects.filter(status="preprocessed").count() == 8
+    assert set(Spectrum.objects.filter(kind="exposure").values_list("source_path", flat=True)) == {str(good)}
+    # The coadd is the same in both copies: the first one stored stays.
+    assert Spectrum.objects.get(kind="coadd").source_path == str(worse)
+    repaired = _state()
+    # A database damaged before copies were recorded: exposures point at the worse copy,
+    # and only the copies the rows name are known (what the migration backfills).
+    worse_sha = SourceFile.objects.get(path=str(worse)).sha256
+    Spectrum.objects.filter(kind="exposure").update(status="failed", source_path=str(worse), source_sha256=worse_sha)
+    SpectrumCopy.objects.filter(source_file__path=str(good), spectrum__kind="exposure").delete()
+    summary = spectra_ingest(paths=[good], rv_catalog=catalog)
+    assert summary.files_unchanged == 0 and summary.spectra_written == 7
+    assert [row[:4] for row in _state()] == [row[:4] for row in repaired]
+    assert Spectrum.objects.filter(status="preprocessed").count() == 8
+
+
+def test_a_gzip_bomb_is_recorded_as_corrupt_and_the_rest_goes_on(tmp_path, settings):
+    import gzip
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root = tmp_path / "survey"
+    root.mkdir()
+    shutil.copy(real_file(CLEAN), root / CLEAN)
+    member = gzip.compress(bytes(16 * 2**20), compresslevel=9)
+    (root / "bomb.fits.gz").write_bytes(member * 128)  # 2 MB that inflate to 2 GiB
+    summary = spectra_ingest(paths=[root], rv_catalog=rv_catalog_for([root / CLEAN]))
+    assert summary.files_ingested == 1 and dict(summary.failures) == {"corrupt": 1}
+    bomb = SourceFile.objects.get(path=str(root / "bomb.fits.gz"))
+    assert bomb.error_kind == "corrupt" and f"inflate to more than {settings.SPECTRUM_FILE_MAX_BYTES} bytes" in bomb.error_message

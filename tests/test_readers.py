@@ -1,5 +1,6 @@
 import copy
 import gzip
+import re
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ from spectra.io import (
     ArmProblem,
     CorruptFileError,
     NotFitsError,
+    TruncatedFileError,
     UnknownFormatError,
     read_spectrum_file,
     registered_readers,
@@ -127,6 +129,70 @@ def test_fits_cut_short_in_the_data(tmp_path):
     cut.write_bytes(plain[: len(plain) // 2])
     with pytest.raises(CorruptFileError, match="cut.fits"):
         read_spectrum_file(cut)
+
+
+@pytest.mark.parametrize(
+    ("cut", "missing"),
+    [(584_640, "7 R exposure tables (NEXP_R) but the file holds 0"), (141_120, "7 B exposure tables (NEXP_B) but the file holds 0")],
+)
+def test_a_copy_cut_at_an_hdu_boundary_is_truncated(tmp_path, cut, missing):
+    # Both cuts end exactly between HDUs (584,640 = 203 FITS blocks: 10 of 17 HDUs; 141,120: 3),
+    # so the FITS structure is whole; only the header's exposure counts show the loss.
+    raw = real_file(CLEAN).read_bytes()
+    cut_copy = tmp_path / "copy.fits"
+    cut_copy.write_bytes(raw[:cut])
+    with pytest.raises(TruncatedFileError, match=re.escape(f"copy.fits: the header declares {missing}")) as error:
+        read_spectrum_file(cut_copy)
+    assert error.value.kind == "truncated"
+    gzipped = tmp_path / "copy.fits.gz"
+    gzipped.write_bytes(gzip.compress(raw[:cut]))
+    with pytest.raises(TruncatedFileError):
+        read_spectrum_file(gzipped)
+
+
+def test_a_copy_cut_after_the_primary_hdu_is_truncated_not_unknown(tmp_path):
+    cut_copy = tmp_path / "primary-only.fits"
+    cut_copy.write_bytes(real_file(CLEAN).read_bytes()[:8640])  # the primary header is 3 blocks
+    with pytest.raises(TruncatedFileError, match="declares 7 B exposure tables"):
+        read_spectrum_file(cut_copy)
+
+
+def gzip_bomb(total_bytes: int, member_bytes: int = 16 * 2**20) -> bytes:
+    """Concatenated gzip members of zeros: ~1000:1, built in a fraction of a second."""
+    member = gzip.compress(bytes(member_bytes), compresslevel=9)
+    return member * (total_bytes // member_bytes)
+
+
+def test_a_gzip_bomb_is_refused_as_corrupt_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.fits.gz"
+    bomb.write_bytes(gzip_bomb(2 * 2**30))  # 2 GiB inflated, about 2 MB on disk
+    assert bomb.stat().st_size < 3 * 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptFileError, match=r"bomb.fits.gz: gzip data inflate to more than 67108864 bytes"):
+            read_spectrum_file(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MiB while refusing a gzip bomb"
+    with pytest.raises(CorruptFileError, match="inflate to more than 4194304 bytes"):
+        read_spectrum_file(bomb, max_bytes=4 * 2**20)
+
+
+def test_multi_member_gzip_reads_like_one_member(tmp_path):
+    plain = gzip.decompress(real_file(GZIPPED).read_bytes())
+    split = tmp_path / "members.fits.gz"
+    split.write_bytes(gzip.compress(plain[:100_000]) + gzip.compress(plain[100_000:]) + bytes(512))
+    assert len(read_spectrum_file(split).spectra) == len(read_spectrum_file(real_file(GZIPPED)).spectra)
+
+
+def test_a_file_larger_than_the_limit_is_not_read(tmp_path):
+    big = tmp_path / "big.fits"
+    big.write_bytes(real_file(CLEAN).read_bytes())
+    with pytest.raises(CorruptFileError, match=r"big.fits: 1028160 bytes, more than the 1000000"):
+        read_spectrum_file(big, max_bytes=1_000_000)
 
 
 def test_fits_without_spectrum_tables_is_an_unknown_format(tmp_path):

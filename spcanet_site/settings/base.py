@@ -192,6 +192,9 @@ STAR_MATCH_RADIUS_ARCSEC = env.float("STAR_MATCH_RADIUS_ARCSEC", default=1.5)
 # Largest separation for matching a reference catalog (training labels, other surveys)
 # to our stars when no Gaia source id links them.
 REFERENCE_MATCH_RADIUS_ARCSEC = env.float("REFERENCE_MATCH_RADIUS_ARCSEC", default=3.0)
+# Largest spectrum file accepted, on disk and after gunzip (MRS files are 1-5 MB): a larger
+# file or a gzip bomb is recorded as corrupt after reading at most this many bytes.
+SPECTRUM_FILE_MAX_BYTES = env.int("SPECTRUM_FILE_MAX_BYTES", default=64 * 2**20)
 # Threads that parse and preprocess files while the main thread writes to the database.
 INGEST_THREADS = env.int("INGEST_THREADS", default=2)
 # The Cannon spectrum model used for RV templates and the mock survey (fetch_spectrum_model).

@@ -9,6 +9,7 @@ from .errors import (
     HeaderError,
     NotFitsError,
     SpectrumFileError,
+    TruncatedFileError,
     UnknownFormatError,
 )
 from .registry import read_spectrum_file, register_reader, registered_readers
@@ -27,6 +28,7 @@ __all__ = [
     "RawSpectrum",
     "SpectrumFile",
     "SpectrumFileError",
+    "TruncatedFileError",
     "UnknownFormatError",
     "read_spectrum_file",
     "register_reader",

@@ -18,6 +18,16 @@ class CorruptFileError(SpectrumFileError):
     kind = "corrupt"
 
 
+class TruncatedFileError(CorruptFileError):
+    """A file that holds fewer HDUs or exposures than its own header declares.
+
+    A copy cut short exactly at an HDU boundary is still a well-formed FITS file; only the
+    header's counts (NEXTEND, NEXP_B, NEXP_R) show that part of it is gone.
+    """
+
+    kind = "truncated"
+
+
 class NotFitsError(SpectrumFileError):
     kind = "not_fits"
 

@@ -10,7 +10,6 @@ structured dtype built from its TFORMn cards: no copies until the reader convert
 few columns it needs. Writing files stays with astropy (``lamost_writer``).
 """
 
-import gzip
 import re
 import zlib
 from dataclasses import dataclass
@@ -132,25 +131,66 @@ class FitsFile:
         return {hdu.name: hdu for hdu in self.hdus[1:]}
 
 
-def decompress(path: str, data: bytes) -> bytes:
-    """The file's bytes, gunzipped when they are gzip; corrupt or truncated gzip raises."""
+# Largest file the readers accept, compressed or decompressed: LAMOST MRS files are 1-5 MB,
+# so 64 MiB leaves room for any real layout while a gzip bomb (a few MB inflating to GBs)
+# is stopped after 64 MiB of output. ``settings.SPECTRUM_FILE_MAX_BYTES`` overrides it.
+MAX_FILE_BYTES = 64 * 2**20
+# Output produced per inflate call: memory stays within max_bytes plus one step.
+_INFLATE_STEP = 2**20
+
+
+def decompress(path: str, data: bytes, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, gunzipped when they are gzip.
+
+    Parameters
+    ----------
+    path : str
+        Named in errors.
+    data : bytes
+        The file's content, plain FITS or gzip (one or several members).
+    max_bytes : int
+        Largest decompressed size accepted. Inflation is streamed in steps of 1 MiB and
+        stops as soon as the output passes this size, so a gzip bomb costs at most
+        ``max_bytes`` of memory.
+
+    Raises
+    ------
+    CorruptFileError
+        Corrupt or truncated gzip data, or content larger than ``max_bytes``.
+    """
     if data[:2] != b"\x1f\x8b":
+        if len(data) > max_bytes:
+            raise CorruptFileError(path, f"{len(data)} bytes, more than the {max_bytes} a spectrum file may have")
         return data
+    out, size, pending = [], 0, data
     try:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out = inflater.decompress(data)
-        if not inflater.eof:
-            raise CorruptFileError(path, "truncated gzip stream (the file ends before the compressed data does)")
-        if inflater.unused_data.strip(b"\x00"):
-            out = gzip.decompress(data)  # several gzip members: let gzip join them
-        return out
-    except (zlib.error, OSError, EOFError) as error:
+        while pending:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one per gzip member
+            while True:
+                chunk = inflater.decompress(pending, _INFLATE_STEP)
+                pending = inflater.unconsumed_tail
+                size += len(chunk)
+                if size > max_bytes:
+                    raise CorruptFileError(
+                        path, f"gzip data inflate to more than {max_bytes} bytes (a spectrum file is a few MB); "
+                        "not decompressed further"
+                    )
+                out.append(chunk)
+                if inflater.eof or (not chunk and not pending):
+                    break
+            if not inflater.eof:
+                raise CorruptFileError(path, "truncated gzip stream (the file ends before the compressed data does)")
+            pending = inflater.unused_data
+            if not pending.strip(b"\x00"):
+                break  # zero padding after the last member
+    except zlib.error as error:
         raise CorruptFileError(path, f"corrupt gzip data ({error})") from error
+    return b"".join(out)
 
 
-def open_fits_bytes(path: str, data: bytes) -> FitsFile:
-    """Split a (possibly gzipped) FITS file into header + data units."""
-    raw = decompress(path, data)
+def open_fits_bytes(path: str, data: bytes, *, max_bytes: int = MAX_FILE_BYTES) -> FitsFile:
+    """Split a (possibly gzipped) FITS file into header + data units (``decompress`` caps its size)."""
+    raw = decompress(path, data, max_bytes=max_bytes)
     if not raw.startswith(b"SIMPLE  ="):
         raise NotFitsError(path, "not a FITS file (it does not start with a SIMPLE card)")
     view = memoryview(raw)

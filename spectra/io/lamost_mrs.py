@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from ..processing.grids import covered_fraction
-from .errors import EmptyFileError, HeaderError
+from .errors import EmptyFileError, HeaderError, TruncatedFileError
 from .fitsbytes import FitsFile, Hdu
 from .registry import register_reader
 from .types import Arm, ArmProblem, RawSpectrum, SpectrumFile
@@ -33,9 +33,35 @@ def _spectrum_tables(fits_file: FitsFile) -> dict[str, Hdu]:
 
 def _is_lamost_mrs(fits_file: FitsFile) -> bool:
     primary = fits_file.primary
-    return "LAMOST" in str(primary.get("TELESCOP", "")) + str(primary.get("DATA_V", "")) and bool(
-        _spectrum_tables(fits_file)
+    # A file cut short after its primary HDU still declares its exposures: it is an MRS
+    # file, and _load reports it as truncated.
+    return "LAMOST" in str(primary.get("TELESCOP", "")) + str(primary.get("DATA_V", "")) and (
+        bool(_spectrum_tables(fits_file)) or "NEXP_B" in primary or "NEXP_R" in primary
     )
+
+
+def _declared_counts_check(path: str, fits_file: FitsFile, tables: dict[str, Hdu]) -> None:
+    """Raise TruncatedFileError when the file holds fewer HDUs or exposures than its header declares.
+
+    The primary header declares NEXP_B and NEXP_R, the number of blue and red exposure
+    tables (../shared/data/README.md), and may declare NEXTEND. A copy cut exactly at an
+    HDU boundary is well-formed FITS: only these counts show that its tail is gone.
+    """
+    primary = fits_file.primary
+    nextend = primary.get("NEXTEND")
+    if isinstance(nextend, int) and len(fits_file.hdus) - 1 < nextend:
+        raise TruncatedFileError(
+            path, f"the header declares {nextend} extensions (NEXTEND) but the file holds {len(fits_file.hdus) - 1}"
+        )
+    for arm, key in (("B", "NEXP_B"), ("R", "NEXP_R")):
+        declared = primary.get(key)
+        if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0:
+            found = sum(1 for name in tables if name.startswith(f"{arm}-"))
+            if found < declared:
+                raise TruncatedFileError(
+                    path, f"the header declares {declared} {arm} exposure tables ({key}) but the file holds {found} "
+                    f"({len(fits_file.hdus)} HDUs): a copy cut short"
+                )
 
 
 def _first_columns(fits_file: FitsFile) -> set[str]:
@@ -122,6 +148,7 @@ def _required(header, key: str, path: str, convert):
 
 def _load(path: str, fits_file: FitsFile, layout: str, reader_name: str) -> SpectrumFile:
     tables = _spectrum_tables(fits_file)
+    _declared_counts_check(path, fits_file, tables)
     if not tables:
         raise EmptyFileError(path, "no COADD_B/COADD_R or B-/R- exposure table in the file")
     header = fits_file.primary
