@@ -2,24 +2,29 @@
 
 On PostgreSQL the server writes the CSV itself (``COPY (query) TO STDOUT``), which a
 helper thread hands over in blocks through a bounded queue: constant memory, and several
-times faster than formatting floats in Python. Elsewhere rows come through a server-side
-cursor and Python's csv writer. Either way, text cells that a spreadsheet would read as
-a formula are neutralised.
+times faster than formatting floats in Python; a client that goes away cancels the
+COPY on the server. Elsewhere rows come through a server-side cursor and Python's csv
+writer. Either way, text cells that a spreadsheet would read as a formula are
+neutralised.
 """
 
 import csv
 import io
+import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator
 
-from django.db import connection
+import psycopg2
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from spectra.flags import CATALOG_FLAGS, FlagLevel
 from spectra.labels import LABELS
 
 from .models import CatalogRelease
+
+logger = logging.getLogger(__name__)
 
 # (CSV header, entry field, unit or None), in the order of the paper's Table 2.
 EXPORT_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
@@ -122,10 +127,6 @@ _SQL_FORMULA_PREFIXES = ", ".join(
 )
 
 
-class _CopyCancelled(Exception):
-    pass
-
-
 def _copy_sql(entries: QuerySet) -> str:
     fields = [field for _, field, _ in EXPORT_COLUMNS]
     inner_sql, params = entries.order_by("id").values_list(*fields).query.sql_with_params()
@@ -145,13 +146,19 @@ def _copy_rows(entries: QuerySet) -> Iterator[bytes]:
     """Run COPY TO STDOUT on this request's connection in a helper thread; yield its blocks.
 
     The request's own connection is used (the view does nothing else with it while the
-    response streams), so the export sees exactly what the request sees.
+    response streams), so the export sees exactly what the request sees. When the client
+    goes away the WSGI server closes this generator: the COPY is then cancelled on the
+    server (otherwise it would run on, and the next query on this connection would first
+    have to read what is left of it), and inside a transaction the statement is rolled
+    back to a savepoint, so the connection is at once ready for the next request.
     """
     sql = _copy_sql(entries)
     connection.ensure_connection()
     raw_connection = connection.connection
+    # None outside a transaction (autocommit): a cancelled statement then fails alone.
+    savepoint = transaction.savepoint()
     blocks: queue.Queue = queue.Queue(maxsize=4)
-    cancelled = threading.Event()
+    abandoned = threading.Event()
     finished = object()
 
     class Sink:
@@ -160,15 +167,17 @@ def _copy_rows(entries: QuerySet) -> Iterator[bytes]:
             self.size = 0
 
         def write(self, data) -> None:
-            if cancelled.is_set():
-                raise _CopyCancelled
+            if abandoned.is_set():
+                # Discard what the server sent before the cancel took effect; raising here
+                # would leave the COPY running (libpq cannot stop reading it on its own).
+                return
             self.parts.append(data if isinstance(data, bytes) else data.encode())
             self.size += len(data)
             if self.size >= _COPY_BLOCK_BYTES:
                 self.flush()
 
         def flush(self) -> None:
-            if self.parts:
+            if self.parts and not abandoned.is_set():
                 blocks.put(b"".join(self.parts))
                 self.parts, self.size = [], 0
 
@@ -184,19 +193,34 @@ def _copy_rows(entries: QuerySet) -> Iterator[bytes]:
 
     worker = threading.Thread(target=run, name="csv-export-copy", daemon=True)
     worker.start()
+    completed = False
     try:
         while True:
             block = blocks.get()
             if block is finished:
+                completed = True
                 return
             if isinstance(block, BaseException):
                 raise block
             yield block
     finally:
-        cancelled.set()
+        if worker.is_alive():
+            abandoned.set()
+            # A cancel request reaching the server after the COPY has ended is ignored there,
+            # so it can never hit a later statement (PostgreSQL protocol docs,
+            # "Canceling Requests in Progress").
+            try:
+                raw_connection.cancel()
+            except psycopg2.Error as error:  # then the COPY ends on its own, as it would have
+                logger.warning("could not cancel an abandoned CSV export: %s", error)
         while worker.is_alive():  # unblock a producer waiting on a full queue
             try:
                 blocks.get(timeout=0.1)
             except queue.Empty:
                 pass
         worker.join()
+        if savepoint is not None:
+            if completed:
+                transaction.savepoint_commit(savepoint)
+            else:
+                transaction.savepoint_rollback(savepoint)
