@@ -11,11 +11,24 @@ Pure Python/numpy; the root directory comes from the caller (settings.SPECTRA_AR
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 SHARD_DTYPE = np.float32
+
+
+class ArrayStoreError(RuntimeError):
+    """The store cannot take a shard (disk full, read-only, quota, I/O error).
+
+    Not a fault of the spectra being written: a caller stops instead of recording them as
+    failed. ``errno`` is the operating system's error number.
+    """
+
+    def __init__(self, root: Path, error: OSError):
+        self.errno = error.errno
+        super().__init__(f"cannot write an array shard under {root}: {error.strerror or error} (errno {error.errno})")
 
 
 class ArrayStore:
@@ -26,7 +39,11 @@ class ArrayStore:
         return self.root / shard[:2] / f"{shard}.npy"
 
     def write(self, flux: np.ndarray, ivar: np.ndarray) -> str:
-        """Store (N, 2, 4000) flux and ivar; return the shard name."""
+        """Store (N, 2, 4000) flux and ivar; return the shard name.
+
+        Raises ArrayStoreError when the file system refuses the shard; its temporary file
+        is removed first.
+        """
         stacked = np.ascontiguousarray(np.stack([flux, ivar], axis=1), dtype=SHARD_DTYPE)
         buffer = io.BytesIO()
         np.save(buffer, stacked, allow_pickle=False)
@@ -34,10 +51,14 @@ class ArrayStore:
         shard = hashlib.sha256(payload).hexdigest()[:32]
         target = self.path(shard)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_suffix(f".tmp-{os.getpid()}")
-            temporary.write_bytes(payload)
-            os.replace(temporary, target)
+            temporary = target.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temporary.write_bytes(payload)
+                os.replace(temporary, target)
+            except OSError as error:
+                temporary.unlink(missing_ok=True)  # never leave a partial shard behind
+                raise ArrayStoreError(self.root, error) from error
         return shard
 
     def read(self, shard: str, rows: np.ndarray | list[int] | None = None) -> np.ndarray:

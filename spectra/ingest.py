@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 
-from .array_store import ArrayStore
+from .array_store import ArrayStore, ArrayStoreError
 from .bulk import bulk_upsert
 from .flags import SPECTRUM_FLAGS
 from .identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
@@ -35,6 +35,7 @@ from .io import CorruptFileError, SpectrumFile, SpectrumFileError, read_spectrum
 from .models import SourceFile, Spectrum, SpectrumCopy, Star
 from .processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, PreprocessedBatch, preprocess
 from .processing.rv import TemplateBank
+from .star_identity import sky_cells_lock
 
 SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
 
@@ -95,7 +96,12 @@ def spectra_ingest(
 ) -> IngestSummary:
     """Ingest files (and directory trees). ``rv_catalog`` maps (OBSID, LMJM or None for
     every spectrum of the observation) to (RV blue, RV red) in km/s; arms without a
-    catalog RV are measured against ``templates``."""
+    catalog RV are measured against ``templates``.
+
+    A bad file is recorded and the rest goes on. An array store that cannot take a shard
+    (disk full, read-only) raises ArrayStoreError: the batches written before are kept,
+    no file is recorded as failed for it, and a later run goes on from there.
+    """
     summary = IngestSummary()
     store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
     max_bytes = settings.SPECTRUM_FILE_MAX_BYTES
@@ -111,15 +117,19 @@ def spectra_ingest(
             progress(size)
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest") as pool:
-        for batch in _batches(spectrum_files(paths), batch_files):
-            reads = _new_files(batch, summary, max_bytes)
-            in_flight.append(
-                (pool.submit(_prepare_batch, reads, store, rv_catalog, templates, config, max_bytes), len(batch))
-            )
-            while len(in_flight) > threads:
+        try:
+            for batch in _batches(spectrum_files(paths), batch_files):
+                reads = _new_files(batch, summary, max_bytes)
+                in_flight.append(
+                    (pool.submit(_prepare_batch, reads, store, rv_catalog, templates, config, max_bytes), len(batch))
+                )
+                while len(in_flight) > threads:
+                    finish_oldest()
+            while in_flight:
                 finish_oldest()
-        while in_flight:
-            finish_oldest()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # batches not started never start
+            raise
     return summary
 
 
@@ -199,10 +209,13 @@ def _prepare_batch(
     """Parse and preprocess a batch and write its array shard; no database access (worker thread).
 
     If preprocessing the batch raises, each file is retried alone, so that one poisoned
-    file is recorded as failed and the others go on.
+    file is recorded as failed and the others go on. An array store that cannot take the
+    shard (disk full, read-only) is no file's fault: ArrayStoreError stops the ingest.
     """
     try:
         return [_prepare(reads, store, rv_catalog, templates, config, max_bytes)]
+    except ArrayStoreError:
+        raise
     except Exception as error:  # noqa: BLE001  (isolate the file that breaks the batch)
         if len(reads) == 1:
             reads[0].error = PreprocessingError(str(reads[0].path), f"preprocessing failed: {error!r}")
@@ -412,11 +425,14 @@ def stars_for_files(files: list[SpectrumFile]) -> np.ndarray:
 
     The same star appears under different OBJNAMEs and even designations differing in
     the last digit, so identity is positional: within STAR_MATCH_RADIUS_ARCSEC of an
-    existing star, or of another new one in the same batch.
+    existing star, or of another new one in the same batch. Runs inside the caller's
+    transaction, which holds the sky-cell locks (``star_identity``) until it commits.
     """
     radius = settings.STAR_MATCH_RADIUS_ARCSEC * u.arcsec
     ra = np.array([sf.ra for sf in files])
     dec = np.array([sf.dec for sf in files])
+    # Concurrent ingests of the same sky wait here until this transaction commits its stars.
+    sky_cells_lock(ra, dec, radius.to_value(u.deg))
     coordinates = SkyCoord(ra * u.deg, dec * u.deg)
     pad = radius.to_value(u.deg) * 2
     candidates = list(

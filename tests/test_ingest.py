@@ -315,3 +315,121 @@ def test_a_gzip_bomb_is_recorded_as_corrupt_and_the_rest_goes_on(tmp_path, setti
     assert summary.files_ingested == 1 and dict(summary.failures) == {"corrupt": 1}
     bomb = SourceFile.objects.get(path=str(root / "bomb.fits.gz"))
     assert bomb.error_kind == "corrupt" and f"inflate to more than {settings.SPECTRUM_FILE_MAX_BYTES} bytes" in bomb.error_message
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 1.2 MB tmpfs (room for two files' shards); skipped where mounting is not allowed."""
+    import subprocess
+
+    mount_point = tmp_path / "small-fs"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_full_array_store_stops_the_ingest_without_blaming_the_files(tmp_path, settings, small_filesystem):
+    from spectra.array_store import ArrayStoreError
+
+    settings.SPECTRA_ARRAY_ROOT = small_filesystem / "arrays"
+    good = [p for p in real_files() if p.name not in JUNK_FILES][:5]
+    catalog = rv_catalog_for(good)
+    with pytest.raises(ArrayStoreError, match=r"No space left on device \(errno 28\)"):
+        spectra_ingest(paths=good, rv_catalog=catalog, batch_files=1)
+    assert not SourceFile.objects.filter(status="failed").exists()
+    written = SourceFile.objects.filter(status="ingested").count()
+    assert 1 <= written < len(good)
+    assert Spectrum.objects.count() == SpectrumCopy.objects.count() > 0
+    store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
+    assert all(store.path(shard).exists() for shard in Spectrum.objects.exclude(array_shard="").values_list("array_shard", flat=True))
+    assert not [p.name for p in small_filesystem.rglob("*") if ".tmp-" in p.name]
+    # With room again, a re-run goes on from there.
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_filesystem)], check=True)
+    summary = spectra_ingest(paths=good, rv_catalog=catalog, batch_files=1)
+    assert summary.files_unchanged == written and summary.files_ingested == len(good) - written
+    assert SourceFile.objects.filter(status="ingested").count() == len(good)
+
+
+KIC_FILES = (  # one star: three nights of one plan, another plan, and an earlier night
+    "med-58625-TD192102N424113K01_sp12-076.fits.gz",
+    "med-58644-TD192102N424113K01_sp12-076.fits.gz",
+    "med-58646-TD192102N424113K01_sp12-076.fits.gz",
+    "med-58649-TD193637N444141K01_sp10-159.fits.gz",
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_ingests_of_one_star_make_one_star(tmp_path, settings, monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    import spectra.ingest
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    files = [real_file(name) for name in KIC_FILES]
+    catalog = rv_catalog_for(files)
+    # Both ingests reach star matching at the same moment: without a lock each finds no
+    # star and creates one.
+    barrier = threading.Barrier(2, timeout=30)
+    real_stars_for_files = spectra.ingest.stars_for_files
+
+    def stars_after_the_barrier(batch_files):
+        barrier.wait()
+        return real_stars_for_files(batch_files)
+
+    monkeypatch.setattr(spectra.ingest, "stars_for_files", stars_after_the_barrier)
+    errors = []
+
+    def ingest(paths):
+        try:
+            spectra_ingest(paths=paths, rv_catalog=catalog, batch_files=len(paths))
+        except Exception as error:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ingest, args=(files[:2],)), threading.Thread(target=ingest, args=(files[2:],))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert Star.objects.count() == 1
+    assert Spectrum.objects.values("star_id").distinct().count() == 1
+    from spectra.io import read_spectrum_file
+
+    assert Spectrum.objects.count() == sum(len(read_spectrum_file(p).spectra) for p in files)
+
+
+def test_merge_duplicate_stars_repairs_a_catalog(tmp_path, settings):
+    from spectra.star_identity import sky_cells
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    files = [real_file(name) for name in KIC_FILES]
+    spectra_ingest(paths=files, rv_catalog=rv_catalog_for(files))
+    star = Star.objects.get()
+    # What concurrent ingests did before stars were locked: the same object twice.
+    twin = Star.objects.create(designation=star.designation, ra=star.ra + 0.3 / 3600, dec=star.dec, gaia_source_id=None)
+    moved = list(Spectrum.objects.filter(plan_id="TD193637N444141K01").values_list("pk", flat=True))
+    Spectrum.objects.filter(pk__in=moved).update(star=twin)
+    far = Star.objects.create(designation="LAMOST J000000.00+000000.0", ra=star.ra + 5 / 3600, dec=star.dec)
+    out = tmp_path / "out.txt"
+    with out.open("w") as handle:
+        call_command("merge_duplicate_stars", "--dry-run", stdout=handle)
+    assert f"would merge 1 duplicate stars into 1 ({len(moved)} spectra to move" in out.read_text()
+    assert Star.objects.count() == 3
+    call_command("merge_duplicate_stars")
+    assert sorted(Star.objects.values_list("pk", flat=True)) == sorted([star.pk, far.pk])
+    assert set(Spectrum.objects.values_list("star_id", flat=True)) == {star.pk}
+    # Lock cells: a position on a cell edge locks both neighbours (RA wraps at 360), sorted.
+    cells = sky_cells(np.array([10.0, 359.9999]), np.array([0.0, 45.0]), 1.5 / 3600)
+    assert cells.tolist() == [89 * 360 + 9, 89 * 360 + 10, 90 * 360 + 9, 90 * 360 + 10,
+                              134 * 360 + 0, 134 * 360 + 359, 135 * 360 + 0, 135 * 360 + 359]

@@ -3,6 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from spectra.array_store import ArrayStoreError
 from spectra.ingest import rv_catalog_read, spectra_ingest, spectrum_files
 from spectra.processing.spectrum_model import SpectrumModelError
 from spectra.spectrum_model_files import rv_templates_load
@@ -43,8 +44,11 @@ class Command(BaseCommand):
                 raise CommandError(f"{error} (or pass --rv-catalog with --no-rv-measurement)") from error
         total = sum(1 for _ in spectrum_files(inputs))
         with tqdm(total=total, unit="file", desc="ingest", file=self.stderr, disable=None) as bar:
-            summary = spectra_ingest(
-                paths=inputs, rv_catalog=catalog, templates=templates, batch_files=batch_files, progress=bar.update
-            )
+            try:
+                summary = spectra_ingest(
+                    paths=inputs, rv_catalog=catalog, templates=templates, batch_files=batch_files, progress=bar.update
+                )
+            except ArrayStoreError as error:
+                raise CommandError(f"ingest stopped: {error}; files written so far are kept, run again to go on") from error
         for line in summary.lines():
             self.stdout.write(line)
