@@ -5,7 +5,7 @@ from django.utils.html import format_html, format_html_join
 
 from spectra.admin_tools import (
     CurationActionForm,
-    LargeTableAdmin,
+    PipelineRowsAdmin,
     ReadOnlyAdmin,
     WeakerArmSnrFilter,
     curation_actions,
@@ -155,7 +155,7 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(CatalogEntry)
-class CatalogEntryAdmin(LargeTableAdmin):
+class CatalogEntryAdmin(PipelineRowsAdmin):
     designation_field = "designation"
     list_display = ["medres_specid", "release", "designation", "snr_blue", "snr_red", "teff", "logg", "fe_h", "flag", "reasons"]
     list_select_related = ["release"]
@@ -176,7 +176,4 @@ class CatalogEntryAdmin(LargeTableAdmin):
         return ", ".join(CATALOG_FLAGS.names(entry.flag_bits)) or "-"
 
     def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -5,13 +5,15 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import renderers, viewsets
+from rest_framework import viewsets
 from rest_framework.generics import GenericAPIView
+
+from spectra.renderers import ImageErrorsAsJSONMixin
 
 from .export import stream_csv
 from .filters import CatalogEntryFilterSet, LabelSetFilterSet, ModelVersionFilterSet
 from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
-from .selectors import release_entries, releases_visible
+from .selectors import label_sets_visible, model_versions_visible, release_entries, releases_visible
 from .serializers import (
     CatalogEntryDetailSerializer,
     CatalogEntrySerializer,
@@ -20,36 +22,25 @@ from .serializers import (
     ModelVersionSerializer,
 )
 
-
-def _visible_releases(request):
-    """Published releases for everyone; drafts too for staff."""
-    releases = releases_visible()
-    if not (request.user.is_authenticated and request.user.is_staff):
-        releases = releases.filter(status=CatalogRelease.Status.PUBLISHED)
-    return releases
-
-
-class PNGRenderer(renderers.BaseRenderer):
-    media_type = "image/png"
-    format = "png"
-    charset = None
-    render_style = "binary"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data
-
-
-_PNG_SCHEMA = extend_schema(responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY)})
+# Errors of the image endpoints are JSON (spectra.renderers.ImageErrorsAsJSONMixin).
+_PNG_SCHEMA = extend_schema(responses={
+    (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY),
+    (404, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="No such (visible) object."),
+})
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     """Trained networks with their configuration and test-set evaluation (accuracy and
-    precision per label in S/N bins, uncertainty calibration)."""
+    precision per label in S/N bins, uncertainty calibration). Anonymous users see the
+    models of published releases only."""
 
-    queryset = ModelVersion.objects.select_related("reference_catalog")
+    queryset = ModelVersion.objects.none()  # the real one depends on the user
     serializer_class = ModelVersionSerializer
     filterset_class = ModelVersionFilterSet
     lookup_field = "name"
+
+    def get_queryset(self):
+        return model_versions_visible(user=self.request.user).select_related("reference_catalog")
 
 
 class CatalogReleaseViewSet(viewsets.ReadOnlyModelViewSet):
@@ -60,7 +51,7 @@ class CatalogReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = None
 
     def get_queryset(self):
-        return _visible_releases(self.request)
+        return releases_visible(user=self.request.user)
 
 
 class CatalogEntryViewSet(viewsets.ReadOnlyModelViewSet):
@@ -72,7 +63,9 @@ class CatalogEntryViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_release(self) -> CatalogRelease:
         if not hasattr(self, "_release"):
-            self._release = get_object_or_404(_visible_releases(self.request), name=self.kwargs["release_name"])
+            self._release = get_object_or_404(
+                releases_visible(user=self.request.user), name=self.kwargs["release_name"]
+            )
         return self._release
 
     def get_queryset(self):
@@ -88,11 +81,15 @@ class CatalogEntryViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class LabelSetViewSet(viewsets.ReadOnlyModelViewSet):
-    """Every model's labels for every spectrum, including models not in any release."""
+    """Every visible model's labels for every spectrum: anonymous users see the labels of
+    the models of published releases; staff see every model's, released or not."""
 
-    queryset = LabelSet.objects.select_related("model_version")
+    queryset = LabelSet.objects.none()  # the real one depends on the user
     serializer_class = LabelSetSerializer
     filterset_class = LabelSetFilterSet
+
+    def get_queryset(self):
+        return label_sets_visible(user=self.request.user).select_related("model_version")
 
 
 class CatalogExportView(GenericAPIView):
@@ -110,7 +107,7 @@ class CatalogExportView(GenericAPIView):
         responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV with '#' header comments")},
     )
     def get(self, request, release_name: str):
-        release = get_object_or_404(_visible_releases(request), name=release_name)
+        release = get_object_or_404(releases_visible(user=request.user), name=release_name)
         entries = self.filter_queryset(release_entries(release=release))
         applied = {key: value for key, value in request.query_params.items() if key != "format"}
         response = StreamingHttpResponse(
@@ -121,14 +118,15 @@ class CatalogExportView(GenericAPIView):
         return response
 
 
-class ModelVersionEvaluationPlotView(GenericAPIView):
+class ModelVersionEvaluationPlotView(ImageErrorsAsJSONMixin, GenericAPIView):
     """Accuracy and precision per label against S/N on the test set (paper Fig. 7), as PNG."""
 
-    queryset = ModelVersion.objects.all()
     lookup_field = "name"
-    renderer_classes = [PNGRenderer]
     pagination_class = None
     filter_backends = []
+
+    def get_queryset(self):
+        return model_versions_visible(user=self.request.user)
 
     @_PNG_SCHEMA
     def get(self, request, name: str):
@@ -137,16 +135,15 @@ class ModelVersionEvaluationPlotView(GenericAPIView):
         return HttpResponse(evaluation_figure_png(self.get_object()), content_type="image/png")
 
 
-class ReleaseKielDiagramView(GenericAPIView):
+class ReleaseKielDiagramView(ImageErrorsAsJSONMixin, GenericAPIView):
     """Teff against log g of a release's Flag = 1 rows, coloured by [Fe/H], with MIST isochrones, as PNG."""
 
     lookup_field = "name"
-    renderer_classes = [PNGRenderer]
     pagination_class = None
     filter_backends = []
 
     def get_queryset(self):
-        return _visible_releases(self.request)
+        return releases_visible(user=self.request.user)
 
     @_PNG_SCHEMA
     def get(self, request, name: str):

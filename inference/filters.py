@@ -1,6 +1,13 @@
 import django_filters
 
-from spectra.filters import FloatFilter, StrictFilterSet, flag_filters, range_filters
+from spectra.filters import (
+    DesignationFilter,
+    FloatFilter,
+    IntegerFilter,
+    StrictFilterSet,
+    flag_filters,
+    range_filters,
+)
 from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
 from spectra.labels import LABELS
 
@@ -19,8 +26,8 @@ class CatalogEntryFilterSet(StrictFilterSet):
 
     cone_fields = ("ra", "dec")
     flag = django_filters.TypedChoiceFilter(choices=[("1", "1 good"), ("0", "0 bad")], coerce=int)
-    designation = django_filters.CharFilter(field_name="designation")
-    gaia_source_id = django_filters.NumberFilter(field_name="gaia_source_id")
+    designation = DesignationFilter(field_name="designation")
+    gaia_source_id = IntegerFilter(field_name="gaia_source_id")
     medres_specid = django_filters.CharFilter(field_name="medres_specid")
     snr_min = FloatFilter(method="filter_snr_both_arms", label="Minimum S/N in both arms")
     locals().update(_label_range_filters())
@@ -37,7 +44,7 @@ class CatalogEntryFilterSet(StrictFilterSet):
 
 
 class LabelSetFilterSet(StrictFilterSet):
-    spectrum = django_filters.NumberFilter(field_name="spectrum_id")
+    spectrum = IntegerFilter(field_name="spectrum_id", label="Spectrum id")
     medres_specid = django_filters.CharFilter(field_name="spectrum__medres_specid")
     model_version = django_filters.CharFilter(field_name="model_version__name")
     locals().update(_label_range_filters())

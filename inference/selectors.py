@@ -1,15 +1,19 @@
 """Reads of the inference app."""
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from spectra.models import Spectrum, Star
 
-from .models import CatalogEntry, CatalogRelease, LabelSet
+from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
+
+# Release names are slugs (CatalogRelease.name).
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 
 _IDENTITY_SOURCES = {
     "designation": "spectrum__star__designation",
@@ -91,8 +95,49 @@ def release_entries(*, release: CatalogRelease) -> QuerySet[CatalogEntry]:
     return CatalogEntry.objects.filter(release=release)
 
 
-def releases_visible() -> QuerySet[CatalogRelease]:
-    return CatalogRelease.objects.select_related("formal_model", "alternate_model")
+def user_sees_unpublished(user) -> bool:
+    """Staff see drafts and models in no published release; everyone else does not."""
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def releases_visible(*, user) -> QuerySet[CatalogRelease]:
+    """Releases ``user`` may read: published ones for everyone, drafts too for staff.
+
+    The one visibility rule of the public API; the model versions and label sets that
+    may be read follow from it (:func:`model_versions_visible`, :func:`label_sets_visible`).
+    """
+    releases = CatalogRelease.objects.select_related("formal_model", "alternate_model")
+    if not user_sees_unpublished(user):
+        releases = releases.filter(status=CatalogRelease.Status.PUBLISHED)
+    return releases
+
+
+def release_visible_by_name(*, user, name: str) -> CatalogRelease | None:
+    """The release named ``name`` if ``user`` may read it; None for any other string
+    (a name that is not a slug, such as one with a NUL byte, matches no release)."""
+    if not _SLUG.fullmatch(name or ""):
+        return None
+    return releases_visible(user=user).filter(name=name).first()
+
+
+def model_versions_visible(*, user) -> QuerySet[ModelVersion]:
+    """Model versions ``user`` may read: for everyone, those that are the formal or the
+    alternate model of a published release; every model for staff."""
+    versions = ModelVersion.objects.all()
+    if user_sees_unpublished(user):
+        return versions
+    published = CatalogRelease.objects.filter(status=CatalogRelease.Status.PUBLISHED)
+    return versions.filter(
+        Q(pk__in=published.values("formal_model_id")) | Q(pk__in=published.values("alternate_model_id"))
+    )
+
+
+def label_sets_visible(*, user) -> QuerySet[LabelSet]:
+    """Label sets ``user`` may read: those of the model versions they may read."""
+    label_sets = LabelSet.objects.all()
+    if user_sees_unpublished(user):
+        return label_sets
+    return label_sets.filter(model_version__in=model_versions_visible(user=user))
 
 
 def catalog_counts() -> dict[str, int]:

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from spectra.bulk import bulk_upsert
@@ -107,17 +108,31 @@ def catalog_release_build(
 
     Every spectrum predicted by the formal model gets an entry; one the alternate model
     has not predicted fails the agreement rules (Flag = 0) instead of being dropped.
-    Returns the number of entries written.
+    An entry a curator flagged in this draft (``catalog_entries_curate``) keeps its
+    CURATOR_FLAGGED bit and Flag = 0 through the rebuild. Returns the number of entries
+    written.
     """
     if release.is_published:
         raise ReleaseImmutableError(f"release {release.name} is published and cannot be rebuilt")
     rules = CatalogRules.from_mapping(release.rules)
+    curator_mask = np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
+    curated = np.fromiter(
+        CatalogEntry.objects.filter(release=release)
+        .alias(_curated=F("flag_bits").bitand(int(curator_mask)))
+        .exclude(_curated=0)
+        .values_list("spectrum_id", flat=True),
+        dtype=np.int64,
+    )
     written = 0
     for chunk in release_build_chunks(release=release, chunk_size=chunk_size):
         combined = combine_models(
             chunk.formal, chunk.alternate, chunk.formal_errors,
             chunk.snr_blue, chunk.snr_red, chunk.spectrum_flags, rules,
         )
+        if curated.size:
+            kept = np.isin(chunk.spectrum_ids, curated)
+            combined.bits[kept] |= curator_mask
+            combined.flag[kept] = 0
         n = chunk.spectrum_ids.shape[0]
         columns: dict = {
             "release_id": np.full(n, release.pk, dtype=np.int64),

@@ -46,6 +46,8 @@ api_v1 = [
     path("", include(router.urls)),
 ]
 
+handler404 = "spectra.api_errors.not_found"
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="api-docs", permanent=False)),
     path("admin/", admin.site.urls),

@@ -1,12 +1,11 @@
 from django.contrib import admin
-from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
+from django.http import HttpResponse, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from .admin_tools import (
     CurationActionForm,
-    LargeTableAdmin,
+    PipelineRowsAdmin,
     ReadOnlyAdmin,
     WeakerArmSnrFilter,
     curation_actions,
@@ -18,7 +17,7 @@ from .services import spectra_curate
 
 
 @admin.register(Star)
-class StarAdmin(LargeTableAdmin):
+class StarAdmin(PipelineRowsAdmin):
     designation_field = "designation"
     list_display = ["designation", "gaia_source_id", "ra", "dec", "created_at"]
     search_fields = ["^designation", "=gaia_source_id"]
@@ -29,7 +28,7 @@ class StarAdmin(LargeTableAdmin):
 
 
 @admin.register(Spectrum)
-class SpectrumAdmin(LargeTableAdmin):
+class SpectrumAdmin(PipelineRowsAdmin):
     designation_field = "star__designation"
     list_display = [
         "medres_specid", "kind", "star", "objname", "snr_blue", "snr_red", "status", "flag_summary",
@@ -58,13 +57,16 @@ class SpectrumAdmin(LargeTableAdmin):
         return [figure, *super().get_urls()]
 
     def figure_view(self, request, pk: int):
+        """The spectrum's figure as PNG; a missing spectrum or source file is a JSON 404."""
         from .plots import PlotUnavailable, spectrum_figure_png
 
-        spectrum = get_object_or_404(Spectrum.objects.select_related("star"), pk=pk)
+        spectrum = Spectrum.objects.select_related("star").filter(pk=pk).first()
+        if spectrum is None:
+            return JsonResponse({"detail": f"no spectrum with id {pk}"}, status=404)
         try:
             return HttpResponse(spectrum_figure_png(spectrum), content_type="image/png")
         except PlotUnavailable as error:
-            return HttpResponse(str(error), status=404, content_type="text/plain")
+            return JsonResponse({"detail": str(error)}, status=404)
 
     def has_add_permission(self, request) -> bool:
         return False  # spectra come from ingest
@@ -72,13 +74,12 @@ class SpectrumAdmin(LargeTableAdmin):
 
 @admin.register(CurationRecord)
 class CurationRecordAdmin(ReadOnlyAdmin):
+    """The curation log: never added, edited or deleted by hand."""
+
     list_display = ["created_at", "user", "action", "target_type", "target_id", "reason"]
     list_filter = ["action", "target_type"]
     list_select_related = ["user"]
     search_fields = ["=target_id", "reason"]
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(SourceFile)

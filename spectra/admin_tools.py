@@ -43,7 +43,10 @@ class LargeTablePaginator(Paginator):
         return queryset.order_by()[: self.COUNT_LIMIT + 1].count()
 
 
-_DESIGNATION = re.compile(r"^\s*(?:LAMOST\s+)?(J\d{2,6}[\d.]*(?:[+-][\d.]*)?)\s*$", re.IGNORECASE)
+# A space where the declination's sign belongs is a '+' that a query string decoded.
+_DESIGNATION = re.compile(
+    r"^\s*(?:LAMOST\s+)?(J\d{2,6}[\d.]*(?:[+-][\d.]*)?|J\d{6}(?:\.\d*)?\s+\d[\d.]*)\s*$", re.IGNORECASE
+)
 
 
 class LargeTableAdmin(admin.ModelAdmin):
@@ -62,13 +65,26 @@ class LargeTableAdmin(admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term):
         match = _DESIGNATION.match(search_term or "")
         if self.designation_field and match:
-            prefix = f"LAMOST {match.group(1).upper()}"
+            prefix = "LAMOST " + re.sub(r"\s+", "+", match.group(1).upper())
             return queryset.filter(**{f"{self.designation_field}__startswith": prefix}), False
         return super().get_search_results(request, queryset, search_term)
 
 
-class ReadOnlyAdmin(LargeTableAdmin):
-    """Rows written by the pipeline: browsable and searchable, never added or edited here."""
+class PipelineRowsAdmin(LargeTableAdmin):
+    """Rows written by the pipeline (ingest, training, prediction, release builds, imports,
+    validation): never deleted here, so no Delete button and no 'delete selected' action.
+
+    A curator takes a spectrum out of use with the logged curation actions instead:
+    flag the spectrum (every release built afterwards gives it Flag = 0), or flag its
+    entry in a draft release (Flag = 0 there at once). Published releases never change.
+    """
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyAdmin(PipelineRowsAdmin):
+    """Rows written by the pipeline: browsable and searchable, never added, edited or deleted here."""
 
     def has_add_permission(self, request) -> bool:
         return False

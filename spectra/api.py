@@ -6,7 +6,7 @@ from rest_framework import viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .filters import StrictFilterSet, flag_filters, range_filters
+from .filters import DesignationFilter, IntegerFilter, StrictFilterSet, flag_filters, range_filters
 from .flags import FLAG_WORDS, SPECTRUM_FLAGS
 from .models import Spectrum, Star
 from .serializers import SpectrumSerializer, StarSerializer
@@ -14,8 +14,8 @@ from .serializers import SpectrumSerializer, StarSerializer
 
 class StarFilterSet(StrictFilterSet):
     cone_fields = ("ra", "dec")
-    designation = django_filters.CharFilter(field_name="designation", lookup_expr="exact")
-    gaia_source_id = django_filters.NumberFilter(field_name="gaia_source_id")
+    designation = DesignationFilter(field_name="designation", lookup_expr="exact")
+    gaia_source_id = IntegerFilter(field_name="gaia_source_id")
 
     class Meta:
         model = Star
@@ -24,8 +24,8 @@ class StarFilterSet(StrictFilterSet):
 
 class SpectrumFilterSet(StrictFilterSet):
     cone_fields = ("star__ra", "star__dec")
-    designation = django_filters.CharFilter(field_name="star__designation")
-    gaia_source_id = django_filters.NumberFilter(field_name="star__gaia_source_id")
+    designation = DesignationFilter(field_name="star__designation")
+    gaia_source_id = IntegerFilter(field_name="star__gaia_source_id")
     medres_specid = django_filters.CharFilter(field_name="medres_specid")
     objname = django_filters.CharFilter(field_name="objname")
     plan_id = django_filters.CharFilter(field_name="plan_id")

@@ -1,5 +1,11 @@
+from base64 import b64decode
+from urllib import parse
+
 from django.conf import settings
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import Cursor, CursorPagination
+
+from .filters import int64_parse
 
 
 class CatalogCursorPagination(CursorPagination):
@@ -7,6 +13,7 @@ class CatalogCursorPagination(CursorPagination):
 
     ordering = "id"
     page_size_query_param = "page_size"
+    invalid_cursor_message = "Invalid cursor: pass the 'next' or 'previous' link of a page back unchanged"
 
     @property
     def max_page_size(self) -> int:
@@ -15,13 +22,35 @@ class CatalogCursorPagination(CursorPagination):
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is not None:
-            from rest_framework.exceptions import ValidationError
-
             try:
-                size = int(raw)
+                size = int64_parse(raw)
             except ValueError:
-                raise ValidationError({"page_size": f"must be an integer, got {raw!r}"}) from None
+                raise ValidationError({"page_size": f"must be an integer, got {raw[:40]!r}"}) from None
             if not 1 <= size <= self.max_page_size:
                 raise ValidationError({"page_size": f"must be between 1 and {self.max_page_size}"})
             return size
         return self.page_size
+
+    def decode_cursor(self, request):
+        """DRF's decoding, made strict: characters outside base64 (which DRF skips, so that
+        '%%%' read as the first page) and keys other than o, r, p are an invalid cursor;
+        the position is an id, so anything but a 64-bit integer is an invalid cursor (404)
+        rather than a database error (500) or an empty page."""
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is None:
+            return None
+        try:
+            tokens = parse.parse_qs(b64decode(encoded.encode("ascii"), validate=True).decode("ascii"),
+                                    keep_blank_values=True)
+        except ValueError:  # binascii.Error and Unicode errors are ValueErrors
+            raise NotFound(self.invalid_cursor_message) from None
+        if set(tokens) - {"o", "r", "p"} or any(len(values) > 1 for values in tokens.values()):
+            raise NotFound(self.invalid_cursor_message)
+        cursor = super().decode_cursor(request)
+        if cursor is None or cursor.position is None:
+            return cursor
+        try:
+            position = int64_parse(cursor.position)
+        except ValueError:
+            raise NotFound(self.invalid_cursor_message) from None
+        return Cursor(offset=cursor.offset, reverse=cursor.reverse, position=position)

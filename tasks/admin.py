@@ -42,6 +42,9 @@ class ProcessingRunAdmin(admin.ModelAdmin):
         chunks = processing_run_progress(run=run)["chunks"]
         return ", ".join(f"{count} {state}" for state, count in chunks.items() if count) or "-"
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a run and its chunks are the record of what was processed; cancel it instead
+
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user

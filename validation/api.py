@@ -8,12 +8,13 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference.api import PNGRenderer, _visible_releases
+from inference.selectors import release_visible_by_name, releases_visible
 from spectra.labels import LABEL_FIELDS
+from spectra.renderers import ImageErrorsAsJSONMixin
 
 from .models import ReferenceSurvey, ValidationResult
 from .selectors import TABLE_FIELDS, validation_table
@@ -44,13 +45,13 @@ class ReleaseValidationView(APIView):
     @extend_schema(parameters=[OpenApiParameter("compare", str, description="Another release's name.")],
                    responses=OpenApiResponse(OpenApiTypes.OBJECT))
     def get(self, request, name: str):
-        release = get_object_or_404(_visible_releases(request), name=name)
+        release = get_object_or_404(releases_visible(user=request.user), name=name)
         payload = validation_table(release=release)
         other = request.query_params.get("compare")
         if other is not None:
-            compared = _visible_releases(request).filter(name=other).first()
+            compared = release_visible_by_name(user=request.user, name=other)
             if compared is None:
-                raise ValidationError({"compare": f"no release named {other!r}"})
+                raise ValidationError({"compare": f"no release named {other[:80]!r}"})
             payload["compare"] = validation_table(release=compared)
         return Response(payload)
 
@@ -60,7 +61,7 @@ class ReleaseValidationCSVView(APIView):
 
     @extend_schema(responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR)})
     def get(self, request, name: str):
-        release = get_object_or_404(_visible_releases(request), name=name)
+        release = get_object_or_404(releases_visible(user=request.user), name=name)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["release", "survey", "label", *TABLE_FIELDS])
@@ -72,19 +73,20 @@ class ReleaseValidationCSVView(APIView):
         return response
 
 
-class ReleaseValidationPlotView(APIView):
+class ReleaseValidationPlotView(ImageErrorsAsJSONMixin, APIView):
     """Differences against our value for every label of one survey (paper Figs. 13-14), PNG."""
 
-    renderer_classes = [PNGRenderer]
-
-    @extend_schema(responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY)})
+    @extend_schema(responses={
+        (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY),
+        (404, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="No such release or validation."),
+    })
     def get(self, request, name: str, survey: str):
         from .plots import differences_figure_png
 
-        release = get_object_or_404(_visible_releases(request), name=name)
+        release = get_object_or_404(releases_visible(user=request.user), name=name)
         results = list(ValidationResult.objects.filter(release=release, survey__name=survey)
                        .select_related("release", "survey"))
         if not results:
-            return HttpResponse(status=404)
+            raise NotFound(f"release {release.name} has no validation against a survey named {survey!r}")
         results.sort(key=lambda r: LABEL_FIELDS.index(r.label))
         return HttpResponse(differences_figure_png(results), content_type="image/png")

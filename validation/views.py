@@ -2,16 +2,16 @@
 
 from django.shortcuts import get_object_or_404, render
 
-from inference.api import _visible_releases
+from inference.selectors import release_visible_by_name, releases_visible
 
 from .selectors import validation_table
 
 
 def release_validation_page(request, name: str):
-    release = get_object_or_404(_visible_releases(request), name=name)
+    release = get_object_or_404(releases_visible(user=request.user), name=name)
     table = validation_table(release=release)
     other_name = request.GET.get("compare")
-    other = _visible_releases(request).filter(name=other_name).first() if other_name else None
+    other = release_visible_by_name(user=request.user, name=other_name) if other_name else None
     compared = validation_table(release=other) if other else None
     rows = []
     for i, row in enumerate(table["labels"]):
