@@ -417,6 +417,11 @@ def test_an_authorization_header_does_not_authenticate_and_is_throttled(client, 
     assert third.status_code == 429 and third["Content-Type"] == "application/json"
 
 
+def test_a_new_forwarded_for_address_per_request_is_still_throttled(client, throttled):
+    codes = [client.get("/api/v1/flags/", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+
+
 def test_staff_log_in_with_a_session(models_world, curator, throttled):
     client = APIClient()
     assert client.login(username="curator", password="curator-pass-1234")

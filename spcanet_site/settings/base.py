@@ -116,6 +116,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_ANON_THROTTLE_RATE", default="") or None},
+    # Reverse proxies in front of the site. With DRF's default (None) the throttle keyed
+    # anonymous clients on whatever X-Forwarded-For they sent, so a new value per request
+    # was never throttled; 0 keys on the connection's address, N on the N-th last hop.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     "EXCEPTION_HANDLER": "spectra.api_errors.catalog_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
