@@ -230,6 +230,13 @@ def test_a_raw_plus_in_a_designation_is_read_as_plus(client, release):
     assert designation_normalise("some object name") == "some object name"
 
 
+def test_a_nul_byte_in_a_release_name_is_no_release(client, release):
+    page = client.get(f"/releases/{release.name}/validation/", {"compare": "r1\x00"})
+    assert page.status_code == 200  # compared with nothing, as for any unknown name
+    api = client.get(f"/api/v1/releases/{release.name}/validation/", {"compare": "r1\x00"})
+    assert api.status_code == 400 and "no release named" in api.json()["compare"]
+
+
 def test_admin_search_reads_a_space_in_the_sign_position_as_plus(curator, release):
     client = Client()
     client.force_login(curator)
