@@ -177,6 +177,9 @@ class ReferenceCatalog(models.Model):
     row_count = models.PositiveIntegerField(default=0)
     good_count = models.PositiveIntegerField(default=0, help_text="Rows passing the catalog's quality flag.")
     matched_count = models.PositiveIntegerField(default=0, help_text="Rows matched to a star of the catalog.")
+    duplicate_count = models.PositiveIntegerField(
+        default=0, help_text="Rows dropped at import because their identifier repeats a kept row's.")
+    import_notes = models.JSONField(default=dict, blank=True, help_text="Which rows were dropped as duplicates, and why.")
     imported_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -201,11 +204,15 @@ class ReferenceLabel(LabelValues):
     gaia_source_id = models.BigIntegerField(null=True, blank=True)
     quality_ok = models.BooleanField(help_text="Passes the reference catalog's quality flag.")
     quality_value = models.CharField(max_length=64, blank=True, help_text="The raw quality flag.")
+    flagged_labels = models.JSONField(
+        default=list, blank=True, help_text="Labels the reference's per-label flags reject: not trained on.")
     star = models.ForeignKey(
         "spectra.Star", null=True, blank=True, on_delete=models.SET_NULL, related_name="reference_labels"
     )
     match_method = models.CharField(max_length=8, choices=Match.choices, blank=True, default="")
     match_separation_arcsec = models.FloatField(null=True, blank=True)
+    match_note = models.CharField(max_length=200, blank=True, default="",
+                                  help_text="Why the row is matched as it is, e.g. a Gaia-id match refused as too far.")
 
     class Meta:
         ordering = ["id"]

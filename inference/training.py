@@ -74,12 +74,16 @@ def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = 10.0) -> 
     stars whose reference labels pass the reference's quality flag."""
     label_rows = (
         ReferenceLabel.objects.filter(catalog=catalog, quality_ok=True, star__isnull=False)
-        .order_by("star_id", "id")
-        .values_list("star_id", *LABEL_FIELDS)
+        .order_by("star_id", "match_method", "match_separation_arcsec", "id")
+        .values_list("star_id", "flagged_labels", *LABEL_FIELDS)
     )
     labels_by_star: dict[int, tuple] = {}
-    for row in label_rows:
-        labels_by_star.setdefault(row[0], row[1:])  # a star matched twice keeps its first row
+    for star_id, flagged, *values in label_rows:
+        if star_id in labels_by_star:  # a star matched twice keeps its Gaia-id match, else the nearest row
+            continue
+        for name in flagged or ():  # a label the reference's own flags reject is not learned from
+            values[LABEL_FIELDS.index(name)] = None
+        labels_by_star[star_id] = tuple(values)
     spectra = list(
         Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, star_id__in=list(labels_by_star),
                                 snr_blue__gt=min_snr, snr_red__gt=min_snr, array_shard__isnull=False)

@@ -217,21 +217,40 @@ def numeric_columns(queryset, fields: Sequence[str]) -> np.ndarray:
 
     On PostgreSQL the rows come through a binary COPY parsed by numpy, not as Python
     tuples: several times faster for the hundreds of thousands of rows of a validation.
-    Integer ids survive as float64 up to 2**53.
+    Not for ids: a 64-bit integer above 2**53 does not survive float64; read those with
+    ``keyed_numeric_columns``.
     """
-    queryset = queryset.values_list(*fields)
+    return keyed_numeric_columns(queryset, None, fields)[1]
+
+
+def keyed_numeric_columns(queryset, key: str | None, fields: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A non-NULL integer key column as exact int64 (n,) and numeric columns as float64
+    (n, len(fields)), NULL as NaN; ``key`` None gives an empty key array."""
+    names = ([key] if key else []) + list(fields)
+    queryset = queryset.values_list(*names)
+    offset = 1 if key else 0
     if connection.vendor != "postgresql":
-        return np.array(list(queryset), dtype=np.float64).reshape(-1, len(fields))
+        rows = list(queryset)
+        keys = np.array([row[0] for row in rows], dtype=np.int64) if key else np.empty(0, dtype=np.int64)
+        values = np.array([row[offset:] for row in rows], dtype=np.float64).reshape(-1, len(fields))
+        return keys, values
     sql, params = queryset.query.sql_with_params()
-    names = [f"c{i}" for i in range(len(fields))]
-    select = ", ".join(f"COALESCE(CAST(t.{name} AS double precision), 'NaN'::float8)" for name in names)
+    aliases = [f"c{i}" for i in range(len(names))]
+    select = ", ".join(
+        f"CAST(t.{alias} AS bigint)" if i < offset else f"COALESCE(CAST(t.{alias} AS double precision), 'NaN'::float8)"
+        for i, alias in enumerate(aliases)
+    )
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
         inner = cursor.cursor.mogrify(sql, params).decode()
-        copy_sql = f"COPY (SELECT {select} FROM ({inner}) AS t({', '.join(names)})) TO STDOUT WITH (FORMAT binary)"
+        copy_sql = f"COPY (SELECT {select} FROM ({inner}) AS t({', '.join(aliases)})) TO STDOUT WITH (FORMAT binary)"
         cursor.cursor.copy_expert(copy_sql, buffer)
     payload = buffer.getvalue()
     header = 11 + 4 + 4 + struct.unpack(">i", payload[15:19])[0]
-    layout = [("count", ">i2")] + [item for i in range(len(fields)) for item in ((f"l{i}", ">i4"), (f"v{i}", ">f8"))]
+    layout = [("count", ">i2")] + [
+        item for i in range(len(names)) for item in ((f"l{i}", ">i4"), (f"v{i}", ">i8" if i < offset else ">f8"))
+    ]
     records = np.frombuffer(payload[header:-2], dtype=np.dtype(layout))
-    return np.column_stack([records[f"v{i}"].astype(np.float64) for i in range(len(fields))]).reshape(-1, len(fields))
+    keys = records["v0"].astype(np.int64) if key else np.empty(0, dtype=np.int64)
+    values = np.column_stack([records[f"v{i}"].astype(np.float64) for i in range(offset, len(names))])
+    return keys, values.reshape(-1, len(fields))

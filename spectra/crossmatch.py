@@ -22,6 +22,8 @@ class CrossMatch:
     star_index: np.ndarray  # (n_ref,) int64, -1 when unmatched
     method: np.ndarray  # (n_ref,) int8: MATCH_NONE / MATCH_GAIA / MATCH_POSITION
     separation_arcsec: np.ndarray  # (n_ref,) float64, NaN when unmatched
+    gaia_rejected_arcsec: np.ndarray  # (n_ref,) float64: how far the star sharing the row's Gaia id was, when
+    # that was beyond the limit and the id match was refused; NaN otherwise
 
     @property
     def matched(self) -> np.ndarray:
@@ -29,13 +31,19 @@ class CrossMatch:
 
 
 def _gaia_ids(values) -> np.ndarray:
-    """int64 ids, 0 for missing (None or NaN); Gaia source ids are positive."""
+    """int64 ids, 0 for missing (None); Gaia source ids are positive.
+
+    Floating-point input is refused: a 19-digit id does not survive float64 (2**53 is about
+    9e15), so ids must reach the matcher as integers.
+    """
     array = np.asarray(values)
     if array.dtype == object:
+        if any(isinstance(v, float) for v in array.tolist()):
+            raise TypeError("Gaia source ids must be integers, not floats (float64 loses digits)")
         array = np.array([0 if v is None else int(v) for v in array.tolist()], dtype=np.int64)
     elif array.dtype.kind == "f":
-        array = np.where(np.isfinite(array), array, 0.0)
-    return array.astype(np.int64)
+        raise TypeError("Gaia source ids must be integers, not floats (float64 loses digits)")
+    return np.where(array > 0, array, 0).astype(np.int64)
 
 
 def crossmatch(
@@ -46,6 +54,7 @@ def crossmatch(
     star_ra: np.ndarray,
     star_dec: np.ndarray,
     radius_arcsec: float,
+    gaia_max_arcsec: float,
 ) -> CrossMatch:
     """Match reference rows to stars.
 
@@ -55,13 +64,20 @@ def crossmatch(
     ref_ra, ref_dec, star_ra, star_dec : (n,) float64, degrees (ICRS / J2000)
     radius_arcsec : float
         Largest separation accepted for a positional match.
+    gaia_max_arcsec : float
+        Largest separation accepted for a match by Gaia id. Catalog positions of one star
+        differ by its proper motion between epochs (2MASS J2000 against Gaia J2015.5/J2016:
+        about 1.6" for 100 mas/yr), so a few arcseconds; a shared id further away than this
+        is a wrong id (or a wrong position) and is not trusted.
 
     Returns
     -------
     CrossMatch
-        A row whose Gaia id is shared by a star is matched by id (its separation is still
-        reported); every other row is matched to its nearest star within the radius. A
-        Gaia id shared by several stars goes to the nearest of them.
+        A row whose Gaia id is shared by a star within ``gaia_max_arcsec`` is matched by id;
+        a row whose id partner is further away is refused that match (its distance goes to
+        ``gaia_rejected_arcsec``) and falls back to position like a row without an id; every
+        such row is matched to its nearest star within ``radius_arcsec``. A Gaia id shared by
+        several stars goes to the nearest of them.
     """
     ref_gaia = _gaia_ids(ref_gaia)
     star_gaia = _gaia_ids(star_gaia)
@@ -69,8 +85,9 @@ def crossmatch(
     star_index = np.full(n_ref, -1, dtype=np.int64)
     method = np.full(n_ref, MATCH_NONE, dtype=np.int8)
     separation = np.full(n_ref, np.nan)
+    rejected = np.full(n_ref, np.nan)
     if n_ref == 0 or star_gaia.shape[0] == 0:
-        return CrossMatch(star_index, method, separation)
+        return CrossMatch(star_index, method, separation, rejected)
     ref_coords = SkyCoord(np.asarray(ref_ra, dtype=np.float64) * u.deg, np.asarray(ref_dec, dtype=np.float64) * u.deg)
     star_coords = SkyCoord(np.asarray(star_ra, dtype=np.float64) * u.deg, np.asarray(star_dec, dtype=np.float64) * u.deg)
 
@@ -86,9 +103,16 @@ def crossmatch(
     for i in np.flatnonzero(has_id & (right - left > 1)):  # rare: one Gaia id on several stars
         candidates = order[left[i] : right[i]]
         star_index[i] = candidates[np.argmin(ref_coords[i].separation(star_coords[candidates]).arcsec)]
+    id_separation = np.full(n_ref, np.nan)
+    id_rows = np.flatnonzero(has_id)
+    id_separation[id_rows] = ref_coords[id_rows].separation(star_coords[star_index[id_rows]]).arcsec
+    too_far = has_id & ~(id_separation <= gaia_max_arcsec)
+    rejected[too_far] = id_separation[too_far]
+    star_index[too_far] = -1
+    has_id &= ~too_far
     method[has_id] = MATCH_GAIA
 
-    # By position for the rest.
+    # By position for the rest (and for the refused id matches).
     rest = np.flatnonzero(~has_id)
     if rest.size:
         nearest, distance, _ = ref_coords[rest].match_to_catalog_sky(star_coords)
@@ -97,4 +121,19 @@ def crossmatch(
         method[rest[close]] = MATCH_POSITION
     matched = star_index >= 0
     separation[matched] = ref_coords[matched].separation(star_coords[star_index[matched]]).arcsec
-    return CrossMatch(star_index, method, separation)
+    return CrossMatch(star_index, method, separation, rejected)
+
+
+def match_notes(result: CrossMatch, radius_arcsec: float, gaia_max_arcsec: float) -> np.ndarray:
+    """(n_ref,) object: why a row is matched the way it is, where that needs saying; '' elsewhere.
+
+    Today that is a refused Gaia-id match: 'Gaia id match 60.0" away (limit 5"): refused;
+    matched by position at 0.40"' or '...: refused; no star within 3"'.
+    """
+    notes = np.full(result.star_index.shape[0], "", dtype=object)
+    for i in np.flatnonzero(np.isfinite(result.gaia_rejected_arcsec)):
+        outcome = (f"matched by position at {result.separation_arcsec[i]:.2f}\""
+                   if result.method[i] == MATCH_POSITION else f"no star within {radius_arcsec:g}\"")
+        notes[i] = (f"Gaia id match {result.gaia_rejected_arcsec[i]:.1f}\" away (limit {gaia_max_arcsec:g}\"): "
+                    f"refused; {outcome}")
+    return notes

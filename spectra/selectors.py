@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
-from .crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch
+from .crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch, match_notes
 from .models import Star
 
 MATCH_METHOD_NAMES = np.array(["", "gaia", "position"], dtype=object)  # by crossmatch code
@@ -16,8 +16,10 @@ class StarMatches:
     star_id: np.ndarray  # (n,) int64, -1 when unmatched
     method: np.ndarray  # (n,) object: "gaia", "position" or ""
     separation_arcsec: np.ndarray  # (n,) float64, NaN when unmatched
+    note: np.ndarray  # (n,) object: why, where it needs saying (a refused Gaia-id match); "" elsewhere
     by_gaia: int
     by_position: int
+    gaia_refused: int
 
     @property
     def matched(self) -> np.ndarray:
@@ -26,14 +28,16 @@ class StarMatches:
 
 def stars_crossmatch(*, gaia: list, ra: np.ndarray, dec: np.ndarray) -> StarMatches:
     """Match catalog rows (another survey, training labels) to our stars: Gaia source id
-    first, else position within REFERENCE_MATCH_RADIUS_ARCSEC. ``gaia`` may hold None."""
+    within REFERENCE_GAIA_MATCH_MAX_ARCSEC first, else position within
+    REFERENCE_MATCH_RADIUS_ARCSEC. ``gaia`` holds Python ints or None (never floats)."""
     stars = list(Star.objects.order_by("id").values_list("id", "gaia_source_id", "ra", "dec"))
     columns = list(zip(*stars, strict=True)) if stars else [[], [], [], []]
+    radius, gaia_max = settings.REFERENCE_MATCH_RADIUS_ARCSEC, settings.REFERENCE_GAIA_MATCH_MAX_ARCSEC
     result = crossmatch(
         np.array([g or 0 for g in gaia], dtype=np.int64), np.asarray(ra, dtype=np.float64),
         np.asarray(dec, dtype=np.float64), np.array([g or 0 for g in columns[1]], dtype=np.int64),
         np.asarray(columns[2], dtype=np.float64), np.asarray(columns[3], dtype=np.float64),
-        radius_arcsec=settings.REFERENCE_MATCH_RADIUS_ARCSEC,
+        radius_arcsec=radius, gaia_max_arcsec=gaia_max,
     )
     star_ids = np.asarray(columns[0], dtype=np.int64)
     matched = result.star_index >= 0
@@ -41,6 +45,8 @@ def stars_crossmatch(*, gaia: list, ra: np.ndarray, dec: np.ndarray) -> StarMatc
         star_id=np.where(matched, star_ids[np.maximum(result.star_index, 0)] if star_ids.size else -1, -1),
         method=MATCH_METHOD_NAMES[result.method],
         separation_arcsec=result.separation_arcsec,
+        note=match_notes(result, radius, gaia_max),
         by_gaia=int(np.sum(result.method == MATCH_GAIA)),
         by_position=int(np.sum(result.method == MATCH_POSITION)),
+        gaia_refused=int(np.sum(np.isfinite(result.gaia_rejected_arcsec))),
     )

@@ -12,7 +12,7 @@ from inference.network.evaluation import accuracy_precision
 from inference.network.scaling import LabelScaler
 from inference.network.splits import CV, TEST, TRAIN, split_groups, split_two_models
 from inference.network.uncertainty import SnrNoiseModel, calibration_summary
-from spectra.crossmatch import MATCH_GAIA, MATCH_NONE, MATCH_POSITION, crossmatch
+from spectra.crossmatch import MATCH_GAIA, MATCH_NONE, MATCH_POSITION, crossmatch, match_notes
 
 NAMES = [f"label{i}" for i in range(15)]
 
@@ -109,16 +109,23 @@ def test_crossmatch_by_gaia_then_position_across_ra_zero_and_the_pole():
     star_ra = np.array([359.9999, 10.0, 180.0, 45.0, 200.0])
     star_dec = np.array([0.0, 89.9999, -30.0, 10.0, 5.0])
     star_gaia = np.array([0, 0, 777, 0, 888], dtype=np.int64)
-    ref_ra = np.array([0.0002, 190.0, 180.5, 45.0, 45.1, 123.0])
-    ref_dec = np.array([0.0, 89.9999, -30.0, 10.0 + 2.5 / 3600, 10.0, 0.0])
-    ref_gaia = np.array([0, 0, 777, 0, 0, 999], dtype=np.int64)
-    result = crossmatch(ref_gaia, ref_ra, ref_dec, star_gaia, star_ra, star_dec, radius_arcsec=3.0)
-    assert result.star_index.tolist() == [0, 1, 2, 3, -1, -1]
-    assert result.method.tolist() == [MATCH_POSITION, MATCH_POSITION, MATCH_GAIA, MATCH_POSITION, MATCH_NONE, MATCH_NONE]
+    ref_ra = np.array([0.0002, 190.0, 180.5, 45.0, 45.1, 123.0, 200.0])
+    ref_dec = np.array([0.0, 89.9999, -30.0, 10.0 + 2.5 / 3600, 10.0, 0.0, 5.0 + 4.0 / 3600])
+    ref_gaia = np.array([0, 0, 777, 0, 0, 999, 888], dtype=np.int64)
+    result = crossmatch(ref_gaia, ref_ra, ref_dec, star_gaia, star_ra, star_dec, radius_arcsec=3.0, gaia_max_arcsec=5.0)
+    assert result.star_index.tolist() == [0, 1, -1, 3, -1, -1, 4]
+    assert result.method.tolist() == [MATCH_POSITION, MATCH_POSITION, MATCH_NONE, MATCH_POSITION, MATCH_NONE, MATCH_NONE,
+                                      MATCH_GAIA]
     assert result.separation_arcsec[0] == pytest.approx(1.08, abs=0.01)  # 0.0003 deg across RA 0
     assert result.separation_arcsec[1] < 1.0  # RA differs by 180 deg, but at the pole
-    assert result.separation_arcsec[2] > 1000  # matched by id, however far the positions differ
+    assert result.separation_arcsec[6] == pytest.approx(4.0, abs=0.01)  # by id, 4" away: within the limit
+    # The same Gaia id 0.43 deg away is a wrong id or position: refused, and nothing is within 3".
+    assert result.gaia_rejected_arcsec[2] > 1000 and np.isnan(result.gaia_rejected_arcsec[[0, 1, 3, 4, 5, 6]]).all()
+    assert "refused; no star within 3\"" in match_notes(result, 3.0, 5.0)[2]
     assert np.isnan(result.separation_arcsec[4])
+    with pytest.raises(TypeError, match="float64 loses digits"):
+        crossmatch(ref_gaia.astype(float), ref_ra, ref_dec, star_gaia, star_ra, star_dec, radius_arcsec=3.0,
+                   gaia_max_arcsec=5.0)
 
 
 def _artifact() -> Artifact:

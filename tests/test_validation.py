@@ -8,9 +8,10 @@ from rest_framework.test import APIClient
 from spectra.labels import LABEL_FIELDS
 from spectra.mock.survey import SURVEYS, _write_survey
 from spectra.models import Spectrum, Star
+from spectra.refcat.quality import QualityRuleError, quality_evaluate
 from validation.formats import SurveyFormatError
 from validation.models import ReferenceStar, ValidationResult
-from validation.quality import APOGEE_ASPCAP_STAR_BAD, apogee_clean, galah_dr2_clean, rave_clean
+from validation.quality import APOGEE, APOGEE_ASPCAP_STAR_BAD, GALAH_DR2, RAVE_DR5
 from validation.services import reference_survey_import, release_validate
 
 from .conftest import make_spectra
@@ -21,15 +22,25 @@ N_STARS = 700
 N_EXTRA = 40  # reference stars that are not in our catalog
 
 
-def test_quality_cuts_are_the_papers():
-    flags = {"ASPCAPFLAG": np.array([0, APOGEE_ASPCAP_STAR_BAD, 1, 0]), "STARFLAG": np.array([0, 0, 0, 8])}
-    assert apogee_clean(flags, 4).tolist() == [True, False, True, False]  # a warning bit is not STAR_BAD
-    flags["PARAMFLAG"] = np.array([[0, 0], [0, 0], [0, 2], [0, 0]])
-    assert apogee_clean(flags, 4).tolist() == [True, False, False, False]
-    assert galah_dr2_clean({"flag_cannon": np.array([0, 1, 4])}, 3).tolist() == [True, False, False]
-    assert rave_clean({"Algo_Conv_K": np.array([0, 1])}, 2).tolist() == [True, False]
-    with pytest.raises(KeyError, match="Algo_Conv_K"):
-        rave_clean({}, 2)
+def _cut(cut, flags: dict, n: int, labels: dict | None = None):
+    labels = labels or {}
+    return quality_evaluate(cut, flags.get, n, labels, LABEL_FIELDS)
+
+
+def test_quality_cuts_reject_only_what_the_surveys_document_as_bad():
+    flags = {"ASPCAPFLAG": np.array([0, APOGEE_ASPCAP_STAR_BAD, 1 | 1 << 7 | 1 << 11, 0]),
+             "STARFLAG": np.array([0, 0, 1 << 9 | 1 << 16, 8])}
+    # A warning bit (TEFF_WARN, STAR_WARN, SN_WARN; PERSIST_HIGH, SUSPECT_RV_COMBINATION) is not
+    # STAR_BAD; VERY_BRIGHT_NEIGHBOR (STARFLAG 8) is documented as bad.
+    assert _cut(APOGEE, flags, 4).row_ok.tolist() == [True, False, True, False]
+    flags["PARAMFLAG"] = np.array([[0, 0], [0, 0], [0, 1 << 2], [1 << 16, 1 << 8]])
+    result = _cut(APOGEE, flags, 4, {"teff": ("TEFF", "direct"), "logg": ("LOGG", "direct")})
+    assert result.row_ok.tolist() == [True, False, True, False]  # a bad PARAMFLAG bit rejects a label, not the row
+    assert result.label_ok[:, :2].tolist() == [[True, True], [True, True], [True, False], [True, True]]
+    assert _cut(GALAH_DR2, {"flag_cannon": np.array([0, 1, 4])}, 3).row_ok.tolist() == [True, False, False]
+    assert _cut(RAVE_DR5, {"Algo_Conv_K": np.array([0, 1])}, 2).row_ok.tolist() == [True, False]
+    with pytest.raises(QualityRuleError, match="Algo_Conv_K"):
+        _cut(RAVE_DR5, {}, 2)
 
 
 @pytest.fixture

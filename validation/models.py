@@ -25,6 +25,9 @@ class ReferenceSurvey(models.Model):
     row_count = models.PositiveIntegerField(default=0)
     clean_count = models.PositiveIntegerField(default=0, help_text="Rows passing the quality cut.")
     matched_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(
+        default=0, help_text="Rows dropped at import because their identifier repeats a kept row's.")
+    import_notes = models.JSONField(default=dict, blank=True, help_text="Which rows were dropped as duplicates, and why.")
     imported_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -48,10 +51,14 @@ class ReferenceStar(LabelValues):
     dec = models.FloatField()
     gaia_source_id = models.BigIntegerField(null=True, blank=True)
     quality_flags = models.JSONField(default=dict, help_text="The survey's raw quality-flag values.")
-    passes_quality = models.BooleanField(help_text="Passes the survey's quality cut.")
+    passes_quality = models.BooleanField(help_text="Passes the survey's per-row quality tests.")
+    flagged_labels = models.JSONField(
+        default=list, blank=True, help_text="Labels the survey's per-label flags reject (left out when the cut applies).")
     star = models.ForeignKey(Star, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     match_method = models.CharField(max_length=8, choices=Match.choices, blank=True, default="")
     match_separation_arcsec = models.FloatField(null=True, blank=True)
+    match_note = models.CharField(max_length=200, blank=True, default="",
+                                  help_text="Why the row is matched as it is, e.g. a Gaia-id match refused as too far.")
 
     class Meta:
         ordering = ["id"]

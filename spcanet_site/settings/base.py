@@ -199,6 +199,11 @@ STAR_MATCH_RADIUS_ARCSEC = env.float("STAR_MATCH_RADIUS_ARCSEC", default=1.5)
 # Largest separation for matching a reference catalog (training labels, other surveys)
 # to our stars when no Gaia source id links them.
 REFERENCE_MATCH_RADIUS_ARCSEC = env.float("REFERENCE_MATCH_RADIUS_ARCSEC", default=3.0)
+# Reference catalogs: largest separation at which a shared Gaia source id is trusted. The
+# same star's catalog positions differ by its proper motion between epochs (2MASS J2000
+# against Gaia J2015.5/J2016: 1.6" at 100 mas/yr, 4.8" at 300 mas/yr); a shared id further
+# away is a wrong id or position, and the row falls back to position (the reason recorded).
+REFERENCE_GAIA_MATCH_MAX_ARCSEC = env.float("REFERENCE_GAIA_MATCH_MAX_ARCSEC", default=5.0)
 # Largest spectrum file accepted, on disk and after gunzip (MRS files are 1-5 MB): a larger
 # file or a gzip bomb is recorded as corrupt after reading at most this many bytes.
 SPECTRUM_FILE_MAX_BYTES = env.int("SPECTRUM_FILE_MAX_BYTES", default=64 * 2**20)

@@ -27,5 +27,8 @@ class Command(BaseCommand):
             survey = reference_survey_import(name=name, path=path, format_name=format_name, mapping=column_mapping)
         except (OSError, json.JSONDecodeError, SurveyFormatError) as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(f"{survey.name}: {survey.row_count} stars, {survey.clean_count} pass {survey.quality_cut}, "
-                          f"{survey.matched_count} matched to our stars")
+        line = (f"{survey.name}: {survey.row_count} stars, {survey.clean_count} pass {survey.quality_cut}, "
+                f"{survey.matched_count} matched to our stars")
+        if survey.duplicate_count:
+            line += f"; {survey.duplicate_count} rows repeating a star dropped ({survey.import_notes['duplicate_rule']})"
+        self.stdout.write(line)
