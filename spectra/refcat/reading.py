@@ -168,14 +168,16 @@ def _text_ids(raw: np.ndarray) -> np.ndarray:
     return text_flags(np.ma.filled(raw, "") if np.ma.isMaskedArray(raw) else values).astype(object)
 
 
-def _json_value(raw: np.ndarray, i: int):
-    value = raw[i]
-    if np.ma.isMaskedArray(raw) and np.ma.getmaskarray(raw)[i].all():
-        return None
-    value = np.asarray(value)
-    if value.dtype.kind == "S":
-        value = np.char.decode(value, "utf-8", "replace")
-    return value.tolist()
+def _json_column(raw: np.ndarray) -> list:
+    """A raw column as JSON-ready Python values (lists for array columns, None where masked)."""
+    values = np.asarray(raw.data if np.ma.isMaskedArray(raw) else raw)
+    if values.dtype.kind == "S":
+        values = np.char.decode(values, "utf-8", "replace")
+    python = values.tolist()
+    if np.ma.isMaskedArray(raw):
+        masked = np.ma.getmaskarray(raw).reshape(values.shape[0], -1).all(axis=1).tolist()
+        python = [None if m else v for v, m in zip(python, masked, strict=True)]
+    return python
 
 
 def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTable:
@@ -265,8 +267,13 @@ def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTabl
     recorded_names = list(quality.recorded) + [c for c in fmt.record_columns if columns.resolve(c) not in quality.recorded]
     recorded = {name: quality.recorded.get(name, columns.get(name)) for name in recorded_names}
     recorded = {name: values for name, values in recorded.items() if values is not None}
-    present_index = [LABEL_FIELDS.index(f) for f in present]
-    finite = np.isfinite(labels)
+    present_index = np.array([LABEL_FIELDS.index(f) for f in present], dtype=np.int64)
+    rejected = np.zeros(labels.shape, dtype=bool)
+    rejected[:, present_index] = ~label_ok[:, present_index] & np.isfinite(labels[:, present_index])
+    flagged = [[] for _ in range(n)]
+    for i, k in zip(*np.nonzero(rejected), strict=True):
+        flagged[i].append(LABEL_FIELDS[k])
+    recorded_python = {name: _json_column(values) for name, values in recorded.items()}
     return CatalogTable(
         source_ids=[str(ids[i]) for i in rows],
         ra=ra[rows], dec=dec[rows],
@@ -275,8 +282,8 @@ def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTabl
         present_labels=present,
         row_ok=quality.row_ok[rows],
         row_reasons=[str(quality.row_reasons[i]) for i in rows],
-        flagged_labels=[[LABEL_FIELDS[k] for k in present_index if not label_ok[i, k] and finite[i, k]] for i in rows],
-        recorded_flags=[{name: _json_value(values, i) for name, values in recorded.items()} for i in rows],
+        flagged_labels=[flagged[i] for i in rows],
+        recorded_flags=[{name: values[i] for name, values in recorded_python.items()} for i in rows],
         rows_in_file=n,
         duplicate_groups=duplicate_groups,
         duplicate_rule=rule,
