@@ -231,3 +231,25 @@ def test_repeated_ids_without_a_duplicate_flag_keep_the_first_row(tmp_path):
     catalog = ReferenceCatalog.objects.get(name="rep")
     assert catalog.import_notes["duplicates"] == [{"id": "2M1", "kept_row": 1, "dropped_rows": [2]}]
     assert "first row" in catalog.import_notes["duplicate_rule"]
+
+
+def test_galah_dr3_columns_as_published_and_its_per_label_flags(tmp_path):
+    """GALAH DR3 spells abundances Mg_fe / flag_Mg_fe; flag_sp and flag_fe_h reject a row,
+    flag_X_fe or snr_c3_iraf <= 30 reject that abundance (galah-survey.org/dr3/flags)."""
+    n = 5
+    table = Table({"sobject_id": np.arange(n, dtype=np.int64) + 131216001101000, "ra_dr2": np.arange(n) + 10.0,
+                   "dec_dr2": np.full(n, -20.0), "dr3_source_id": np.arange(n, dtype=np.int64) + GAIA_ID,
+                   "teff": np.full(n, 5000.0), "logg": np.full(n, 4.0), "fe_h": np.full(n, -0.1),
+                   "Mg_fe": np.full(n, 0.2), "flag_Mg_fe": np.array([0, 0, 1, 0, 0]),
+                   "Si_fe": np.full(n, 0.1), "flag_Si_fe": np.zeros(n, dtype=int),
+                   "snr_c3_iraf": np.array([50.0, 50.0, 50.0, 20.0, 50.0]),
+                   "flag_sp": np.array([0, 1, 0, 0, 0]), "flag_fe_h": np.array([0, 0, 0, 0, 4])})
+    table.write(tmp_path / "GALAH_DR3_main_allstar_v2.fits")
+    survey = reference_survey_import(name="galah-dr3", path=tmp_path / "GALAH_DR3_main_allstar_v2.fits",
+                                     format_name="galah-dr3")
+    stars = {s.source_id: s for s in ReferenceStar.objects.filter(survey=survey)}
+    ids = [str(131216001101000 + i) for i in range(n)]
+    assert [stars[i].passes_quality for i in ids] == [True, False, True, True, False]
+    assert stars[ids[0]].mg_h == pytest.approx(0.1) and stars[ids[0]].gaia_source_id == GAIA_ID
+    assert stars[ids[2]].flagged_labels == ["mg_h"]
+    assert stars[ids[3]].flagged_labels == ["mg_h", "si_h"]  # snr_c3_iraf <= 30: too low for abundances
