@@ -12,7 +12,7 @@ from .admin_tools import (
     flag_bit_filter,
 )
 from .flags import SPECTRUM_FLAGS
-from .models import CurationRecord, SourceFile, Spectrum, Star
+from .models import CurationRecord, SourceFile, Spectrum, SpectrumCopy, Star
 from .services import spectra_curate
 
 
@@ -25,6 +25,24 @@ class StarAdmin(PipelineRowsAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # stars come from ingest
+
+
+class SpectrumCopyInline(admin.TabularInline):
+    """Every file that held this spectrum; the row above keeps the best copy."""
+
+    model = SpectrumCopy
+    fields = ["source_file", "status", "flags", "snr_blue", "snr_red", "updated_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name_plural = "copies in source files (the spectrum keeps the best)"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Spectrum)
@@ -42,6 +60,7 @@ class SpectrumAdmin(PipelineRowsAdmin):
     actions = curation_actions("spectrum", spectra_curate)
     raw_id_fields = ["star"]
     readonly_fields = ["figure", "flag_summary"] + [field.name for field in Spectrum._meta.fields]
+    inlines = [SpectrumCopyInline]
 
     @admin.display(description="flags")
     def flag_summary(self, spectrum: Spectrum) -> str:

@@ -260,7 +260,7 @@ def _worse_copy(good, path):
     return write_lamost_mrs(parsed, path)
 
 
-def test_a_worse_copy_is_kept_as_provenance_only(tmp_path, settings):
+def test_a_worse_copy_is_kept_as_provenance_only(tmp_path, settings, curator):
     good, catalog = _clean_ingested(tmp_path, settings)
     before = _state()
     worse = _worse_copy(good, tmp_path / "mirror" / "copy-of-015.fits")
@@ -271,6 +271,14 @@ def test_a_worse_copy_is_kept_as_provenance_only(tmp_path, settings):
     assert copies.count() == 8
     assert copies.filter(status="failed").count() == 7  # the exposures without a red arm
     assert SpectrumCopy.objects.filter(source_file__path=str(good), status="preprocessed").count() == 8
+    # The spectrum's admin page lists both copies.
+    from django.test import Client
+
+    client = Client()
+    client.force_login(curator)
+    exposure = Spectrum.objects.filter(kind="exposure").first()
+    page = client.get(f"/admin/spectra/spectrum/{exposure.pk}/change/").content.decode()
+    assert "copies in source files" in page.lower() and page.count(str(good)) >= 2 and str(worse) in page
     # Both files are now unchanged on a re-run.
     again = spectra_ingest(paths=[good, worse], rv_catalog=catalog)
     assert again.files_unchanged == 2 and again.spectra_written == 0
