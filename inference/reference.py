@@ -14,14 +14,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from django.db import transaction
 
-from spectra.bulk import bulk_upsert
 from spectra.labels import LABEL_FIELDS, LABELS
 from spectra.refcat.formats import CatalogFormat, CatalogFormatError, format_from_label_mapping
 from spectra.refcat.matching import reference_rows_match
 from spectra.refcat.reading import CatalogReadError, catalog_read
+from spectra.refcat.storage import reference_rows_store
 from validation.quality import QUALITY_CUTS
 
 from .models import ReferenceCatalog, ReferenceLabel
@@ -81,7 +80,8 @@ def mapping_check(mapping: dict) -> None:
 
 
 def reference_catalog_import(*, name: str, path: str | Path, mapping: dict | None = None) -> ReferenceImportSummary:
-    """Import (or re-import) a reference catalog and match it to the stars; idempotent.
+    """Import (or re-import) a reference catalog and match it to the stars; idempotent, and
+    only new and changed rows are written.
 
     Gaia ids are read and stored exactly (never through float64); a repeated identifier
     keeps one row (the cut's duplicate policy, else the first) and the rest are counted.
@@ -95,7 +95,6 @@ def reference_catalog_import(*, name: str, path: str | Path, mapping: dict | Non
     except (CatalogReadError, OSError) as error:
         raise ReferenceImportError(str(error) if isinstance(error, CatalogReadError)
                                    else f"{path}: cannot read the reference catalog ({error})") from error
-    n = len(table.source_ids)
     single_column = [t.column for t in catalog_format.quality.rows]
     if len(single_column) == 1:  # the raw flag, as the catalog gives it
         quality_value = [str(row.get(single_column[0], "") or "")[:64] for row in table.recorded_flags]
@@ -120,9 +119,7 @@ def reference_catalog_import(*, name: str, path: str | Path, mapping: dict | Non
                       "import_notes": {"rows_in_file": table.rows_in_file, "duplicate_rule": table.duplicate_rule,
                                        "duplicates": table.duplicate_groups[:DUPLICATES_RECORDED]}},
         )
-        columns["catalog_id"] = np.full(n, catalog.pk, dtype=np.int64)
-        bulk_upsert(ReferenceLabel, columns, unique_fields=["catalog_id", "source_id"])
-        ReferenceLabel.objects.filter(catalog=catalog).exclude(source_id__in=table.source_ids).delete()
+        reference_rows_store(model=ReferenceLabel, parent_field="catalog_id", parent_id=catalog.pk, columns=columns)
     return reference_catalog_match(catalog=catalog)
 
 

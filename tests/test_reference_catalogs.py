@@ -100,6 +100,10 @@ def test_apogee_dr17_allstar_keeps_what_sdss_does_not_call_bad(tmp_path):
     row = ReferenceStar.objects.get(survey=survey, source_id=truth["ids"][60])
     assert row.passes_quality and row.mg_h is not None  # stored as given; left out when the cut applies
     assert row.quality_flags["PARAMFLAG"][7] == 1 << 16 and "EXTRATARG" in row.quality_flags
+    assert survey.import_notes["rows_written"] == N_STARS
+    again = reference_survey_import(name="apogee-dr17", path=tmp_path / "allStar-dr17-synspec_rev1.fits",
+                                    format_name="apogee-dr17")
+    assert (again.import_notes["rows_written"], again.import_notes["rows_deleted"]) == (0, 0)  # nothing changed
 
     # The same file as training labels, through the same reader and rules.
     catalog_summary = reference_catalog_import(name="apogee-dr17-labels", path=tmp_path / "allStar-dr17-synspec_rev1.fits",

@@ -7,9 +7,10 @@ import numpy as np
 from django.db import transaction
 
 from inference.models import CatalogEntry, CatalogRelease
-from spectra.bulk import bulk_upsert, keyed_numeric_columns, table_analyze
+from spectra.bulk import keyed_numeric_columns, table_analyze
 from spectra.labels import LABEL_FIELDS
 from spectra.refcat.matching import reference_rows_match
+from spectra.refcat.storage import reference_rows_store
 
 from .formats import SURVEY_FORMATS, SurveyFormatError, survey_format_from_mapping, survey_table_read
 from .models import ReferenceStar, ReferenceSurvey, ValidationResult
@@ -22,7 +23,8 @@ DUPLICATES_RECORDED = 100
 def reference_survey_import(
     *, name: str, path: str | Path, format_name: str | None = None, mapping: dict | None = None
 ) -> ReferenceSurvey:
-    """Import (or re-import in place) a survey catalog, apply its quality cut, match its stars.
+    """Import (or re-import in place) a survey catalog, apply its quality cut, match its stars;
+    only new and changed rows are written.
 
     A star listed twice (APOGEE: one APOGEE_ID observed in two fields) keeps one row, chosen
     by the cut's duplicate policy; the others are dropped and counted, never an error.
@@ -48,7 +50,6 @@ def reference_survey_import(
                                        "duplicates": table.duplicate_groups[:DUPLICATES_RECORDED]}},
         )
         columns = {
-            "survey_id": np.full(n, survey.pk, dtype=np.int64),
             "source_id": table.source_ids,
             "ra": table.ra,
             "dec": table.dec,
@@ -58,9 +59,11 @@ def reference_survey_import(
             "flagged_labels": table.flagged_labels,
             **{field: table.labels[:, k] for k, field in enumerate(LABEL_FIELDS)},
         }
-        bulk_upsert(ReferenceStar, columns, unique_fields=["survey_id", "source_id"])
-        ReferenceStar.objects.filter(survey=survey).exclude(source_id__in=table.source_ids).delete()
-    table_analyze(ReferenceStar)  # fresh statistics, or the planner guesses a few rows and loops
+        stored = reference_rows_store(model=ReferenceStar, parent_field="survey_id", parent_id=survey.pk, columns=columns)
+        survey.import_notes = {**survey.import_notes, "rows_written": stored["written"], "rows_deleted": stored["deleted"]}
+        survey.save(update_fields=["import_notes"])
+    if stored["written"] or stored["deleted"]:
+        table_analyze(ReferenceStar)  # fresh statistics, or the planner guesses a few rows and loops
     reference_survey_match(survey=survey)
     survey.refresh_from_db()
     return survey
