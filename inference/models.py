@@ -144,6 +144,8 @@ class CatalogEntry(LabelValues, LabelErrors):
     snr_red = models.FloatField(null=True, blank=True)
     rv_blue = models.FloatField(null=True, blank=True)
     rv_red = models.FloatField(null=True, blank=True)
+    rv_blue_err = models.FloatField(null=True, blank=True, help_text="Uncertainty of rv_blue (km/s).")
+    rv_red_err = models.FloatField(null=True, blank=True, help_text="Uncertainty of rv_red (km/s).")
     flag = models.PositiveSmallIntegerField(
         choices=[(1, "1 good"), (0, "0 bad")], help_text="1 good, 0 bad (paper Table 2)."
     )

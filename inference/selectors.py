@@ -27,6 +27,8 @@ _IDENTITY_SOURCES = {
     "snr_red": "spectrum__snr_red",
     "rv_blue": "spectrum__rv_blue",
     "rv_red": "spectrum__rv_red",
+    "rv_blue_err": "spectrum__rv_blue_err",
+    "rv_red_err": "spectrum__rv_red_err",
 }
 
 
