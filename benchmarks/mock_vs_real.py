@@ -5,7 +5,10 @@
 Prints, for real and mock files side by side: pixels per table and wavelength coverage,
 coadd zero tails and masked-pixel fractions, header S/N against the median of
 flux*sqrt(ivar), the consistency of the noise with IVAR (differences of two exposures
-of one night divided by their combined sigma should have unit spread), and the depths
+of one night divided by their combined sigma should have unit spread), the rates of the
+defects the harsh mock options imitate (``spectra/mock/harsh.py``: masked pixels of
+coadds (ORMASK) against exposures (PIXMASK) inside the grid windows, zero-flux pixels whose
+IVAR is kept, with and without a mask bit), and the depths
 of strong lines in the normalised coadd of the real star J230311.44+321335.5 and of
 mock giants of similar type.
 """
@@ -20,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from spectra.io import read_spectrum_file  # noqa: E402
-from spectra.processing.grids import GRIDS  # noqa: E402
+from spectra.processing.grids import GRIDS, WINDOWS  # noqa: E402
 from spectra.processing.pipeline import preprocess  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "lamost_mrs"
@@ -33,6 +36,8 @@ def describe(name: str, files: list[Path]) -> None:
     sizes = {"coadd": {"blue": [], "red": []}, "exposure": {"blue": [], "red": []}}
     coverage = {"blue": [], "red": []}
     tails, masked, snr_ratio, chi = [], [], [], []
+    window_masked = {"coadd": [], "exposure": []}
+    zero_kept = {"coadd": [], "exposure": []}  # per arm: pixels with FLUX 0, IVAR > 0 (all, unmasked)
     for path in files:
         sf = read_spectrum_file(path)
         for spectrum in sf.spectra:
@@ -41,6 +46,11 @@ def describe(name: str, files: list[Path]) -> None:
                 sizes[spectrum.kind][arm].append(data.wavelength.size)
                 coverage[arm].append((data.wavelength[0], data.wavelength[-1]))
                 masked.append(1 - data.usable.mean())
+                low, high = WINDOWS[arm]
+                inside = (data.wavelength >= low) & (data.wavelength <= high)
+                window_masked[spectrum.kind].append(np.mean(data.mask[inside] != 0))
+                zero = (data.flux == 0) & (data.ivar > 0)
+                zero_kept[spectrum.kind].append((int(zero.sum()), int((zero & (data.mask == 0)).sum())))
                 good = data.ivar > 0
                 if data.header_snr and data.header_snr > 10:
                     snr_ratio.append(np.median(data.flux[good] * np.sqrt(data.ivar[good])) / data.header_snr)
@@ -66,6 +76,12 @@ def describe(name: str, files: list[Path]) -> None:
     print(f"  coadd zero tail at the red end: median {np.median(tails):.0f} pixels")
     print(f"  unusable pixels per arm: median {100 * np.median(masked):.2f}%, 95th percentile {100 * np.percentile(masked, 95):.2f}%")
     print(f"  median(flux*sqrt(ivar)) / header SNR: median {np.median(snr_ratio):.3f}")
+    for kind, column in (("coadd", "ORMASK"), ("exposure", "PIXMASK")):
+        shares = np.array(window_masked[kind])
+        zeros = np.array(zero_kept[kind]).reshape(-1, 2)
+        print(f"  {kind} arms, {column} != 0 inside the grid window: median {100 * np.median(shares):.2f}%, "
+              f"95th percentile {100 * np.percentile(shares, 95):.2f}%; FLUX 0 with IVAR > 0: in {100 * np.mean(zeros[:, 0] > 0):.0f}% "
+              f"of arms ({zeros[:, 0].sum()} pixels, {zeros[:, 1].sum()} of them without a mask bit)")
     if chi:
         print(f"  exposure-pair difference / combined sigma: robust spread {np.median(chi):.3f} (1 = noise as IVAR says; {len(chi)} pairs)")
 

@@ -66,7 +66,9 @@ def _table(name: str, columns: list[tuple[str, np.ndarray]], rows: int, extra: d
     return _header(cards) + _padded(records.tobytes())
 
 
-def _arm_table(arm: Arm, name: str, layout: str, mask_column: str, extra: dict, reverse: bool) -> bytes:
+def _arm_table(
+    arm: Arm, name: str, layout: str, mask_column: str, extra: dict, reverse: bool, andmask: np.ndarray | None = None
+) -> bytes:
     order = slice(None, None, -1) if reverse else slice(None)
     flux, ivar = arm.flux[order].astype(">f4"), arm.ivar[order].astype(">f4")
     mask = arm.mask[order].astype(">i2")
@@ -79,13 +81,22 @@ def _arm_table(arm: Arm, name: str, layout: str, mask_column: str, extra: dict, 
         return _table(name, columns, 1, extra)
     columns = [("FLUX", flux), ("IVAR", ivar), ("LOGLAM", np.log10(arm.wavelength[order]).astype(">f4"))]
     if mask_column == "ORMASK":
-        columns.append(("ANDMASK", np.zeros_like(mask)))
+        columns.append(("ANDMASK", np.zeros_like(mask) if andmask is None else andmask[order].astype(">i2")))
     columns.append((mask_column, mask))
     return _table(name, columns, flux.size, extra)
 
 
-def write_lamost_mrs(spectrum_file: SpectrumFile, path: str | Path, *, layout: str = "dr7", compresslevel: int = 6) -> Path:
-    """Write ``spectrum_file`` to ``path`` (gzipped when the name ends in .gz)."""
+def write_lamost_mrs(
+    spectrum_file: SpectrumFile, path: str | Path, *, layout: str = "dr7", compresslevel: int = 6,
+    coadd_andmask: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``spectrum_file`` to ``path`` (gzipped when the name ends in .gz).
+
+    ``coadd_andmask`` gives the coadd's ANDMASK per arm ("blue", "red"; int16, one value
+    per pixel) for the DR7 layout; without it ANDMASK is written as zeros. (The DR9 v1
+    layout has no ANDMASK column.)
+    """
+    coadd_andmask = coadd_andmask or {}
     if layout not in ("dr7", "dr9v1"):
         raise ValueError(f"unknown layout {layout!r}")
     sf = spectrum_file
@@ -104,9 +115,10 @@ def write_lamost_mrs(spectrum_file: SpectrumFile, path: str | Path, *, layout: s
     for spectrum in sf.spectra:
         if spectrum.kind == "coadd":
             lmjms = "-".join(str(s.lmjm) for s in exposures)[:68]
-            for arm, name in ((spectrum.blue, "COADD_B"), (spectrum.red, "COADD_R")):
+            for arm, name, arm_name in ((spectrum.blue, "COADD_B", "blue"), (spectrum.red, "COADD_R", "red")):
                 if arm is not None:
-                    parts.append(_arm_table(arm, name, layout, "ORMASK", {"LMJMLIS0": lmjms}, reverse=False))
+                    parts.append(_arm_table(arm, name, layout, "ORMASK", {"LMJMLIS0": lmjms}, reverse=False,
+                                            andmask=coadd_andmask.get(arm_name)))
     for spectrum in exposures:
         extra = {"LMJM": str(spectrum.lmjm), "EXPTIME": float(spectrum.exptime or 0.0)}
         if spectrum.blue is not None:

@@ -73,17 +73,25 @@ def sample_on_grid(model_wave_vacuum: np.ndarray, model_flux: np.ndarray, grid: 
 
 
 def observe(
-    rng: np.random.Generator, counts: np.ndarray, *, cosmic_rays_per_arm: float, dead_pixels: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng: np.random.Generator, counts: np.ndarray, *, cosmic_rays_per_arm: float, dead_pixels: np.ndarray | None,
+    return_noise: bool = False, noise_scale: float = 1.0,
+) -> tuple[np.ndarray, ...]:
     """Noisy counts, their inverse variance and the pixel mask for expected ``counts`` (n, G).
 
     Noise is Poisson (as a Gaussian of variance = counts) plus read noise; the written
     IVAR is the inverse of that variance, so the noise is consistent with it. Cosmic rays
     hit random pixels; most are found and masked (mask bit 1), some are not. Dead pixels
     (a fixed set per spectrograph) carry zero flux, zero IVAR and mask bit 2.
+    With ``return_noise`` a fourth array follows: the Gaussian noise alone (n, G) float64
+    counts, without cosmic rays or dead pixels (for the ideal arrays, ``ideal.py``).
+    ``noise_scale`` scales the noise drawn (0: noise-free counts, for tests); IVAR still
+    describes the full noise model.
     """
     variance = np.clip(counts, 0.0, None) + READ_NOISE**2
-    flux = counts + rng.standard_normal(counts.shape) * np.sqrt(variance)
+    noise = rng.standard_normal(counts.shape) * np.sqrt(variance)
+    if noise_scale != 1.0:
+        noise = noise * noise_scale
+    flux = counts + noise
     ivar = (1.0 / variance).astype(np.float32)
     mask = np.zeros(counts.shape, dtype=np.int16)
     n, size = counts.shape
@@ -100,4 +108,6 @@ def observe(
         flux[:, dead_pixels] = 0.0
         ivar[:, dead_pixels] = 0.0
         mask[:, dead_pixels] |= 2
+    if return_noise:
+        return flux.astype(np.float32), ivar, mask, noise
     return flux.astype(np.float32), ivar, mask

@@ -8,9 +8,14 @@ Layout of the output directory:
                              each with a known bias and scatter per label (manifest.json)
     rv_catalog.csv           an input catalog of RVs (obsid, lmjm, rv_blue, rv_red), 1.4 km/s noise
     truth_stars.csv, truth_spectra.csv   the true labels and RVs, for scoring only
+    truth_crb.csv            the Cramer-Rao bound per spectrum for all 15 labels (crb_<label>)
+    ideal/stars-<first>-<last>.npz   per spectrum on the rest-frame grids: the noise-free
+                             normalised flux, its ivar and the noise drawn (``ideal.py``)
     manifest.json            seed, sizes, injected biases and scatters, model and line data used
 
-Reproducible from the seed: the same seed gives the same files.
+Reproducible from the seed: the same seed gives the same files. ``harsh`` options
+(``harsh.py``, all off by default) add instrument defects from a random stream of their
+own, so the rest of a harsh survey equals the plain survey of the same seed.
 """
 
 import csv
@@ -26,9 +31,20 @@ from ..identifiers import designations_from_radec
 from ..io.lamost_writer import write_lamost_mrs
 from ..io.types import Arm, RawSpectrum, SpectrumFile
 from ..labels import LABELS
+from ..processing.grids import GRIDS, STEP, WINDOWS
 from ..processing.kernels import resample_rows
 from ..processing.rv import air_to_vacuum
 from ..processing.spectrum_model import CannonSpectrumModel, smooth_to_resolution
+from .harsh import (
+    HarshOptions,
+    add_cosmic_rays,
+    add_edge_junk,
+    dilate_mask,
+    response_structure,
+    sky_residual_counts,
+    zero_flux_blocks,
+)
+from .ideal import IDEAL_DIR, cramer_rao_bound, finite_difference_jacobian, save_npz_deterministic
 from .instrument import (
     COADD_GRIDS,
     EXPOSURE_GRIDS,
@@ -44,6 +60,9 @@ from .lines import LINES, element_optical_depth, line_profiles
 ARMS = ("blue", "red")
 MODEL_RANGES_AIR = {"blue": (4870.0, 5420.0), "red": (6260.0, 6900.0)}
 LABEL_NAMES = [label.column for label in LABELS]
+# Central-difference half-steps of the Cramer-Rao Jacobian: Teff (K), log g, then [X/H] (dex).
+CRB_STEPS = np.array([20.0, 0.04] + [0.02] * (len(LABELS) - 2))
+CRB_BLOCK_STARS = 64  # stars per Jacobian block (bounds its memory to ~60 MB)
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,9 @@ class MockSurveyConfig:
     survey_fractions: dict[str, float] = field(default_factory=lambda: {"apogee": 0.3, "galah": 0.08, "rave": 0.12})
     stars_per_field: int = 2000
     chunk_stars: int = 256
+    ideal: bool = True  # write ideal/ and truth_crb.csv
+    noise_scale: float = 1.0  # 0 writes noise-free spectra (tests); IVAR keeps the full noise model
+    harsh: HarshOptions = field(default_factory=HarshOptions)
 
 
 @dataclass
@@ -113,22 +135,29 @@ def make_mock_survey(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
+    harsh_rng = np.random.default_rng([config.seed, 14])  # defects only: the plain survey never draws from it
     n = config.n_stars
     labels = sample_labels(rng, n, isochrones)
     stars = _stars(rng, n, config)
     files = _observations(rng, stars, config)
     arms = {arm: _ArmModel(model, arm, config.resolution) for arm in ARMS}
     truth_rows = []
+    crb_rows: list[np.ndarray] = []
     written = 0
     for start in range(0, n, config.chunk_stars):
         chunk = np.arange(start, min(start + config.chunk_stars, n))
         rest = {arm: arms[arm].spectra(labels[chunk]) for arm in ARMS}  # (c, P) vacuum rest frame
         chunk_files = [f for f in files if chunk[0] <= f["star"] <= chunk[-1]]
-        truth_rows += _write_files(rng, out_dir, chunk_files, chunk[0], rest, arms, labels, stars, config)
+        rows, ideal = _write_files(rng, harsh_rng, out_dir, chunk_files, chunk[0], rest, arms, labels, stars, config)
+        if config.ideal and rows:
+            crb_rows.append(_write_ideal(out_dir, chunk, rows, ideal, arms, labels))
+        truth_rows += rows
         written += len(chunk_files)
         if progress:
             progress(len(chunk))
     _write_catalogs(rng, out_dir, labels, stars, files, truth_rows, config)
+    if config.ideal:
+        _write_crb(out_dir, truth_rows, np.concatenate(crb_rows))
     return MockSurveySummary(out_dir=out_dir, stars=n, files=len(files), spectra=len(truth_rows))
 
 
@@ -136,6 +165,7 @@ class _ArmModel:
     """The spectrum model on one arm: Cannon flux x element responses, broadened to R."""
 
     def __init__(self, model: CannonSpectrumModel, arm: str, resolution: float):
+        self.arm_name = arm
         low, high = MODEL_RANGES_AIR[arm]
         self.model = model.restrict(low, high)
         self.wavelength_vacuum = air_to_vacuum(self.model.wavelength_air)
@@ -148,6 +178,10 @@ class _ArmModel:
         tau = element_optical_depth(self.keys, self.profiles, labels[:, 0], labels[:, 1], x_fe)
         flux = np.clip(flux * np.exp(-tau), 0.0, 1.0)
         return smooth_to_resolution(self.model.wavelength_air, flux, self.resolution)
+
+    def on_grid(self, rest: np.ndarray) -> np.ndarray:
+        """Rest-frame model spectra (n, P) linearly interpolated onto the arm's grid: (n, 4000) float64."""
+        return _resample(self.wavelength_vacuum, rest, GRIDS[self.arm_name], np.zeros(rest.shape[0]))[0]
 
 
 def _stars(rng: np.random.Generator, n: int, config: MockSurveyConfig) -> dict[str, np.ndarray]:
@@ -225,21 +259,27 @@ def _counts_for_snr(snr: np.ndarray) -> np.ndarray:
     return (snr2 + np.sqrt(snr2**2 + 4 * snr2 * READ_NOISE**2)) / 2.0
 
 
-def _write_files(rng, out_dir, files, first_star, rest, arms, labels, stars, config) -> list[dict]:
+def _write_files(rng, harsh_rng, out_dir, files, first_star, rest, arms, labels, stars, config) -> tuple[list[dict], dict]:
     if not files:
-        return []
+        return [], {}
+    harsh: HarshOptions = config.harsh
     exposure_file = np.concatenate([np.full(len(f["lmjms"]), i) for i, f in enumerate(files)])
     exposure_star = np.array([files[i]["star"] - first_star for i in exposure_file])
     teff = labels[first_star + exposure_star, 0]
     n_exp = np.array([len(f["lmjms"]) for f in files])
     observed: dict[str, dict[str, np.ndarray]] = {}
     coadds: dict[str, dict[str, np.ndarray]] = {}
+    ideal: dict[str, dict[str, np.ndarray]] = {}
     for arm in ARMS:
         grid = EXPOSURE_GRIDS[arm]
         rv = np.concatenate([f["rv"] + f["arm_offset"][arm] for f in files])
         normalised = sample_on_grid(arms[arm].wavelength_vacuum, rest[arm][exposure_star], grid, rv)
         # A fibre's response is the same for every exposure of the night.
         response = instrument_response(rng, grid.wavelength, len(files))[exposure_file]
+        if harsh.response_order > 4:
+            response = response * response_structure(
+                harsh_rng, grid.wavelength.size, len(files), harsh.response_order, harsh.response_amplitude
+            )[exposure_file]
         shape = planck_shape(grid.wavelength, teff) * response
         per_file = np.array([f["snr"][arm] for f in files])
         snr = per_file[exposure_file] / np.sqrt(n_exp[exposure_file]) * np.concatenate([f["exposure_snr_scatter"] for f in files])
@@ -247,11 +287,26 @@ def _write_files(rng, out_dir, files, first_star, rest, arms, labels, stars, con
         level = _counts_for_snr(snr) * np.where(bad, 0.002, 1.0)
         counts = normalised * shape * level[:, None] / np.median(shape, axis=1, keepdims=True)
         dead = np.sort(rng.choice(grid.wavelength.size - 10, 6, replace=False))
-        flux, ivar, mask = observe(rng, counts, cosmic_rays_per_arm=4.0, dead_pixels=dead)
+        flux, ivar, mask, noise = observe(rng, counts, cosmic_rays_per_arm=4.0, dead_pixels=dead, return_noise=True,
+                                         noise_scale=config.noise_scale)
+        rejected = _harsh_exposures(harsh_rng, harsh, flux, mask, counts, grid.wavelength, dead, n_exp[exposure_file])
         observed[arm] = {"flux": flux, "ivar": ivar, "mask": mask}
-        coadds[arm] = _coadd(flux, ivar, mask, grid.wavelength, COADD_GRIDS[arm].wavelength, exposure_file, len(files), rng)
+        coadds[arm] = _coadd(flux, ivar, mask, grid.wavelength, COADD_GRIDS[arm].wavelength, exposure_file, len(files), rng,
+                             rejected=rejected, dilate=harsh.coadd_mask_dilate)
+        coadds[arm]["andmask"] = None
+        if harsh.andmask_zero_flux > 0:
+            coadds[arm]["andmask"] = zero_flux_blocks(
+                harsh_rng, coadds[arm]["flux"], coadds[arm]["mask"], COADD_GRIDS[arm].wavelength, WINDOWS[arm],
+                harsh.andmask_zero_flux,
+            )
+        if config.ideal:
+            continuum = shape * level[:, None] / np.median(shape, axis=1, keepdims=True)  # counts per unit normalised flux
+            file_rv = np.array([np.mean(f["rv"]) + f["arm_offset"][arm] for f in files])
+            ideal[arm] = _ideal_noise(noise, continuum, ivar, grid.wavelength, COADD_GRIDS[arm].wavelength, GRIDS[arm],
+                                      exposure_file, rv, file_rv)
     truth = []
     row = 0
+    order = []  # ideal rows in truth order: ("coadd", file) or ("exposure", exposure row)
     for i, f in enumerate(files):
         star = f["star"]
         spectra = []
@@ -274,7 +329,10 @@ def _write_files(rng, out_dir, files, first_star, rest, arms, labels, stars, con
             spectra=spectra, header={"TSOURCE": "MOCK", "MAG1": round(float(15.0 - np.log10(f["snr"]["blue"]) * 2.5), 2)},
         )
         name = f"med-{f['lmjd']}-{f['plan']}_sp{f['spectrograph']:02d}-{f['fiber']:03d}.fits.gz"
-        path = write_lamost_mrs(sf, out_dir / "fits" / f["plan"] / name, layout=f["layout"], compresslevel=1)
+        andmask = {arm: coadds[arm]["andmask"][i] for arm in ARMS if coadds[arm]["andmask"] is not None}
+        path = write_lamost_mrs(sf, out_dir / "fits" / f["plan"] / name, layout=f["layout"], compresslevel=1,
+                                coadd_andmask=andmask or None)
+        order += [("coadd", i)] + [("exposure", row + e) for e in range(len(f["lmjms"]))]
         rv_mean = float(np.mean(f["rv"]))
         for spectrum, rv_true in zip(spectra, [rv_mean, *f["rv"]], strict=True):
             truth.append({
@@ -284,7 +342,126 @@ def _write_files(rng, out_dir, files, first_star, rest, arms, labels, stars, con
                 "snr_blue": spectrum.blue.header_snr, "snr_red": spectrum.red.header_snr, "bad_fibre": int(f["bad_fibre"]),
             })
         row += len(f["lmjms"])
-    return truth
+    if not config.ideal:
+        return truth, {}
+    arrays = {}
+    for key in ("ivar", "noise", "information"):
+        coadd = np.stack([ideal[arm]["coadd_" + key] for arm in ARMS], axis=1)  # (files, 2, 4000)
+        exposure = np.stack([ideal[arm]["exposure_" + key] for arm in ARMS], axis=1)
+        arrays[key] = np.stack([coadd[i] if kind == "coadd" else exposure[i] for kind, i in order])
+    arrays["star"] = np.array([files[i]["star"] if kind == "coadd" else files[exposure_file[i]]["star"] for kind, i in order])
+    return truth, arrays
+
+
+def _harsh_exposures(rng, harsh: HarshOptions, flux, mask, counts, wavelength, dead, file_exposures) -> np.ndarray | None:
+    """Apply the harsh options' exposure defects in place (``harsh.py``).
+
+    Returns the pixels a coadd rejects (unflagged cosmic rays in files of 3 or more
+    exposures), or None when there are none.
+    """
+    if not harsh.enabled:
+        return None
+    sigma = np.sqrt(np.clip(counts, 0.0, None) + READ_NOISE**2)
+    rejected = None
+    if harsh.cosmic_rays > 0:
+        add_cosmic_rays(rng, flux, sigma, mask, harsh.cosmic_rays, flagged=0.8)
+    if harsh.unflagged_cosmics > 0:
+        rows, columns = add_cosmic_rays(rng, flux, sigma, mask, harsh.unflagged_cosmics, flagged=0.0)
+        clipped = file_exposures[rows] >= 3  # a coadd of 2 exposures cannot tell which one is hit
+        rejected = np.zeros(flux.shape, dtype=bool)
+        rejected[rows[clipped], columns[clipped]] = True
+        rejected[rows[clipped], columns[clipped] + 1] = True
+    if harsh.edge_junk > 0:
+        add_edge_junk(rng, flux, sigma, mask, harsh.edge_junk, harsh.edge_junk_flagged)
+    if harsh.sky_residuals > 0:
+        flux += sky_residual_counts(rng, wavelength, flux.shape[0], harsh.sky_residuals).astype(np.float32)
+    flux[:, dead] = 0.0
+    return rejected
+
+
+def _resample(wavelength, values, grid, rv, ivar=None, usable=None) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of rows (n, L) on one native grid onto ``grid`` at ``rv`` (km/s),
+    with the preprocessing's own kernel: (n, M) float64 values and propagated ivar."""
+    n = values.shape[0]
+    out = np.empty((n, grid.size), dtype=np.float64)
+    out_ivar = np.empty_like(out)
+    resample_rows(
+        np.ascontiguousarray(np.broadcast_to(wavelength, values.shape)), np.ascontiguousarray(values, dtype=np.float64),
+        np.ones(values.shape) if ivar is None else np.ascontiguousarray(ivar, dtype=np.float64),
+        np.ones(values.shape, dtype=np.bool_) if usable is None else np.ascontiguousarray(usable),
+        np.full(n, wavelength.size, dtype=np.int64), np.asarray(grid, dtype=np.float64),
+        np.asarray(rv, dtype=np.float64), out, out_ivar,
+    )
+    return out, out_ivar
+
+
+def _ideal_noise(noise, continuum, ivar, exposure_wave, coadd_wave, grid, exposure_file, rv, file_rv) -> dict[str, np.ndarray]:
+    """The normalised noise, its ivar and the information ivar of every exposure and coadd
+    of one arm on the rest-frame grid (see ``ideal.py``): no defects, dead pixels excluded."""
+    usable = ivar > 0
+    coadd_noise, coadd_ivar = _coadd_ideal(noise, continuum, ivar, usable, exposure_wave, coadd_wave, exposure_file)
+    result = {}
+    for kind, wave, values, weight, velocity in (
+        ("exposure", exposure_wave, noise / continuum, ivar * continuum**2, rv),
+        ("coadd", coadd_wave, coadd_noise, coadd_ivar, file_rv),
+    ):
+        good = weight > 0
+        resampled, resampled_ivar = _resample(wave, values, grid, velocity, weight, good)
+        density, _ = _resample(wave, weight / np.gradient(wave), grid, velocity, weight, good)  # ivar per Angstrom
+        result[kind + "_noise"] = resampled
+        result[kind + "_ivar"] = resampled_ivar
+        result[kind + "_information"] = np.where(resampled_ivar > 0, density * STEP, 0.0)
+    return result
+
+
+def _coadd_ideal(noise, continuum, ivar, usable, exposure_wave, coadd_wave, exposure_file) -> tuple[np.ndarray, np.ndarray]:
+    """The coadd of the exposures' noise alone, normalised by the coadd of their continua
+    (same weights as ``_coadd``, no defect rejected): noise (files, C) and its ivar."""
+    starts = np.flatnonzero(np.r_[True, exposure_file[1:] != exposure_file[:-1]])
+    zero_rv = np.zeros(noise.shape[0])
+    resampled_noise, weight = _resample(exposure_wave, noise, coadd_wave, zero_rv, ivar, usable)
+    resampled_continuum, _ = _resample(exposure_wave, continuum, coadd_wave, zero_rv, ivar, usable)
+    weight_sum = np.add.reduceat(weight, starts, axis=0)
+    good = weight_sum > 0
+    safe = np.where(good, weight_sum, 1.0)
+    coadd_noise = np.add.reduceat(weight * resampled_noise, starts, axis=0) / safe
+    coadd_continuum = np.where(good, np.add.reduceat(weight * resampled_continuum, starts, axis=0) / safe, 1.0)
+    return np.where(good, coadd_noise / coadd_continuum, 0.0), np.where(good, weight_sum * coadd_continuum**2, 0.0)
+
+
+def _write_ideal(out_dir: Path, chunk: np.ndarray, truth: list[dict], arrays: dict, arms: dict, labels: np.ndarray) -> np.ndarray:
+    """Ideal arrays and Cramer-Rao bounds of one chunk of stars (``ideal.py``); returns the bounds (n, 15)."""
+
+    def model_on_grids(values: np.ndarray) -> np.ndarray:
+        return np.concatenate([arms[arm].on_grid(arms[arm].spectra(values)) for arm in ARMS], axis=1)
+
+    spectrum_star = arrays["star"]
+    information = arrays["information"].reshape(len(truth), -1)
+    flux = np.empty((chunk.size, len(ARMS), GRIDS["blue"].size), dtype=np.float32)
+    crb = np.full((len(truth), len(LABELS)), np.nan)
+    for start in range(0, chunk.size, CRB_BLOCK_STARS):
+        block = chunk[start : start + CRB_BLOCK_STARS]
+        flux[start : start + block.size] = model_on_grids(labels[block]).reshape(block.size, len(ARMS), -1)
+        jacobian = finite_difference_jacobian(model_on_grids, labels[block], CRB_STEPS)  # (b, 8000, 15)
+        members = np.flatnonzero((spectrum_star >= block[0]) & (spectrum_star <= block[-1]))
+        if members.size:
+            crb[members] = cramer_rao_bound(jacobian, information[members], rows=spectrum_star[members] - block[0])
+    save_npz_deterministic(
+        out_dir / IDEAL_DIR / f"stars-{chunk[0]:06d}-{chunk[-1]:06d}.npz",
+        star=chunk.astype(np.int64), flux=flux, spectrum_star=spectrum_star.astype(np.int64),
+        file=np.array([row["file"] for row in truth]), kind=np.array([row["kind"] for row in truth]),
+        lmjm=np.array([row["lmjm"] or 0 for row in truth], dtype=np.int64),
+        ivar=arrays["ivar"].astype(np.float32), noise=arrays["noise"].astype(np.float16), crb=crb.astype(np.float32),
+    )
+    return crb
+
+
+def _write_crb(out_dir: Path, truth_rows: list[dict], crb: np.ndarray) -> None:
+    with open(out_dir / "truth_crb.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "obsid", "lmjm", "kind", *(f"crb_{label.field}" for label in LABELS)])
+        for row, bound in zip(truth_rows, crb, strict=True):
+            writer.writerow([row["file"], row["obsid"], row["lmjm"], row["kind"], *(f"{v:.5g}" for v in bound)])
 
 
 def _arm(wavelength, flux, ivar, mask) -> Arm:
@@ -293,11 +470,19 @@ def _arm(wavelength, flux, ivar, mask) -> Arm:
     return Arm(wavelength=wavelength, flux=flux, ivar=ivar, mask=mask.astype(np.int32), header_snr=round(snr, 2))
 
 
-def _coadd(flux, ivar, mask, exposure_wave, coadd_wave, exposure_file, n_files, rng) -> dict[str, np.ndarray]:
+def _coadd(
+    flux, ivar, mask, exposure_wave, coadd_wave, exposure_file, n_files, rng, *, rejected=None, dilate=0
+) -> dict[str, np.ndarray]:
     """Inverse-variance mean of each file's exposures on the coadd grid; ORMASK-like mask;
-    zero-flux, zero-ivar tails where no exposure reaches, as in the real coadds."""
+    zero-flux, zero-ivar tails where no exposure reaches, as in the real coadds.
+
+    ``rejected`` (exposure pixels the coadding rejects without a mask bit, e.g. clipped
+    cosmic rays) are left out like masked ones; ``dilate`` widens ORMASK by that many
+    pixels each side (harsh options)."""
     n = flux.shape[0]
     usable = (ivar > 0) & (mask == 0)
+    if rejected is not None:
+        usable &= ~rejected
     resampled_flux = np.empty((n, coadd_wave.size), dtype=np.float32)
     resampled_ivar = np.empty_like(resampled_flux)
     resample_rows(
@@ -312,6 +497,8 @@ def _coadd(flux, ivar, mask, exposure_wave, coadd_wave, exposure_file, n_files, 
     with np.errstate(divide="ignore", invalid="ignore"):
         coadd_flux = np.where(weight_sum > 0, weighted / weight_sum, 0.0).astype(np.float32)
     coadd_mask = np.where(any_masked & (weight_sum > 0), 1, 0).astype(np.int16)
+    if dilate > 0:
+        coadd_mask = np.where(weight_sum > 0, dilate_mask(coadd_mask, dilate), 0).astype(np.int16)
     return {"flux": coadd_flux, "ivar": weight_sum.astype(np.float32), "mask": coadd_mask}
 
 
@@ -365,13 +552,21 @@ def _write_catalogs(rng, out_dir: Path, labels, stars, files, truth_rows, config
         values = {name: np.where(flagged, v + rng.normal(0.0, 3 * injection.scatter[name], members.size), v) for name, v in values.items()}
         _write_survey(survey, out_dir, stars, members, values, flagged, rng)
         injections[survey] = {"stars": int(members.size), "flagged": int(flagged.sum()), **asdict(injection)}
+    settings = asdict(config)
+    # Options at their defaults stay out of the manifest, so a default survey's bytes do not change.
+    settings.pop("ideal")
+    settings.pop("harsh")
+    if config.noise_scale == 1.0:
+        settings.pop("noise_scale")
     manifest = {
-        "seed": config.seed, "config": asdict(config), "stars": int(n), "files": len(files), "spectra": len(truth_rows),
+        "seed": config.seed, "config": settings, "stars": int(n), "files": len(files), "spectra": len(truth_rows),
         "reference_labels": int(rows.size), "injected": injections,
         "spectrum_model": "The Cannon model in thedoppler 1.1.32 (cannongrid_3000_18000_coolstars_norm_cubic_model.pkl)",
         "line_data": {element: [round(w, 2) for w, _, _ in lines] for element, lines in LINES.items() if element != "N"},
         "cn_forest_lines": len(LINES["N"]),
     }
+    if config.harsh.enabled:
+        manifest["harsh"] = config.harsh.changed()
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=float))
 
 
