@@ -14,7 +14,8 @@ from .services import (
 
 class ChunkInline(admin.TabularInline):
     model = ProcessingChunk
-    fields = ["stage", "index", "state", "items", "skipped_items", "failed_items", "attempts", "seconds", "error"]
+    fields = ["stage", "index", "state", "items", "skipped_items", "failed_items", "attempts", "lost_deliveries",
+              "worker", "seconds", "error"]
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -3,7 +3,9 @@
 A run covers a set of inputs (files to ingest, spectra to predict, a release to build),
 is split into chunks that workers process independently, and moves stage by stage:
 ingest -> predict -> release. Each chunk records its state, attempts, timing and error,
-so a run can be followed, cancelled, and its failed part retried.
+so a run can be followed, cancelled, and its failed part retried; it also records which
+worker process and which task message claimed it, so that a message redelivered because
+its worker died is told apart from a fresh one and counted.
 """
 
 from django.conf import settings
@@ -78,7 +80,12 @@ class ProcessingChunk(models.Model):
     items = models.PositiveIntegerField(default=0, help_text="Spectra written or predicted.")
     skipped_items = models.PositiveIntegerField(default=0, help_text="Files unchanged since an earlier ingest.")
     failed_items = models.PositiveIntegerField(default=0, help_text="Files that failed to read.")
-    attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Deliveries that started the chunk's work.")
+    lost_deliveries = models.PositiveSmallIntegerField(
+        default=0, help_text="Deliveries whose worker process died before finishing; reset by a retry.")
+    worker = models.CharField(max_length=255, blank=True, help_text="hostname/pid of the process that claimed it last.")
+    message = models.CharField(
+        max_length=100, blank=True, help_text="The task message (id:retries) that claimed it last.")
     error = models.TextField(blank=True)
     seconds = models.FloatField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

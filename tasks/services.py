@@ -4,10 +4,12 @@ Chunk work is done by the apps' services (``spectra_ingest``, ``labelsets_predic
 ``catalog_release_build``); this module only decides what runs where and records it.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from functools import cache
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
@@ -20,6 +22,7 @@ from spectra.ingest import rv_catalog_read, spectra_ingest, spectrum_files
 from .models import ProcessingChunk, ProcessingRun
 
 Stage = ProcessingRun.Stage
+logger = logging.getLogger(__name__)
 
 
 class RunConfigurationError(ValueError):
@@ -183,7 +186,7 @@ def processing_run_retry_failed(*, run: ProcessingRun) -> int:
         if locked.state == ProcessingRun.State.RUNNING:
             raise RunConfigurationError("the run is still running: retry after it finishes")
         ProcessingChunk.objects.filter(pk__in=[c.pk for c in failed]).update(
-            state=ProcessingChunk.State.QUEUED, error="")
+            state=ProcessingChunk.State.QUEUED, error="", lost_deliveries=0, message="")
         locked.current_stage = min((c.stage for c in failed), key=ProcessingRun.STAGE_ORDER.index)
         locked.state = ProcessingRun.State.RUNNING
         locked.finished_at = None
@@ -263,12 +266,22 @@ _HANDLERS: dict[str, Callable[[ProcessingRun, ProcessingChunk], None]] = {
 }
 
 
-def processing_chunk_claim(*, chunk_id: int) -> ProcessingChunk | None:
-    """Mark a chunk running; None if it needs no work (done, skipped, or its run stopped).
+def processing_chunk_claim(*, chunk_id: int, message: str = "", worker: str = "") -> ProcessingChunk | None:
+    """Mark a chunk running; None if it needs no work (done, skipped, failed, or its run stopped).
 
-    A chunk found RUNNING is claimed again: its worker died (or the message came back
-    after a lost acknowledgement) and the work is redone, idempotently.
+    ``message`` names the task message delivering the chunk (``task id:retries``: the
+    same for every redelivery of one message, new for a retry after an exception) and
+    ``worker`` the process claiming it (``hostname/pid``).
+
+    A chunk found RUNNING is claimed again, and its work redone idempotently: its worker
+    died, or the message came back after a lost acknowledgement, or it is a retry after a
+    transient error. When it is the very message that claimed it last, that delivery never
+    finished: its worker process died (killed, out of memory, crashed). After
+    ``PROCESSING_CHUNK_MAX_DELIVERIES`` such deaths the chunk is failed, naming the last
+    worker, instead of killing one more; the run then goes on (and ends failed). Retries
+    after a recorded exception are bounded by the task's ``max_retries`` instead.
     """
+    lost = None
     with transaction.atomic():
         chunk = ProcessingChunk.objects.select_for_update(of=("self",)).select_related(
             "run__formal_model", "run__alternate_model").get(pk=chunk_id)
@@ -278,11 +291,28 @@ def processing_chunk_claim(*, chunk_id: int) -> ProcessingChunk | None:
             chunk.state = ProcessingChunk.State.SKIPPED
             chunk.save(update_fields=["state"])
             return None
-        chunk.state = ProcessingChunk.State.RUNNING
-        chunk.attempts += 1
-        chunk.started_at = timezone.now()
-        chunk.save(update_fields=["state", "attempts", "started_at"])
-        return chunk
+        if chunk.state == ProcessingChunk.State.RUNNING and message and chunk.message == message:
+            chunk.lost_deliveries += 1
+            if chunk.lost_deliveries >= settings.PROCESSING_CHUNK_MAX_DELIVERIES:
+                chunk.state = ProcessingChunk.State.FAILED
+                chunk.error = (
+                    f"worker lost: delivered {chunk.lost_deliveries} times, the worker process died each time "
+                    f"(last on {chunk.worker or 'an unknown worker'}); not delivered again "
+                    f"(PROCESSING_CHUNK_MAX_DELIVERIES={settings.PROCESSING_CHUNK_MAX_DELIVERIES})")
+                chunk.finished_at = timezone.now()
+                chunk.save(update_fields=["state", "lost_deliveries", "error", "finished_at"])
+                lost = chunk
+        if lost is None:
+            chunk.state = ProcessingChunk.State.RUNNING
+            chunk.attempts += 1
+            chunk.started_at = timezone.now()
+            chunk.message, chunk.worker = message[:100], worker[:255]
+            chunk.save(update_fields=["state", "attempts", "lost_deliveries", "started_at", "message", "worker"])
+            return chunk
+    # The run row is locked after the chunk's lock is released (cancel locks run, then chunks).
+    logger.error("chunk %s of run %s failed: %s", lost.pk, lost.run_id, lost.error)
+    processing_run_advance(run_id=lost.run_id)
+    return None
 
 
 def processing_chunk_execute(*, chunk: ProcessingChunk) -> None:

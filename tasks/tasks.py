@@ -4,14 +4,19 @@ Routing (settings ``CELERY_TASK_ROUTES``): ingest and release chunks go to the `
 queue, prediction chunks to the ``gpu`` queue (a worker started with ``-Q gpu`` on a GPU
 machine; on a CPU machine the same queue works, slower). Every task is acknowledged late
 and is idempotent, so a message redelivered after a worker died redoes its chunk without
-duplicating a row. Transient errors (database or broker briefly away) are retried with
-exponential backoff; any other error fails the chunk alone, recorded with its message.
+duplicating a row; a chunk whose worker died on ``PROCESSING_CHUNK_MAX_DELIVERIES``
+deliveries is failed instead of being delivered again (``processing_chunk_claim``).
+Transient errors (database or broker briefly away) are retried with exponential backoff;
+any other error fails the chunk alone, recorded with its message, and so does a chunk
+killed at the hard time limit or still failing transiently after the retries.
 """
 
 import logging
+import os
+import socket
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,21 +51,33 @@ class ChunkTask(Task):
     max_retries = 6
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # Out of retries for a transient error: record it so that the run can finish and
-        # the chunk can be retried from the admin, the API or the command.
-        if isinstance(exc, TRANSIENT_ERRORS):
-            processing_chunk_fail(chunk_id=args[0], error=f"{type(exc).__name__}: {exc} (after retries)")
-            processing_run_advance(run_id=_run_of(args[0]))
+        # The task ended without recording its chunk: out of retries for a transient error,
+        # killed at the hard time limit (then called in the worker's main process, the
+        # message acknowledged), or an error outside the chunk's work. Record it, so that
+        # the run can finish and the chunk can be retried from the admin, the API or the command.
+        if isinstance(exc, TimeLimitExceeded):
+            limit = exc.args[0] if exc.args else "?"
+            error = f"TimeLimitExceeded: killed at the hard time limit ({limit} s, CELERY_TASK_TIME_LIMIT)"
+        elif isinstance(exc, TRANSIENT_ERRORS):
+            error = f"{type(exc).__name__}: {exc} (after retries)"
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        processing_chunk_fail(chunk_id=args[0], error=error)
+        run_id = _run_of(args[0])
+        if run_id is not None:
+            processing_run_advance(run_id=run_id)
 
 
-def _run_of(chunk_id: int) -> int:
+def _run_of(chunk_id: int) -> int | None:
     from .models import ProcessingChunk
 
-    return ProcessingChunk.objects.values_list("run_id", flat=True).get(pk=chunk_id)
+    return ProcessingChunk.objects.filter(pk=chunk_id).values_list("run_id", flat=True).first()
 
 
-def _process(chunk_id: int) -> str:
-    chunk = processing_chunk_claim(chunk_id=chunk_id)
+def _process(request, chunk_id: int) -> str:
+    chunk = processing_chunk_claim(
+        chunk_id=chunk_id, message=f"{request.id}:{request.retries or 0}" if request.id else "",
+        worker=f"{request.hostname or socket.gethostname()}/{os.getpid()}")
     if chunk is None:
         return "nothing to do"
     try:
@@ -74,22 +91,22 @@ def _process(chunk_id: int) -> str:
     return "processed"
 
 
-@shared_task(base=ChunkTask, name="tasks.ingest_chunk")
-def ingest_chunk(chunk_id: int) -> str:
+@shared_task(base=ChunkTask, bind=True, name="tasks.ingest_chunk")
+def ingest_chunk(self, chunk_id: int) -> str:
     """Read, preprocess and store the files of one chunk."""
-    return _process(chunk_id)
+    return _process(self.request, chunk_id)
 
 
-@shared_task(base=ChunkTask, name="tasks.predict_chunk")
-def predict_chunk(chunk_id: int) -> str:
+@shared_task(base=ChunkTask, bind=True, name="tasks.predict_chunk")
+def predict_chunk(self, chunk_id: int) -> str:
     """Predict a range of spectra with both models (each loaded once per worker process)."""
-    return _process(chunk_id)
+    return _process(self.request, chunk_id)
 
 
-@shared_task(base=ChunkTask, name="tasks.release_chunk")
-def release_chunk(chunk_id: int) -> str:
+@shared_task(base=ChunkTask, bind=True, name="tasks.release_chunk")
+def release_chunk(self, chunk_id: int) -> str:
     """Build (or extend) the run's release, and publish it when asked."""
-    return _process(chunk_id)
+    return _process(self.request, chunk_id)
 
 
 def chunk_task_for(stage: str):

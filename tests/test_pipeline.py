@@ -151,9 +151,10 @@ def test_runs_are_checked_and_controlled_through_the_api(tmp_path, settings, cur
 
 
 @pytest.mark.django_db
-def test_a_run_is_refused_when_workers_could_never_receive_it(tmp_path):
+def test_a_run_is_refused_when_workers_could_never_receive_it(tmp_path, monkeypatch):
     from spcanet_site.celery import app
 
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery's conf.broker_url prefers it to the setting
     eager, broker = app.conf.task_always_eager, app.conf.broker_url
     try:
         app.conf.update(task_always_eager=False, broker_url="memory://")
@@ -183,28 +184,18 @@ def _spectra_with_arrays(n: int) -> list[Spectrum]:
     return spectra
 
 
-def _worker(env: dict, queue_names: str) -> subprocess.Popen:
+def _worker(env: dict, queue_names: str, *, app_module: str = "spcanet_site", pool: str = "solo") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q", queue_names, "-c", "1", "-P", "solo",
+        [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", queue_names, "-c", "1", "-P", pool,
          "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
 
 
-@pytest.mark.worker
-@pytest.mark.django_db(transaction=True)
-def test_killing_a_worker_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, settings):
-    """SIGKILL the worker while a chunk is running, start another: every spectrum is
-    predicted exactly once and the release holds every row once."""
+def _worker_environment(settings) -> tuple[dict, dict]:
+    """Environment for worker processes on this test's database and its own queues; routes to them."""
     from django.db import connection
 
-    from spcanet_site.celery import app
-
-    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
-    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
-    n = 1200
-    _spectra_with_arrays(n)
-    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
     db = connection.settings_dict
     database_url = f"postgres:///{db['NAME']}" if not db["HOST"] else (
         f"postgres://{db['USER'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}")
@@ -217,8 +208,42 @@ def test_killing_a_worker_mid_run_loses_nothing_and_duplicates_nothing(tmp_path,
            "TF_CPP_MIN_LOG_LEVEL": "3", "CELERY_CPU_QUEUE": queues["cpu"], "CELERY_GPU_QUEUE": queues["gpu"]}
     routes = {"tasks.ingest_chunk": {"queue": queues["cpu"]}, "tasks.release_chunk": {"queue": queues["cpu"]},
               "tasks.predict_chunk": {"queue": queues["gpu"]}}
-    app.conf.task_always_eager = False
-    app.conf.task_routes = routes
+    return env, routes
+
+
+def _send_to_workers(routes: dict | None) -> None:
+    """Queue tasks to the workers along ``routes``; None: back to eager, default routes.
+
+    ``conf.update`` (not item assignment) makes Celery rebuild its cached router, or a
+    second test in the process would send to the first one's queues.
+    """
+    from django.conf import settings
+
+    from spcanet_site.celery import app
+
+    app.conf.update(task_always_eager=routes is None, task_routes=routes or settings.CELERY_TASK_ROUTES)
+
+
+def _stop(worker: subprocess.Popen | None) -> None:
+    if worker is not None and worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_killing_a_worker_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, settings):
+    """SIGKILL the worker while a chunk is running, start another: every spectrum is
+    predicted exactly once and the release holds every row once."""
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    n = 1200
+    _spectra_with_arrays(n)
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    env, routes = _worker_environment(settings)
+    queues = {"cpu": env["CELERY_CPU_QUEUE"], "gpu": env["CELERY_GPU_QUEUE"]}
+    _send_to_workers(routes)
     first = _worker(env, ",".join(queues.values()))
     second = None
     try:
@@ -245,12 +270,9 @@ def test_killing_a_worker_mid_run_loses_nothing_and_duplicates_nothing(tmp_path,
         run.refresh_from_db()
         assert run.state == ProcessingRun.State.SUCCEEDED, list(run.chunks.values("index", "state", "error"))
     finally:
-        app.conf.task_always_eager = True
-        app.conf.task_routes = settings.CELERY_TASK_ROUTES
+        _send_to_workers(None)
         for worker in (first, second):
-            if worker is not None and worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
-                worker.wait(timeout=30)
+            _stop(worker)
     for version in (formal, alternate):
         assert LabelSet.objects.filter(model_version=version).count() == n
         assert LabelSet.objects.filter(model_version=version).values("spectrum").distinct().count() == n
@@ -259,3 +281,128 @@ def test_killing_a_worker_mid_run_loses_nothing_and_duplicates_nothing(tmp_path,
     if killed_chunk is not None:  # the chunk the kill interrupted was redelivered and redone
         assert ProcessingChunk.objects.get(pk=killed_chunk).attempts >= 2
     call_command("run_pipeline", "--follow", str(run.pk))
+
+
+# What tests/poison_worker.py looks for (not imported here: importing it patches the ingest).
+POISON = b"POISON: this file kills the process that ingests it\n"
+HANG = b"HANG: this file blocks the process that ingests it\n"
+
+
+def _wait_until_finished(run: ProcessingRun, seconds: float, workers: list[subprocess.Popen], start_worker=None) -> float:
+    """Seconds until the run finished; with ``start_worker``, a worker that died is replaced,
+    once its message can come back (the visibility timeout, 3 s here, has passed)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        run.refresh_from_db()
+        if run.is_finished:
+            break
+        if start_worker is not None and workers[-1].poll() is not None:
+            time.sleep(3.2)
+            workers.append(start_worker())
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("pool", "limit"), [("prefork", 3), ("solo", 2)])
+def test_a_chunk_that_kills_its_worker_fails_after_the_delivery_limit_and_can_be_retried(tmp_path, settings, pool, limit):
+    """A file whose ingest kills the worker process (SIGKILL) every time: the chunk is
+    delivered PROCESSING_CHUNK_MAX_DELIVERIES times, then failed naming the lost worker;
+    the run ends failed, and a retry with the file repaired succeeds.
+
+    prefork: the pool child dies and the worker puts the message back at once. solo: the
+    worker itself dies, its message comes back after the visibility timeout, to the next
+    worker started (and the limit is set lower, through the environment, to save time)."""
+
+    from .shared_data import JUNK_FILES
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    good = [path for path in real_files() if path.name not in JUNK_FILES]
+    if len(good) < 3:
+        pytest.skip("needs three readable LAMOST MRS files")
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    for path in good[:2]:
+        (survey / path.name).write_bytes(path.read_bytes())
+    poisoned = survey / f"poisoned-{good[2].name}"
+    poisoned.write_bytes(POISON + good[2].read_bytes())
+    env, routes = _worker_environment(settings)
+    env.update(PROCESSING_CHUNK_MAX_DELIVERIES=str(limit), CELERY_VISIBILITY_TIMEOUT="3")
+    _send_to_workers(routes)
+
+    def start_worker() -> subprocess.Popen:
+        return _worker(env, env["CELERY_CPU_QUEUE"], app_module="tests.poison_worker", pool=pool)
+
+    workers = [start_worker()]
+    restart = start_worker if pool == "solo" else None
+    try:
+        run = processing_run_create(stages=["ingest"], paths=[str(survey)], measure_rv=False, chunk_files=1)
+        processing_run_start(run=run)
+        seconds = _wait_until_finished(run, 90, workers, restart)
+        print(f"{pool}: the run with a worker-killing chunk finished in {seconds:.1f} s")
+        assert run.state == ProcessingRun.State.FAILED, (seconds, list(run.chunks.values("state", "attempts", "error")))
+        chunk = run.chunks.get(state=ProcessingChunk.State.FAILED)
+        assert chunk.payload == {"paths": [str(poisoned)]}
+        assert chunk.attempts == chunk.lost_deliveries == limit
+        assert chunk.error.startswith(f"worker lost: delivered {limit} times, the worker process died each time "
+                                      f"(last on {chunk.worker})"), chunk.error
+        host, pid = chunk.worker.rsplit("/", 1)
+        assert host.startswith("celery@")
+        if pool == "prefork":  # a pool child died each time; the worker lived on
+            assert int(pid) != workers[0].pid and workers[0].poll() is None
+        else:  # a worker died each time; the next one failed the chunk without running it, and lives on
+            assert len(workers) == limit + 1 and int(pid) == workers[limit - 1].pid
+            assert [w.poll() for w in workers[:limit]] == [-signal.SIGKILL] * limit and workers[limit].poll() is None
+        assert run.chunks.filter(state=ProcessingChunk.State.DONE).count() == 2
+        written = Spectrum.objects.count()
+        assert written > 0
+
+        poisoned.write_bytes(good[2].read_bytes())  # the file repaired
+        assert processing_run_retry_failed(run=run) == 1
+        chunk.refresh_from_db()
+        assert (chunk.lost_deliveries, chunk.error) == (0, "")
+        seconds = _wait_until_finished(run, 60, workers)
+        print(f"{pool}: the retried run finished in {seconds:.1f} s")
+        assert run.state == ProcessingRun.State.SUCCEEDED, list(run.chunks.values("state", "attempts", "error"))
+        chunk.refresh_from_db()
+        assert (chunk.state, chunk.attempts, chunk.lost_deliveries) == (ProcessingChunk.State.DONE, limit + 1, 0)
+        assert chunk.items > 0 and Spectrum.objects.count() == written + chunk.items
+    finally:
+        _send_to_workers(None)
+        for worker in workers:
+            _stop(worker)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_killed_at_the_hard_time_limit_fails_and_the_run_ends(tmp_path, settings, monkeypatch):
+    """A chunk deaf to the soft time limit is killed at the hard one: it is failed with the
+    reason (it is not left running, its message acknowledged, with the run never ending)."""
+    from tasks.tasks import ingest_chunk
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    # The limits travel in the message, from the sender's task options (cached once sent).
+    monkeypatch.setattr(ingest_chunk, "soft_time_limit", 1)
+    monkeypatch.setattr(ingest_chunk, "time_limit", 3)
+    monkeypatch.setattr(ingest_chunk, "_exec_options", None)
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    (survey / "hangs.fits").write_bytes(HANG)
+    env, routes = _worker_environment(settings)
+    _send_to_workers(routes)
+    workers = [_worker(env, env["CELERY_CPU_QUEUE"], app_module="tests.poison_worker", pool="prefork")]
+    try:
+        run = processing_run_create(stages=["ingest"], paths=[str(survey)], measure_rv=False)
+        processing_run_start(run=run)
+        seconds = _wait_until_finished(run, 60, workers)
+        print(f"the run with a chunk past the hard time limit finished in {seconds:.1f} s")
+        assert run.state == ProcessingRun.State.FAILED, (seconds, list(run.chunks.values("state", "attempts", "error")))
+        chunk = run.chunks.get()
+        assert chunk.state == ProcessingChunk.State.FAILED and chunk.attempts == 1
+        assert chunk.error.startswith("TimeLimitExceeded: killed at the hard time limit (3"), chunk.error
+        assert workers[0].poll() is None
+    finally:
+        _send_to_workers(None)
+        for worker in workers:
+            _stop(worker)

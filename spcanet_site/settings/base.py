@@ -169,6 +169,10 @@ CELERY_TASK_ROUTES = {
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 5 * 60),
 }
+# A chunk whose worker process died (killed, out of memory, crashed) while running it on
+# this many deliveries is failed instead of being delivered again (tasks.services,
+# processing_chunk_claim); `run_pipeline --retry-failed` tries it again.
+PROCESSING_CHUNK_MAX_DELIVERIES = env.int("PROCESSING_CHUNK_MAX_DELIVERIES", default=3)
 
 LOGGING = {
     "version": 1,
