@@ -320,3 +320,18 @@ def test_harsh_preset_and_manifest(build):
     manifest = (harsh / "manifest.json").read_text()
     assert '"harsh"' in manifest and '"response_order": 12' in manifest
     assert HarshOptions.harsh(edge_junk=0).edge_junk == 0 and HarshOptions.harsh().enabled and not HarshOptions().enabled
+
+
+def test_command_options(tmp_path, model, isochrones):
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    call_command("make_mock_survey", str(tmp_path / "a"), "--stars", "2", "--harsh", "--edge-junk", "0", "--no-ideal")
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["harsh"]["response_order"] == 12 and "edge_junk" not in manifest["harsh"]
+    assert not (tmp_path / "a" / "ideal").exists() and not (tmp_path / "a" / "truth_crb.csv").exists()
+    call_command("make_mock_survey", str(tmp_path / "b"), "--stars", "2", "--coadd-mask-dilate", "3")
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["harsh"] == {"coadd_mask_dilate": 3}
+    with pytest.raises(CommandError, match="negative"):
+        call_command("make_mock_survey", str(tmp_path / "c"), "--stars", "2", "--sky-residuals", "-1")
