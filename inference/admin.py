@@ -14,7 +14,15 @@ from spectra.admin_tools import (
 from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
 from spectra.labels import LABEL_FIELDS, LABELS
 
-from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion, ReferenceCatalog, ReferenceLabel
+from .models import (
+    CatalogEntry,
+    CatalogRelease,
+    CatalogStar,
+    LabelSet,
+    ModelVersion,
+    ReferenceCatalog,
+    ReferenceLabel,
+)
 from .services import (
     ReleaseImmutableError,
     catalog_entries_curate,
@@ -177,3 +185,25 @@ class CatalogEntryAdmin(PipelineRowsAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(CatalogStar)
+class CatalogStarAdmin(ReadOnlyAdmin):
+    """The star table: built with the release from its entries, never edited here (curate
+    the entries of a draft release instead; the star table follows)."""
+
+    designation_field = "designation"
+    list_display = ["designation", "release", "gaia_source_id", "n_spectra", "n_spectra_all", "teff", "logg", "fe_h",
+                    "flag", "best_medres_specid"]
+    list_select_related = ["release"]
+    list_filter = ["release", "flag"]
+    search_fields = ["^designation", "=gaia_source_id", "=best_medres_specid"]
+    raw_id_fields = ["star", "best_spectrum"]
+    readonly_fields = [field.name for field in CatalogStar._meta.fields]
+    fieldsets = [
+        (None, {"fields": ["release", "star", "designation", "gaia_source_id", "ra", "dec"]}),
+        ("Spectra", {"fields": ["n_spectra", "n_spectra_all", "flag", "best_spectrum", "best_medres_specid"]}),
+        ("Combined labels", {"fields": list(LABEL_FIELDS)}),
+        ("Uncertainties", {"fields": [f"{field}_err" for field in LABEL_FIELDS]}),
+        ("Reduced chi-square among spectra", {"fields": [f"{field}_chi2r" for field in LABEL_FIELDS]}),
+    ]

@@ -1,4 +1,8 @@
-"""Read-only API over model versions, releases, their entries, and the CSV export."""
+"""Read-only API over model versions, releases, their entries and stars, spectra's
+arrays, and the CSV export."""
+
+import logging
+import re
 
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
@@ -6,21 +10,38 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
-from spectra.renderers import ImageErrorsAsJSONMixin
+from spectra.arrays_formats import SpectrumArrays, spectrum_arrays_document, spectrum_arrays_fits
+from spectra.filters import INT64_MAX
+from spectra.renderers import FITSRenderer, ImageErrorsAsJSONMixin
+from spectra.selectors import SpectrumArraysUnavailable, spectrum_arrays_read
 
 from .export import stream_csv
-from .filters import CatalogEntryFilterSet, LabelSetFilterSet, ModelVersionFilterSet
-from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
-from .selectors import label_sets_visible, model_versions_visible, release_entries, releases_visible
+from .filters import CatalogEntryFilterSet, CatalogStarFilterSet, LabelSetFilterSet, ModelVersionFilterSet
+from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
+from .selectors import (
+    label_sets_visible,
+    model_versions_visible,
+    release_entries,
+    release_stars,
+    releases_visible,
+    spectra_visible,
+)
 from .serializers import (
     CatalogEntryDetailSerializer,
     CatalogEntrySerializer,
     CatalogReleaseSerializer,
+    CatalogStarSerializer,
     LabelSetSerializer,
     ModelVersionSerializer,
 )
+
+logger = logging.getLogger(__name__)
 
 # Errors of the image endpoints are JSON (spectra.renderers.ImageErrorsAsJSONMixin).
 _PNG_SCHEMA = extend_schema(responses={
@@ -150,3 +171,78 @@ class ReleaseKielDiagramView(ImageErrorsAsJSONMixin, GenericAPIView):
         from .plots import kiel_diagram_png
 
         return HttpResponse(kiel_diagram_png(self.get_object()), content_type="image/png")
+
+
+class CatalogStarViewSet(viewsets.ReadOnlyModelViewSet):
+    """The star table of one release: one row per star, its Flag = 1 spectra combined
+    (inverse-variance weighted labels and uncertainties, reduced chi-square, counts, the
+    best spectrum with links to its arrays). Anonymous users see published releases only."""
+
+    filterset_class = CatalogStarFilterSet
+    serializer_class = CatalogStarSerializer
+    queryset = CatalogStar.objects.none()  # the real one depends on the URL's release
+    lookup_value_converter = "int"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return self.queryset
+        release = get_object_or_404(releases_visible(user=self.request.user), name=self.kwargs["release_name"])
+        return release_stars(release=release)
+
+
+class _SpectrumArraysBase(GenericAPIView):
+    pagination_class = None
+    filter_backends = []
+
+    def get_queryset(self):
+        return spectra_visible(user=self.request.user)
+
+    def read_arrays(self) -> SpectrumArrays:
+        if self.kwargs["pk"] > INT64_MAX:
+            raise NotFound("No Spectrum matches the given query.")
+        spectrum = self.get_object()
+        try:
+            return spectrum_arrays_read(spectrum=spectrum)
+        except SpectrumArraysUnavailable as error:
+            logger.warning("%s", error)
+            raise NotFound(str(error)) from None
+
+
+_ARRAYS_404 = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="No such spectrum in a release you may read, or its arrays are not in the array store (detail says which).",
+)
+
+
+class SpectrumArraysJSONView(_SpectrumArraysBase):
+    """A spectrum's normalised rest-frame arrays as JSON: per arm (blue, red) the vacuum
+    wavelength grid (Angstrom), flux, ivar and mask (true where ivar is 0), with the raw
+    file's path and sha256 and the preprocessing version. Anonymous users reach the spectra
+    of published releases; staff reach every spectrum."""
+
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(responses={(200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT),
+                              (404, "application/json"): _ARRAYS_404})
+    def get(self, request, pk: int):
+        document = spectrum_arrays_document(self.read_arrays())
+        document["fits"] = reverse("spectrum-arrays-fits", kwargs={"pk": pk}, request=request)
+        return Response(document)
+
+
+class SpectrumArraysFITSView(ImageErrorsAsJSONMixin, _SpectrumArraysBase):
+    """A spectrum's normalised rest-frame arrays as FITS: provenance in the primary header
+    (raw file path and sha256, preprocessing version, ids, RVs), then one binary table per
+    arm (BLUE, RED) with wavelength (Angstrom, vacuum, rest frame), flux, ivar and mask.
+    Errors are JSON."""
+
+    renderer_classes = [FITSRenderer]
+
+    @extend_schema(responses={(200, "application/fits"): OpenApiResponse(OpenApiTypes.BINARY),
+                              (404, "application/json"): _ARRAYS_404})
+    def get(self, request, pk: int):
+        arrays = self.read_arrays()
+        response = HttpResponse(spectrum_arrays_fits(arrays), content_type="application/fits")
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", arrays.meta.get("medres_specid") or str(pk))
+        response["Content-Disposition"] = f'attachment; filename="spectrum-{name}.fits"'
+        return response

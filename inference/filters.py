@@ -11,7 +11,7 @@ from spectra.filters import (
 from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
 from spectra.labels import LABELS
 
-from .models import CatalogEntry, LabelSet, ModelVersion
+from .models import CatalogEntry, CatalogStar, LabelSet, ModelVersion
 
 
 def _label_range_filters() -> dict:
@@ -41,6 +41,24 @@ class CatalogEntryFilterSet(StrictFilterSet):
 
     def filter_snr_both_arms(self, queryset, name, value):
         return queryset.filter(snr_blue__gte=value, snr_red__gte=value)
+
+
+class CatalogStarFilterSet(StrictFilterSet):
+    """Filters of a release's star table (and of its downloads)."""
+
+    cone_fields = ("ra", "dec")
+    flag = django_filters.TypedChoiceFilter(
+        choices=[("1", "1 has a Flag = 1 spectrum"), ("0", "0 has none")], coerce=int)
+    star = IntegerFilter(field_name="star_id", label="Star id")
+    designation = DesignationFilter(field_name="designation")
+    gaia_source_id = IntegerFilter(field_name="gaia_source_id")
+    n_spectra_min = IntegerFilter(field_name="n_spectra", lookup_expr="gte", label="Minimum number of Flag = 1 spectra")
+    n_spectra_max = IntegerFilter(field_name="n_spectra", lookup_expr="lte", label="Maximum number of Flag = 1 spectra")
+    locals().update(_label_range_filters())
+
+    class Meta:
+        model = CatalogStar
+        fields: list[str] = []
 
 
 class LabelSetFilterSet(StrictFilterSet):

@@ -104,6 +104,8 @@ class CatalogRelease(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     entry_count = models.PositiveBigIntegerField(default=0)
     good_count = models.PositiveBigIntegerField(default=0)
+    star_count = models.PositiveBigIntegerField(default=0, help_text="Rows of the star table.")
+    good_star_count = models.PositiveBigIntegerField(default=0, help_text="Stars with a Flag = 1 spectrum.")
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
@@ -167,6 +169,59 @@ class CatalogEntry(LabelValues, LabelErrors):
 
     def __str__(self) -> str:
         return f"{self.release_id}:{self.medres_specid}"
+
+
+LabelChi2 = _abstract_model(
+    "LabelChi2",
+    {
+        f"{label.field}_chi2r": models.FloatField(
+            null=True, blank=True,
+            help_text=f"Reduced chi-square of the star's Flag = 1 {label.column} values about their mean "
+            "(NULL below two spectra).",
+        )
+        for label in LABELS
+    },
+)
+
+
+class CatalogStar(LabelValues, LabelErrors, LabelChi2):
+    """One star of a release: its Flag = 1 spectra combined (inference/star_combine.py).
+
+    Labels are inverse-variance weighted means with uncertainty 1/sqrt(sum of weights),
+    NULL where no Flag = 1 spectrum of the star has the label. Built with the release's
+    entries (``catalog_release_build``) and, like them, never changed after publication.
+    Identity and position are the star's when the table was built.
+    """
+
+    release = models.ForeignKey(CatalogRelease, on_delete=models.CASCADE, related_name="stars")
+    star = models.ForeignKey("spectra.Star", on_delete=models.PROTECT, related_name="catalog_rows")
+    designation = models.CharField(max_length=32)
+    gaia_source_id = models.BigIntegerField(null=True, blank=True)
+    ra = models.FloatField()
+    dec = models.FloatField()
+    n_spectra = models.PositiveIntegerField(help_text="Flag = 1 spectra of the star, combined here.")
+    n_spectra_all = models.PositiveIntegerField(help_text="Spectra of the star in the release, any flag.")
+    flag = models.PositiveSmallIntegerField(
+        choices=[(1, "1 good"), (0, "0 bad")], help_text="1 when at least one spectrum of the star has Flag = 1."
+    )
+    best_spectrum = models.ForeignKey(
+        Spectrum, on_delete=models.PROTECT, related_name="+",
+        help_text="The Flag = 1 spectrum with the highest S/N in the weaker arm (any flag when none is Flag = 1).",
+    )
+    best_medres_specid = models.CharField(max_length=80)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["release", "star"], name="catalogstar_unique_release_star")]
+        indexes = [
+            models.Index(fields=["release", "flag", "teff"], name="cstar_rel_flag_teff_idx"),
+            models.Index(fields=["release", "dec", "ra"], name="cstar_rel_dec_ra_idx"),
+            models.Index(fields=["release", "gaia_source_id"], name="cstar_rel_gaia_idx"),
+            models.Index(fields=["release", "designation"], name="cstar_rel_desig_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.release_id}:{self.designation}"
 
 
 class ReferenceCatalog(models.Model):

@@ -5,12 +5,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from spectra.models import Spectrum, Star
 
-from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
+from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
 
 # Release names are slugs (CatalogRelease.name).
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
@@ -95,6 +95,23 @@ def release_build_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterato
 
 def release_entries(*, release: CatalogRelease) -> QuerySet[CatalogEntry]:
     return CatalogEntry.objects.filter(release=release)
+
+
+def release_stars(*, release: CatalogRelease) -> QuerySet[CatalogStar]:
+    """The star table of a release: one row per star."""
+    return CatalogStar.objects.filter(release=release)
+
+
+def spectra_visible(*, user) -> QuerySet[Spectrum]:
+    """Spectra whose arrays ``user`` may read: for everyone, those with an entry in a
+    published release; every spectrum for staff (the rule of :func:`releases_visible`)."""
+    spectra = Spectrum.objects.select_related("star")
+    if user_sees_unpublished(user):
+        return spectra
+    published = CatalogEntry.objects.filter(
+        spectrum=OuterRef("pk"), release__status=CatalogRelease.Status.PUBLISHED
+    )
+    return spectra.filter(Exists(published))
 
 
 def user_sees_unpublished(user) -> bool:

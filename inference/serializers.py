@@ -1,9 +1,27 @@
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.reverse import reverse
 
 from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
 from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 
-from .models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
+from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
+
+
+@extend_schema_field(OpenApiTypes.URI)
+class SpectrumArraysLinkField(serializers.Field):
+    """The URL of a spectrum's normalised arrays (``arrays.json`` or ``arrays.fits``), from its id."""
+
+    def __init__(self, *, fmt: str, **kwargs):
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+        self.fmt = fmt
+
+    def to_representation(self, spectrum_id):
+        return reverse(f"spectrum-arrays-{self.fmt}", kwargs={"pk": spectrum_id}, request=self.context.get("request"))
+
+
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -31,7 +49,7 @@ class CatalogReleaseSerializer(serializers.ModelSerializer):
         model = CatalogRelease
         fields = [
             "id", "name", "description", "status", "formal_model", "alternate_model", "rules",
-            "entry_count", "good_count", "kiel_diagram", "created_at", "published_at",
+            "entry_count", "good_count", "star_count", "good_star_count", "kiel_diagram", "created_at", "published_at",
         ]
 
 
@@ -50,12 +68,14 @@ class LabelSetSerializer(serializers.ModelSerializer):
 _ENTRY_FIELDS = [
     "id", "spectrum", "designation", "gaia_source_id", "medres_specid", "medid_blue", "medid_red",
     "ra", "dec", "snr_blue", "snr_red", "rv_blue", "rv_red", *LABEL_FIELDS, *LABEL_ERROR_FIELDS,
-    "flag", "flag_bits", "flag_names",
+    "flag", "flag_bits", "flag_names", "spectrum_arrays_json", "spectrum_arrays_fits",
 ]
 
 
 class CatalogEntrySerializer(serializers.ModelSerializer):
     flag_names = serializers.SerializerMethodField()
+    spectrum_arrays_json = SpectrumArraysLinkField(fmt="json", source="spectrum_id")
+    spectrum_arrays_fits = SpectrumArraysLinkField(fmt="fits", source="spectrum_id")
 
     class Meta:
         model = CatalogEntry
@@ -73,3 +93,18 @@ class CatalogEntryDetailSerializer(CatalogEntrySerializer):
 
     class Meta(CatalogEntrySerializer.Meta):
         fields = [*_ENTRY_FIELDS, "formal_labels", "alternate_labels"]
+
+
+class CatalogStarSerializer(serializers.ModelSerializer):
+    """One star of a release: its Flag = 1 spectra combined, and links to its best spectrum."""
+
+    best_spectrum_arrays_json = SpectrumArraysLinkField(fmt="json", source="best_spectrum_id")
+    best_spectrum_arrays_fits = SpectrumArraysLinkField(fmt="fits", source="best_spectrum_id")
+
+    class Meta:
+        model = CatalogStar
+        fields = [
+            "id", "star", "designation", "gaia_source_id", "ra", "dec", *LABEL_FIELDS, *LABEL_ERROR_FIELDS,
+            *(f"{field}_chi2r" for field in LABEL_FIELDS), "n_spectra", "n_spectra_all", "flag",
+            "best_spectrum", "best_medres_specid", "best_spectrum_arrays_json", "best_spectrum_arrays_fits",
+        ]

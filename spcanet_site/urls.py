@@ -8,10 +8,13 @@ from inference.api import (
     CatalogEntryViewSet,
     CatalogExportView,
     CatalogReleaseViewSet,
+    CatalogStarViewSet,
     LabelSetViewSet,
     ModelVersionEvaluationPlotView,
     ModelVersionViewSet,
     ReleaseKielDiagramView,
+    SpectrumArraysFITSView,
+    SpectrumArraysJSONView,
 )
 from spectra.api import FlagDefinitionsView, SpectrumViewSet, StarViewSet
 from tasks.api import ProcessingRunViewSet
@@ -32,9 +35,12 @@ router.register("label-sets", LabelSetViewSet)
 router.register("reference-surveys", ReferenceSurveyViewSet)
 router.register("processing-runs", ProcessingRunViewSet)
 router.register(r"releases/(?P<release_name>[-\w]+)/entries", CatalogEntryViewSet, basename="release-entry")
+router.register(r"releases/(?P<release_name>[-\w]+)/stars", CatalogStarViewSet, basename="release-star")
 
 api_v1 = [
     path("flags/", FlagDefinitionsView.as_view(), name="flags"),
+    path("spectra/<int:pk>/arrays.json", SpectrumArraysJSONView.as_view(), name="spectrum-arrays-json"),
+    path("spectra/<int:pk>/arrays.fits", SpectrumArraysFITSView.as_view(), name="spectrum-arrays-fits"),
     path("releases/<slug:release_name>/export.csv", CatalogExportView.as_view(), name="release-export"),
     path("releases/<slug:name>/kiel.png", ReleaseKielDiagramView.as_view(), name="release-kiel-diagram"),
     path("releases/<slug:name>/validation/", ReleaseValidationView.as_view(), name="release-validation"),

@@ -18,6 +18,20 @@ class PNGRenderer(renderers.BaseRenderer):
         return data
 
 
+class FITSRenderer(renderers.BaseRenderer):
+    """Passes FITS bytes through; it never renders anything else."""
+
+    media_type = "application/fits"
+    format = "fits"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"FITSRenderer renders FITS bytes, not {type(data).__name__}")
+        return data
+
+
 class ImageErrorsAsJSONMixin:
     """For API views whose success is an image (an ``HttpResponse`` with PNG bytes).
 

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
+from .array_store import ArrayStore
+from .arrays_formats import SpectrumArrays
 from .crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch, match_notes
 from .models import Star
 
@@ -50,3 +52,47 @@ def stars_crossmatch(*, gaia: list, ra: np.ndarray, dec: np.ndarray) -> StarMatc
         by_position=int(np.sum(result.method == MATCH_POSITION)),
         gaia_refused=int(np.sum(np.isfinite(result.gaia_rejected_arcsec))),
     )
+
+
+class SpectrumArraysUnavailable(Exception):
+    """A spectrum's normalised arrays cannot be read: none were stored, or their shard is
+    missing from (or unreadable in) the array store. The message says which."""
+
+
+def spectrum_arrays_read(*, spectrum) -> SpectrumArrays:
+    """The stored normalised arrays of ``spectrum`` with its provenance (raw file path and
+    sha256, preprocessing version, ids, RVs, S/N).
+
+    Raises SpectrumArraysUnavailable, naming the problem, when there is nothing to read.
+    """
+    if not spectrum.array_shard or spectrum.array_row is None:
+        raise SpectrumArraysUnavailable(
+            f"spectrum {spectrum.pk} has no stored arrays (status {spectrum.status})")
+    store = ArrayStore(settings.SPECTRA_ARRAY_ROOT)
+    path = store.path(spectrum.array_shard)
+    if not path.is_file():
+        raise SpectrumArraysUnavailable(
+            f"the array shard {spectrum.array_shard} of spectrum {spectrum.pk} is missing from the array store")
+    try:
+        stored = store.read(spectrum.array_shard, [spectrum.array_row])[0]
+    except (OSError, ValueError, IndexError) as error:
+        raise SpectrumArraysUnavailable(
+            f"the array shard {spectrum.array_shard} of spectrum {spectrum.pk} cannot be read "
+            f"(row {spectrum.array_row}): {error}") from error
+    star = spectrum.star
+    meta = {
+        "spectrum": spectrum.pk,
+        "medres_specid": spectrum.medres_specid,
+        "designation": star.designation,
+        "gaia_source_id": star.gaia_source_id,
+        "ra": star.ra,
+        "dec": star.dec,
+        "snr_blue": spectrum.snr_blue,
+        "snr_red": spectrum.snr_red,
+        "rv_blue": spectrum.rv_blue,
+        "rv_red": spectrum.rv_red,
+        "preprocessing_version": spectrum.preprocessing_version or None,
+        "source_path": spectrum.source_path,
+        "source_sha256": spectrum.source_sha256,
+    }
+    return SpectrumArrays(flux=np.array(stored[0], dtype=np.float32), ivar=np.array(stored[1], dtype=np.float32), meta=meta)
