@@ -1,4 +1,12 @@
-"""The published catalog as CSV: paper Table 2's columns in its order, streamed.
+"""The published catalog as CSV, streamed: one header row, then RFC 4180 rows.
+
+Columns come from :data:`inference.columns.CATALOG_COLUMNS` (names usable in TOPCAT
+expressions, each label followed by its uncertainty, floats rounded to the digits they
+carry, an empty cell for no value). The release's metadata is in a sidecar
+(``export.csv-metadata.json``, CSV on the Web) and in the typed formats
+(:mod:`inference.downloads`), never in comment lines, which CSV readers such as STILTS's
+refuse. The paper-format CSV (``paper=True``) keeps Table 2's names and order and writes
+-9999 for no value.
 
 On PostgreSQL the server writes the CSV itself (``COPY (query) TO STDOUT``), which a
 helper thread hands over in blocks through a bounded queue: constant memory, and several
@@ -19,31 +27,11 @@ import psycopg2
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from spectra.flags import CATALOG_FLAGS, FlagLevel
-from spectra.labels import LABELS
-
+from .columns import CATALOG_COLUMNS, PAPER_COLUMNS, PAPER_MISSING, CatalogColumn, paper_header
 from .models import CatalogRelease
 
 logger = logging.getLogger(__name__)
 
-# (CSV header, entry field, unit or None), in the order of the paper's Table 2.
-EXPORT_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
-    ("starid", "designation", None),
-    ("Gaia_source_id", "gaia_source_id", None),
-    ("medres_specid", "medres_specid", None),
-    ("medid_blue", "medid_blue", None),
-    ("medid_red", "medid_red", None),
-    ("RA", "ra", "deg (J2000)"),
-    ("Dec", "dec", "deg (J2000)"),
-    ("S/N_blue", "snr_blue", None),
-    ("S/N_red", "snr_red", None),
-    ("RV_blue", "rv_blue", "km/s, uncalibrated"),
-    ("RV_red", "rv_red", "km/s, uncalibrated"),
-    *((label.column, label.field, label.unit) for label in LABELS),
-    ("Flag", "flag", "1 good, 0 bad"),
-    ("Flag_bits", "flag_bits", "catalog flag bits, see below"),
-)
-TEXT_FIELDS = frozenset({"designation", "medres_specid", "medid_blue", "medid_red"})
 # Cells starting with these are run as formulas by spreadsheet programs.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "|", "%")
 
@@ -55,68 +43,72 @@ def spreadsheet_safe(text: str) -> str:
     return text
 
 
-def header_lines(release: CatalogRelease, filters: dict[str, object]) -> list[str]:
-    """Comment lines (starting with '#') describing the release, the columns and the flags."""
-    lines = [
-        f"# SPCANet catalog of LAMOST-II MRS stellar labels, release {release.name} ({release.status})",
-        f"# formal model {release.formal_model.name} ({release.formal_model.artifact_sha256[:12]}), "
-        f"alternate model {release.alternate_model.name} ({release.alternate_model.artifact_sha256[:12]})",
-        f"# published {release.published_at.isoformat() if release.published_at else 'not yet (draft)'}",
-        f"# catalog rules: {', '.join(f'{k}={v:g}' for k, v in sorted(release.rules.items()))}",
-        f"# filters: {', '.join(f'{k}={v}' for k, v in sorted(filters.items())) or 'none'}",
-        "# an empty cell is no value (stars above "
-        f"{release.rules.get('abundance_teff_max', 6500):g} K have no abundances: bit HOT_STAR_NO_ABUNDANCES)",
-        "# columns:",
-    ]
-    lines += [f"#   {header}: {unit}" for header, _, unit in EXPORT_COLUMNS if unit]
-    lines.append("#   abundance columns [X/H]: dex")
-    lines.append("# Flag_bits (a row with Flag = 1 carries no 'reject' bit):")
-    lines += [
-        f"#   bit {flag.bit} (value {flag.mask}) {flag.name} [{flag.level.value}]: {flag.meaning}"
-        for flag in CATALOG_FLAGS
-    ]
-    lines.append(f"#   reject bits: {', '.join(f.name for f in CATALOG_FLAGS if f.level is FlagLevel.REJECT)}")
-    return lines
+def csv_columns(*, paper: bool = False) -> tuple[CatalogColumn, ...]:
+    return PAPER_COLUMNS if paper else CATALOG_COLUMNS
 
 
-def _safe_rows(rows: Iterable[tuple], text_positions: list[int]) -> Iterator[tuple]:
-    for row in rows:
-        if any(row[i] and row[i].startswith(_FORMULA_PREFIXES) for i in text_positions):
-            row = list(row)
-            for i in text_positions:
-                if row[i]:
-                    row[i] = spreadsheet_safe(row[i])
-        yield row
+def csv_header(*, paper: bool = False) -> list[str]:
+    return [paper_header(column) if paper else column.name for column in csv_columns(paper=paper)]
 
 
-def stream_csv(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[str | bytes]:
-    """Yield the comment header, the column header, then the CSV rows of ``entries`` in blocks."""
-    yield "\n".join(header_lines(release, filters)) + "\n"
+def stream_csv(
+    release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int, *, paper: bool = False
+) -> Iterator[str | bytes]:
+    """Yield the header row, then the CSV rows of ``entries`` in blocks.
+
+    ``release`` and ``filters`` are described by the sidecar, not in the file (they stay in
+    the signature so that every format's writer is called alike).
+    """
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([header for header, _, _ in EXPORT_COLUMNS])
+    csv.writer(buffer, lineterminator="\n").writerow(csv_header(paper=paper))
     yield buffer.getvalue()
+    yield from csv_rows(entries, csv_columns(paper=paper), chunk_size, paper=paper, spreadsheet=True)
+
+
+def csv_rows(entries: QuerySet, columns: tuple[CatalogColumn, ...], chunk_size: int, *, paper: bool = False,
+             spreadsheet: bool = True) -> Iterator[str | bytes]:
+    """The CSV rows (no header) of ``entries`` in id order, in blocks."""
     if connection.vendor == "postgresql":
-        yield from _copy_rows(entries)
+        yield from copy_blocks(copy_sql(entries, columns, paper=paper, spreadsheet=spreadsheet))
     else:
-        yield from _python_rows(entries, chunk_size)
+        yield from _python_rows(entries, columns, chunk_size, paper=paper, spreadsheet=spreadsheet)
 
 
-def _python_rows(entries: QuerySet, chunk_size: int) -> Iterator[str]:
-    fields = [field for _, field, _ in EXPORT_COLUMNS]
-    text_positions = [i for i, field in enumerate(fields) if field in TEXT_FIELDS]
+def _python_cell(value, column: CatalogColumn, *, paper: bool, spreadsheet: bool):
+    if value is None:
+        return PAPER_MISSING if paper and column.nullable else ""
+    if column.is_float:
+        return python_rounded(value, column.decimals)
+    if column.dtype == "str" and spreadsheet:
+        return spreadsheet_safe(value)
+    return value
+
+
+def _python_rows(entries: QuerySet, columns: tuple[CatalogColumn, ...], chunk_size: int, *, paper: bool,
+                 spreadsheet: bool) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    rows = entries.order_by("id").values_list(*fields).iterator(chunk_size=chunk_size)
-    pending = 0
-    for row in _safe_rows(rows, text_positions):
-        writer.writerow(row)
-        pending += 1
-        if pending >= chunk_size:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    yield buffer.getvalue()
+    rows = entries.order_by("id").values_list(*(column.field for column in columns)).iterator(chunk_size=chunk_size)
+    for block in _batched(rows, chunk_size):
+        writer.writerows(
+            [_python_cell(value, column, paper=paper, spreadsheet=spreadsheet)
+             for value, column in zip(row, columns, strict=True)]
+            for row in block
+        )
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _batched(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
+    block: list[tuple] = []
+    for row in rows:
+        block.append(row)
+        if len(block) >= size:
+            yield block
+            block = []
+    if block:
+        yield block
 
 
 # Bytes handed over per block by the COPY path.
@@ -127,23 +119,59 @@ _SQL_FORMULA_PREFIXES = ", ".join(
 )
 
 
-def _copy_sql(entries: QuerySet) -> str:
-    fields = [field for _, field, _ in EXPORT_COLUMNS]
+def rounded_sql(expression: str, decimals: int) -> str:
+    """``expression`` (double precision) rounded to ``decimals`` digits, still a double.
+
+    PostgreSQL writes a double in its shortest exact form (``extra_float_digits`` >= 1,
+    the default since version 12), and ``round(x * 10^d) / 10^d`` is the double nearest
+    to the rounded decimal, so it prints as that decimal ("2.612", "-0.2", "4774"). Four
+    times faster than rounding through ``numeric``. ``+ 0.0`` turns -0 into 0.
+    """
+    if decimals == 0:
+        return f"(round({expression}) + float8 '0')"
+    scale = f"float8 '1e{decimals}'"  # a bare 1e3 or 0.0 would be numeric, and so the arithmetic
+    return f"(round({expression} * {scale}) / {scale} + float8 '0')"
+
+
+def python_rounded(value: float, decimals: int) -> str:
+    """The text :func:`rounded_sql` gives in PostgreSQL, for the Python path."""
+    if decimals == 0:
+        return str(int(round(value)))
+    scale = 10.0**decimals
+    text = repr(round(value * scale) / scale + 0.0)
+    return text[:-2] if text.endswith(".0") else text  # PostgreSQL writes 10, not 10.0
+
+
+def _column_sql(alias: str, column: CatalogColumn, *, paper: bool, spreadsheet: bool) -> str:
+    if column.dtype == "str":
+        if spreadsheet:
+            return f"CASE WHEN left({alias}, 1) IN ({_SQL_FORMULA_PREFIXES}) THEN '''' || {alias} ELSE {alias} END"
+        return alias
+    expression = rounded_sql(alias, column.decimals) if column.is_float else alias
+    if paper and column.nullable:
+        return f"coalesce(({expression})::text, '{PAPER_MISSING}')"
+    return expression
+
+
+def copy_sql(entries: QuerySet, columns: tuple[CatalogColumn, ...], *, paper: bool = False,
+             spreadsheet: bool = True) -> str:
+    """``COPY (SELECT ...) TO STDOUT`` of ``entries`` in id order: floats rounded to their
+    decimals, NULL an empty cell (-9999 with ``paper``), text that a spreadsheet would run
+    as a formula prefixed with ``'`` when ``spreadsheet``."""
+    fields = [column.field for column in columns]
     inner_sql, params = entries.order_by("id").values_list(*fields).query.sql_with_params()
     aliases = [f"c{i}" for i in range(len(fields))]
     outer = [
-        (f"CASE WHEN left({alias}, 1) IN ({_SQL_FORMULA_PREFIXES}) THEN '''' || {alias} ELSE {alias} END")
-        if field in TEXT_FIELDS
-        else alias
-        for alias, field in zip(aliases, fields, strict=True)
+        _column_sql(alias, column, paper=paper, spreadsheet=spreadsheet)
+        for alias, column in zip(aliases, columns, strict=True)
     ]
     with connection.cursor() as cursor:
         query = cursor.mogrify(f"SELECT {', '.join(outer)} FROM ({inner_sql}) AS rows ({', '.join(aliases)})", params)
     return f"COPY ({query.decode()}) TO STDOUT WITH (FORMAT csv)"
 
 
-def _copy_rows(entries: QuerySet) -> Iterator[bytes]:
-    """Run COPY TO STDOUT on this request's connection in a helper thread; yield its blocks.
+def copy_blocks(sql: str) -> Iterator[bytes]:
+    """Run ``sql`` (a COPY TO STDOUT) on this request's connection in a helper thread; yield its blocks.
 
     The request's own connection is used (the view does nothing else with it while the
     response streams), so the export sees exactly what the request sees. When the client
@@ -152,7 +180,6 @@ def _copy_rows(entries: QuerySet) -> Iterator[bytes]:
     have to read what is left of it), and inside a transaction the statement is rolled
     back to a savepoint, so the connection is at once ready for the next request.
     """
-    sql = _copy_sql(entries)
     connection.ensure_connection()
     raw_connection = connection.connection
     # None outside a transaction (autocommit): a cancelled statement then fails alone.

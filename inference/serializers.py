@@ -6,6 +6,7 @@ from rest_framework.reverse import reverse
 from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
 from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 
+from .columns import api_field_help
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
 
 
@@ -25,7 +26,7 @@ class SpectrumArraysLinkField(serializers.Field):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    reference_catalog = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    reference_catalog = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     evaluation_plot = serializers.HyperlinkedIdentityField(
         view_name="model-version-evaluation-plot", lookup_field="name", read_only=True
     )
@@ -67,7 +68,8 @@ class LabelSetSerializer(serializers.ModelSerializer):
 
 _ENTRY_FIELDS = [
     "id", "spectrum", "designation", "gaia_source_id", "medres_specid", "medid_blue", "medid_red",
-    "ra", "dec", "snr_blue", "snr_red", "rv_blue", "rv_red", *LABEL_FIELDS, *LABEL_ERROR_FIELDS,
+    "ra", "dec", "snr_blue", "snr_red", "rv_blue", "rv_blue_err", "rv_red", "rv_red_err", *LABEL_FIELDS,
+    *LABEL_ERROR_FIELDS,
     "flag", "flag_bits", "flag_names", "spectrum_arrays_json", "spectrum_arrays_fits",
 ]
 
@@ -80,6 +82,7 @@ class CatalogEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = CatalogEntry
         fields = _ENTRY_FIELDS
+        extra_kwargs = api_field_help()  # descriptions, units and UCDs of the downloads' columns
 
     def get_flag_names(self, entry: CatalogEntry) -> list[str]:
         return CATALOG_FLAGS.names(entry.flag_bits)

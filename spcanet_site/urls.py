@@ -6,7 +6,6 @@ from rest_framework.routers import DefaultRouter
 
 from inference.api import (
     CatalogEntryViewSet,
-    CatalogExportView,
     CatalogReleaseViewSet,
     CatalogStarViewSet,
     LabelSetViewSet,
@@ -15,6 +14,12 @@ from inference.api import (
     ReleaseKielDiagramView,
     SpectrumArraysFITSView,
     SpectrumArraysJSONView,
+)
+from inference.download_api import (
+    FIXED_FORMAT_VIEWS,
+    CatalogCSVExportView,
+    CatalogCSVMetadataView,
+    CatalogExportView,
 )
 from spectra.api import FlagDefinitionsView, SpectrumViewSet, StarViewSet
 from tasks.api import ProcessingRunViewSet
@@ -41,7 +46,12 @@ api_v1 = [
     path("flags/", FlagDefinitionsView.as_view(), name="flags"),
     path("spectra/<int:pk>/arrays.json", SpectrumArraysJSONView.as_view(), name="spectrum-arrays-json"),
     path("spectra/<int:pk>/arrays.fits", SpectrumArraysFITSView.as_view(), name="spectrum-arrays-fits"),
-    path("releases/<slug:release_name>/export.csv", CatalogExportView.as_view(), name="release-export"),
+    path("releases/<slug:release_name>/export/", CatalogExportView.as_view(), name="release-download"),
+    path("releases/<slug:release_name>/export.csv", CatalogCSVExportView.as_view(), name="release-export"),
+    path("releases/<slug:release_name>/export.csv-metadata.json", CatalogCSVMetadataView.as_view(),
+         name="release-export-metadata"),
+    *(path(f"releases/<slug:release_name>/export.{extension}", view.as_view(), name=f"release-export-{extension}")
+      for extension, view in FIXED_FORMAT_VIEWS.items()),
     path("releases/<slug:name>/kiel.png", ReleaseKielDiagramView.as_view(), name="release-kiel-diagram"),
     path("releases/<slug:name>/validation/", ReleaseValidationView.as_view(), name="release-validation"),
     path("releases/<slug:name>/validation.csv", ReleaseValidationCSVView.as_view(), name="release-validation-csv"),

@@ -172,11 +172,14 @@ class StrictFilterSet(django_filters.FilterSet):
     cone_dec = FloatFilter(method="filter_noop", label="Cone centre declination (deg, J2000)", min_value=-90.0, max_value=90.0)
     cone_radius = FloatFilter(method="filter_noop", label="Cone radius (deg)")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.cone_fields is None:
+    @classmethod
+    def get_filters(cls):
+        # Without cone fields the cone parameters do not exist (nor in the API schema).
+        filters = super().get_filters()
+        if cls.cone_fields is None:
             for name in ("cone_ra", "cone_dec", "cone_radius"):
-                self.filters.pop(name, None)
+                filters.pop(name, None)
+        return filters
 
     def filter_noop(self, queryset, name, value):
         return queryset

@@ -76,7 +76,7 @@ def test_export_filtered_on_an_abundance_has_no_hot_rows(release):
     header, *rows = list(csv.reader(line for line in text.splitlines() if not line.startswith("#")))
     assert len(rows) == 2
     for row in rows:
-        assert [row[header.index(label.column)] for label in LABELS if label.is_abundance] == [""] * 13
+        assert [row[header.index(label.field)] for label in LABELS if label.is_abundance] == [""] * 13
 
 
 def test_means_over_a_release_count_only_rows_with_a_value(release):

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served by the site (no CDN)
     "spectra",
     "inference",
     "validation",
@@ -113,7 +114,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "spectra.pagination.CatalogCursorPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error responses (400/403/404/406/429) the API answers.
+    "DEFAULT_SCHEMA_CLASS": "spectra.openapi.CatalogAutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_ANON_THROTTLE_RATE", default="") or None},
     # Reverse proxies in front of the site. With DRF's default (None) the throttle keyed
@@ -134,6 +136,11 @@ SPECTACULAR_SETTINGS = {
     # A run's current stage and its list of stages share one choice set.
     "ENUM_NAME_OVERRIDES": {"ProcessingStageEnum": "tasks.models.ProcessingRun.Stage"},
 }
+# The docs pages load Swagger UI and Redoc from the site's own static files
+# (drf-spectacular-sidecar), so they work without internet access.
+SPECTACULAR_SETTINGS.update({
+    "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
+})
 
 # Largest cone-search radius the API accepts, in degrees.
 CONE_SEARCH_MAX_RADIUS_DEG = env.float("CONE_SEARCH_MAX_RADIUS_DEG", default=5.0)

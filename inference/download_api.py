@@ -1,0 +1,149 @@
+"""Download endpoints of a release: every format of :mod:`inference.downloads`, streamed.
+
+``/api/v1/releases/<name>/export/`` answers the format asked for with ``?format=`` or the
+``Accept`` header (CSV when neither says); ``export.csv``, ``export.ecsv``,
+``export.fits``, ``export.vot`` and ``export.parquet`` fix the format by their name
+(``export.csv?format=csv-paper`` gives the paper's Table 2 layout). Filters are those of
+the release's entries. Errors are JSON.
+"""
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import renderers
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from .downloads import FORMATS, csvw_metadata
+from .filters import CatalogEntryFilterSet
+from .models import CatalogEntry
+from .selectors import release_entries, releases_visible
+
+
+class DownloadRenderer(renderers.BaseRenderer):
+    """Stands for one download format in DRF's content negotiation; the view streams the
+    body itself, so this renderer never renders anything."""
+
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        raise TypeError(f"{type(self).__name__} renders no response body")
+
+
+RENDERERS = {
+    name: type(f"{name.title().replace('-', '')}DownloadRenderer", (DownloadRenderer,),
+               {"media_type": fmt.media_type, "format": name})
+    for name, fmt in FORMATS.items()
+}
+
+
+class CatalogDownloadView(GenericAPIView):
+    """A release, or the rows that match the filters, in one of the download formats."""
+
+    queryset = CatalogEntry.objects.none()
+    filterset_class = CatalogEntryFilterSet
+    pagination_class = None
+    formats: tuple[str, ...] = tuple(FORMATS)
+    url_format: str | None = None  # the format an ``export.<extension>`` URL fixes
+
+    def get_renderers(self):
+        return [RENDERERS[name]() for name in self.formats]
+
+    def perform_content_negotiation(self, request, force=False):
+        if not force:
+            asked = request.query_params.get("format")
+            if asked is not None and asked not in self.formats:
+                raise ValidationError({"format": f"must be one of {', '.join(self.formats)}, got {asked[:40]!r}"})
+        return super().perform_content_negotiation(request, force=force)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Any DRF Response here is an error body: JSON, whatever format was negotiated.
+        if isinstance(response, Response):
+            json = renderers.JSONRenderer()
+            request.accepted_renderer, request.accepted_media_type = json, json.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def get(self, request, release_name: str):
+        release = get_object_or_404(releases_visible(user=request.user), name=release_name)
+        entries = self.filter_queryset(release_entries(release=release))
+        fmt = FORMATS[request.accepted_renderer.format]
+        applied = {key: value for key, value in request.query_params.items() if key != "format"}
+        response = StreamingHttpResponse(
+            fmt.stream(release, entries, applied, settings.EXPORT_CHUNK_SIZE), content_type=fmt.media_type
+        )
+        if fmt.media_type.startswith("text/"):
+            response["Content-Type"] = f"{fmt.media_type}; charset=utf-8"
+        suffix = "-paper" if fmt.name == "csv-paper" else ""
+        response["Content-Disposition"] = f'attachment; filename="spcanet-{release.name}{suffix}.{fmt.extension}"'
+        if fmt.name == "csv":
+            sidecar = request.build_absolute_uri(f"/api/v1/releases/{release.name}/export.csv-metadata.json")
+            response["Link"] = f'<{sidecar}>; rel="describedby"; type="application/csvw+json"'
+        return response
+
+
+_ERRORS = {
+    (400, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="A bad filter or format, named."),
+    (404, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="No such (visible) release."),
+    (406, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="No format the Accept header takes."),
+}
+
+
+def _download_schema(formats: tuple[str, ...], *, with_format_parameter: bool):
+    listed = "\n".join(f"- `{name}` ({FORMATS[name].media_type}): {FORMATS[name].description}" for name in formats)
+    parameters = []
+    if with_format_parameter:
+        parameters.append(OpenApiParameter(
+            "format", OpenApiTypes.STR, enum=list(formats), required=False,
+            description="The format (else the Accept header's choice, else the first listed).",
+        ))
+    media_types = sorted({FORMATS[name].media_type for name in formats})
+    return extend_schema(
+        filters=True,
+        parameters=parameters,
+        description=f"The release, or the rows the filters select, streamed. Columns: docs/catalog_columns.md.\n\n{listed}",
+        responses={
+            **{(200, media_type): OpenApiResponse(OpenApiTypes.BINARY) for media_type in media_types},
+            **_ERRORS,
+        },
+    )
+
+
+def download_view(formats: tuple[str, ...], *, name: str):
+    """A CatalogDownloadView answering ``formats`` (its first is the default), documented as such."""
+    attributes = {"formats": formats, "__doc__": CatalogDownloadView.__doc__}
+    view = type(name, (CatalogDownloadView,), attributes)
+    _download_schema(formats, with_format_parameter=len(formats) > 1)(view)
+    return view
+
+
+CatalogExportView = download_view(tuple(FORMATS), name="CatalogExportView")
+CatalogCSVExportView = download_view(("csv", "csv-paper"), name="CatalogCSVExportView")
+FIXED_FORMAT_VIEWS = {
+    fmt.extension: download_view((name,), name=f"Catalog{name.title()}ExportView")
+    for name, fmt in FORMATS.items() if name not in ("csv", "csv-paper")
+}
+
+
+class CatalogCSVMetadataView(GenericAPIView):
+    """The CSV download's sidecar: its columns (name, type, unit, UCD, description) and the
+    release's provenance, as CSV on the Web metadata (W3C)."""
+
+    pagination_class = None
+    filter_backends = []
+
+    def get_queryset(self):
+        return releases_visible(user=self.request.user)
+
+    @extend_schema(responses={
+        (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="CSVW metadata"),
+        (404, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="No such (visible) release."),
+    })
+    def get(self, request, release_name: str):
+        release = get_object_or_404(self.get_queryset(), name=release_name)
+        url = request.build_absolute_uri(f"/api/v1/releases/{release.name}/export.csv")
+        return Response(csvw_metadata(release, url, {}))
+
