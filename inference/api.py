@@ -1,11 +1,10 @@
-"""Read-only API over model versions, releases, their entries and stars, spectra's
-arrays, and the CSV export."""
+"""Read-only API over model versions, releases, their entries and stars, and spectra's
+arrays. The downloads are in inference/download_api.py."""
 
 import logging
 import re
 
-from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -21,7 +20,6 @@ from spectra.filters import INT64_MAX
 from spectra.renderers import FITSRenderer, ImageErrorsAsJSONMixin
 from spectra.selectors import SpectrumArraysUnavailable, spectrum_arrays_read
 
-from .export import stream_csv
 from .filters import CatalogEntryFilterSet, CatalogStarFilterSet, LabelSetFilterSet, ModelVersionFilterSet
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
 from .selectors import (
@@ -111,32 +109,6 @@ class LabelSetViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return label_sets_visible(user=self.request.user).select_related("model_version")
-
-
-class CatalogExportView(GenericAPIView):
-    """The release as CSV in the published column order (paper Table 2), streamed.
-
-    Accepts the same filters as the release's entries endpoint.
-    """
-
-    queryset = CatalogEntry.objects.none()
-    filterset_class = CatalogEntryFilterSet
-    pagination_class = None
-
-    @extend_schema(
-        filters=True,
-        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV with '#' header comments")},
-    )
-    def get(self, request, release_name: str):
-        release = get_object_or_404(releases_visible(user=request.user), name=release_name)
-        entries = self.filter_queryset(release_entries(release=release))
-        applied = {key: value for key, value in request.query_params.items() if key != "format"}
-        response = StreamingHttpResponse(
-            stream_csv(release, entries, applied, settings.EXPORT_CHUNK_SIZE),
-            content_type="text/csv; charset=utf-8",
-        )
-        response["Content-Disposition"] = f'attachment; filename="spcanet-{release.name}.csv"'
-        return response
 
 
 class ModelVersionEvaluationPlotView(ImageErrorsAsJSONMixin, GenericAPIView):

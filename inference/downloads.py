@@ -17,40 +17,39 @@ import base64
 import io
 import json
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version
+from itertools import islice
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from astropy.io import fits
 from astropy.io.votable import tree as votable_tree
 from astropy.table import Table
 from django.db import connection
-from django.db.models import Count, Max, QuerySet
-from django.db.models.functions import Coalesce, Length
+from django.db.models import Count, Func, IntegerField, Max, QuerySet
+from django.db.models.functions import Coalesce
 
 from spectra.flags import CATALOG_FLAGS
 
 from .columns import CATALOG_COLUMNS, CatalogColumn
-from .export import copy_blocks, copy_sql, csv_rows, stream_csv
+from .export import copy_available, copy_blocks, csv_rows, rounded_sql, stream_csv
 from .models import CatalogRelease
 
-ARROW_TYPES = {
-    "str": pa.string(), "int16": pa.int16(), "int64": pa.int64(), "float32": pa.float32(), "float64": pa.float64(),
-}
+# pyarrow (about 65 MB of memory once imported) is imported by the Parquet writer only.
 # FITS TFORM and the big-endian numpy type of its bytes (FITS standard 4.0, section 7.3).
-_FITS_FORMATS = {"int16": ("I", ">i2"), "int64": ("K", ">i8"), "float32": ("E", ">f4"), "float64": ("D", ">f8")}
+_FITS_FORMATS = {"int16": "I", "int64": "K", "float32": "E", "float64": "D"}
+_NUMPY_TYPES = {"int16": ">i2", "int64": ">i8", "float32": ">f4", "float64": ">f8"}
+_PG_INT_TYPES = {"int16": "int2", "int64": "int8"}
 # The FITS null of a nullable integer column (TNULLn): the most negative value, which no
 # id or flag word takes.
 FITS_INT_NULL = {"int16": -(2**15), "int64": -(2**63)}
 _VOTABLE_TYPES = {"str": "char", "int16": "short", "int64": "long", "float32": "float", "float64": "double"}
 # Parquet row groups: large enough for fast scans, small enough for bounded memory.
-PARQUET_ROW_GROUP_ROWS = 100_000
-# Bytes of COPY output parsed at a time for the typed formats (about 20,000 rows).
-ARROW_BLOCK_BYTES = 8 << 20
+PARQUET_ROW_GROUP_ROWS = 65_536
+# Bytes of binary COPY output taken at a time by the typed formats (about 8,000 rows).
+ROW_BLOCK_BYTES = 4 << 20
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -61,7 +60,7 @@ def release_provenance(release: CatalogRelease, filters: dict) -> dict:
     return {
         "catalog": "SPCANet catalog of LAMOST-II MRS stellar labels",
         "release": release.name,
-        "status": release.status,
+        "status": str(release.status),
         "published": release.published_at.isoformat() if release.published_at else None,
         "formal_model": release.formal_model.name,
         "formal_model_sha256": release.formal_model.artifact_sha256,
@@ -104,96 +103,196 @@ def csvw_metadata(release: CatalogRelease, csv_url: str, filters: dict) -> dict:
     }
 
 
-# --- rows as Arrow tables ------------------------------------------------------------------
+# --- rows as fixed-layout numpy blocks -----------------------------------------------------
 
 
-def _arrow_schema(columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS) -> pa.Schema:
+def _numpy_type(column: CatalogColumn, widths: dict[str, int]) -> str:
+    return f"S{widths[column.name]}" if column.dtype == "str" else _NUMPY_TYPES[column.dtype]
+
+
+def row_dtype(widths: dict[str, int]) -> np.dtype:
+    """One row as the typed formats store it: big-endian numbers, text as NUL-padded bytes
+    (FITS binary table layout; FITS standard 4.0, section 7.3)."""
+    return np.dtype([(column.name, _numpy_type(column, widths)) for column in CATALOG_COLUMNS])
+
+
+def null_mask(block: np.ndarray, column: CatalogColumn) -> np.ndarray | None:
+    """Where ``column`` has no value in ``block``: NaN for floats, the FITS null for
+    integers; None for a column that is never null."""
+    if not column.nullable or column.dtype == "str":
+        return None
+    if column.is_float:
+        return np.isnan(block[column.name])
+    return block[column.name] == FITS_INT_NULL[column.dtype]
+
+
+class _OctetLength(Func):
+    function = "octet_length"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="length(CAST(%(expressions)s AS BLOB))", **extra_context)
+
+
+def text_widths(entries: QuerySet) -> tuple[int, dict[str, int]]:
+    """The number of rows and the longest value (bytes, UTF-8) of each text column: the
+    fixed-width layout needs them before the first row is written."""
+    text = [column for column in CATALOG_COLUMNS if column.dtype == "str"]
+    aggregate = entries.order_by().aggregate(
+        rows=Count("id"), **{f"width_{c.field}": Coalesce(Max(_OctetLength(c.field)), 0) for c in text})
+    return aggregate["rows"], {c.name: max(1, aggregate[f"width_{c.field}"]) for c in text}
+
+
+def _binary_column_sql(alias: str, column: CatalogColumn, width: int | None) -> str:
+    """A column as a fixed-size binary COPY field, never NULL (see :func:`null_mask`)."""
+    if column.dtype == "str":
+        padding = "\\x" + "00" * width
+        return f"substring(convert_to(coalesce({alias}, ''), 'UTF8') || '{padding}'::bytea from 1 for {width})"
+    if column.is_float:
+        kind = "float4" if column.dtype == "float32" else "float8"
+        return f"coalesce(({rounded_sql(alias, column.decimals)})::{kind}, {kind} 'NaN')"
+    kind = _PG_INT_TYPES[column.dtype]
+    if column.nullable:
+        return f"coalesce({alias}::{kind}, {kind} '{FITS_INT_NULL[column.dtype]}')"
+    return f"{alias}::{kind}"
+
+
+def binary_copy_sql(entries: QuerySet, widths: dict[str, int]) -> str:
+    """``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` of ``entries`` in id order with every
+    row the same size: numbers rounded and typed as :data:`CATALOG_COLUMNS` says, NULL
+    as NaN or the FITS integer null, text as NUL-padded UTF-8 of a fixed width."""
+    fields = [column.field for column in CATALOG_COLUMNS]
+    inner_sql, params = entries.order_by("id").values_list(*fields).query.sql_with_params()
+    aliases = [f"c{i}" for i in range(len(fields))]
+    outer = [
+        _binary_column_sql(alias, column, widths.get(column.name))
+        for alias, column in zip(aliases, CATALOG_COLUMNS, strict=True)
+    ]
+    with connection.cursor() as cursor:
+        query = cursor.mogrify(f"SELECT {', '.join(outer)} FROM ({inner_sql}) AS rows ({', '.join(aliases)})", params)
+    return f"COPY ({query.decode()}) TO STDOUT WITH (FORMAT binary)"
+
+
+# PostgreSQL's binary COPY: an 11-byte signature, flags and a header extension, then per
+# row a field count and, per field, its length and bytes; a -1 field count ends the data
+# (PostgreSQL documentation, COPY, "Binary Format").
+_PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_PGCOPY_TRAILER = b"\xff\xff"
+
+
+def _wire_dtype(widths: dict[str, int]) -> np.dtype:
+    fields: list[tuple[str, str]] = [("_count", ">i2")]
+    for i, column in enumerate(CATALOG_COLUMNS):
+        fields += [(f"_length{i}", ">i4"), (column.name, _numpy_type(column, widths))]
+    return np.dtype(fields)
+
+
+def _checked(block: np.ndarray, wire: np.dtype) -> np.ndarray:
+    """The rows, after checking that each has the fields and sizes of the fixed layout."""
+    ok = bool((block["_count"] == len(CATALOG_COLUMNS)).all())
+    for i, column in enumerate(CATALOG_COLUMNS):
+        ok = ok and bool((block[f"_length{i}"] == wire.fields[column.name][0].itemsize).all())
+    if not ok:
+        raise RuntimeError("the binary COPY's rows are not of the expected layout")
+    return block
+
+
+def row_blocks(entries: QuerySet, widths: dict[str, int], chunk_size: int) -> Iterator[np.ndarray]:
+    """The rows of ``entries`` in id order, in blocks, as structured arrays whose fields
+    are :func:`row_dtype`'s (no value: see :func:`null_mask`).
+
+    On PostgreSQL one binary COPY whose rows all have the same size (no text formatting
+    on the server, no parsing here: the bytes are the rows), cancelled if the client goes
+    away; elsewhere a server-side cursor, ``chunk_size`` rows at a time.
+    """
+    if not copy_available():
+        yield from _python_row_blocks(entries, widths, chunk_size)
+        return
+    wire = _wire_dtype(widths)
+    with closing(copy_blocks(binary_copy_sql(entries, widths))) as copy:  # closing it cancels the COPY
+        yield from _wire_rows(copy, wire)
+
+
+def _wire_rows(copy: Iterator[bytes], wire: np.dtype) -> Iterator[np.ndarray]:
+    pending = b""
+    header_done = False
+    parts: list[bytes] = []
+    size = 0
+    for block in copy:
+        parts.append(block)
+        size += len(block)
+        if size < ROW_BLOCK_BYTES and header_done:
+            continue
+        data = pending + b"".join(parts)
+        parts, size = [], 0
+        if not header_done:
+            if len(data) < 19:
+                pending = data
+                continue
+            if not data.startswith(_PGCOPY_SIGNATURE):
+                raise RuntimeError("not a PostgreSQL binary COPY")
+            data = data[19 + int.from_bytes(data[15:19], "big"):]
+            header_done = True
+        n_rows = len(data) // wire.itemsize
+        pending = data[n_rows * wire.itemsize:]
+        if n_rows:
+            yield _checked(np.frombuffer(data, dtype=wire, count=n_rows), wire)
+    data = pending + b"".join(parts)
+    n_rows = max(0, (len(data) - len(_PGCOPY_TRAILER)) // wire.itemsize)
+    if n_rows:
+        yield _checked(np.frombuffer(data, dtype=wire, count=n_rows), wire)
+    if data[n_rows * wire.itemsize:] != _PGCOPY_TRAILER:
+        raise RuntimeError("the binary COPY ended in the middle of a row")
+
+
+def _python_row_blocks(entries: QuerySet, widths: dict[str, int], chunk_size: int) -> Iterator[np.ndarray]:
+    dtype = row_dtype(widths)
+    fields = [column.field for column in CATALOG_COLUMNS]
+    rows = entries.order_by("id").values_list(*fields).iterator(chunk_size=chunk_size)
+    while block := list(islice(rows, chunk_size)):
+        out = np.empty(len(block), dtype=dtype)
+        for values, column in zip(zip(*block, strict=True), CATALOG_COLUMNS, strict=True):
+            if column.dtype == "str":
+                encoded = [(value or "").encode() for value in values]
+                if max(len(value) for value in encoded) > widths[column.name]:
+                    raise RuntimeError(f"{column.name}: a value is wider than counted before writing")
+                out[column.name] = encoded
+            elif column.is_float:  # rounded as on PostgreSQL (inference.export.rounded_sql)
+                scale = 10.0**column.decimals
+                out[column.name] = [np.nan if v is None else round(v * scale) / scale + 0.0 for v in values]
+            else:
+                out[column.name] = [FITS_INT_NULL.get(column.dtype) if v is None else v for v in values]
+        yield out
+
+
+def arrow_table(block: np.ndarray, schema):
+    """A block of :func:`row_blocks` as an Arrow table, nulls as nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays = []
+    for column, field in zip(CATALOG_COLUMNS, schema, strict=True):
+        values = block[column.name]
+        if column.dtype == "str":
+            fixed = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(values.dtype.itemsize), len(values), [None, pa.py_buffer(np.ascontiguousarray(values))])
+            arrays.append(pc.utf8_rtrim(fixed.cast(pa.binary()).cast(pa.string()), characters="\0"))
+            continue
+        mask = null_mask(block, column)
+        arrays.append(pa.array(values.astype(values.dtype.newbyteorder("=")), type=field.type, mask=mask))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _arrow_schema(columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS):
+    import pyarrow as pa
+
     return pa.schema([
-        pa.field(column.name, ARROW_TYPES[column.dtype], nullable=column.nullable, metadata={
+        pa.field(column.name, getattr(pa, "string" if column.dtype == "str" else column.dtype)(),
+                 nullable=column.nullable, metadata={
             "unit": column.unit or "", "ucd": column.ucd, "description": column.description,
         })
         for column in columns
     ])
-
-
-def arrow_tables(entries: QuerySet, chunk_size: int) -> Iterator[pa.Table]:
-    """The rows of ``entries`` in id order as Arrow tables of a few thousand rows each,
-    typed and rounded as :data:`CATALOG_COLUMNS` says, null where there is no value."""
-    schema = _arrow_schema()
-    if connection.vendor == "postgresql":
-        read_options = pa_csv.ReadOptions(column_names=schema.names, block_size=1 << 22)
-        convert_options = pa_csv.ConvertOptions(
-            column_types={field.name: field.type for field in schema}, null_values=[""],
-            strings_can_be_null=False, quoted_strings_can_be_null=False,
-        )
-        blocks: list[bytes] = []
-        size = 0
-        for block in copy_blocks(copy_sql(entries, CATALOG_COLUMNS, spreadsheet=False)):
-            blocks.append(block)
-            size += len(block)
-            if size < ARROW_BLOCK_BYTES:
-                continue
-            data = b"".join(blocks)
-            cut = data.rfind(b"\n") + 1  # COPY writes no newline inside our values (ids are ASCII header words)
-            blocks, size = [data[cut:]], len(data) - cut
-            yield _parsed(data[:cut], schema, read_options, convert_options)
-        data = b"".join(blocks)
-        if data and not data.endswith(b"\n"):
-            raise RuntimeError("the COPY ended in the middle of a row")
-        if data:
-            yield _parsed(data, schema, read_options, convert_options)
-        return
-    fields = [column.field for column in CATALOG_COLUMNS]
-    rows = entries.order_by("id").values_list(*fields).iterator(chunk_size=chunk_size)
-    block: list[tuple] = []
-    for row in rows:
-        block.append(row)
-        if len(block) >= chunk_size:
-            yield _rows_table(block, schema)
-            block = []
-    if block:
-        yield _rows_table(block, schema)
-
-
-def _parsed(data: bytes, schema: pa.Schema, read_options, convert_options) -> pa.Table:
-    table = pa_csv.read_csv(pa.py_buffer(data), read_options=read_options, convert_options=convert_options)
-    return table.cast(schema).combine_chunks()
-
-
-def _rows_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    arrays = []
-    for values, column, field in zip(zip(*rows, strict=True), CATALOG_COLUMNS, schema, strict=True):
-        if column.is_float:  # as the COPY path rounds (inference.export.rounded_sql)
-            scale = 10.0**column.decimals
-            array = pa.array(
-                [None if value is None else round(value * scale) / scale + 0.0 for value in values], type=pa.float64()
-            ).cast(field.type)
-        else:
-            array = pa.array(values, type=field.type)
-        arrays.append(array)
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _text_widths(entries: QuerySet) -> tuple[int, dict[str, int]]:
-    """The number of rows and the longest value (bytes) of each text column: FITS and the
-    VOTable's fixed-width fields need them before the first row is written."""
-    text = [column for column in CATALOG_COLUMNS if column.dtype == "str"]
-    aggregate = entries.order_by().aggregate(
-        rows=Count("id"), **{f"width_{c.field}": Coalesce(Max(Length(c.field)), 0) for c in text})
-    # Length counts characters; ids are ASCII, and a wider value is refused when packed.
-    return aggregate["rows"], {c.name: max(1, aggregate[f"width_{c.field}"]) for c in text}
-
-
-def _packed_strings(array: pa.ChunkedArray, width: int) -> np.ndarray:
-    """Text as fixed-width bytes padded with NUL (the FITS and VOTable char layout)."""
-    padded = pc.utf8_rpad(array.combine_chunks().fill_null(""), width=width, padding="\0")
-    if len(padded) == 0:
-        return np.zeros(0, dtype=f"S{width}")
-    lengths = pc.binary_length(padded)
-    if pc.min(lengths).as_py() != width or pc.max(lengths).as_py() != width:
-        raise ValueError(f"a text value is longer than the {width} bytes counted before writing")
-    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32, count=len(padded) + 1, offset=padded.offset * 4)
-    return np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=len(padded), offset=int(offsets[0]))
 
 
 # --- Parquet -------------------------------------------------------------------------------
@@ -235,19 +334,24 @@ def _pandas_metadata() -> bytes:
              "numpy_type": numpy_types[c.dtype] if c.nullable else numpy_types[c.dtype].lower(), "metadata": None}
             for c in CATALOG_COLUMNS
         ],
-        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "creator": {"library": "pyarrow", "version": version("pyarrow")},
     }).encode()
 
 
 def stream_parquet(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[bytes]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     schema = _arrow_schema().with_metadata({
         "spcanet": json.dumps(release_provenance(release, filters)), "pandas": _pandas_metadata(),
     })
+    _, widths = text_widths(entries)
     sink = _ByteSink()
     writer = pq.ParquetWriter(sink, schema, compression="zstd")
-    pending: list[pa.Table] = []
+    pending: list = []
     pending_rows = 0
-    for table in arrow_tables(entries, chunk_size):
+    for block in row_blocks(entries, widths, chunk_size):
+        table = arrow_table(block, schema)
         pending.append(table)
         pending_rows += table.num_rows
         if pending_rows >= PARQUET_ROW_GROUP_ROWS:
@@ -270,7 +374,7 @@ def _fits_keywords(header: fits.Header, release: CatalogRelease, filters: dict) 
     header["INSTRUME"] = ("MRS", "LAMOST-II Medium Resolution Survey")
     header["DATE"] = (provenance["written"][:19], "file written (UTC)")
     header["RELEASE"] = (release.name, "catalog release")
-    header["RELSTAT"] = (release.status, "release status")
+    header["RELSTAT"] = (str(release.status), "release status")
     header["RELDATE"] = (provenance["published"] or "", "release published (UTC)")
     header["FORMAL"] = (release.formal_model.name, "formal model (published labels)")
     header["FORMSHA"] = release.formal_model.artifact_sha256  # sha256 of the formal model's artifact
@@ -284,16 +388,12 @@ def _fits_keywords(header: fits.Header, release: CatalogRelease, filters: dict) 
 
 def stream_fits(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[bytes]:
     """A primary HDU, then one binary table whose NAXIS2 is counted before the rows stream."""
-    n_rows, widths = _text_widths(entries)
-    fits_columns, row_dtype = [], []
+    n_rows, widths = text_widths(entries)
+    fits_columns = []
     for column in CATALOG_COLUMNS:
-        if column.dtype == "str":
-            tform, numpy_type = f"{widths[column.name]}A", f"S{widths[column.name]}"
-        else:
-            tform, numpy_type = _FITS_FORMATS[column.dtype]
+        tform = f"{widths[column.name]}A" if column.dtype == "str" else _FITS_FORMATS[column.dtype]
         null = FITS_INT_NULL[column.dtype] if column.nullable and column.dtype in FITS_INT_NULL else None
         fits_columns.append(fits.Column(name=column.name, format=tform, unit=column.unit, null=null))
-        row_dtype.append((column.name, numpy_type))
     hdu = fits.BinTableHDU.from_columns(fits_columns, nrows=0, name="CATALOG")
     header = hdu.header
     for i, column in enumerate(CATALOG_COLUMNS, start=1):
@@ -306,23 +406,15 @@ def stream_fits(release: CatalogRelease, entries: QuerySet, filters: dict, chunk
     yield primary.header.tostring().encode("ascii")
     yield header.tostring().encode("ascii")
 
-    dtype = np.dtype(row_dtype)
+    dtype = row_dtype(widths)  # the rows' bytes are the table's: NaN and TNULL for no value
     written = 0
-    for table in arrow_tables(entries, chunk_size):
-        if written + table.num_rows > n_rows:
+    for block in row_blocks(entries, widths, chunk_size):
+        if written + len(block) > n_rows:
             break  # more rows than counted: reported below
-        rows = np.empty(table.num_rows, dtype=dtype)
-        for column in CATALOG_COLUMNS:
-            values = table.column(column.name)
-            if column.dtype == "str":
-                rows[column.name] = _packed_strings(values, widths[column.name])
-            elif column.is_float:
-                rows[column.name] = values.to_numpy(zero_copy_only=False)  # null is NaN
-            else:
-                if column.nullable:
-                    values = values.fill_null(FITS_INT_NULL[column.dtype])
-                rows[column.name] = values.to_numpy(zero_copy_only=False)
-        written += table.num_rows
+        rows = np.empty(len(block), dtype=dtype)
+        for name in dtype.names:
+            rows[name] = block[name]
+        written += len(block)
         yield rows.tobytes()
     if written != n_rows:
         # The rows changed between the count and the copy (a draft being rebuilt): the
@@ -365,30 +457,20 @@ def _votable_document(release: CatalogRelease, filters: dict, widths: dict[str, 
 
 def stream_votable(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[str]:
     """VOTable 1.4 with the rows as BINARY2 (a null flag per cell, big-endian values)."""
-    _, widths = _text_widths(entries)
+    _, widths = text_widths(entries)
     head, tail = _votable_document(release, filters, widths)
     yield head
     n_flag_bytes = (len(CATALOG_COLUMNS) + 7) // 8
-    row_dtype = [("nulls", "u1", (n_flag_bytes,))]
-    for column in CATALOG_COLUMNS:
-        row_dtype.append((column.name, f"S{widths[column.name]}" if column.dtype == "str"
-                          else _FITS_FORMATS[column.dtype][1]))
-    dtype = np.dtype(row_dtype)
+    dtype = np.dtype([("nulls", "u1", (n_flag_bytes,)), *row_dtype(widths).descr])
     carry = b""  # base64 works on 3-byte groups; what is left over waits for the next block
-    for table in arrow_tables(entries, chunk_size):
-        rows = np.zeros(table.num_rows, dtype=dtype)
-        nulls = np.zeros((table.num_rows, n_flag_bytes * 8), dtype=bool)
+    for block in row_blocks(entries, widths, chunk_size):
+        rows = np.empty(len(block), dtype=dtype)
+        nulls = np.zeros((len(block), n_flag_bytes * 8), dtype=bool)
         for i, column in enumerate(CATALOG_COLUMNS):
-            values = table.column(column.name)
-            if column.dtype == "str":
-                rows[column.name] = _packed_strings(values, widths[column.name])
-                continue
-            if column.nullable:
-                nulls[:, i] = values.is_null().to_numpy(zero_copy_only=False)
-            if column.is_float:
-                rows[column.name] = values.to_numpy(zero_copy_only=False)
-            else:
-                rows[column.name] = values.fill_null(0).to_numpy(zero_copy_only=False)
+            rows[column.name] = block[column.name]
+            mask = null_mask(block, column)
+            if mask is not None:
+                nulls[:, i] = mask
         rows["nulls"] = np.packbits(nulls, axis=1)  # the first column is the first byte's top bit
         data = carry + rows.tobytes()
         keep = len(data) - len(data) % 3

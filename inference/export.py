@@ -65,10 +65,15 @@ def stream_csv(
     yield from csv_rows(entries, csv_columns(paper=paper), chunk_size, paper=paper, spreadsheet=True)
 
 
+def copy_available() -> bool:
+    """Whether rows can come from a COPY (PostgreSQL) rather than a cursor (SQLite)."""
+    return connection.vendor == "postgresql"
+
+
 def csv_rows(entries: QuerySet, columns: tuple[CatalogColumn, ...], chunk_size: int, *, paper: bool = False,
              spreadsheet: bool = True) -> Iterator[str | bytes]:
     """The CSV rows (no header) of ``entries`` in id order, in blocks."""
-    if connection.vendor == "postgresql":
+    if copy_available():
         yield from copy_blocks(copy_sql(entries, columns, paper=paper, spreadsheet=spreadsheet))
     else:
         yield from _python_rows(entries, columns, chunk_size, paper=paper, spreadsheet=spreadsheet)

@@ -203,7 +203,7 @@ def test_downloads_stream_in_blocks(release_factory, settings, monkeypatch, fmt)
     settings.EXPORT_CHUNK_SIZE = 2  # rows per block, Python path
     monkeypatch.setattr(inference.export, "_COPY_BLOCK_BYTES", 400)  # bytes per block, COPY path
     monkeypatch.setattr(inference.downloads, "PARQUET_ROW_GROUP_ROWS", 2)
-    monkeypatch.setattr(inference.downloads, "ARROW_BLOCK_BYTES", 400)
+    monkeypatch.setattr(inference.downloads, "ROW_BLOCK_BYTES", 400)
     positions = [(float(i), 1.0) for i in range(9)]
     release = release_factory(make_spectra(positions), label_rows([5000.0] * 9), label_rows([5000.0] * 9))
     response = Client().get(f"/api/v1/releases/{release.name}/export/", {"format": fmt})
@@ -225,10 +225,12 @@ def test_downloads_stream_in_blocks(release_factory, settings, monkeypatch, fmt)
 def test_the_python_path_writes_the_same_bytes_as_the_copy_path(release, monkeypatch, fmt):
     """SQLite (the embedded default) has no COPY: rows come through a cursor, formatted in
     Python, and must come out as the COPY path writes them."""
-    from django.db import connection
+    import inference.downloads
+    import inference.export
 
     copy_body, _ = download(release, fmt)
-    monkeypatch.setattr(connection, "vendor", "sqlite")
+    monkeypatch.setattr(inference.export, "copy_available", lambda: False)
+    monkeypatch.setattr(inference.downloads, "copy_available", lambda: False)
     python_body, _ = download(release, fmt)
     if fmt in ("csv", "csv-paper"):
         assert python_body == copy_body
@@ -273,3 +275,24 @@ def test_docs_pages_load_their_scripts_from_the_site():
 
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")
+
+
+@pytest.mark.parametrize("fmt", ["fits", "votable", "parquet", "ecsv"])
+def test_a_typed_download_stopped_early_leaves_the_connection_usable(release_factory, monkeypatch, fmt):
+    """The client went away: the generator is closed mid-COPY, the COPY is cancelled and
+    the request's connection (inside the test's transaction) answers at once."""
+    import inference.downloads
+    import inference.export
+    from inference.downloads import FORMATS
+    from inference.models import CatalogEntry
+
+    monkeypatch.setattr(inference.export, "_COPY_BLOCK_BYTES", 200)
+    monkeypatch.setattr(inference.downloads, "ROW_BLOCK_BYTES", 200)
+    monkeypatch.setattr(inference.downloads, "PARQUET_ROW_GROUP_ROWS", 2)
+    positions = [(float(i), 1.0) for i in range(30)]
+    release = release_factory(make_spectra(positions), label_rows([5000.0] * 30), label_rows([5000.0] * 30))
+    entries = CatalogEntry.objects.filter(release=release)
+    stream = FORMATS[fmt].stream(release, entries, {}, 5)
+    next(stream), next(stream), next(stream)
+    stream.close()
+    assert entries.count() == 30
