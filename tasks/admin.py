@@ -15,7 +15,7 @@ from .services import (
 class ChunkInline(admin.TabularInline):
     model = ProcessingChunk
     fields = ["stage", "index", "state", "items", "skipped_items", "failed_items", "attempts", "lost_deliveries",
-              "worker", "seconds", "error"]
+              "worker", "heartbeat_at", "seconds", "error"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -30,10 +30,10 @@ class ChunkInline(admin.TabularInline):
 class ProcessingRunAdmin(admin.ModelAdmin):
     list_display = ["__str__", "state", "current_stage", "stages", "release_name", "created_at", "finished_at", "progress"]
     list_filter = ["state"]
-    readonly_fields = ["state", "current_stage", "stage_seconds", "created_at", "started_at", "finished_at",
+    readonly_fields = ["state", "current_stage", "reason", "stage_seconds", "created_at", "started_at", "finished_at",
                        "stage_started_at", "created_by", "progress"]
     fields = ["name", "stages", "paths", "rv_catalog_path", "measure_rv", "formal_model", "alternate_model",
-              "release_name", "publish", "chunk_files", "chunk_spectra", *readonly_fields]
+              "release_name", "publish", "publish_partial", "chunk_files", "chunk_spectra", *readonly_fields]
     actions = ["start", "cancel", "retry_failed"]
 
     @admin.display(description="progress")

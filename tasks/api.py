@@ -32,9 +32,10 @@ class ProcessingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = ProcessingRun
         fields = ["id", "name", "stages", "paths", "rv_catalog_path", "measure_rv", "formal_model", "alternate_model",
-                  "release_name", "publish", "chunk_files", "chunk_spectra", "state", "current_stage",
-                  "stage_seconds", "created_at", "started_at", "finished_at", "progress"]
-        read_only_fields = ["state", "current_stage", "stage_seconds", "created_at", "started_at", "finished_at"]
+                  "release_name", "publish", "publish_partial", "chunk_files", "chunk_spectra", "state",
+                  "current_stage", "reason", "stage_seconds", "created_at", "started_at", "finished_at", "progress"]
+        read_only_fields = ["state", "current_stage", "reason", "stage_seconds", "created_at", "started_at",
+                            "finished_at"]
 
     def get_progress(self, run: ProcessingRun) -> dict:
         return processing_run_progress(run=run)

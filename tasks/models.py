@@ -19,7 +19,8 @@ class ProcessingRun(models.Model):
         PENDING = "pending", "Pending"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Finished with failures"
+        PARTIAL = "partial", "Finished; some chunks failed"
+        FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
     class Stage(models.TextChoices):
@@ -38,6 +39,8 @@ class ProcessingRun(models.Model):
     alternate_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     release_name = models.SlugField(max_length=80, blank=True)
     publish = models.BooleanField(default=False)
+    publish_partial = models.BooleanField(
+        default=False, help_text="Publish the release even when chunks of earlier stages failed.")
     chunk_files = models.PositiveIntegerField(default=256, help_text="Files per ingest chunk.")
     chunk_spectra = models.PositiveIntegerField(default=4096, help_text="Spectra per prediction chunk.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
@@ -47,6 +50,7 @@ class ProcessingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     stage_started_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Why the run stopped, or what it left undone.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -59,7 +63,7 @@ class ProcessingRun(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.CANCELLED)
+        return self.state in (self.State.SUCCEEDED, self.State.PARTIAL, self.State.FAILED, self.State.CANCELLED)
 
 
 class ProcessingChunk(models.Model):
@@ -90,6 +94,10 @@ class ProcessingChunk(models.Model):
     seconds = models.FloatField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task message was last sent (the reconciler re-sends lost ones).")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the worker running it (every PIPELINE_HEARTBEAT_SECONDS).")
 
     class Meta:
         ordering = ["run", "stage", "index"]

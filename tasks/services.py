@@ -5,18 +5,25 @@ Chunk work is done by the apps' services (``spectra_ingest``, ``labelsets_predic
 """
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import cache
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
-from inference.models import CatalogRelease
+from inference.models import CatalogRelease, LabelSet
 from inference.prediction import labelsets_predict, spectra_to_predict
-from inference.services import catalog_release_build, catalog_release_create, catalog_release_publish
+from inference.services import (
+    ReleaseImmutableError,
+    catalog_release_build,
+    catalog_release_create,
+    catalog_release_publish,
+)
 from spectra.ingest import rv_catalog_read, spectra_ingest, spectrum_files
 
 from .models import ProcessingChunk, ProcessingRun
@@ -39,6 +46,7 @@ def processing_run_create(
     alternate_model=None,
     release_name: str = "",
     publish: bool = False,
+    publish_partial: bool = False,
     chunk_files: int = 256,
     chunk_spectra: int = 4096,
     name: str = "",
@@ -50,7 +58,8 @@ def processing_run_create(
     run = ProcessingRun(
         name=name, stages=stages, paths=[str(p) for p in paths or []], rv_catalog_path=rv_catalog_path,
         measure_rv=measure_rv, formal_model=formal_model, alternate_model=alternate_model,
-        release_name=release_name, publish=publish, chunk_files=chunk_files, chunk_spectra=chunk_spectra,
+        release_name=release_name, publish=publish, publish_partial=publish_partial, chunk_files=chunk_files,
+        chunk_spectra=chunk_spectra,
         created_by=created_by,
     )
     processing_run_check(run=run, requested=stages_requested)
@@ -145,8 +154,17 @@ def processing_run_advance(*, run_id: int) -> None:
                 break
             run.stage_seconds = {**run.stage_seconds, stage: 0.0}
         else:
-            failed = run.chunks.filter(state=ProcessingChunk.State.FAILED).exists()
-            run.state = ProcessingRun.State.FAILED if failed else ProcessingRun.State.SUCCEEDED
+            counts = run.chunks.aggregate(
+                failed=Count("pk", filter=Q(state=ProcessingChunk.State.FAILED)),
+                done=Count("pk", filter=Q(state=ProcessingChunk.State.DONE)),
+                total=Count("pk", filter=~Q(state=ProcessingChunk.State.SKIPPED)))
+            if counts["failed"]:
+                # Never reported as success: what failed is counted, and retry_failed can redo it.
+                run.state = ProcessingRun.State.PARTIAL if counts["done"] else ProcessingRun.State.FAILED
+                summary = f"{counts['failed']} of {counts['total']} chunks failed"
+                run.reason = f"{summary}; {run.reason}" if run.reason else summary
+            else:
+                run.state = ProcessingRun.State.SUCCEEDED
             run.finished_at = now
         run.save()
         if created:
@@ -156,8 +174,29 @@ def processing_run_advance(*, run_id: int) -> None:
 def _enqueue(chunks: list[ProcessingChunk]) -> None:
     from .tasks import chunk_task_for
 
+    ProcessingChunk.objects.filter(pk__in=[c.pk for c in chunks]).update(queued_at=timezone.now())
     for chunk in chunks:
         chunk_task_for(chunk.stage).delay(chunk.pk)
+
+
+def processing_run_stop(*, run_id: int, reason: str) -> int:
+    """Stop a run for a reason that no chunk can overcome (disk full, read-only store).
+
+    Queued chunks are skipped, the run ends FAILED with ``reason``; chunks already running
+    finish. Returns the number of chunks skipped.
+    """
+    with transaction.atomic():
+        run = ProcessingRun.objects.select_for_update().get(pk=run_id)
+        if run.is_finished:
+            return 0
+        skipped = run.chunks.filter(state=ProcessingChunk.State.QUEUED).update(
+            state=ProcessingChunk.State.SKIPPED, error=f"run stopped: {reason}"[:4000])
+        run.state = ProcessingRun.State.FAILED
+        run.reason = f"stopped: {reason}"
+        run.finished_at = timezone.now()
+        run.save(update_fields=["state", "reason", "finished_at"])
+    logger.error("run %s stopped: %s", run_id, reason)
+    return skipped
 
 
 def processing_run_cancel(*, run: ProcessingRun) -> int:
@@ -186,7 +225,8 @@ def processing_run_retry_failed(*, run: ProcessingRun) -> int:
         if locked.state == ProcessingRun.State.RUNNING:
             raise RunConfigurationError("the run is still running: retry after it finishes")
         ProcessingChunk.objects.filter(pk__in=[c.pk for c in failed]).update(
-            state=ProcessingChunk.State.QUEUED, error="", lost_deliveries=0, message="")
+            state=ProcessingChunk.State.QUEUED, error="", lost_deliveries=0, message="", heartbeat_at=None)
+        locked.reason = ""
         locked.current_stage = min((c.stage for c in failed), key=ProcessingRun.STAGE_ORDER.index)
         locked.state = ProcessingRun.State.RUNNING
         locked.finished_at = None
@@ -256,9 +296,28 @@ def _run_release(run: ProcessingRun, chunk: ProcessingChunk) -> None:
                                          alternate_model=run.alternate_model, created_by=run.created_by)
     elif (release.formal_model_id, release.alternate_model_id) != (run.formal_model_id, run.alternate_model_id):
         raise RunConfigurationError(f"release {release.name} exists with other models")
+    if release.is_published:
+        # A redelivery after the release was published (its worker died before recording the
+        # chunk): success when the published rows are what this build would write.
+        expected = LabelSet.objects.filter(model_version=run.formal_model).count()
+        published = release.entries.count()
+        if published != expected:
+            raise ReleaseImmutableError(
+                f"release {release.name} is published with {published} rows and cannot change; this run would "
+                f"build {expected}: build a new release")
+        chunk.items = published
+        return
     chunk.items = catalog_release_build(release=release)
-    if run.publish:
-        catalog_release_publish(release=release)
+    if not run.publish:
+        return
+    failed = run.chunks.filter(state=ProcessingChunk.State.FAILED).count()
+    if failed and not run.publish_partial:
+        # Never publish less than was asked without the operator saying so.
+        ProcessingRun.objects.filter(pk=run.pk).update(reason=(
+            f"release {release.name} built ({chunk.items} rows) but not published: {failed} chunks of earlier "
+            "stages failed (retry them, or publish from the admin, or start the run with publish_partial)"))
+        return
+    catalog_release_publish(release=release)
 
 
 _HANDLERS: dict[str, Callable[[ProcessingRun, ProcessingChunk], None]] = {
@@ -291,23 +350,28 @@ def processing_chunk_claim(*, chunk_id: int, message: str = "", worker: str = ""
             chunk.state = ProcessingChunk.State.SKIPPED
             chunk.save(update_fields=["state"])
             return None
-        if chunk.state == ProcessingChunk.State.RUNNING and message and chunk.message == message:
-            chunk.lost_deliveries += 1
+        now = timezone.now()
+        if chunk.state == ProcessingChunk.State.RUNNING and message:
+            same_task = chunk.message.split(":")[0] == message.split(":")[0]
+            if chunk.message != message and not same_task and _alive(chunk, now):
+                return None  # a second message for a chunk another worker is running: drop it
+            if chunk.message == message or not same_task:
+                # The same message again: its worker died mid-chunk. Another message while the
+                # worker that claimed it is silent: that worker is gone too.
+                chunk.lost_deliveries += 1
             if chunk.lost_deliveries >= settings.PROCESSING_CHUNK_MAX_DELIVERIES:
                 chunk.state = ProcessingChunk.State.FAILED
-                chunk.error = (
-                    f"worker lost: delivered {chunk.lost_deliveries} times, the worker process died each time "
-                    f"(last on {chunk.worker or 'an unknown worker'}); not delivered again "
-                    f"(PROCESSING_CHUNK_MAX_DELIVERIES={settings.PROCESSING_CHUNK_MAX_DELIVERIES})")
-                chunk.finished_at = timezone.now()
+                chunk.error = _lost_error(chunk)
+                chunk.finished_at = now
                 chunk.save(update_fields=["state", "lost_deliveries", "error", "finished_at"])
                 lost = chunk
         if lost is None:
             chunk.state = ProcessingChunk.State.RUNNING
             chunk.attempts += 1
-            chunk.started_at = timezone.now()
+            chunk.started_at = chunk.heartbeat_at = now
             chunk.message, chunk.worker = message[:100], worker[:255]
-            chunk.save(update_fields=["state", "attempts", "lost_deliveries", "started_at", "message", "worker"])
+            chunk.save(update_fields=[
+                "state", "attempts", "lost_deliveries", "started_at", "heartbeat_at", "message", "worker"])
             return chunk
     # The run row is locked after the chunk's lock is released (cancel locks run, then chunks).
     logger.error("chunk %s of run %s failed: %s", lost.pk, lost.run_id, lost.error)
@@ -315,10 +379,55 @@ def processing_chunk_claim(*, chunk_id: int, message: str = "", worker: str = ""
     return None
 
 
+def _alive(chunk: ProcessingChunk, now) -> bool:
+    """Whether the worker running a chunk gave a sign of life lately."""
+    return chunk.heartbeat_at is not None and (now - chunk.heartbeat_at).total_seconds() < settings.PIPELINE_WORKER_LOST_SECONDS
+
+
+def _lost_error(chunk: ProcessingChunk) -> str:
+    return (f"worker lost: delivered {chunk.lost_deliveries} times, the worker process died each time "
+            f"(last on {chunk.worker or 'an unknown worker'}); not delivered again "
+            f"(PROCESSING_CHUNK_MAX_DELIVERIES={settings.PROCESSING_CHUNK_MAX_DELIVERIES})")
+
+
+@contextmanager
+def _heartbeat(chunk_id: int):
+    """While the block runs, a thread writes the chunk's heartbeat every PIPELINE_HEARTBEAT_SECONDS.
+
+    The thread has its own database connection, closed when it stops. Tasks run
+    in-process (eager) need none: the process that waits is the one working.
+    """
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.PIPELINE_HEARTBEAT_SECONDS):
+                try:
+                    ProcessingChunk.objects.filter(pk=chunk_id, state=ProcessingChunk.State.RUNNING).update(
+                        heartbeat_at=timezone.now())
+                except DatabaseError as error:  # the database may be briefly away: beat again later
+                    logger.warning("heartbeat of chunk %s not written: %s", chunk_id, error)
+                    connection.close()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{chunk_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def processing_chunk_execute(*, chunk: ProcessingChunk) -> None:
     """Do a claimed chunk's work and record it done. Exceptions propagate to the task."""
     started = time.perf_counter()
-    _HANDLERS[chunk.stage](chunk.run, chunk)
+    with _heartbeat(chunk.pk):
+        _HANDLERS[chunk.stage](chunk.run, chunk)
     chunk.state = ProcessingChunk.State.DONE
     chunk.error = ""
     chunk.seconds = time.perf_counter() - started

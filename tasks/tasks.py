@@ -17,17 +17,22 @@ import socket
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import worker_ready
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inference.selectors import catalog_counts
+from spectra.array_store import ArrayStoreError
 
+from .reconcile import processing_runs_reconcile
 from .services import (
     processing_chunk_claim,
     processing_chunk_execute,
     processing_chunk_fail,
     processing_run_advance,
+    processing_run_stop,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,11 +84,18 @@ def _process(request, chunk_id: int) -> str:
         chunk_id=chunk_id, message=f"{request.id}:{request.retries or 0}" if request.id else "",
         worker=f"{request.hostname or socket.gethostname()}/{os.getpid()}")
     if chunk is None:
+        # Done, skipped or running elsewhere. The advance is idempotent: a stage whose last
+        # chunk was recorded done just before a connection dropped moves on here.
+        processing_run_advance(run_id=_run_of(chunk_id))
         return "nothing to do"
     try:
         processing_chunk_execute(chunk=chunk)
     except TRANSIENT_ERRORS:
         raise
+    except ArrayStoreError as error:  # no chunk can succeed: stop the run, say why
+        logger.error("chunk %s: %s", chunk_id, error)
+        processing_chunk_fail(chunk_id=chunk_id, error=f"{type(error).__name__}: {error}")
+        processing_run_stop(run_id=chunk.run_id, reason=str(error))
     except (Exception, SoftTimeLimitExceeded) as error:  # a poisoned chunk fails alone
         logger.exception("chunk %s failed", chunk_id)
         processing_chunk_fail(chunk_id=chunk_id, error=f"{type(error).__name__}: {error}")
@@ -107,6 +119,25 @@ def predict_chunk(self, chunk_id: int) -> str:
 def release_chunk(self, chunk_id: int) -> str:
     """Build (or extend) the run's release, and publish it when asked."""
     return _process(self.request, chunk_id)
+
+
+@shared_task(name="tasks.reconcile_runs", acks_late=True, ignore_result=True)
+def reconcile_runs() -> dict[str, list[int]]:
+    """Advance stalled stages and resend chunks whose worker or message is gone (tasks.reconcile)."""
+    summary = processing_runs_reconcile()
+    return {"advanced": summary.advanced, "requeued": summary.requeued_lost_workers,
+            "failed": summary.failed_lost_workers, "resent": summary.resent_lost_messages}
+
+
+@worker_ready.connect
+def _reconcile_when_a_worker_starts(sender, **kwargs) -> None:
+    """A worker that starts after a crash, a broker restart or a database outage heals the
+    runs it finds at once, in one of its pool processes (not in the main process, which
+    forks the pool and so keeps no database connection)."""
+    try:
+        reconcile_runs.apply_async(queue=settings.CELERY_CPU_QUEUE)
+    except Exception:  # noqa: BLE001  (a broker hiccup at start must not stop the worker)
+        logger.warning("could not queue the start-up reconcile", exc_info=True)
 
 
 def chunk_task_for(stage: str):

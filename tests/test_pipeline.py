@@ -111,7 +111,8 @@ def test_a_poisoned_chunk_fails_alone_and_can_be_retried(tmp_path, settings, mon
     with django_capture_on_commit_callbacks(execute=True):
         processing_run_start(run=run)
     run.refresh_from_db()
-    assert run.state == ProcessingRun.State.FAILED
+    assert run.state == ProcessingRun.State.PARTIAL  # finished, with one chunk failed: not a success
+    assert run.reason == "1 of 7 chunks failed"
     failed = run.chunks.get(state=ProcessingChunk.State.FAILED)
     assert "RuntimeError: poisoned chunk" in failed.error
     assert LabelSet.objects.filter(model_version=formal).count() == 50  # the other five chunks went on

@@ -168,6 +168,7 @@ CELERY_CPU_QUEUE = env.str("CELERY_CPU_QUEUE", default="cpu")
 CELERY_GPU_QUEUE = env.str("CELERY_GPU_QUEUE", default="gpu")
 CELERY_TASK_ROUTES = {
     "tasks.ingest_chunk": {"queue": CELERY_CPU_QUEUE},
+    "tasks.reconcile_runs": {"queue": CELERY_CPU_QUEUE},
     "tasks.release_chunk": {"queue": CELERY_CPU_QUEUE},
     "tasks.predict_chunk": {"queue": CELERY_GPU_QUEUE},
 }
@@ -180,6 +181,20 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # this many deliveries is failed instead of being delivered again (tasks.services,
 # processing_chunk_claim); `run_pipeline --retry-failed` tries it again.
 PROCESSING_CHUNK_MAX_DELIVERIES = env.int("PROCESSING_CHUNK_MAX_DELIVERIES", default=3)
+# Liveness of runs (tasks.reconcile). A worker running a chunk writes a heartbeat every
+# PIPELINE_HEARTBEAT_SECONDS; a running chunk without one for PIPELINE_WORKER_LOST_SECONDS
+# lost its worker and is sent again (a lost delivery, bounded as above), instead of waiting
+# for the broker's visibility timeout. A queued chunk whose message is in no queue of the
+# broker after PIPELINE_MESSAGE_LOST_SECONDS (a flushed or restarted Redis) is sent again.
+# The reconciler runs every PIPELINE_RECONCILE_SECONDS under Celery beat, when a worker
+# starts, and while `run_pipeline --follow` waits.
+PIPELINE_HEARTBEAT_SECONDS = env.float("PIPELINE_HEARTBEAT_SECONDS", default=5.0)
+PIPELINE_WORKER_LOST_SECONDS = env.float("PIPELINE_WORKER_LOST_SECONDS", default=30.0)
+PIPELINE_MESSAGE_LOST_SECONDS = env.float("PIPELINE_MESSAGE_LOST_SECONDS", default=30.0)
+PIPELINE_RECONCILE_SECONDS = env.float("PIPELINE_RECONCILE_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-processing-runs": {"task": "tasks.reconcile_runs", "schedule": PIPELINE_RECONCILE_SECONDS},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,11 +1,13 @@
 import os
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from inference.models import ModelVersion
 from tasks.models import ProcessingRun
+from tasks.reconcile import processing_runs_reconcile
 from tasks.services import (
     RunConfigurationError,
     processing_run_cancel,
@@ -30,6 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--alternate", help="Alternate model version name.")
         parser.add_argument("--release", default="", help="Release to build (or extend) at the end.")
         parser.add_argument("--publish", action="store_true", help="Publish the release when built.")
+        parser.add_argument("--publish-partial", action="store_true",
+                            help="Publish even when chunks of earlier stages failed (default: build it, do not publish).")
         parser.add_argument("--rv-catalog", default="", help="CSV of catalog RVs (obsid, rv_blue, rv_red[, lmjm]).")
         parser.add_argument("--no-rv-measurement", action="store_true")
         parser.add_argument("--chunk-files", type=int, default=256)
@@ -79,13 +83,15 @@ class Command(BaseCommand):
             stages=[s.strip() for s in options["stages"].split(",") if s.strip()], paths=options["paths"],
             rv_catalog_path=options["rv_catalog"], measure_rv=not options["no_rv_measurement"],
             formal_model=models.get("formal"), alternate_model=models.get("alternate"),
-            release_name=options["release"], publish=options["publish"], chunk_files=options["chunk_files"],
+            release_name=options["release"], publish=options["publish"], publish_partial=options["publish_partial"],
+            chunk_files=options["chunk_files"],
             chunk_spectra=options["chunk_spectra"], name=options["name"],
         )
 
     def _follow(self, run: ProcessingRun) -> None:
         """Poll the run's chunks in the database: the bar follows the workers, wherever they are."""
         bar = tqdm(unit="chunk", desc=f"run {run.pk}", file=self.stderr, disable=None)
+        next_reconcile = time.monotonic() + settings.PIPELINE_RECONCILE_SECONDS
         while True:
             run.refresh_from_db()
             progress = processing_run_progress(run=run)
@@ -96,9 +102,12 @@ class Command(BaseCommand):
             bar.refresh()
             if run.is_finished:
                 break
+            if time.monotonic() >= next_reconcile:  # heal lost workers and messages while waiting
+                processing_runs_reconcile()
+                next_reconcile = time.monotonic() + settings.PIPELINE_RECONCILE_SECONDS
             time.sleep(1.0)
         bar.close()
-        self.stdout.write(f"run {run.pk}: {run.state}")
+        self.stdout.write(f"run {run.pk}: {run.state}" + (f" ({run.reason})" if run.reason else ""))
         for stage, counts in progress["stages"].items():
             seconds = progress["stage_seconds"].get(stage)
             self.stdout.write(
