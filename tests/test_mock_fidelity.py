@@ -161,7 +161,37 @@ def test_ideal_arrays_and_bounds_exist_for_every_spectrum(build):
         by_file.setdefault(row["file"], {}).setdefault(row["kind"], []).append(float(row["crb_teff"]))
     for kinds in by_file.values():
         assert 0 < kinds["coadd"][0] < min(kinds["exposure"])
+        # A coadd holds its exposures' information, no more (their Fisher matrices add up;
+        # the exposures of one night differ only in level, so their bounds combine as
+        # 1 / sqrt(sum 1 / sigma^2)).
+        combined = 1 / np.sqrt(np.sum(1 / np.array(kinds["exposure"]) ** 2))
+        assert kinds["coadd"][0] == pytest.approx(combined, rel=2e-3)
     assert np.allclose(ideal.crb[:, 0], [float(r["crb_teff"]) for r in bounds], rtol=1e-4)
+
+
+def test_the_bound_is_reached_by_a_linear_fit_to_the_ideal_arrays(build, model):
+    """Fitted from the truth with the ideal ivar as weights (one Gauss-Newton step on the
+    ideal flux + the noise drawn), the labels scatter as the bound says: the bound uses
+    the information the noise really leaves, for exposures and coadds alike."""
+    from spectra.mock.survey import ARMS, CRB_STEPS, _ArmModel
+
+    out = build("bound check", stars=12, seed=4)
+    ideal = load_ideal(out)
+    stars = {int(r["star"]): r for r in csv.DictReader(open(out / "truth_stars.csv"))}
+    arms = {arm: _ArmModel(model, arm, 7500.0) for arm in ARMS}
+    unique, which = np.unique(ideal.star, return_inverse=True)
+    labels = np.array([[float(stars[int(s)][label.field]) for label in LABELS] for s in unique])
+    jacobian = finite_difference_jacobian(
+        lambda v: np.concatenate([arms[arm].on_grid(arms[arm].spectra(v)) for arm in ARMS], axis=1), labels, CRB_STEPS
+    )
+    weights = ideal.ivar.reshape(len(ideal.star), -1).astype(np.float64)
+    noise = ideal.noise.reshape(len(ideal.star), -1).astype(np.float64)
+    for kind in ("coadd", "exposure"):
+        z = []
+        for i in np.flatnonzero(ideal.kind == kind):
+            j, w = jacobian[which[i]], weights[i]
+            z.append(np.linalg.solve(j.T @ (w[:, None] * j), j.T @ (w * noise[i])) / ideal.crb[i])
+        assert np.std(np.array(z)) == pytest.approx(1.0, abs=0.12), kind
 
 
 def test_noise_free_spectrum_preprocessed_recovers_its_ideal_array(build):

@@ -30,7 +30,8 @@ the preprocessing (``kernels.resample_rows``, at the true RV), so ``noise * sqrt
 unit spread per pixel, like the preprocessing's own ivar. Such resampling correlates
 neighbouring pixels, so the bound does not use that ivar: it uses the information per
 Angstrom of the native pixels (their normalised ivar divided by their width) times the
-0.1 A grid step, which conserves the spectrum's Fisher information.
+0.1 A grid step, which conserves the spectrum's Fisher information; a coadd's is the sum
+of its exposures' (each at its own RV), the information of the data it was made from.
 
 Everything here is numpy only (no Django).
 """

@@ -397,7 +397,13 @@ def _resample(wavelength, values, grid, rv, ivar=None, usable=None) -> tuple[np.
 
 def _ideal_noise(noise, continuum, ivar, exposure_wave, coadd_wave, grid, exposure_file, rv, file_rv) -> dict[str, np.ndarray]:
     """The normalised noise, its ivar and the information ivar of every exposure and coadd
-    of one arm on the rest-frame grid (see ``ideal.py``): no defects, dead pixels excluded."""
+    of one arm on the rest-frame grid (see ``ideal.py``): no defects, dead pixels excluded.
+
+    A coadd's information is the sum of its exposures' (each on the grid at its own RV):
+    the coadd's own ivar, on pixels interpolated from the exposures', would overstate it
+    by the variance that interpolation averages away (about 1.5x, measured: a linear
+    estimate on the coadds scattered 1.1-1.5x the bound computed from it, 1.0x on the
+    exposures)."""
     usable = ivar > 0
     coadd_noise, coadd_ivar = _coadd_ideal(noise, continuum, ivar, usable, exposure_wave, coadd_wave, exposure_file)
     result = {}
@@ -407,10 +413,12 @@ def _ideal_noise(noise, continuum, ivar, exposure_wave, coadd_wave, grid, exposu
     ):
         good = weight > 0
         resampled, resampled_ivar = _resample(wave, values, grid, velocity, weight, good)
-        density, _ = _resample(wave, weight / np.gradient(wave), grid, velocity, weight, good)  # ivar per Angstrom
         result[kind + "_noise"] = resampled
         result[kind + "_ivar"] = resampled_ivar
-        result[kind + "_information"] = np.where(resampled_ivar > 0, density * STEP, 0.0)
+    density, _ = _resample(exposure_wave, ivar * continuum**2 / np.gradient(exposure_wave), grid, rv, ivar, usable)  # per Angstrom
+    result["exposure_information"] = np.where(result["exposure_ivar"] > 0, density * STEP, 0.0)
+    starts = np.flatnonzero(np.r_[True, exposure_file[1:] != exposure_file[:-1]])
+    result["coadd_information"] = np.add.reduceat(result["exposure_information"], starts, axis=0)
     return result
 
 
