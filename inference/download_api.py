@@ -16,6 +16,7 @@ from rest_framework import renderers
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from .downloads import FORMATS, csvw_metadata
 from .filters import CatalogEntryFilterSet
@@ -80,7 +81,7 @@ class CatalogDownloadView(GenericAPIView):
         suffix = "-paper" if fmt.name == "csv-paper" else ""
         response["Content-Disposition"] = f'attachment; filename="spcanet-{release.name}{suffix}.{fmt.extension}"'
         if fmt.name == "csv":
-            sidecar = request.build_absolute_uri(f"/api/v1/releases/{release.name}/export.csv-metadata.json")
+            sidecar = reverse("release-export-metadata", kwargs={"release_name": release.name}, request=request)
             response["Link"] = f'<{sidecar}>; rel="describedby"; type="application/csvw+json"'
         return response
 
@@ -144,6 +145,6 @@ class CatalogCSVMetadataView(GenericAPIView):
     })
     def get(self, request, release_name: str):
         release = get_object_or_404(self.get_queryset(), name=release_name)
-        url = request.build_absolute_uri(f"/api/v1/releases/{release.name}/export.csv")
+        url = reverse("release-export", kwargs={"release_name": release.name}, request=request)
         return Response(csvw_metadata(release, url, {}))
 

@@ -80,3 +80,24 @@ def test_readme_stilts_example(live_server, release):
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "designation,gaia_source_id,teff,teff_err,fe_h"
     assert len(lines) == 2 and f",{BIG_GAIA_ID},4800" in lines[1]  # the hot star has no [Fe/H]
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None, reason="STILTS is not installed (Debian package 'stilts')")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["export.vot", "export.fits", "export.ecsv"])
+def test_stilts_reads_the_typed_downloads(live_server, release, path):
+    """What TOPCAT loads: STILTS (TOPCAT's engine) reads the VOTable, FITS and ECSV files
+    with exact ids, nulls as nulls and the units and UCDs."""
+    url = f"{live_server.url}/api/v1/releases/{release.name}/{path}?flag=1"
+    fmt = {"export.ecsv": "ifmt=ecsv"}.get(path, "")
+    done = subprocess.run(
+        ["stilts", "tpipe", f"in={url}", *([fmt] if fmt else []), 'cmd=keepcols "gaia_source_id teff fe_h"',
+         "omode=out", "ofmt=csv", "out=-"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines() == ["gaia_source_id,teff,fe_h", f"{BIG_GAIA_ID},4800.0,-0.2", ",6700.0,"]
+    meta = subprocess.run(["stilts", "tpipe", f"in={url}", *([fmt] if fmt else []), "cmd=meta", "omode=out",
+                           "ofmt=csv", "out=-"], capture_output=True, text=True, timeout=180).stdout
+    teff = next(line for line in meta.splitlines() if ",teff," in line)
+    assert ",K," in teff and "Effective temperature" in teff
+    if path != "export.ecsv":  # ECSV keeps the UCD in the column's meta, which STILTS does not read as one
+        assert "phys.temperature.effective" in teff
