@@ -2,6 +2,7 @@ import django_filters
 
 from spectra.filters import (
     DesignationFilter,
+    FlagFilter,
     FloatFilter,
     IntegerFilter,
     StrictFilterSet,
@@ -25,7 +26,7 @@ class CatalogEntryFilterSet(StrictFilterSet):
     """Filters of a release's entries; the CSV export accepts exactly the same."""
 
     cone_fields = ("ra", "dec")
-    flag = django_filters.TypedChoiceFilter(choices=[("1", "1 good"), ("0", "0 bad")], coerce=int)
+    flag = FlagFilter()
     designation = DesignationFilter(field_name="designation")
     gaia_source_id = IntegerFilter(field_name="gaia_source_id")
     medres_specid = django_filters.CharFilter(field_name="medres_specid")
@@ -47,8 +48,7 @@ class CatalogStarFilterSet(StrictFilterSet):
     """Filters of a release's star table (and of its downloads)."""
 
     cone_fields = ("ra", "dec")
-    flag = django_filters.TypedChoiceFilter(
-        choices=[("1", "1 has a Flag = 1 spectrum"), ("0", "0 has none")], coerce=int)
+    flag = FlagFilter(choices=[("1", "1 has a Flag = 1 spectrum"), ("0", "0 has none")])
     star = IntegerFilter(field_name="star_id", label="Star id")
     designation = DesignationFilter(field_name="designation")
     gaia_source_id = IntegerFilter(field_name="gaia_source_id")

@@ -98,6 +98,14 @@ class FloatFilter(django_filters.NumberFilter):
     field_class = forms.FloatField
 
 
+@extend_schema_field({"type": "integer", "enum": [0, 1]})
+class FlagFilter(django_filters.TypedChoiceFilter):
+    """A catalog row's Flag, 1 or 0 (documented as the integers it takes)."""
+
+    def __init__(self, *args, choices=(("1", "1 good"), ("0", "0 bad")), **kwargs):
+        super().__init__(*args, choices=list(choices), coerce=int, **kwargs)
+
+
 def range_filters(field: str, label: str, unit: str = "") -> dict[str, FloatFilter]:
     """``<field>_min`` and ``<field>_max`` filters, both inclusive."""
     suffix = f" ({unit})" if unit else ""
@@ -126,6 +134,7 @@ class FlagNamesField(forms.CharField):
         return self.word.mask(*names)
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class FlagBitsFilter(django_filters.Filter):
     """Rows with all (``mode='all'``), any, or none of the named bits set."""
 
@@ -171,6 +180,11 @@ class StrictFilterSet(django_filters.FilterSet):
     cone_ra = FloatFilter(method="filter_noop", label="Cone centre right ascension (deg, J2000)", min_value=0.0, max_value=360.0)
     cone_dec = FloatFilter(method="filter_noop", label="Cone centre declination (deg, J2000)", min_value=-90.0, max_value=90.0)
     cone_radius = FloatFilter(method="filter_noop", label="Cone radius (deg)")
+    # The bounds _check_cone enforces, in the schema too.
+    extend_schema_field({"type": "number", "minimum": 0, "maximum": 360})(cone_ra)
+    extend_schema_field({"type": "number", "minimum": -90, "maximum": 90})(cone_dec)
+    extend_schema_field({"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                         "maximum": settings.CONE_SEARCH_MAX_RADIUS_DEG})(cone_radius)
 
     @classmethod
     def get_filters(cls):
