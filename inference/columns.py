@@ -145,15 +145,32 @@ def columns_markdown() -> str:
             f"| `{column.name}` | {column.dtype} | {column.unit or ''} | `{column.ucd}` | "
             f"{'' if column.decimals is None else column.decimals} | {column.paper or ''} | {column.description} |"
         )
+    lines += [
+        "",
+        "## Star table",
+        "",
+        "One row per star and release (`/api/v1/releases/<name>/stars/`, downloads at `.../stars/export/`",
+        "in every format above but the paper's): the star's Flag = 1 spectra combined, each label as their",
+        "inverse-variance weighted mean with uncertainty 1/sqrt(sum of the weights) (README, the star table).",
+        "",
+        "| name | type | unit | UCD | decimals | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for column in STAR_COLUMNS:
+        lines.append(
+            f"| `{column.name}` | {column.dtype} | {column.unit or ''} | `{column.ucd}` | "
+            f"{'' if column.decimals is None else column.decimals} | {column.description} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def api_field_help() -> dict[str, dict[str, str]]:
-    """``extra_kwargs`` of the entry serializer: each field's description, unit and UCD,
-    so that the API schema says what the downloads say."""
+def api_field_help(columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS) -> dict[str, dict[str, str]]:
+    """``extra_kwargs`` of a serializer (the entries', or the star table's with
+    :data:`STAR_COLUMNS`): each field's description, unit and UCD, so that the API schema
+    says what the downloads say."""
     return {
-        column.field: {"help_text": f"{column.description}{f' ({column.unit})' if column.unit else ''}. UCD {column.ucd}."}
-        for column in CATALOG_COLUMNS
+        column.name: {"help_text": f"{column.description}{f' ({column.unit})' if column.unit else ''}. UCD {column.ucd}."}
+        for column in columns
     }
 
 

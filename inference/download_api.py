@@ -4,7 +4,9 @@
 ``Accept`` header (CSV when neither says); ``export.csv``, ``export.ecsv``,
 ``export.fits``, ``export.vot`` and ``export.parquet`` fix the format by their name
 (``export.csv?format=csv-paper`` gives the paper's Table 2 layout). Filters are those of
-the release's entries. Errors are JSON.
+the release's entries. The star table (one row per star) has the same formats but the
+paper's at ``/api/v1/releases/<name>/stars/export/`` and ``stars/export.<extension>``, with
+the filters of its API list. Errors are JSON.
 """
 
 from django.conf import settings
@@ -18,10 +20,11 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from .columns import STAR_COLUMNS
 from .downloads import FORMATS, csvw_metadata
-from .filters import CatalogEntryFilterSet
-from .models import CatalogEntry
-from .selectors import release_entries, releases_visible
+from .filters import CatalogEntryFilterSet, CatalogStarFilterSet
+from .models import CatalogEntry, CatalogStar
+from .selectors import release_entries, release_stars, releases_visible
 
 
 class DownloadRenderer(renderers.BaseRenderer):
@@ -49,6 +52,9 @@ class CatalogDownloadView(GenericAPIView):
     filterset_class = CatalogEntryFilterSet
     pagination_class = None
     formats: tuple[str, ...] = tuple(FORMATS)
+    rows_of = staticmethod(release_entries)  # the release's rows that are downloaded
+    file_suffix = ""
+    metadata_view = "release-export-metadata"  # the CSV's sidecar
     url_format: str | None = None  # the format an ``export.<extension>`` URL fixes
 
     def get_renderers(self):
@@ -70,7 +76,7 @@ class CatalogDownloadView(GenericAPIView):
 
     def get(self, request, release_name: str):
         release = get_object_or_404(releases_visible(user=request.user), name=release_name)
-        entries = self.filter_queryset(release_entries(release=release))
+        entries = self.filter_queryset(self.rows_of(release=release))
         fmt = FORMATS[request.accepted_renderer.format]
         applied = {key: value for key, value in request.query_params.items() if key != "format"}
         response = StreamingHttpResponse(
@@ -79,9 +85,9 @@ class CatalogDownloadView(GenericAPIView):
         if fmt.media_type.startswith("text/"):
             response["Content-Type"] = f"{fmt.media_type}; charset=utf-8"
         suffix = "-paper" if fmt.name == "csv-paper" else ""
-        response["Content-Disposition"] = f'attachment; filename="spcanet-{release.name}{suffix}.{fmt.extension}"'
+        response["Content-Disposition"] = f'attachment; filename="spcanet-{release.name}{self.file_suffix}{suffix}.{fmt.extension}"'
         if fmt.name == "csv":
-            sidecar = reverse("release-export-metadata", kwargs={"release_name": release.name}, request=request)
+            sidecar = reverse(self.metadata_view, kwargs={"release_name": release.name}, request=request)
             response["Link"] = f'<{sidecar}>; rel="describedby"; type="application/csvw+json"'
         return response
 
@@ -93,7 +99,7 @@ _ERRORS = {
 }
 
 
-def _download_schema(formats: tuple[str, ...], *, with_format_parameter: bool):
+def _download_schema(formats: tuple[str, ...], *, with_format_parameter: bool, what: str = "The release"):
     listed = "\n".join(f"- `{name}` ({FORMATS[name].media_type}): {FORMATS[name].description}" for name in formats)
     parameters = []
     if with_format_parameter:
@@ -105,7 +111,7 @@ def _download_schema(formats: tuple[str, ...], *, with_format_parameter: bool):
     return extend_schema(
         filters=True,
         parameters=parameters,
-        description=f"The release, or the rows the filters select, streamed. Columns: docs/catalog_columns.md.\n\n{listed}",
+        description=f"{what}, or the rows the filters select, streamed. Columns: docs/catalog_columns.md.\n\n{listed}",
         responses={
             **{(200, media_type): OpenApiResponse(OpenApiTypes.BINARY) for media_type in media_types},
             **_ERRORS,
@@ -113,11 +119,13 @@ def _download_schema(formats: tuple[str, ...], *, with_format_parameter: bool):
     )
 
 
-def download_view(formats: tuple[str, ...], *, name: str):
-    """A CatalogDownloadView answering ``formats`` (its first is the default), documented as such."""
-    attributes = {"formats": formats, "__doc__": CatalogDownloadView.__doc__}
-    view = type(name, (CatalogDownloadView,), attributes)
-    _download_schema(formats, with_format_parameter=len(formats) > 1)(view)
+def download_view(formats: tuple[str, ...], *, name: str, base: type | None = None, what: str = "The release"):
+    """A download view (``base``, by default CatalogDownloadView) answering ``formats``
+    (its first is the default), documented as such."""
+    base = base or CatalogDownloadView
+    attributes = {"formats": formats, "__doc__": base.__doc__}
+    view = type(name, (base,), attributes)
+    _download_schema(formats, with_format_parameter=len(formats) > 1, what=what)(view)
     return view
 
 
@@ -148,3 +156,41 @@ class CatalogCSVMetadataView(GenericAPIView):
         url = reverse("release-export", kwargs={"release_name": release.name}, request=request)
         return Response(csvw_metadata(release, url, {}))
 
+
+
+# --- the star table ---------------------------------------------------------------------------
+
+
+class StarDownloadView(CatalogDownloadView):
+    """A release's star table (one row per star: its Flag = 1 spectra combined), or the rows
+    that match the filters, in one of the download formats."""
+
+    queryset = CatalogStar.objects.none()
+    filterset_class = CatalogStarFilterSet
+    rows_of = staticmethod(release_stars)
+    file_suffix = "-stars"
+    metadata_view = "release-stars-export-metadata"
+
+
+STAR_FORMATS: tuple[str, ...] = tuple(name for name in FORMATS if name != "csv-paper")  # Table 2 is per spectrum
+_STAR_TABLE = "The release's star table (one row per star)"
+StarExportView = download_view(STAR_FORMATS, name="StarExportView", base=StarDownloadView, what=_STAR_TABLE)
+STAR_FIXED_FORMAT_VIEWS = {
+    FORMATS[name].extension: download_view(
+        (name,), name=f"Star{name.title()}ExportView", base=StarDownloadView, what=_STAR_TABLE)
+    for name in STAR_FORMATS
+}
+
+
+class StarCSVMetadataView(CatalogCSVMetadataView):
+    """The star table CSV's sidecar: its columns (name, type, unit, UCD, description) and
+    the release's provenance, as CSV on the Web metadata (W3C)."""
+
+    @extend_schema(responses={
+        (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="CSVW metadata"),
+        (404, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="No such (visible) release."),
+    })
+    def get(self, request, release_name: str):
+        release = get_object_or_404(self.get_queryset(), name=release_name)
+        url = reverse("release-stars-export-csv", kwargs={"release_name": release.name}, request=request)
+        return Response(csvw_metadata(release, url, {}, STAR_COLUMNS))

@@ -1,7 +1,8 @@
 """A release (or any filter of it) in the formats of the field, streamed in bounded memory.
 
 CSV (RFC 4180; :mod:`inference.export`), ECSV, FITS binary table, VOTable (BINARY2) and
-Parquet, every one with the columns of :data:`inference.columns.CATALOG_COLUMNS`: the
+Parquet, every one with the columns of :data:`inference.columns.CATALOG_COLUMNS` (the
+star table's rows: :data:`~inference.columns.STAR_COLUMNS`, see ``table_columns``): the
 same names, units, UCDs, descriptions, types and rounding. Missing values are null in
 each format's own way (FITS ``TNULL`` for integers and NaN for floats, VOTable null
 flags, Parquet and ECSV nulls, an empty CSV cell); Gaia ids are exact 64-bit integers.
@@ -33,8 +34,8 @@ from django.db.models.functions import Coalesce
 
 from spectra.flags import CATALOG_FLAGS
 
-from .columns import CATALOG_COLUMNS, CatalogColumn
-from .export import copy_available, copy_blocks, csv_rows, rounded_sql, stream_csv
+from .columns import CATALOG_COLUMNS, STAR_COLUMNS, CatalogColumn
+from .export import copy_available, copy_blocks, csv_rows, rounded_sql, stream_csv, table_columns
 from .models import CatalogRelease
 
 # pyarrow (about 65 MB of memory once imported) is imported by the Parquet writer only.
@@ -74,13 +75,14 @@ def release_provenance(release: CatalogRelease, filters: dict) -> dict:
     }
 
 
-def csvw_metadata(release: CatalogRelease, csv_url: str, filters: dict) -> dict:
+def csvw_metadata(release: CatalogRelease, csv_url: str, filters: dict,
+                  columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS) -> dict:
     """The CSV's sidecar, as CSV on the Web metadata (W3C, 'Metadata Vocabulary for
     Tabular Data'): the columns with their units and UCDs, and the release's provenance."""
     return {
         "@context": "http://www.w3.org/ns/csvw",
         "url": csv_url,
-        "dc:title": f"SPCANet catalog release {release.name}",
+        "dc:title": f"SPCANet catalog release {release.name}{_title_suffix(columns)}",
         "dc:provenance": release_provenance(release, filters),
         "dialect": {"header": True, "doubleQuote": True, "encoding": "utf-8"},
         "tableSchema": {
@@ -97,10 +99,14 @@ def csvw_metadata(release: CatalogRelease, csv_url: str, filters: dict) -> dict:
                     "ucd": column.ucd,
                     "decimals": column.decimals,
                 }
-                for column in CATALOG_COLUMNS
+                for column in columns
             ],
         },
     }
+
+
+def _title_suffix(columns: tuple[CatalogColumn, ...]) -> str:
+    return ", star table (one row per star)" if columns is STAR_COLUMNS else ""
 
 
 # --- rows as fixed-layout numpy blocks -----------------------------------------------------
@@ -110,10 +116,10 @@ def _numpy_type(column: CatalogColumn, widths: dict[str, int]) -> str:
     return f"S{widths[column.name]}" if column.dtype == "str" else _NUMPY_TYPES[column.dtype]
 
 
-def row_dtype(widths: dict[str, int]) -> np.dtype:
+def row_dtype(widths: dict[str, int], columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS) -> np.dtype:
     """One row as the typed formats store it: big-endian numbers, text as NUL-padded bytes
     (FITS binary table layout; FITS standard 4.0, section 7.3)."""
-    return np.dtype([(column.name, _numpy_type(column, widths)) for column in CATALOG_COLUMNS])
+    return np.dtype([(column.name, _numpy_type(column, widths)) for column in columns])
 
 
 def null_mask(block: np.ndarray, column: CatalogColumn) -> np.ndarray | None:
@@ -137,7 +143,7 @@ class _OctetLength(Func):
 def text_widths(entries: QuerySet) -> tuple[int, dict[str, int]]:
     """The number of rows and the longest value (bytes, UTF-8) of each text column: the
     fixed-width layout needs them before the first row is written."""
-    text = [column for column in CATALOG_COLUMNS if column.dtype == "str"]
+    text = [column for column in table_columns(entries) if column.dtype == "str"]
     aggregate = entries.order_by().aggregate(
         rows=Count("id"), **{f"width_{c.field}": Coalesce(Max(_OctetLength(c.field)), 0) for c in text})
     return aggregate["rows"], {c.name: max(1, aggregate[f"width_{c.field}"]) for c in text}
@@ -159,14 +165,15 @@ def _binary_column_sql(alias: str, column: CatalogColumn, width: int | None) -> 
 
 def binary_copy_sql(entries: QuerySet, widths: dict[str, int]) -> str:
     """``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` of ``entries`` in id order with every
-    row the same size: numbers rounded and typed as :data:`CATALOG_COLUMNS` says, NULL
+    row the same size: numbers rounded and typed as their columns say, NULL
     as NaN or the FITS integer null, text as NUL-padded UTF-8 of a fixed width."""
-    fields = [column.field for column in CATALOG_COLUMNS]
+    columns = table_columns(entries)
+    fields = [column.field for column in columns]
     inner_sql, params = entries.order_by("id").values_list(*fields).query.sql_with_params()
     aliases = [f"c{i}" for i in range(len(fields))]
     outer = [
         _binary_column_sql(alias, column, widths.get(column.name))
-        for alias, column in zip(aliases, CATALOG_COLUMNS, strict=True)
+        for alias, column in zip(aliases, columns, strict=True)
     ]
     with connection.cursor() as cursor:
         query = cursor.mogrify(f"SELECT {', '.join(outer)} FROM ({inner_sql}) AS rows ({', '.join(aliases)})", params)
@@ -180,18 +187,19 @@ _PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _PGCOPY_TRAILER = b"\xff\xff"
 
 
-def _wire_dtype(widths: dict[str, int]) -> np.dtype:
+def _wire_dtype(widths: dict[str, int], columns: tuple[CatalogColumn, ...]) -> np.dtype:
     fields: list[tuple[str, str]] = [("_count", ">i2")]
-    for i, column in enumerate(CATALOG_COLUMNS):
+    for i, column in enumerate(columns):
         fields += [(f"_length{i}", ">i4"), (column.name, _numpy_type(column, widths))]
     return np.dtype(fields)
 
 
 def _checked(block: np.ndarray, wire: np.dtype) -> np.ndarray:
     """The rows, after checking that each has the fields and sizes of the fixed layout."""
-    ok = bool((block["_count"] == len(CATALOG_COLUMNS)).all())
-    for i, column in enumerate(CATALOG_COLUMNS):
-        ok = ok and bool((block[f"_length{i}"] == wire.fields[column.name][0].itemsize).all())
+    names = [name for name in wire.names if not name.startswith("_")]
+    ok = bool((block["_count"] == len(names)).all())
+    for i, name in enumerate(names):
+        ok = ok and bool((block[f"_length{i}"] == wire.fields[name][0].itemsize).all())
     if not ok:
         raise RuntimeError("the binary COPY's rows are not of the expected layout")
     return block
@@ -208,7 +216,7 @@ def row_blocks(entries: QuerySet, widths: dict[str, int], chunk_size: int) -> It
     if not copy_available():
         yield from _python_row_blocks(entries, widths, chunk_size)
         return
-    wire = _wire_dtype(widths)
+    wire = _wire_dtype(widths, table_columns(entries))
     with closing(copy_blocks(binary_copy_sql(entries, widths))) as copy:  # closing it cancels the COPY
         yield from _wire_rows(copy, wire)
 
@@ -246,12 +254,13 @@ def _wire_rows(copy: Iterator[bytes], wire: np.dtype) -> Iterator[np.ndarray]:
 
 
 def _python_row_blocks(entries: QuerySet, widths: dict[str, int], chunk_size: int) -> Iterator[np.ndarray]:
-    dtype = row_dtype(widths)
-    fields = [column.field for column in CATALOG_COLUMNS]
+    columns = table_columns(entries)
+    dtype = row_dtype(widths, columns)
+    fields = [column.field for column in columns]
     rows = entries.order_by("id").values_list(*fields).iterator(chunk_size=chunk_size)
     while block := list(islice(rows, chunk_size)):
         out = np.empty(len(block), dtype=dtype)
-        for values, column in zip(zip(*block, strict=True), CATALOG_COLUMNS, strict=True):
+        for values, column in zip(zip(*block, strict=True), columns, strict=True):
             if column.dtype == "str":
                 encoded = [(value or "").encode() for value in values]
                 if max(len(value) for value in encoded) > widths[column.name]:
@@ -265,13 +274,13 @@ def _python_row_blocks(entries: QuerySet, widths: dict[str, int], chunk_size: in
         yield out
 
 
-def arrow_table(block: np.ndarray, schema):
+def arrow_table(block: np.ndarray, schema, columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS):
     """A block of :func:`row_blocks` as an Arrow table, nulls as nulls."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arrays = []
-    for column, field in zip(CATALOG_COLUMNS, schema, strict=True):
+    for column, field in zip(columns, schema, strict=True):
         values = block[column.name]
         if column.dtype == "str":
             fixed = pa.FixedSizeBinaryArray.from_buffers(
@@ -322,7 +331,7 @@ class _ByteSink(io.RawIOBase):
         return data
 
 
-def _pandas_metadata() -> bytes:
+def _pandas_metadata(columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS) -> bytes:
     """pandas' own schema metadata (as pyarrow writes it for a DataFrame), so that
     ``pandas.read_parquet`` gives the nullable Gaia id as ``Int64``, never float64."""
     numpy_types = {"str": "object", "int16": "int16", "int64": "Int64", "float32": "float32", "float64": "float64"}
@@ -332,7 +341,7 @@ def _pandas_metadata() -> bytes:
         "columns": [
             {"name": c.name, "field_name": c.name, "pandas_type": pandas_types[c.dtype],
              "numpy_type": numpy_types[c.dtype] if c.nullable else numpy_types[c.dtype].lower(), "metadata": None}
-            for c in CATALOG_COLUMNS
+            for c in columns
         ],
         "creator": {"library": "pyarrow", "version": version("pyarrow")},
     }).encode()
@@ -342,8 +351,9 @@ def stream_parquet(release: CatalogRelease, entries: QuerySet, filters: dict, ch
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = _arrow_schema().with_metadata({
-        "spcanet": json.dumps(release_provenance(release, filters)), "pandas": _pandas_metadata(),
+    columns = table_columns(entries)
+    schema = _arrow_schema(columns).with_metadata({
+        "spcanet": json.dumps(release_provenance(release, filters)), "pandas": _pandas_metadata(columns),
     })
     _, widths = text_widths(entries)
     sink = _ByteSink()
@@ -351,7 +361,7 @@ def stream_parquet(release: CatalogRelease, entries: QuerySet, filters: dict, ch
     pending: list = []
     pending_rows = 0
     for block in row_blocks(entries, widths, chunk_size):
-        table = arrow_table(block, schema)
+        table = arrow_table(block, schema, columns)
         pending.append(table)
         pending_rows += table.num_rows
         if pending_rows >= PARQUET_ROW_GROUP_ROWS:
@@ -389,14 +399,15 @@ def _fits_keywords(header: fits.Header, release: CatalogRelease, filters: dict) 
 def stream_fits(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[bytes]:
     """A primary HDU, then one binary table whose NAXIS2 is counted before the rows stream."""
     n_rows, widths = text_widths(entries)
+    columns = table_columns(entries)
     fits_columns = []
-    for column in CATALOG_COLUMNS:
+    for column in columns:
         tform = f"{widths[column.name]}A" if column.dtype == "str" else _FITS_FORMATS[column.dtype]
         null = FITS_INT_NULL[column.dtype] if column.nullable and column.dtype in FITS_INT_NULL else None
         fits_columns.append(fits.Column(name=column.name, format=tform, unit=column.unit, null=null))
-    hdu = fits.BinTableHDU.from_columns(fits_columns, nrows=0, name="CATALOG")
+    hdu = fits.BinTableHDU.from_columns(fits_columns, nrows=0, name="STARS" if columns is STAR_COLUMNS else "CATALOG")
     header = hdu.header
-    for i, column in enumerate(CATALOG_COLUMNS, start=1):
+    for i, column in enumerate(columns, start=1):
         header.insert(f"TFORM{i}", (f"TUCD{i}", column.ucd, "UCD"), after=True)
         header.insert(f"TUCD{i}", (f"TCOMM{i}", column.description), after=True)
     _fits_keywords(header, release, filters)
@@ -406,7 +417,7 @@ def stream_fits(release: CatalogRelease, entries: QuerySet, filters: dict, chunk
     yield primary.header.tostring().encode("ascii")
     yield header.tostring().encode("ascii")
 
-    dtype = row_dtype(widths)  # the rows' bytes are the table's: NaN and TNULL for no value
+    dtype = row_dtype(widths, columns)  # the rows' bytes are the table's: NaN and TNULL for no value
     written = 0
     for block in row_blocks(entries, widths, chunk_size):
         if written + len(block) > n_rows:
@@ -426,7 +437,8 @@ def stream_fits(release: CatalogRelease, entries: QuerySet, filters: dict, chunk
 # --- VOTable -------------------------------------------------------------------------------
 
 
-def _votable_document(release: CatalogRelease, filters: dict, widths: dict[str, int]) -> tuple[str, str]:
+def _votable_document(release: CatalogRelease, filters: dict, widths: dict[str, int],
+                      columns: tuple[CatalogColumn, ...] = CATALOG_COLUMNS) -> tuple[str, str]:
     """The VOTable before and after its rows (astropy writes the document, without data)."""
     document = votable_tree.VOTableFile()
     resource = votable_tree.Resource()
@@ -437,10 +449,12 @@ def _votable_document(release: CatalogRelease, filters: dict, widths: dict[str, 
         resource.infos.append(votable_tree.Info(name=key, value=str(provenance[key] or "")))
     resource.infos.append(votable_tree.Info(name="rules", value=json.dumps(provenance["rules"])))
     resource.infos.append(votable_tree.Info(name="filters", value=json.dumps(provenance["filters"])))
-    table = votable_tree.TableElement(document, name=f"spcanet_{release.name}".replace("-", "_"))
-    table.description = f"SPCANet catalog of LAMOST-II MRS stellar labels, release {release.name}"
+    stars = "_stars" if columns is STAR_COLUMNS else ""
+    table = votable_tree.TableElement(document, name=f"spcanet_{release.name}{stars}".replace("-", "_"))
+    table.description = (f"SPCANet catalog of LAMOST-II MRS stellar labels, release {release.name}"
+                         f"{_title_suffix(columns)}")
     resource.tables.append(table)
-    for column in CATALOG_COLUMNS:
+    for column in columns:
         field = votable_tree.Field(
             document, name=column.name, datatype=_VOTABLE_TYPES[column.dtype], unit=column.unit, ucd=column.ucd,
             arraysize=str(widths[column.name]) if column.dtype == "str" else None,
@@ -458,15 +472,16 @@ def _votable_document(release: CatalogRelease, filters: dict, widths: dict[str, 
 def stream_votable(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[str]:
     """VOTable 1.4 with the rows as BINARY2 (a null flag per cell, big-endian values)."""
     _, widths = text_widths(entries)
-    head, tail = _votable_document(release, filters, widths)
+    columns = table_columns(entries)
+    head, tail = _votable_document(release, filters, widths, columns)
     yield head
-    n_flag_bytes = (len(CATALOG_COLUMNS) + 7) // 8
-    dtype = np.dtype([("nulls", "u1", (n_flag_bytes,)), *row_dtype(widths).descr])
+    n_flag_bytes = (len(columns) + 7) // 8
+    dtype = np.dtype([("nulls", "u1", (n_flag_bytes,)), *row_dtype(widths, columns).descr])
     carry = b""  # base64 works on 3-byte groups; what is left over waits for the next block
     for block in row_blocks(entries, widths, chunk_size):
         rows = np.empty(len(block), dtype=dtype)
         nulls = np.zeros((len(block), n_flag_bytes * 8), dtype=bool)
-        for i, column in enumerate(CATALOG_COLUMNS):
+        for i, column in enumerate(columns):
             rows[column.name] = block[column.name]
             mask = null_mask(block, column)
             if mask is not None:
@@ -487,8 +502,9 @@ def stream_votable(release: CatalogRelease, entries: QuerySet, filters: dict, ch
 def stream_ecsv(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[str | bytes]:
     """ECSV 1.0 (astropy's header, comma-delimited), then the same rows as the CSV
     without the spreadsheet prefix; an empty cell is a masked (null) value."""
+    columns = table_columns(entries)
     empty = Table(masked=True)
-    for column in CATALOG_COLUMNS:
+    for column in columns:
         dtype = "str" if column.dtype == "str" else column.dtype
         empty.add_column(np.zeros(0, dtype=dtype), name=column.name)
         empty[column.name].unit = column.unit
@@ -498,7 +514,7 @@ def stream_ecsv(release: CatalogRelease, entries: QuerySet, filters: dict, chunk
     text = io.StringIO()
     empty.write(text, format="ascii.ecsv", delimiter=",")
     yield text.getvalue()
-    yield from csv_rows(entries, CATALOG_COLUMNS, chunk_size, spreadsheet=False)
+    yield from csv_rows(entries, columns, chunk_size, spreadsheet=False)
 
 
 # --- the formats ---------------------------------------------------------------------------

@@ -27,8 +27,8 @@ import psycopg2
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from .columns import CATALOG_COLUMNS, PAPER_COLUMNS, PAPER_MISSING, CatalogColumn, paper_header
-from .models import CatalogRelease
+from .columns import CATALOG_COLUMNS, PAPER_COLUMNS, PAPER_MISSING, STAR_COLUMNS, CatalogColumn, paper_header
+from .models import CatalogRelease, CatalogStar
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,12 @@ def csv_columns(*, paper: bool = False) -> tuple[CatalogColumn, ...]:
     return PAPER_COLUMNS if paper else CATALOG_COLUMNS
 
 
+def table_columns(rows: QuerySet) -> tuple[CatalogColumn, ...]:
+    """The columns of a download of ``rows``: the star table's (:data:`STAR_COLUMNS`) for
+    CatalogStar rows, the entries' (:data:`CATALOG_COLUMNS`) otherwise."""
+    return STAR_COLUMNS if rows.model is CatalogStar else CATALOG_COLUMNS
+
+
 def csv_header(*, paper: bool = False) -> list[str]:
     return [paper_header(column) if paper else column.name for column in csv_columns(paper=paper)]
 
@@ -59,10 +65,14 @@ def stream_csv(
     ``release`` and ``filters`` are described by the sidecar, not in the file (they stay in
     the signature so that every format's writer is called alike).
     """
+    if paper and entries.model is CatalogStar:
+        raise ValueError("the paper's layout is the entries' (Table 2); the star table has none")
+    columns = csv_columns(paper=paper) if paper else table_columns(entries)
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(csv_header(paper=paper))
+    header = [paper_header(column) for column in columns] if paper else [column.name for column in columns]
+    csv.writer(buffer, lineterminator="\n").writerow(header)
     yield buffer.getvalue()
-    yield from csv_rows(entries, csv_columns(paper=paper), chunk_size, paper=paper, spreadsheet=True)
+    yield from csv_rows(entries, columns, chunk_size, paper=paper, spreadsheet=True)
 
 
 def copy_available() -> bool:

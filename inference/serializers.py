@@ -6,7 +6,7 @@ from rest_framework.reverse import reverse
 from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
 from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 
-from .columns import api_field_help
+from .columns import STAR_COLUMNS, api_field_help
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
 
 
@@ -21,8 +21,6 @@ class SpectrumArraysLinkField(serializers.Field):
 
     def to_representation(self, spectrum_id):
         return reverse(f"spectrum-arrays-{self.fmt}", kwargs={"pk": spectrum_id}, request=self.context.get("request"))
-
-
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -45,12 +43,19 @@ class CatalogReleaseSerializer(serializers.ModelSerializer):
     kiel_diagram = serializers.HyperlinkedIdentityField(
         view_name="release-kiel-diagram", lookup_field="name", read_only=True
     )
+    entries = serializers.HyperlinkedIdentityField(
+        view_name="release-entry-list", lookup_field="name", lookup_url_kwarg="release_name", read_only=True
+    )
+    stars = serializers.HyperlinkedIdentityField(
+        view_name="release-star-list", lookup_field="name", lookup_url_kwarg="release_name", read_only=True
+    )
 
     class Meta:
         model = CatalogRelease
         fields = [
             "id", "name", "description", "status", "formal_model", "alternate_model", "rules",
-            "entry_count", "good_count", "star_count", "good_star_count", "kiel_diagram", "created_at", "published_at",
+            "entry_count", "good_count", "star_count", "good_star_count", "entries", "stars", "kiel_diagram",
+            "created_at", "published_at",
         ]
 
 
@@ -111,3 +116,4 @@ class CatalogStarSerializer(serializers.ModelSerializer):
             *(f"{field}_chi2r" for field in LABEL_FIELDS), "n_spectra", "n_spectra_all", "flag",
             "best_spectrum", "best_medres_specid", "best_spectrum_arrays_json", "best_spectrum_arrays_fits",
         ]
+        extra_kwargs = api_field_help(STAR_COLUMNS)  # descriptions, units and UCDs of the downloads' columns

@@ -17,9 +17,12 @@ from inference.api import (
 )
 from inference.download_api import (
     FIXED_FORMAT_VIEWS,
+    STAR_FIXED_FORMAT_VIEWS,
     CatalogCSVExportView,
     CatalogCSVMetadataView,
     CatalogExportView,
+    StarCSVMetadataView,
+    StarExportView,
 )
 from spectra.api import FlagDefinitionsView, SpectrumViewSet, StarViewSet
 from tasks.api import ProcessingRunViewSet
@@ -52,6 +55,12 @@ api_v1 = [
          name="release-export-metadata"),
     *(path(f"releases/<slug:release_name>/export.{extension}", view.as_view(), name=f"release-export-{extension}")
       for extension, view in FIXED_FORMAT_VIEWS.items()),
+    path("releases/<slug:release_name>/stars/export/", StarExportView.as_view(), name="release-stars-download"),
+    path("releases/<slug:release_name>/stars/export.csv-metadata.json", StarCSVMetadataView.as_view(),
+         name="release-stars-export-metadata"),
+    *(path(f"releases/<slug:release_name>/stars/export.{extension}", view.as_view(),
+           name=f"release-stars-export-{extension}")
+      for extension, view in STAR_FIXED_FORMAT_VIEWS.items()),
     path("releases/<slug:name>/kiel.png", ReleaseKielDiagramView.as_view(), name="release-kiel-diagram"),
     path("releases/<slug:name>/validation/", ReleaseValidationView.as_view(), name="release-validation"),
     path("releases/<slug:name>/validation.csv", ReleaseValidationCSVView.as_view(), name="release-validation-csv"),
