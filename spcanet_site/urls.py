@@ -81,4 +81,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # IVOA services at the root, where VO clients expect them: /vo/scs/<release>/, /tap/...
+    path("", include("vo.urls")),
 ]

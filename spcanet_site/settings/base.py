@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "inference",
     "validation",
     "tasks",
+    "vo",  # IVOA services: cone search, TAP (vo/)
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,299 @@
+"""The VO services over published releases, used as astronomers use them: pyvo (and
+STILTS where installed) against a live server. Cone search 1.03, TAP 1.1 sync and async
+(UWS), TAP_SCHEMA and VOSI, MAXREC overflow, the time limit and the read-only role."""
+
+import io
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+import pyvo
+import requests
+from astropy import units as u
+from astropy.io import votable
+from django.db import connection
+
+from inference.columns import CATALOG_COLUMNS, COLUMNS_BY_NAME, STAR_COLUMNS
+from spectra.models import Spectrum, Star
+from vo.adql import Translation
+from vo.tables import RELEASE_COLUMN
+
+from .conftest import label_rows, make_spectra
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BIG_GAIA_ID = 1886955093649969280  # 19 digits: float64 cannot hold it exactly
+CONE = "1=CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 10.0, 10.0, 1.5))"
+
+
+@pytest.fixture
+def release(release_factory):
+    """Published r1: (10, 10) with a 19-digit Gaia id, (11, 11) without one and with no
+    abundances, (12, 12); draft r2 at the same places, which no one may see."""
+    spectra = make_spectra([(10.0, 10.0), (11.0, 11.0), (12.0, 12.0)])
+    Star.objects.filter(pk=spectra[0].star_id).update(gaia_source_id=BIG_GAIA_ID)
+    Star.objects.filter(pk=spectra[1].star_id).update(gaia_source_id=None)
+    Spectrum.objects.filter(pk=spectra[0].pk).update(rv_blue_err=0.4321)
+    formal = label_rows([4773.906621028786, 6700.0, 5000.0])
+    formal[0, 1] = 2.61237
+    published = release_factory(spectra, formal, label_rows([4800.0, 6700.0, 5300.0]))
+    release_factory(spectra, formal, label_rows([4800.0, 6700.0, 5300.0]), name="r2", publish=False)
+    return published
+
+
+@pytest.fixture
+def tap(live_server):
+    return pyvo.dal.TAPService(f"{live_server.url}/tap")
+
+
+# --- Simple Cone Search 1.03 ---------------------------------------------------------------
+
+
+def test_cone_search_answers_the_rows_in_the_cone_as_a_votable(live_server, release):
+    service = pyvo.dal.SCSService(f"{live_server.url}/vo/scs/r1/")
+    results = service.search(pos=(10.0, 10.0), radius=1.5)
+    table = results.to_table()
+    # (11, 11) is 1.41 deg from (10, 10); (12, 12) is 2.82 deg away.
+    assert sorted(np.asarray(table["ra"]).tolist()) == [10.0, 11.0]
+    assert results.fieldname_with_ucd("ID_MAIN") == "medres_specid"
+    assert results.fieldname_with_ucd("POS_EQ_RA_MAIN") == "ra"
+    assert results.fieldname_with_ucd("POS_EQ_DEC_MAIN") == "dec"
+    first = int(np.argmin(np.asarray(table["ra"])))
+    assert table["gaia_source_id"].dtype == np.int64 and int(table["gaia_source_id"][first]) == BIG_GAIA_ID
+    assert table["gaia_source_id"].mask[1 - first]  # no Gaia id: null, never a sentinel
+    assert float(table["teff"][first]) == 4774.0  # rounded to the digits it carries
+    assert str(table["teff"].unit) == "K"
+    assert "fe_h_err" in table.colnames and "rv_blue_err" not in table.colnames  # VERB=2: principal columns
+
+
+def _votable(url, params):
+    response = requests.get(url, params)
+    assert response.status_code == 200
+    return votable.parse_single_table(io.BytesIO(response.content))
+
+
+def test_cone_search_verbosity_levels(live_server, release):
+    url = f"{live_server.url}/vo/scs/r1/"
+    names = {}
+    for verb in (1, 2, 3):
+        answer = _votable(url, {"RA": 10, "DEC": 10, "SR": 0.5, "VERB": verb})
+        names[verb] = [field.name for field in answer.fields]
+        assert len(answer.array) == 1
+    assert names[1] == ["medres_specid", "ra", "dec"]
+    assert set(names[1]) < set(names[2]) < set(names[3])
+    assert names[3] == [column.name for column in CATALOG_COLUMNS]
+    column = COLUMNS_BY_NAME["rv_blue_err"]
+    field = _votable(url, {"RA": 10, "DEC": 10, "SR": 0.5, "VERB": 3}).get_field_by_id("rv_blue_err")
+    assert (field.unit, field.ucd, field.description) == (u.Unit(column.unit), column.ucd, column.description)
+
+
+def test_cone_search_of_the_star_table(live_server, release):
+    results = pyvo.dal.SCSService(f"{live_server.url}/vo/scs/r1/stars/").search(pos=(12.0, 12.0), radius=0.1,
+                                                                                verbosity=3)
+    table = results.to_table()
+    assert len(table) == 1 and table.colnames == [column.name for column in STAR_COLUMNS]
+    assert results.fieldname_with_ucd("ID_MAIN") == "designation"
+
+
+def test_cone_search_errors_are_votables(live_server, release):
+    service = pyvo.dal.SCSService(f"{live_server.url}/vo/scs/r1/")
+    response = requests.get(f"{live_server.url}/vo/scs/r1/", {"RA": 10, "DEC": 100, "SR": 1})
+    assert response.status_code == 200 and 'value="DEC must be within [-90, 90] (got 100)"' in response.text
+    with pytest.raises(pyvo.dal.DALQueryError, match="SR must be within"):
+        service.search(pos=(10.0, 10.0), radius=45.0)
+    response = requests.get(f"{live_server.url}/vo/scs/r1/", {"RA": "ten", "DEC": 10, "SR": 1})
+    assert response.status_code == 200 and 'name="Error"' in response.text and "RA must be a number" in response.text
+    for name in ("r2", "nope"):  # a draft is as unknown as a missing release
+        response = requests.get(f"{live_server.url}/vo/scs/{name}/", {"RA": 10, "DEC": 10, "SR": 1})
+        assert response.status_code == 404 and "no published release" in response.text
+    # SR=0: the table's metadata, no rows (what pyvo's describe() asks for).
+    assert [column.name for column in service.columns][:3] == ["designation", "gaia_source_id", "medres_specid"]
+
+
+# --- TAP sync ------------------------------------------------------------------------------
+
+
+def test_tap_sync_cone_query_with_top(tap, release):
+    results = tap.run_sync(f"SELECT TOP 5 release, designation, gaia_source_id, ra, dec, teff, logg, fe_h, flag "
+                           f"FROM spcanet.entries WHERE {CONE} ORDER BY ra")
+    table = results.to_table()
+    assert table["release"].tolist() == ["r1", "r1"]  # the draft r2 is not there
+    assert table["ra"].tolist() == [10.0, 11.0]
+    assert table["gaia_source_id"].dtype == np.int64 and int(table["gaia_source_id"][0]) == BIG_GAIA_ID
+    assert table["gaia_source_id"].mask[1]
+    assert float(table["teff"][0]) == 4774.0 and float(table["logg"][0]) == pytest.approx(2.612, abs=1e-6)
+    assert table["fe_h"].mask[1]  # the hot star has no abundances: null
+    assert str(table["teff"].unit) == "K" and results.fieldname_with_ucd("phys.temperature.effective;meta.main")
+    assert len(tap.run_sync("SELECT TOP 1 ra FROM spcanet.entries ORDER BY ra DESC")) == 1
+
+
+def test_tap_sees_published_releases_only(tap, release):
+    counts = tap.run_sync("SELECT release, COUNT(*) AS n FROM spcanet.entries GROUP BY release").to_table()
+    assert counts["release"].tolist() == ["r1"] and counts["n"].tolist() == [3]
+    assert len(tap.run_sync("SELECT * FROM spcanet.stars")) == 3
+
+
+def test_tap_schema_describes_every_published_table_and_column(tap, release):
+    tables = tap.run_sync("SELECT table_name FROM TAP_SCHEMA.tables").to_table()["table_name"].tolist()
+    assert {"spcanet.entries", "spcanet.stars", "tap_schema.columns"} <= set(tables)
+    columns = tap.run_sync("SELECT column_name, unit, ucd, datatype, description FROM TAP_SCHEMA.columns "
+                           "WHERE table_name = 'spcanet.entries' ORDER BY column_index").to_table()
+    definition = (RELEASE_COLUMN, *CATALOG_COLUMNS)
+    assert columns["column_name"].tolist() == [column.name for column in definition]
+    teff = next(i for i, name in enumerate(columns["column_name"]) if name == "teff")
+    assert (columns["unit"][teff], columns["ucd"][teff]) == ("K", COLUMNS_BY_NAME["teff"].ucd)
+    assert columns["datatype"][columns["column_name"].tolist().index("gaia_source_id")] == "long"
+    # VOSI tables (what TOPCAT and pyvo read) says the same.
+    vosi = {table.name: table for table in tap.tables}
+    assert [column.name for column in vosi["spcanet.stars"].columns] == ["release", *(c.name for c in STAR_COLUMNS)]
+    assert u.Unit(next(c for c in vosi["spcanet.entries"].columns if c.name == "rv_red_err").unit) == u.km / u.s
+
+
+def test_vosi_availability_and_capabilities(tap, live_server):
+    assert tap.available
+    assert tap.hardlimit == 200_000 and tap.maxrec == 10_000
+    capability = next(c for c in tap.capabilities if c.standardid.startswith("ivo://ivoa.net/std/TAP"))
+    assert "ADQL" in [language.name for language in capability.languages]
+
+
+def test_maxrec_overflow_is_signalled(tap, release, live_server):
+    with pytest.warns(pyvo.dal.DALOverflowWarning):
+        results = tap.run_sync("SELECT ra FROM spcanet.entries", maxrec=2)
+        results.check_overflow_warning(1)
+    assert len(results) == 2 and results.query_status == "OVERFLOW"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = tap.run_sync("SELECT ra FROM spcanet.entries", maxrec=3)
+    assert len(exact) == 3 and exact.query_status == "OK"
+
+
+def test_csv_results(live_server, release):
+    response = requests.post(f"{live_server.url}/tap/sync", data={
+        "REQUEST": "doQuery", "LANG": "ADQL", "RESPONSEFORMAT": "csv",
+        "QUERY": "SELECT designation, gaia_source_id, teff, fe_h FROM spcanet.entries ORDER BY ra"})
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/csv")
+    lines = response.text.splitlines()
+    assert lines[0] == "designation,gaia_source_id,teff,fe_h"
+    assert lines[1].split(",")[1:] == [str(BIG_GAIA_ID), "4774", "-0.200"]
+    assert lines[2].split(",")[1:] == ["", "6700", ""]
+
+
+def test_tap_refuses_auth_tables_and_writes(tap, release, live_server):
+    for query in ("SELECT * FROM auth_user", "SELECT username FROM public.auth_user",
+                  "INSERT INTO spcanet.entries (ra) VALUES (1)", "SELECT ra FROM spcanet.entries; DELETE FROM x",
+                  "SELECT * FROM inference_catalogentry"):
+        response = requests.post(f"{live_server.url}/tap/sync", data={"LANG": "ADQL", "QUERY": query})
+        assert response.status_code == 400, query
+        assert '<INFO name="QUERY_STATUS" value="ERROR">' in response.text
+        with pytest.raises(pyvo.dal.DALQueryError):
+            tap.run_sync(query)
+
+
+def test_the_database_role_refuses_what_a_translation_would_let_through(release, monkeypatch):
+    """Even SQL that the ADQL translation should never produce cannot read auth tables or write."""
+    from vo import query
+    from vo.adql import AdqlError
+
+    def through(sql):
+        monkeypatch.setattr(query, "translate", lambda adql, allowed_tables: Translation(sql, ()))
+        return query.run_query("ignored", maxrec=10, timeout_s=5)
+
+    with pytest.raises(AdqlError, match="permission denied"):
+        through("SELECT username, password FROM public.auth_user")
+    with pytest.raises(AdqlError, match="permission denied|read-only"):
+        through("SELECT nextval('public.inference_catalogentry_id_seq')")
+    with pytest.raises(AdqlError, match="permission denied"):
+        through("SELECT * FROM public.inference_catalogrelease")  # drafts are in there
+    # The connection is the site's own again afterwards.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user = session_user, current_setting('transaction_read_only')")
+        assert cursor.fetchone() == (True, "off")
+    assert through("SELECT COUNT(*) FROM spcanet.entries").rows == [(3,)]
+
+
+def test_a_long_query_hits_the_time_limit(tap, release, settings):
+    settings.TAP_SYNC_TIMEOUT_S = 0.3
+    slow = ("SELECT COUNT(*) FROM tap_schema.columns AS a, tap_schema.columns AS b, tap_schema.columns AS c, "
+            "tap_schema.columns AS d")
+    with pytest.raises(pyvo.dal.DALQueryError, match="time limit of 0.3 s"):
+        tap.run_sync(slow)
+
+
+# --- TAP async (UWS) -----------------------------------------------------------------------
+
+
+def test_async_query_with_pyvo(tap, release):
+    results = tap.run_async(f"SELECT designation, gaia_source_id, teff FROM spcanet.entries WHERE {CONE} "
+                            "ORDER BY ra")
+    table = results.to_table()
+    assert len(table) == 2 and int(table["gaia_source_id"][0]) == BIG_GAIA_ID and table["gaia_source_id"].mask[1]
+
+
+def test_async_job_lifecycle(tap, release, live_server):
+    job = tap.submit_job("SELECT TOP 2 ra FROM spcanet.entries ORDER BY ra", maxrec=1)
+    assert job.phase == "PENDING"
+    assert job.execution_duration.sec == 600
+    job.run()
+    job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=30)
+    assert job.phase == "COMPLETED"
+    result = job.fetch_result()
+    assert len(result) == 1 and result.query_status == "OVERFLOW"
+    url = job.url
+    assert job.url in requests.get(f"{live_server.url}/tap/async").text
+    job.delete()
+    assert requests.get(url).status_code == 404
+
+    failed = tap.submit_job("SELECT * FROM public.auth_user")
+    failed.run()
+    failed.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=30)
+    assert failed.phase == "ERROR"
+    with pytest.raises(pyvo.dal.DALQueryError, match="no such table"):
+        failed.raise_if_error()
+    assert "no such table" in requests.get(f"{failed.url}/error").text
+
+    pending = tap.submit_job("SELECT ra FROM spcanet.entries")
+    pending.abort()
+    assert pending.phase == "ABORTED"
+    assert requests.post(f"{pending.url}/phase", data={"PHASE": "RUN"}).status_code == 400
+
+
+@pytest.mark.worker
+def test_async_query_runs_on_a_celery_worker(tap, release, settings, tmp_path):
+    from .test_pipeline import _send_to_workers, _stop, _worker, _worker_environment
+
+    env, _ = _worker_environment(settings)
+    env["SPCANET_VAR_DIR"] = str(tmp_path)
+    _send_to_workers({"vo.run_tap_job": {"queue": env["CELERY_CPU_QUEUE"]}})
+    settings.CELERY_CPU_QUEUE = env["CELERY_CPU_QUEUE"]
+    worker = _worker(env, env["CELERY_CPU_QUEUE"])
+    try:
+        job = tap.submit_job("SELECT COUNT(*) AS n FROM spcanet.entries")
+        job.run()
+        job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=60)
+        assert job.phase == "COMPLETED"
+        assert job.fetch_result().to_table()["n"].tolist() == [3]
+        from vo.models import TapJob
+
+        assert TapJob.objects.get(pk=job.job_id).result_path.startswith(str(tmp_path))  # written by the worker
+    finally:
+        _send_to_workers(None)
+        _stop(worker)
+
+
+# --- STILTS --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None, reason="STILTS is not installed (Debian package `stilts`)")
+def test_stilts_tapquery_and_cone(live_server, release, tmp_path):
+    out = tmp_path / "cone.csv"
+    subprocess.run(["stilts", "tapquery", f"tapurl={live_server.url}/tap", "sync=true",
+                    f"adql=SELECT designation, gaia_source_id, teff FROM spcanet.entries WHERE {CONE} ORDER BY ra",
+                    f"out={out}", "ofmt=csv"], check=True, capture_output=True, timeout=120)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "designation,gaia_source_id,teff" and lines[1].split(",")[1:] == [str(BIG_GAIA_ID), "4774.0"]
+    cone = tmp_path / "scs.csv"
+    subprocess.run(["stilts", "cone", f"serviceurl={live_server.url}/vo/scs/r1/?", "lon=10", "lat=10",
+                    "radius=1.5", f"out={cone}", "ofmt=csv"], check=True, capture_output=True, timeout=120)
+    assert len(cone.read_text().splitlines()) == 3

@@ -1,0 +1,80 @@
+"""Running a TAP query: ADQL translated (vo/adql.py), then run in a transaction as the
+read-only role, with a time limit, returning at most MAXREC rows and whether more matched.
+
+Each query runs inside a savepoint that is always rolled back: ``SET LOCAL ROLE`` to the
+role that may only SELECT the VO schemas, ``SET LOCAL statement_timeout``,
+``SET LOCAL transaction_read_only`` and a search path of those schemas. Whatever the
+translation lets through, the database refuses writes and the tables the role may not
+read (auth, sessions, drafts); the rollback returns the connection to the site's role.
+"""
+
+from dataclasses import dataclass
+
+from django.db import DatabaseError, connection, transaction
+
+from .adql import AdqlError, translate
+from .conf import vo_setting
+from .setup import TAP_SCHEMA, allowed_tables
+from .tables import SCHEMA, TABLES_BY_NAME, known_column
+from .votable import ResultField, field_for_database_column
+
+
+class TapUnavailable(RuntimeError):
+    """The service cannot answer here (not PostgreSQL, or not set up)."""
+
+
+@dataclass
+class QueryResult:
+    fields: list[ResultField]
+    rows: list[tuple]
+    overflow: bool  # more rows matched than MAXREC
+    sql: str
+
+
+def _message(error: DatabaseError, timeout_s: float) -> str:
+    cause = getattr(error, "__cause__", None)
+    code = getattr(cause, "pgcode", None)
+    if code == "57014":
+        return f"query exceeded the time limit of {timeout_s:g} s"
+    if code == "42501":
+        return "permission denied: only the tables listed in TAP_SCHEMA.tables can be read"
+    if code == "25006":
+        return "this service is read-only: only SELECT queries are allowed"
+    text = str(cause or error).strip().splitlines()
+    return f"query failed: {text[0] if text else type(error).__name__}"
+
+
+def run_query(adql: str, *, maxrec: int, timeout_s: float) -> QueryResult:
+    """Run one ADQL query; :class:`AdqlError` for a query that cannot run (bad ADQL, a
+    table that is not published, the time limit, a write), :class:`TapUnavailable` where
+    TAP cannot answer at all."""
+    if connection.vendor != "postgresql":
+        raise TapUnavailable("TAP needs PostgreSQL: this site runs on the embedded SQLite database "
+                             "(set DATABASE_URL to a PostgreSQL database and migrate)")
+    translation = translate(adql, allowed_tables=allowed_tables())
+    sql = f"SELECT * FROM ({translation.sql}) AS tap_query LIMIT {int(maxrec) + 1}"
+    role = vo_setting("TAP_DB_ROLE").replace('"', '""')
+    with transaction.atomic():
+        savepoint = transaction.savepoint()
+        try:
+            with connection.cursor() as cursor:
+                try:
+                    cursor.execute(f'SET LOCAL ROLE "{role}"')
+                except DatabaseError:
+                    raise TapUnavailable("the TAP database role is missing: run `manage.py vo_setup`") from None
+                cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+                cursor.execute("SET LOCAL transaction_read_only = on")
+                cursor.execute(f"SET LOCAL search_path = {SCHEMA}, {TAP_SCHEMA}")
+                try:
+                    cursor.execute(sql)
+                    rows = cursor.fetchall()
+                except DatabaseError as error:
+                    raise AdqlError(_message(error, timeout_s)) from None
+                description = cursor.description
+        finally:
+            transaction.savepoint_rollback(savepoint)
+    tables = [TABLES_BY_NAME[name] for name in translation.tables if name in TABLES_BY_NAME] or []
+    fields = [field_for_database_column(column.name, column.type_code, known_column(column.name, tables) if tables
+                                        else None) for column in description]
+    overflow = len(rows) > maxrec
+    return QueryResult(fields, rows[:maxrec], overflow, translation.sql)

@@ -1,0 +1,9 @@
+from celery import shared_task
+
+
+@shared_task(name="vo.run_tap_job")
+def run_tap_job(job_id: str) -> str:
+    """Run one asynchronous TAP query (vo/jobs.py)."""
+    from .jobs import job_run
+
+    return job_run(job_id)

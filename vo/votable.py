@@ -1,0 +1,156 @@
+"""VOTable and CSV answers of the VO services: results, and errors as VOTable.
+
+Results are VOTable 1.4 with the rows as BINARY2 (a null flag per cell, so a missing
+integer or float is null, never a sentinel), written by astropy. A column that the
+query took from a published table keeps the definition of inference/columns.py: its
+type, unit, UCD, description and the digits it carries; any other column (an
+expression) is typed from the database's answer.
+"""
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+from astropy.io.votable import tree as vo_tree
+
+from inference.columns import CatalogColumn
+
+from .tables import votable_datatype
+
+VOTABLE_CONTENT_TYPE = "application/x-votable+xml"
+CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class ResultField:
+    """One column of an answer."""
+
+    name: str
+    datatype: str  # VOTable datatype: char, unicodeChar, boolean, short, int, long, float, double
+    unit: str | None = None
+    ucd: str | None = None
+    description: str | None = None
+    decimals: int | None = None
+
+    @classmethod
+    def from_column(cls, column: CatalogColumn, *, name: str | None = None, ucd: str | None = None) -> "ResultField":
+        datatype, _ = votable_datatype(column)
+        return cls(name or column.name, datatype, column.unit, ucd or column.ucd, column.description, column.decimals)
+
+
+# PostgreSQL type OIDs (pg_type) of the answers of a query, as VOTable datatypes.
+_PG_TYPES = {16: "boolean", 20: "long", 21: "short", 23: "int", 26: "long", 700: "float", 701: "double",
+             1700: "double"}
+_NUMPY = {"boolean": np.bool_, "short": np.int16, "int": np.int32, "long": np.int64, "float": np.float32,
+          "double": np.float64}
+
+
+def field_for_database_column(name: str, type_code: int, known: CatalogColumn | None) -> ResultField:
+    """The field of an answer column named ``name`` of PostgreSQL type ``type_code``: the
+    definition of the published column of that name when its type fits, else typed from
+    the database."""
+    datatype = _PG_TYPES.get(type_code, "char")
+    if known is not None:
+        known_type, _ = votable_datatype(known)
+        numeric = {"short", "int", "long", "float", "double"}
+        if (known_type == "char") == (datatype == "char") and (known_type in numeric) == (datatype in numeric):
+            if known_type in ("float", "double") and datatype not in ("float", "double"):
+                return ResultField(name, datatype, known.unit, known.ucd, known.description)
+            return ResultField.from_column(known, name=name)
+    return ResultField(name, datatype)
+
+
+def _column_array(field: ResultField, values: list) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.fromiter((value is None for value in values), dtype=bool, count=len(values))
+    if field.datatype in ("char", "unicodeChar"):
+        data = np.array(["" if value is None else str(value) for value in values], dtype=object)
+    elif field.datatype in ("float", "double"):
+        data = np.array([np.nan if value is None else float(value) for value in values], dtype=np.float64)
+        if field.decimals is not None:
+            data = np.round(data, field.decimals)
+        data = data.astype(_NUMPY[field.datatype])
+    else:
+        data = np.array([0 if value is None else value for value in values]).astype(_NUMPY[field.datatype])
+    return data, mask
+
+
+def _ascii(values: list) -> bool:
+    return all(value is None or str(value).isascii() for value in values)
+
+
+def results_votable(fields: Sequence[ResultField], rows: Sequence[Sequence], *, overflow: bool = False,
+                    infos: Sequence[tuple[str, str]] = (), table_name: str = "results",
+                    description: str | None = None) -> bytes:
+    """A VOTable 1.4 answer: ``QUERY_STATUS`` OK before the table, and an ``OVERFLOW``
+    one after it when more rows matched than were returned (TAP 1.1 section 5.5, DALI
+    section 4.4.1)."""
+    columns = [[row[i] for row in rows] for i in range(len(fields))]
+    fields = [replace(field, datatype="unicodeChar") if field.datatype == "char" and not _ascii(values) else field
+              for field, values in zip(fields, columns, strict=True)]
+    document = vo_tree.VOTableFile(version="1.4")
+    resource = vo_tree.Resource(type="results")
+    document.resources.append(resource)
+    resource.infos.append(vo_tree.Info(name="QUERY_STATUS", value="OK"))
+    for name, value in infos:
+        resource.infos.append(vo_tree.Info(name=name, value=value))
+    table = vo_tree.TableElement(document, name=table_name)
+    if description:
+        table.description = description
+    resource.tables.append(table)
+    for field in fields:
+        element = vo_tree.Field(
+            document, name=field.name, datatype=field.datatype, unit=field.unit, ucd=field.ucd,
+            arraysize="*" if field.datatype in ("char", "unicodeChar") else None,
+        )
+        if field.description:
+            element.description = field.description
+        table.fields.append(element)
+    table.create_arrays(len(rows))
+    for field, values in zip(fields, columns, strict=True):
+        data, mask = _column_array(field, values)
+        table.array[field.name] = data
+        table.array.mask[field.name] = mask
+    buffer = io.BytesIO()
+    document.to_xml(buffer, tabledata_format="binary2")
+    xml = buffer.getvalue()
+    if overflow:
+        cut = xml.rindex(b"</TABLE>") + len(b"</TABLE>")
+        xml = xml[:cut] + b'\n   <INFO name="QUERY_STATUS" value="OVERFLOW"/>' + xml[cut:]
+    return xml
+
+
+def results_csv(fields: Sequence[ResultField], rows: Sequence[Sequence]) -> bytes:
+    """RFC 4180 CSV: one header row of the column names, null as an empty cell, floats
+    with the digits their column carries."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([field.name for field in fields])
+    float_fields = [i for i, field in enumerate(fields) if field.datatype in ("float", "double")]
+    for row in rows:
+        cells = ["" if value is None else value for value in row]
+        for i in float_fields:
+            value = row[i]
+            if value is not None:
+                decimals = fields[i].decimals
+                cells[i] = f"{float(value):.{decimals}f}" if decimals is not None else repr(float(value))
+        writer.writerow(cells)
+    return out.getvalue().encode()
+
+
+def error_votable(message: str, *, scs: bool = False) -> bytes:
+    """An error as a VOTable: ``QUERY_STATUS`` ERROR in the results resource (DALI
+    section 4.4.1), and for Simple Cone Search 1.03 (section 3.3) also the ``Error``
+    INFO under the root element."""
+    scs_info = f'  <INFO name="Error" value={quoteattr(message)}/>\n' if scs else ""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">\n'
+        f"{scs_info}"
+        '  <RESOURCE type="results">\n'
+        f'    <INFO name="QUERY_STATUS" value="ERROR">{escape(message)}</INFO>\n'
+        "  </RESOURCE>\n"
+        "</VOTABLE>\n"
+    ).encode()
