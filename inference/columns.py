@@ -197,7 +197,8 @@ def _star_label_columns(label: Label) -> tuple[CatalogColumn, CatalogColumn, Cat
 
 STAR_COLUMNS: tuple[CatalogColumn, ...] = (
     CatalogColumn("star", "star_id", "int64", None, "meta.id",
-                  "Star id in this catalog (/api/v1/stars/<id>/)", nullable=False),
+                  "Star id in this catalog (/api/v1/stars/<id>/); null only in a published release whose "
+                  "star was later merged into one that has its own row"),
     COLUMNS_BY_NAME["designation"],
     COLUMNS_BY_NAME["gaia_source_id"],
     COLUMNS_BY_NAME["ra"],

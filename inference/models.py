@@ -194,7 +194,10 @@ class CatalogStar(LabelValues, LabelErrors, LabelChi2):
     """
 
     release = models.ForeignKey(CatalogRelease, on_delete=models.CASCADE, related_name="stars")
-    star = models.ForeignKey("spectra.Star", on_delete=models.PROTECT, related_name="catalog_rows")
+    star = models.ForeignKey(
+        "spectra.Star", null=True, blank=True, on_delete=models.PROTECT, related_name="catalog_rows",
+        help_text="NULL only in a published release whose star was later merged into one that has its own row.",
+    )
     designation = models.CharField(max_length=32)
     gaia_source_id = models.BigIntegerField(null=True, blank=True)
     ra = models.FloatField()

@@ -255,6 +255,34 @@ def catalog_stars_build(
 
 
 @transaction.atomic
+def catalog_stars_follow_merge(*, merged: dict[int, int]) -> None:
+    """The star table after duplicate stars were merged (``spectra.star_identity``), called
+    once the spectra have moved and before the merged stars are deleted.
+
+    ``merged`` maps each merged star id to the id of the star it was merged into. In draft
+    releases the merged stars' rows go and the kept stars are combined again from all
+    their spectra. Published rows never change their values: a row follows its star to the
+    kept one, or, where the kept star already has a row in that release, keeps its values
+    with no star (NULL), so that a published release keeps both rows as published.
+    """
+    rows = CatalogStar.objects.filter(star_id__in=list(merged))
+    rebuild: dict[int, set[int]] = {}
+    for row_id, release_id, star_id, published in rows.values_list(
+        "pk", "release_id", "star_id", "release__status"
+    ).order_by("pk"):
+        kept = merged[star_id]
+        if published != CatalogRelease.Status.PUBLISHED:
+            CatalogStar.objects.filter(pk=row_id).delete()
+            rebuild.setdefault(release_id, set()).add(kept)
+        elif CatalogStar.objects.filter(release_id=release_id, star_id=kept).exists():
+            CatalogStar.objects.filter(pk=row_id).update(star=None)
+        else:
+            CatalogStar.objects.filter(pk=row_id).update(star_id=kept)
+    for release in CatalogRelease.objects.filter(pk__in=list(rebuild)):
+        catalog_stars_build(release=release, star_ids=sorted(rebuild[release.pk]))
+
+
+@transaction.atomic
 def catalog_release_publish(*, release: CatalogRelease) -> CatalogRelease:
     """Freeze a release. Published releases are never changed again."""
     locked = CatalogRelease.objects.select_for_update().get(pk=release.pk)

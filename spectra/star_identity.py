@@ -81,6 +81,7 @@ def stars_merge_duplicates(*, radius_arcsec: float, dry_run: bool = False, band_
         ``groups`` (sets of duplicates found), ``stars_removed``, ``spectra_moved``.
     """
     from inference.models import ReferenceLabel
+    from inference.services import catalog_stars_follow_merge
     from validation.models import ReferenceStar
 
     radius = radius_arcsec * u.arcsec
@@ -119,6 +120,7 @@ def stars_merge_duplicates(*, radius_arcsec: float, dry_run: bool = False, band_
             gaia = Star.objects.filter(pk=duplicate).values_list("gaia_source_id", flat=True).first()
             if gaia is not None:
                 Star.objects.filter(pk=kept, gaia_source_id__isnull=True).update(gaia_source_id=gaia)
+        catalog_stars_follow_merge(merged=merged)  # the releases' star tables follow
         Star.objects.filter(pk__in=list(merged)).delete()
     return summary
 

@@ -458,3 +458,59 @@ def test_the_star_table_python_path_writes_what_the_copy_path_writes(star_releas
         assert python_body == copy_body
     else:
         assert read_rows(fmt, python_body) == read_rows(fmt, copy_body)
+
+
+# --- merged duplicate stars ----------------------------------------------------------------
+
+def add_to_release(release, spectrum: Spectrum, teff: float, teff_err: float) -> None:
+    values = np.full((1, N_LABELS), -0.1)
+    values[0, :2] = teff, 3.0
+    errors = np.full((1, N_LABELS), 0.05)
+    errors[0, 0] = teff_err
+    for model in (release.formal_model, release.alternate_model):
+        labelsets_upsert(model_version=model, spectrum_ids=np.array([spectrum.pk]), values=values, errors=errors)
+
+
+def test_merging_duplicate_stars_recombines_draft_star_tables(star_release):
+    from spectra.star_identity import stars_merge_duplicates
+
+    release, (star_a, _, _), spectra, formal, errors = star_release
+    twin = make_star(9, 150.0 + 0.3 / 3600, 10.0, None)  # star A ingested twice
+    extra = make_spectrum(twin, 30, 70.0, 70.0)
+    add_to_release(release, extra, 5060.0, 40.0)
+    catalog_release_build(release=release)
+    assert CatalogStar.objects.filter(release=release).count() == 4
+    stars_merge_duplicates(radius_arcsec=1.0)
+    assert not Star.objects.filter(pk=twin.pk).exists()
+    assert CatalogStar.objects.filter(release=release).count() == 3
+    row = CatalogStar.objects.get(release=release, star=star_a)
+    assert (row.n_spectra, row.n_spectra_all, row.best_spectrum_id) == (4, 5, extra.pk)  # weaker arm 70 > 60
+    teff = weighted(np.r_[formal[:3, 0], 5060.0], np.r_[errors[:3, 0], 40.0])[0]
+    assert row.teff == pytest.approx(teff, rel=1e-12)
+
+
+def test_merging_duplicate_stars_leaves_published_star_rows_as_published(star_release):
+    from spectra.star_identity import stars_merge_duplicates
+
+    release, (star_a, _, _), _, _, _ = star_release
+    twin = make_star(9, 150.0 + 0.3 / 3600, 10.0, None)
+    add_to_release(release, make_spectrum(twin, 30, 70.0, 70.0), 5060.0, 40.0)
+    lonely = make_star(10, 20.0, 20.0, 555)  # a star with no spectrum in the release...
+    twin_of_lonely = make_star(11, 20.0 + 0.3 / 3600, 20.0, None)  # ...and its twin, which has one
+    add_to_release(release, make_spectrum(twin_of_lonely, 31, 50.0, 50.0), 4500.0, 30.0)
+    catalog_release_build(release=release)
+    release = catalog_release_publish(release=CatalogStar.objects.first().release)
+    before = star_rows(release, with_id=False)
+    stars_merge_duplicates(radius_arcsec=1.0)
+    rows = star_rows(release, with_id=False)
+    star_field = [f.attname for f in CatalogStar._meta.concrete_fields if f.attname != "id"].index("star_id")
+    assert len(rows) == len(before) == 5
+    def values(table):  # every column but the star link, in a fixed order
+        return sorted((row[:star_field] + row[star_field + 1:] for row in table), key=repr)
+
+    assert values(rows) == values(before)  # every published value as it was
+    assert CatalogStar.objects.get(release=release, designation=twin.designation, star__isnull=True).teff == 5060.0
+    assert CatalogStar.objects.get(release=release, star=lonely).teff == 4500.0  # followed its star
+    assert CatalogStar.objects.get(release=release, star=star_a).n_spectra == 3
+    listed = stars(Client(), release, cone_ra=150.0, cone_dec=10.0, cone_radius=0.001)
+    assert {row["star"] for row in listed} == {star_a.pk, None}
