@@ -114,12 +114,15 @@ def stars_combine(
     usable = good[order][:, None] & np.isfinite(x) & np.isfinite(sigma) & (sigma > 0)
     with np.errstate(divide="ignore"):
         weight = np.where(usable, 1.0 / np.where(usable, sigma, 1.0) ** 2, 0.0)
-    wx = np.where(usable, weight * np.where(usable, x, 0.0), 0.0)
     sum_w = np.add.reduceat(weight, starts, axis=0)
     counted = np.add.reduceat(usable.astype(np.int64), starts, axis=0)
     has = counted > 0
+    # Offsets from a value of the star's own (its largest): no cancellation against a
+    # large Teff, and a star with one spectrum, or equal values, gets that value exactly.
+    reference = np.where(has, np.maximum.reduceat(np.where(usable, x, -np.inf), starts, axis=0), 0.0)
+    offset = np.where(usable, weight * (np.where(usable, x, 0.0) - reference[group]), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(has, np.add.reduceat(wx, starts, axis=0) / sum_w, np.nan)
+        mean = np.where(has, reference + np.add.reduceat(offset, starts, axis=0) / sum_w, np.nan)
         error = np.where(has, 1.0 / np.sqrt(sum_w), np.nan)
         residual = np.where(usable, x - mean[group], 0.0)
         chi2 = np.add.reduceat(weight * residual**2, starts, axis=0)

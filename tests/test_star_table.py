@@ -180,6 +180,10 @@ def test_stars_combine_ignores_rows_without_a_usable_uncertainty_and_any_order()
     assert np.isnan(result.chi2r).all()
     assert result.n_spectra.tolist() == [1, 3] and result.n_spectra_all.tolist() == [2, 3]
     assert result.best_spectrum_ids.tolist() == [1, 2]  # Flag = 1 first; NaN S/N ranks last
+    # One spectrum, or equal values, give the value itself, not a rounding of w x / w.
+    one = stars_combine(np.array([1, 2, 2]), np.array([1, 2, 3]), np.ones(3), np.ones(3), np.ones(3),
+                        np.array([[-0.1], [0.1], [0.1]]), np.array([[0.05], [0.07], [0.11]]))
+    assert one.values[:, 0].tolist() == [-0.1, 0.1]
     empty = stars_combine(np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.empty(0),
                           np.empty((0, 2)), np.empty((0, 2)))
     assert empty.values.shape == (0, 2)
