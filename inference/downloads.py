@@ -35,7 +35,7 @@ from django.db.models.functions import Coalesce
 from spectra.flags import CATALOG_FLAGS
 
 from .columns import CATALOG_COLUMNS, STAR_COLUMNS, CatalogColumn
-from .export import copy_available, copy_blocks, csv_rows, rounded_sql, stream_csv, table_columns
+from .export import copy_available, copy_blocks, csv_rows, rounded_sql, select_sql, stream_csv, table_columns
 from .models import CatalogRelease
 
 # pyarrow (about 65 MB of memory once imported) is imported by the Parquet writer only.
@@ -169,7 +169,7 @@ def binary_copy_sql(entries: QuerySet, widths: dict[str, int]) -> str:
     as NaN or the FITS integer null, text as NUL-padded UTF-8 of a fixed width."""
     columns = table_columns(entries)
     fields = [column.field for column in columns]
-    inner_sql, params = entries.order_by("id").values_list(*fields).query.sql_with_params()
+    inner_sql, params = select_sql(entries, fields)
     aliases = [f"c{i}" for i in range(len(fields))]
     outer = [
         _binary_column_sql(alias, column, widths.get(column.name))

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 import psycopg2
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
@@ -168,13 +169,23 @@ def _column_sql(alias: str, column: CatalogColumn, *, paper: bool, spreadsheet: 
     return expression
 
 
+def select_sql(entries: QuerySet, fields: list[str]) -> tuple[str, tuple]:
+    """The SQL of ``entries``' ``fields`` in id order. A filter that Django knows matches
+    nothing (an integer bound outside its column's range) has no SQL of its own
+    (EmptyResultSet): it becomes a query that returns no rows."""
+    try:
+        return entries.order_by("id").values_list(*fields).query.sql_with_params()
+    except EmptyResultSet:
+        return entries.model.objects.filter(pk__isnull=True).values_list(*fields).query.sql_with_params()
+
+
 def copy_sql(entries: QuerySet, columns: tuple[CatalogColumn, ...], *, paper: bool = False,
              spreadsheet: bool = True) -> str:
     """``COPY (SELECT ...) TO STDOUT`` of ``entries`` in id order: floats rounded to their
     decimals, NULL an empty cell (-9999 with ``paper``), text that a spreadsheet would run
     as a formula prefixed with ``'`` when ``spreadsheet``."""
     fields = [column.field for column in columns]
-    inner_sql, params = entries.order_by("id").values_list(*fields).query.sql_with_params()
+    inner_sql, params = select_sql(entries, fields)
     aliases = [f"c{i}" for i in range(len(fields))]
     outer = [
         _column_sql(alias, column, paper=paper, spreadsheet=spreadsheet)

@@ -58,7 +58,8 @@ class Int64Field(forms.Field):
         try:
             return int64_parse(value, minimum=self.min_value, maximum=self.max_value)
         except ValueError as error:
-            raise forms.ValidationError(str(error), code="invalid") from None
+            # Client text goes in params: django-filter formats every message with them.
+            raise forms.ValidationError("%(reason)s", code="invalid", params={"reason": str(error)}) from None
 
 
 @extend_schema_field(OpenApiTypes.INT64)
@@ -130,7 +131,8 @@ class FlagNamesField(forms.CharField):
         unknown = [name for name in names if name not in self.word]
         if unknown:
             known = ", ".join(flag.name for flag in self.word)
-            raise forms.ValidationError(f"unknown {self.word.name} flag(s) {', '.join(unknown)}; known: {known}")
+            raise forms.ValidationError(f"unknown {self.word.name} flag(s) %(unknown)s; known: {known}",
+                                        params={"unknown": ", ".join(unknown)})
         return self.word.mask(*names)
 
 
@@ -203,7 +205,8 @@ class StrictFilterSet(django_filters.FilterSet):
         form = self.form
         unknown = sorted(set(self.data.keys()) - set(self.filters) - NON_FILTER_PARAMETERS)
         if unknown:
-            form.add_error(None, f"unknown query parameter(s): {', '.join(unknown)}")
+            form.add_error(None, forms.ValidationError(
+                "unknown query parameter(s): %(names)s", params={"names": ", ".join(unknown)}))
         if hasattr(form, "cleaned_data"):
             data = form.cleaned_data
             for name in self.filters:

@@ -49,3 +49,17 @@ def test_download_formats_are_documented(schema):
         "csv", "csv-paper", "ecsv", "fits", "votable", "parquet"}
     assert set(schema["paths"]["/api/v1/releases/{release_name}/export.fits"]["get"]["responses"]["200"]["content"]) == {
         "application/fits"}
+
+
+@pytest.mark.parametrize("query", [
+    {"flags_none": "%^&*()"},  # a '%' in a flag name: the message quotes it
+    {"gaia_source_id": "%d"},
+    {"%s": "1"},  # an unknown parameter whose name has a '%'
+])
+def test_client_text_with_percent_signs_is_a_400_not_a_500(query):
+    """django-filter formats every error message with its params (message % params): client
+    text in a message went through that formatting, and a '%' in it was a 500."""
+    response = Client().get("/api/v1/spectra/", query)
+    assert response.status_code == 400, response.content[:300]
+    (name, value), = query.items()
+    assert value in response.content.decode() or name in response.content.decode()
