@@ -31,17 +31,26 @@ class QueryResult:
     sql: str
 
 
+_TABLES_HINT = "the tables are " + ", ".join(sorted(allowed_tables()))
+
+
 def _message(error: DatabaseError, timeout_s: float) -> str:
     cause = getattr(error, "__cause__", None)
     code = getattr(cause, "pgcode", None)
     if code == "57014":
         return f"query exceeded the time limit of {timeout_s:g} s"
     if code == "42501":
-        return "permission denied: only the tables listed in TAP_SCHEMA.tables can be read"
+        return f"permission denied: only the tables listed in TAP_SCHEMA.tables can be read ({_TABLES_HINT})"
+    if code == "42P01":
+        return f"no such table: {_first_line(cause)} ({_TABLES_HINT})"
     if code == "25006":
         return "this service is read-only: only SELECT queries are allowed"
-    text = str(cause or error).strip().splitlines()
-    return f"query failed: {text[0] if text else type(error).__name__}"
+    return f"query failed: {_first_line(cause or error)}"
+
+
+def _first_line(error) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def run_query(adql: str, *, maxrec: int, timeout_s: float) -> QueryResult:
@@ -51,7 +60,7 @@ def run_query(adql: str, *, maxrec: int, timeout_s: float) -> QueryResult:
     if connection.vendor != "postgresql":
         raise TapUnavailable("TAP needs PostgreSQL: this site runs on the embedded SQLite database "
                              "(set DATABASE_URL to a PostgreSQL database and migrate)")
-    translation = translate(adql, allowed_tables=allowed_tables())
+    translation = translate(adql)
     sql = f"SELECT * FROM ({translation.sql}) AS tap_query LIMIT {int(maxrec) + 1}"
     role = vo_setting("TAP_DB_ROLE").replace('"', '""')
     with transaction.atomic():
@@ -64,12 +73,16 @@ def run_query(adql: str, *, maxrec: int, timeout_s: float) -> QueryResult:
                     raise TapUnavailable("the TAP database role is missing: run `manage.py vo_setup`") from None
                 cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
                 cursor.execute("SET LOCAL transaction_read_only = on")
+                # The tokenizer of vo/adql.py reads strings as standard SQL does.
+                cursor.execute("SET LOCAL standard_conforming_strings = on")
                 cursor.execute(f"SET LOCAL search_path = {SCHEMA}, {TAP_SCHEMA}")
                 try:
                     cursor.execute(sql)
                     rows = cursor.fetchall()
                 except DatabaseError as error:
                     raise AdqlError(_message(error, timeout_s)) from None
+                except ValueError as error:  # e.g. a NUL character, which PostgreSQL cannot take
+                    raise AdqlError(f"query refused: {error}") from None
                 description = cursor.description
         finally:
             transaction.savepoint_rollback(savepoint)

@@ -45,7 +45,7 @@ def capabilities(base_url: str) -> str:
         + interface("", ' role="std" version="1.1"')
         + '    <language>\n      <name>ADQL</name>\n'
         '      <version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>\n'
-        "      <description>ADQL 2.0 (queryparser-python3); geometry: a POINT in a CIRCLE</description>\n"
+        "      <description>ADQL 2.0 SELECT; geometry: a POINT in a CIRCLE (CONTAINS, INTERSECTS)</description>\n"
         '      <languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">\n'
         + geometry
         + "      </languageFeatures>\n    </language>\n"

