@@ -20,6 +20,9 @@ from django.utils import timezone
 
 # Rows sent per COPY / bulk_create round trip; bounds memory on very large writes.
 UPSERT_BATCH_ROWS = 20_000
+# Below this many rows one multi-row INSERT costs less than COPY through a temporary table
+# (four statements): the per-batch writes of ingest are a few hundred rows.
+SMALL_UPSERT_ROWS = 2_000
 
 
 # How COPY spells SQL NULL; an empty field stays an empty string.
@@ -86,7 +89,9 @@ def bulk_upsert(
     with transaction.atomic():
         for start in range(0, total, batch_rows):
             batch = {name: columns[name][start : start + batch_rows] for name in names}
-            if use_copy:
+            if use_copy and total <= SMALL_UPSERT_ROWS and not _has_json(model, batch):
+                _values_upsert(model, batch, unique_fields, update_fields)
+            elif use_copy:
                 _copy_upsert(model, batch, unique_fields, update_fields)
             else:
                 python_batch = {name: _as_python_column(values, None) for name, values in batch.items()}
@@ -163,6 +168,37 @@ def _binary_copy_payload(model, columns: Mapping[str, Sequence | np.ndarray]) ->
     return header + records.tobytes() + struct.pack(">h", -1), float_columns
 
 
+def _has_json(model, batch) -> bool:
+    return any(isinstance(f, models.JSONField) for f in model._meta.concrete_fields if f.attname in batch)
+
+
+def _conflict_sql(unique_fields, update_fields) -> str:
+    quote = connection.ops.quote_name
+    target = ", ".join(quote(n) for n in unique_fields)
+    if not update_fields:
+        return f"ON CONFLICT ({target}) DO NOTHING"
+    return f"ON CONFLICT ({target}) DO UPDATE SET " + ", ".join(f"{quote(n)} = EXCLUDED.{quote(n)}" for n in update_fields)
+
+
+def _values_upsert(model, batch, unique_fields, update_fields) -> None:
+    """A few rows in one ``INSERT ... VALUES ... ON CONFLICT`` (PostgreSQL); NaN and None are NULL."""
+    from psycopg2.extras import execute_values
+
+    names = list(batch)
+    quote = connection.ops.quote_name
+    columns = []
+    for name in names:
+        column = _as_python_column(batch[name], None)
+        if not isinstance(batch[name], np.ndarray):  # lists may hold numpy scalars, which psycopg2 cannot adapt
+            column = [v.item() if isinstance(v, np.generic) else v for v in column]
+        columns.append(column)
+    rows = list(zip(*columns, strict=True))
+    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(n) for n in names)}) VALUES %s "
+           f"{_conflict_sql(unique_fields, update_fields)}")
+    with connection.cursor() as cursor:
+        execute_values(cursor.cursor, sql, rows, page_size=len(rows) or 1)
+
+
 def _copy_upsert(model, batch, unique_fields, update_fields) -> None:
     table = connection.ops.quote_name(model._meta.db_table)
     names = list(batch)
@@ -187,20 +223,12 @@ def _copy_upsert(model, batch, unique_fields, update_fields) -> None:
         buffer.seek(0)
         copy_options = f"FORMAT csv, NULL '{COPY_NULL}'"
         select_sql = column_sql
-    if update_fields:
-        assignments = ", ".join(
-            f"{connection.ops.quote_name(n)} = EXCLUDED.{connection.ops.quote_name(n)}" for n in update_fields
-        )
-        conflict = f"DO UPDATE SET {assignments}"
-    else:
-        conflict = "DO NOTHING"
-    conflict_target = ", ".join(connection.ops.quote_name(n) for n in unique_fields)
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMP TABLE _bulk_upsert AS SELECT {column_sql} FROM {table} WITH NO DATA")
         cursor.cursor.copy_expert(f"COPY _bulk_upsert ({column_sql}) FROM STDIN WITH ({copy_options})", buffer)
         cursor.execute(
             f"INSERT INTO {table} ({column_sql}) SELECT {select_sql} FROM _bulk_upsert "
-            f"ON CONFLICT ({conflict_target}) {conflict}"
+            f"{_conflict_sql(unique_fields, update_fields)}"
         )
         cursor.execute("DROP TABLE _bulk_upsert")
 
