@@ -3,6 +3,7 @@ STILTS where installed) against a live server. Cone search 1.03, TAP 1.1 sync an
 (UWS), TAP_SCHEMA and VOSI, MAXREC overflow, the time limit and the read-only role."""
 
 import io
+import re
 import shutil
 import subprocess
 import warnings
@@ -21,6 +22,7 @@ from vo.adql import Translation
 from vo.tables import RELEASE_COLUMN
 
 from .conftest import label_rows, make_spectra
+from .test_readme_examples import README, localised
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -282,21 +284,36 @@ def test_async_query_runs_on_a_celery_worker(tap, release, settings, tmp_path):
         _stop(worker)
 
 
-# --- STILTS --------------------------------------------------------------------------------
+# --- README examples, STILTS ---------------------------------------------------------------
+
+
+def _readme_section_blocks(section: str, language: str) -> list[str]:
+    text = README.read_text()
+    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", body, flags=re.DOTALL)
+
+
+def test_readme_pyvo_example(live_server, release):
+    (block,) = [block for block in _readme_section_blocks("Opening a release", "python") if "pyvo" in block]
+    namespace: dict = {}
+    exec(compile(localised(block, live_server, release), "README.md", "exec"), namespace)
+    table = namespace["table"]
+    assert table["designation"].tolist() == [f"LAMOST J{i:06d}.00+000000.0" for i in (0, 1)]  # flag = 1, in the cone
+    assert int(table["gaia_source_id"][0]) == BIG_GAIA_ID and table["gaia_source_id"].mask[1]
+    assert len(namespace["cone"]) == 2
 
 
 @pytest.mark.skipif(shutil.which("stilts") is None, reason="STILTS is not installed (Debian package `stilts`)")
-def test_stilts_tapquery_and_cone(live_server, release, tmp_path):
-    out = tmp_path / "cone.csv"
-    subprocess.run(["stilts", "tapquery", f"tapurl={live_server.url}/tap", "sync=true",
-                    f"adql=SELECT designation, gaia_source_id, teff FROM spcanet.entries WHERE {CONE} ORDER BY ra",
-                    f"out={out}", "ofmt=csv"], check=True, capture_output=True, timeout=120)
-    lines = out.read_text().splitlines()
-    assert lines[0] == "designation,gaia_source_id,teff" and lines[1].split(",")[1:] == [str(BIG_GAIA_ID), "4774.0"]
-    cone = tmp_path / "scs.csv"
-    subprocess.run(["stilts", "cone", f"serviceurl={live_server.url}/vo/scs/r1/?", "lon=10", "lat=10",
-                    "radius=1.5", f"out={cone}", "ofmt=csv"], check=True, capture_output=True, timeout=120)
-    assert len(cone.read_text().splitlines()) == 3
+def test_readme_stilts_tapquery_and_cone(live_server, release):
+    (block,) = _readme_section_blocks("VO services", "bash")
+    command = localised(block, live_server, release).replace("\\\n", " ")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    # tapquery: a header and the release's 3 rows; cone: a header and the 2 rows within 1.5 deg.
+    assert lines[0] == "designation,gaia_source_id,teff" and len(lines) == 7
+    assert f"LAMOST J000000.00+000000.0,{BIG_GAIA_ID},4774.0" in lines[1:4]
+    assert lines[4].startswith("designation,gaia_source_id,medres_specid")
 
 
 @pytest.mark.parametrize("params", [
