@@ -19,6 +19,7 @@ from spectra.models import Spectrum
 from spectra.processing.pipeline import PREPROCESSING_VERSION
 
 from .models import LabelSet, ModelVersion
+from .network.uncertainty import masked_fraction
 from .services import labelsets_upsert
 
 _loaded: dict[str, object] = {}
@@ -64,7 +65,7 @@ def _chunks(queryset, chunk_size: int) -> Iterator[list[tuple]]:
     last = 0
     while True:
         rows = list(queryset.filter(pk__gt=last).order_by("pk").values_list(
-            "pk", "array_shard", "array_row", "snr_blue", "snr_red", "flags")[:chunk_size])
+            "pk", "array_shard", "array_row", "snr_blue", "snr_red", "flags", "kind")[:chunk_size])
         if not rows:
             return
         last = rows[-1][0]
@@ -100,13 +101,17 @@ def labelsets_predict(
     input_bit = np.int64(LABEL_FLAGS["INPUT_FLAGGED"].mask)
     done = 0
     for rows in _chunks(queryset, chunk_size):
-        ids, shards, array_rows, snr_blue, snr_red, spectrum_flags = zip(*rows, strict=True)
-        flux = store.read_many(list(shards), np.asarray(array_rows), flux_only=True)
+        ids, shards, array_rows, snr_blue, snr_red, spectrum_flags, kinds = zip(*rows, strict=True)
+        arrays = store.read_many(list(shards), np.asarray(array_rows))
+        masked = masked_fraction(arrays[:, 1])  # the noise model's context: masked pixels and kind
+        coadd = np.asarray(kinds, dtype=object) == Spectrum.Kind.COADD
+        flux = np.ascontiguousarray(arrays[:, 0])
+        del arrays
         snr = np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64))
         input_flagged = (np.asarray(spectrum_flags, dtype=np.int64) & reject) != 0
         for version, network in networks:
             started = time.perf_counter()
-            values, sigma, outside = network.predict_with_uncertainty(flux, snr)
+            values, sigma, outside = network.predict_with_uncertainty(flux, snr, masked, coadd)
             seconds = (time.perf_counter() - started) / len(rows)
             # LARGE_UNCERTAINTY: worse than three times the model's floor, i.e. the S/N
             # term dominates (faint spectra).

@@ -27,7 +27,7 @@ from .models import ModelVersion, ReferenceCatalog, ReferenceLabel
 from .network.config import NetworkConfig, TrainingConfig
 from .network.evaluation import accuracy_precision
 from .network.splits import TRAIN, split_two_models
-from .network.uncertainty import calibration_summary
+from .network.uncertainty import calibration_cells, calibration_summary, masked_fraction
 from .reference import reference_catalog_match
 
 
@@ -55,6 +55,7 @@ class TrainingSet:
     rows: np.ndarray  # (n,) int64
     snr: np.ndarray  # (n,) float64, the weaker arm's S/N
     labels: np.ndarray  # (n, 15) float64, NaN where the reference has none
+    coadd: np.ndarray  # (n,) bool, nightly coadd (else single exposure)
 
     def __len__(self) -> int:
         return int(self.spectrum_ids.shape[0])
@@ -90,11 +91,11 @@ def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = 10.0) -> 
         .annotate(rejected=F("flags").bitand(SPECTRUM_FLAGS.reject_mask()))
         .filter(rejected=0)
         .order_by("id")
-        .values_list("id", "star_id", "medres_specid", "array_shard", "array_row", "snr_blue", "snr_red")
+        .values_list("id", "star_id", "medres_specid", "array_shard", "array_row", "snr_blue", "snr_red", "kind")
     )
     if not spectra:
         raise TrainingSetError(f"no usable spectra of stars with good labels in reference catalog {catalog.name}")
-    ids, stars, names, shards, rows, snr_blue, snr_red = zip(*spectra, strict=True)
+    ids, stars, names, shards, rows, snr_blue, snr_red, kinds = zip(*spectra, strict=True)
     star_ids = np.asarray(stars, dtype=np.int64)
     return TrainingSet(
         spectrum_ids=np.asarray(ids, dtype=np.int64),
@@ -104,6 +105,7 @@ def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = 10.0) -> 
         rows=np.asarray(rows, dtype=np.int64),
         snr=np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64)),
         labels=np.array([labels_by_star[s] for s in stars], dtype=np.float64),
+        coadd=np.asarray(kinds, dtype=object) == Spectrum.Kind.COADD,
     )
 
 
@@ -146,7 +148,10 @@ def models_train(
         raise TrainingSetError(f"{len(data)} usable spectra are too few to split 6:2:1")
     log(f"training set: {len(data)} spectra of {np.unique(data.star_ids).size} stars; "
         f"test {int(split.test.sum())} spectra (split by {training.split_by})")
-    flux = ArrayStore(settings.SPECTRA_ARRAY_ROOT).read_many(data.shards, data.rows, flux_only=True)
+    arrays = ArrayStore(settings.SPECTRA_ARRAY_ROOT).read_many(data.shards, data.rows)
+    masked = masked_fraction(arrays[:, 1])  # the noise model's context, with data.coadd
+    flux = np.ascontiguousarray(arrays[:, 0])
+    del arrays
     versions = {}
     for offset, (role, codes) in enumerate(((ModelVersion.Role.FORMAL, split.formal),
                                              (ModelVersion.Role.ALTERNATE, split.alternate))):
@@ -156,10 +161,13 @@ def models_train(
         log(f"{role.value}: training on {int(train.sum())} spectra, early stopping on {int(cv.sum())}")
         estimator.fit(flux[train], data.labels[train], cv_flux=flux[cv], cv_labels=data.labels[cv],
                       on_epoch=None if on_epoch is None else (lambda epoch, logs, r=role.value: on_epoch(r, epoch, logs)))
-        estimator.calibrate(flux[cv], data.labels[cv], data.snr[cv])
-        predicted, sigma, _ = estimator.predict_with_uncertainty(flux[test], data.snr[test])
+        estimator.calibrate(flux[cv], data.labels[cv], data.snr[cv], masked[cv], data.coadd[cv])
+        predicted, sigma, _ = estimator.predict_with_uncertainty(flux[test], data.snr[test], masked[test],
+                                                                 data.coadd[test])
         metrics = accuracy_precision(predicted, data.labels[test], data.snr[test], LABEL_FIELDS)
         metrics["calibration"] = calibration_summary(predicted, data.labels[test], sigma, LABEL_FIELDS)
+        metrics["calibration_cells"] = calibration_cells(predicted, data.labels[test], sigma, data.snr[test],
+                                                         masked[test], data.coadd[test], LABEL_FIELDS)
         metrics["uncertainty"] = estimator.noise_model.as_dict()
         metrics["training"] = {key: value for key, value in estimator.history.items() if key not in ("loss", "val_loss")}
         metrics["training"]["n_test"] = int(test.sum())

@@ -18,7 +18,7 @@ from .artifact import Artifact
 from .config import NetworkConfig, TrainingConfig
 from .linear import fit_ridge
 from .scaling import LabelScaler
-from .uncertainty import SnrNoiseModel
+from .uncertainty import ContextNoiseModel, SnrNoiseModel, noise_model_from_dict, noise_sigma
 
 
 def network_inputs(flux: np.ndarray, clip: float) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ class SPCANet:
         self.training = training or TrainingConfig()
         self.label_names = list(label_names)
         self.scaler: LabelScaler | None = None
-        self.noise_model: SnrNoiseModel | None = None
+        self.noise_model: ContextNoiseModel | SnrNoiseModel | None = None
         self.label_ranges: np.ndarray | None = None  # (2, n_labels) training min / max
         self.history: dict = {}
         self._model: keras.Model | None = None
@@ -145,10 +145,18 @@ class SPCANet:
         }
         return self
 
-    def calibrate(self, cv_flux: np.ndarray, cv_labels: np.ndarray, cv_snr: np.ndarray) -> "SPCANet":
-        """Fit the uncertainty model on the cross-validation spectra (see ``uncertainty``)."""
+    def calibrate(self, cv_flux: np.ndarray, cv_labels: np.ndarray, cv_snr: np.ndarray,
+                  cv_masked: np.ndarray | None = None, cv_coadd: np.ndarray | None = None) -> "SPCANet":
+        """Fit the uncertainty model on the cross-validation spectra (see ``uncertainty``).
+
+        With ``cv_masked`` ((n,) masked fraction) and ``cv_coadd`` ((n,) bool), the context
+        model (S/N, masked fraction, kind); without them, the S/N-only model.
+        """
         residuals = self.predict(cv_flux) - np.asarray(cv_labels, dtype=np.float64)
-        self.noise_model = SnrNoiseModel.fit(residuals, cv_snr)
+        if cv_masked is None or cv_coadd is None:
+            self.noise_model = SnrNoiseModel.fit(residuals, cv_snr)
+        else:
+            self.noise_model = ContextNoiseModel.fit(residuals, cv_snr, cv_masked, cv_coadd)
         return self
 
     # -- prediction -----------------------------------------------------------------
@@ -165,12 +173,17 @@ class SPCANet:
         standardised = model.predict(network_inputs(flux, self.network.input_clip), batch_size=batch_size, verbose=0)
         return self.scaler.inverse(standardised)
 
-    def predict_with_uncertainty(self, flux: np.ndarray, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Labels, their 1-sigma uncertainties, and a (n,) bool: any label outside the training range."""
+    def predict_with_uncertainty(self, flux: np.ndarray, snr: np.ndarray, masked: np.ndarray | None = None,
+                                 coadd: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Labels, their 1-sigma uncertainties, and a (n,) bool: any label outside the training range.
+
+        ``masked`` ((n,) masked fraction of the input) and ``coadd`` ((n,) bool) feed the
+        context noise model; an S/N-only model (older artifacts) ignores them.
+        """
         if self.noise_model is None:
             raise RuntimeError("the network has no calibrated uncertainty model")
         values = self.predict(flux)
-        sigma = self.noise_model.sigma(snr)
+        sigma = noise_sigma(self.noise_model, snr, masked, coadd)
         outside = np.any((values < self.label_ranges[0]) | (values > self.label_ranges[1]), axis=1)
         return values, sigma, outside
 
@@ -203,7 +216,7 @@ class SPCANet:
         estimator.scaler = LabelScaler.from_dict(manifest["label_scaler"])
         estimator.label_ranges = np.asarray(manifest["label_ranges"], dtype=np.float64)
         if manifest.get("uncertainty"):
-            estimator.noise_model = SnrNoiseModel.from_dict(manifest["uncertainty"])
+            estimator.noise_model = noise_model_from_dict(manifest["uncertainty"])
         estimator.history = manifest.get("history", {})
         model = build_spcanet(estimator.network)
         expected = [tuple(w.shape) for w in model.get_weights()]

@@ -1,0 +1,110 @@
+"""The context noise model: sigma from S/N, kind and masked fraction (issue 14, item 5)."""
+
+import numpy as np
+import pytest
+
+from inference.network.uncertainty import (
+    ContextNoiseModel,
+    SnrNoiseModel,
+    calibration_cells,
+    masked_fraction,
+    noise_model_from_dict,
+    noise_sigma,
+)
+
+
+def _synthetic(n: int, seed: int):
+    """Residuals whose spread depends on S/N, kind and masked fraction: exposures 0.75x
+    the S/N law, coadds 1.3x, both times exp(2 x masked fraction); coadds carry 5-35%
+    masked pixels, exposures 0-6%."""
+    rng = np.random.default_rng(seed)
+    snr = np.exp(rng.uniform(np.log(10.0), np.log(300.0), n))
+    coadd = rng.random(n) < 0.4
+    masked = np.where(coadd, rng.uniform(0.05, 0.35, n), rng.uniform(0.0, 0.06, n))
+    base = np.sqrt(np.array([30.0, 0.05]) ** 2 + (np.array([2000.0, 3.0]) / snr[:, None]) ** 2)
+    true_sigma = base * (np.where(coadd, 1.3, 0.75) * np.exp(2.0 * masked))[:, None]
+    residuals = rng.normal(size=(n, 2)) * true_sigma
+    return residuals, snr, masked, coadd, true_sigma
+
+
+def _cell_spreads(model, residuals, snr, masked, coadd):
+    sigma = noise_sigma(model, snr, masked, coadd)
+    cells = calibration_cells(residuals, np.zeros_like(residuals), sigma, snr, masked, coadd,
+                              ["teff", "logg"], min_count=150)
+    return cells, [cell["labels"][name]["z_std"] for cell in cells for name in ("teff", "logg")]
+
+
+def test_context_model_is_calibrated_in_every_cell_where_snr_only_is_not():
+    residuals, snr, masked, coadd, _ = _synthetic(20000, seed=1)
+    test = _synthetic(20000, seed=2)
+    context = ContextNoiseModel.fit(residuals, snr, masked, coadd)
+    snr_only = SnrNoiseModel.fit(residuals, snr)
+    cells, spreads = _cell_spreads(context, *test[:4])
+    assert len(cells) >= 12  # S/N bins x kinds x masked bins with enough spectra
+    assert all(0.9 <= s <= 1.1 for s in spreads), spreads
+    within = [cell["labels"][name]["within_1sigma"] for cell in cells for name in ("teff", "logg")]
+    assert all(0.60 <= w <= 0.76 for w in within), within
+    _, naive = _cell_spreads(snr_only, *test[:4])
+    assert min(naive) < 0.9 and max(naive) > 1.1, naive
+    # The fitted factors: coadds / exposures ~1.3 / 0.75, and exp(2) per unit masked fraction.
+    assert context.coefficients[:, 2] == pytest.approx(np.log(1.3 / 0.75), abs=0.12)
+    assert context.coefficients[:, 1] == pytest.approx(2.0, abs=0.6)
+
+
+def test_context_model_does_not_invent_a_kind_effect_it_cannot_see():
+    rng = np.random.default_rng(3)
+    snr = np.exp(rng.uniform(np.log(10.0), np.log(300.0), 3000))
+    residuals = rng.normal(size=(3000, 1)) * np.sqrt(20.0**2 + (1500.0 / snr[:, None]) ** 2)
+    model = ContextNoiseModel.fit(residuals, snr, np.zeros(3000), np.zeros(3000, dtype=bool))
+    assert model.coefficients[0, 1:] == pytest.approx([0.0, 0.0], abs=1e-6)  # no coadds, no masking: no factor
+    assert model.sigma(snr) == pytest.approx(SnrNoiseModel.fit(residuals, snr).sigma(snr), rel=0.05)
+
+
+def test_noise_models_round_trip_and_old_manifests_keep_the_snr_model():
+    residuals, snr, masked, coadd, _ = _synthetic(3000, seed=4)
+    context = ContextNoiseModel.fit(residuals, snr, masked, coadd)
+    again = noise_model_from_dict(context.as_dict())
+    assert isinstance(again, ContextNoiseModel)
+    np.testing.assert_allclose(again.sigma(snr, masked, coadd), context.sigma(snr, masked, coadd))
+    old = {"method": "snr-noise-model", "floor": [30.0, 0.05], "slope": [2000.0, 3.0]}
+    loaded = noise_model_from_dict(old)
+    assert isinstance(loaded, SnrNoiseModel)
+    # An S/N-only model ignores the context: the same sigma for a masked coadd.
+    np.testing.assert_allclose(noise_sigma(loaded, np.array([50.0]), np.array([0.3]), np.array([True])),
+                               [[np.hypot(30.0, 40.0), np.hypot(0.05, 0.06)]])
+    with pytest.raises(ValueError, match="unknown noise model"):
+        noise_model_from_dict({"method": "dropout"})
+
+
+def test_masked_fraction_counts_zero_and_nonfinite_ivar():
+    ivar = np.ones((2, 2, 10), dtype=np.float32)
+    ivar[0, 0, :5] = 0.0
+    ivar[1, 1, 0] = np.nan
+    np.testing.assert_allclose(masked_fraction(ivar), [0.25, 0.05])
+    with pytest.raises(ValueError, match="arms, pixels"):
+        masked_fraction(np.ones(10))
+
+
+def test_artifacts_keep_their_noise_model_old_ones_the_snr_model():
+    """An artifact calibrated before the context model (``snr-noise-model``) loads with the
+    S/N-only uncertainties; a new one carries the context model through the artifact."""
+    from inference.network.config import NetworkConfig, TrainingConfig
+    from inference.network.estimator import SPCANet
+
+    rng = np.random.default_rng(0)
+    flux = (1 + rng.normal(0, 0.02, size=(96, 2, 4000))).astype(np.float32)
+    labels = np.column_stack([rng.normal(5000, 400, 96), rng.normal(3, 1, 96), rng.normal(-0.2, 0.2, 96)])
+    net = SPCANet(NetworkConfig(n_labels=3, filters=(2, 2), dense_units=(8, 8)),
+                  TrainingConfig(max_epochs=1, patience=1, seed=0), ["teff", "logg", "fe_h"])
+    net.fit(flux[:32], labels[:32], cv_flux=flux[32:48], cv_labels=labels[32:48])
+    snr = np.linspace(10.0, 100.0, 64)
+    masked = np.where(np.arange(64) % 2 == 0, 0.25, 0.0)
+    coadd = np.arange(64) % 2 == 0
+    old = SPCANet.from_artifact(net.calibrate(flux[32:], labels[32:], snr).to_artifact())
+    assert isinstance(old.noise_model, SnrNoiseModel)
+    _, sigma, _ = old.predict_with_uncertainty(flux[:4], snr[:4], masked[:4], coadd[:4])
+    np.testing.assert_allclose(sigma, old.noise_model.sigma(snr[:4]))
+    new = SPCANet.from_artifact(net.calibrate(flux[32:], labels[32:], snr, masked, coadd).to_artifact())
+    assert isinstance(new.noise_model, ContextNoiseModel)
+    _, sigma, _ = new.predict_with_uncertainty(flux[:4], snr[:4], masked[:4], coadd[:4])
+    np.testing.assert_allclose(sigma, net.noise_model.sigma(snr[:4], masked[:4], coadd[:4]))
