@@ -27,7 +27,10 @@ arrays by (file, kind, lmjm) and prints, coadds and exposures apart:
    would give), on the preprocessed arrays, their ratio (goal <= 1.15), and on the
    preprocessed arrays with one defect repaired from the ideal ones (masked pixels
    filled, continuum, unmarked bad pixels, all three; and preprocessed with the true RVs),
-   which shows which stage costs what;
+   which shows which stage costs what; and with masked pixels filled from the preprocessed
+   arrays alone (``inference/network/inputs.py``, models fitted on the training spectra:
+   interpolation, the per-pixel mean, a 20-component PCA model, the same with pixels more
+   than 5 sigma off it filled too, which is what the network does with its inputs);
    the median Cramer-Rao bound beside them. ``--network`` adds SPCANet (slow on few cores).
 
     .venv/bin/python benchmarks/fidelity_bench.py                  # 400 stars, harsh options on
@@ -65,8 +68,12 @@ UNITS = {"teff": "K", "logg": "dex", "fe_h": "dex"}
 SNR_BINS = (10.0, 20.0, 40.0, 80.0, np.inf)
 RIDGE_LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 VARIANTS = ("ideal", "preprocessed", "true RV", "masked filled", "continuum repaired", "unmarked repaired", "all repaired")
+# Fills computed from the preprocessed arrays alone (``inference/network/inputs.py``), any
+# model fitted on the training spectra only: (components, outlier sigma) or "interpolate".
+FILLS = {"interp fill": "interpolate", "mean fill": (0, 0.0), "PCA fill": (20, 0.0), "PCA fill+rej": (20, 5.0)}
 SHORT = {"ideal": "ideal", "preprocessed": "preproc.", "true RV": "true RV", "masked filled": "mask fill", "continuum repaired": "continuum",
-         "unmarked repaired": "unmarked", "all repaired": "all three", "SPCANet ideal": "NN ideal", "SPCANet preprocessed": "NN preproc."}
+         "unmarked repaired": "unmarked", "all repaired": "all three", "interp fill": "interp", "mean fill": "mean fill",
+         "PCA fill": "PCA fill", "PCA fill+rej": "PCA+rej", "SPCANet ideal": "NN ideal", "SPCANet preprocessed": "NN preproc."}
 
 
 def make_survey(path: Path, stars: int, seed: int, harsh: bool) -> None:
@@ -179,6 +186,8 @@ def variant_arrays(data: dict, variant: str, rows: np.ndarray) -> np.ndarray:
         flux = data["flux"][rows]
     elif variant == "true RV":
         flux = data["flux_true_rv"][rows]
+    elif variant in FILLS:
+        flux = data["fills"][variant][rows]
     else:
         what = {"masked filled": ("masked",), "continuum repaired": ("continuum",), "unmarked repaired": ("unmarked",),
                 "all repaired": ("masked", "continuum", "unmarked")}[variant]
@@ -200,7 +209,8 @@ def information_figures(data: dict, good: np.ndarray, seed: int, network: bool) 
           f"penalty chosen on {cv.sum()}, tested on {test.sum()} spectra of other stars")
     sigma: dict[str, dict] = {}
     test_rows = np.flatnonzero(test)
-    for variant in VARIANTS:
+    data["fills"] = _fills(data, np.flatnonzero(train))
+    for variant in (*VARIANTS, *FILLS):
         start = time.perf_counter()
         fit = fit_ridge(variant_arrays(data, variant, np.flatnonzero(train)), data["labels"][train],
                         variant_arrays(data, variant, np.flatnonzero(cv)), data["labels"][cv], RIDGE_LAMBDAS)
@@ -217,8 +227,10 @@ def information_figures(data: dict, good: np.ndarray, seed: int, network: bool) 
         print(f"--- {label} ({UNITS[label]}): precision (std of prediction - truth) per blue S/N bin; CRB: median Cramer-Rao bound; "
               "ratio = preprocessed / ideal (goal <= 1.15)")
         print("    columns: ideal arrays; preprocessed; preprocessed with the true RVs; preprocessed with masked pixels filled "
-              "/ continuum repaired / unmarked bad pixels repaired / all three from the ideal arrays" + ("; SPCANet" if network else ""))
-        header = f"  {'kind':8s} {'S/N':8s} {'N':>5s} {'CRB':>6s} " + " ".join(f"{SHORT[c]:>11s}" for c in columns) + "  ratio"
+              "/ continuum repaired / unmarked bad pixels repaired / all three from the ideal arrays; "
+              "from the preprocessed arrays alone, masked pixels filled by interpolation / the training mean / "
+              "a 20-component PCA model / the same with pixels > 5 sigma off it filled too" + ("; SPCANet" if network else ""))
+        header = f"  {'kind':8s} {'S/N':8s} {'N':>5s} {'CRB':>6s} " + " ".join(f"{SHORT[c]:>11s}" for c in columns) + "  ratio  PCA+rej ratio"
         if network:
             header += "  NN ratio"
         print(header)
@@ -226,10 +238,27 @@ def information_figures(data: dict, good: np.ndarray, seed: int, network: bool) 
             n = sigma["ideal"][key][1]
             values = " ".join(f"{_fmt(sigma[c][key][0][k], label):>11s}" for c in columns)
             ratio = sigma["preprocessed"][key][0][k] / sigma["ideal"][key][0][k]
-            line = f"  {key[0]:8s} {key[1]:8s} {n:5d} {_fmt(crb[key][0][k], label):>6s} {values}  {ratio:5.2f}"
+            fill_ratio = sigma["PCA fill+rej"][key][0][k] / sigma["ideal"][key][0][k]
+            line = f"  {key[0]:8s} {key[1]:8s} {n:5d} {_fmt(crb[key][0][k], label):>6s} {values}  {ratio:5.2f}  {fill_ratio:13.2f}"
             if network:
                 line += f"  {sigma['SPCANet preprocessed'][key][0][k] / sigma['SPCANet ideal'][key][0][k]:8.2f}"
             print(line)
+
+
+def _fills(data: dict, train_rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Every spectrum's flux with its masked pixels filled, each way of ``FILLS``."""
+    from inference.network.inputs import fill_interpolate, fill_masked, fit_fill_basis
+
+    out = {}
+    for name, how in FILLS.items():
+        start = time.perf_counter()
+        if how == "interpolate":
+            out[name] = fill_interpolate(data["flux"], data["ivar"])
+        else:
+            basis = fit_fill_basis(data["flux"][train_rows], data["ivar"][train_rows], how[0], outlier_sigma=how[1])
+            out[name] = fill_masked(data["flux"], data["ivar"], basis)
+        print(f"  {name}: filled in {time.perf_counter() - start:.0f} s")
+    return out
 
 
 def _fmt(value: float, label: str) -> str:
@@ -261,7 +290,10 @@ def _network_predictions(data, variant, train, cv, test_rows, seed) -> np.ndarra
     from inference.network.estimator import SPCANet
 
     def arrays(rows):
-        return variant_arrays(data, variant, rows).reshape(rows.size, 2, -1)
+        flux = variant_arrays(data, variant, rows).reshape(rows.size, 2, -1)
+        if variant == "preprocessed":  # with the ivar, as the project's input path: the network fills masked pixels
+            return np.stack([flux, data["ivar"][rows]], axis=1)
+        return flux
 
     estimator = SPCANet(NetworkConfig(n_labels=len(LABELS)), TrainingConfig(seed=seed), label_names=list(LABELS))
     start = time.perf_counter()

@@ -105,8 +105,7 @@ def labelsets_predict(
         arrays = store.read_many(list(shards), np.asarray(array_rows))
         masked = masked_fraction(arrays[:, 1])  # the noise model's context: masked pixels and kind
         coadd = np.asarray(kinds, dtype=object) == Spectrum.Kind.COADD
-        flux = np.ascontiguousarray(arrays[:, 0])
-        del arrays
+        flux = arrays  # [flux, ivar]: the network fills masked pixels using the ivar
         snr = np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64))
         input_flagged = (np.asarray(spectrum_flags, dtype=np.int64) & reject) != 0
         for version, network in networks:

@@ -150,8 +150,7 @@ def models_train(
         f"test {int(split.test.sum())} spectra (split by {training.split_by})")
     arrays = ArrayStore(settings.SPECTRA_ARRAY_ROOT).read_many(data.shards, data.rows)
     masked = masked_fraction(arrays[:, 1])  # the noise model's context, with data.coadd
-    flux = np.ascontiguousarray(arrays[:, 0])
-    del arrays
+    flux = arrays  # [flux, ivar]: the network fills masked pixels using the ivar
     versions = {}
     for offset, (role, codes) in enumerate(((ModelVersion.Role.FORMAL, split.formal),
                                              (ModelVersion.Role.ALTERNATE, split.alternate))):

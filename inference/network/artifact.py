@@ -2,7 +2,9 @@
 
 An artifact is one zip file: ``manifest.json`` (configuration, label names and their
 standardisation, uncertainty model, training-set hash, preprocessing version, library
-versions, seed, weight shapes) and one ``.npy`` per weight array. Entries carry a fixed
+versions, seed, weight shapes) and one ``.npy`` per weight array, plus named arrays of
+the input path (``arrays/<name>.npy``: the masked-pixel fill basis, ``inputs.py``) where
+the model has them; artifacts without them read as before. Entries carry a fixed
 timestamp, so the same model gives the same bytes; the file is named by its sha256, and
 loading recomputes the hash and refuses a file that does not match, or one made for a
 different preprocessing of the spectra.
@@ -13,7 +15,7 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ class ArtifactError(Exception):
 class Artifact:
     manifest: dict
     weights: list[np.ndarray]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # named float32 arrays besides the weights
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -41,6 +44,8 @@ def _entry(name: str) -> zipfile.ZipInfo:
 def artifact_bytes(artifact: Artifact) -> bytes:
     manifest = dict(artifact.manifest, format=ARTIFACT_FORMAT,
                     weight_shapes=[list(w.shape) for w in artifact.weights])
+    if artifact.arrays:  # only then, so that a model without them keeps its bytes
+        manifest["array_names"] = sorted(artifact.arrays)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(_entry("manifest.json"), json.dumps(manifest, sort_keys=True, indent=1))
@@ -48,6 +53,10 @@ def artifact_bytes(artifact: Artifact) -> bytes:
             array = io.BytesIO()
             np.save(array, np.array(weight, dtype=np.float32, order="C"), allow_pickle=False)  # keeps 0-d shapes
             archive.writestr(_entry(f"weights/{i:04d}.npy"), array.getvalue())
+        for name in sorted(artifact.arrays):
+            array = io.BytesIO()
+            np.save(array, np.array(artifact.arrays[name], dtype=np.float32, order="C"), allow_pickle=False)
+            archive.writestr(_entry(f"arrays/{name}.npy"), array.getvalue())
     return buffer.getvalue()
 
 
@@ -91,6 +100,8 @@ def artifact_read(path: str | Path, *, expected_sha256: str, preprocessing_versi
                 np.load(io.BytesIO(archive.read(f"weights/{i:04d}.npy")), allow_pickle=False)
                 for i in range(len(manifest["weight_shapes"]))
             ]
+            arrays = {name: np.load(io.BytesIO(archive.read(f"arrays/{name}.npy")), allow_pickle=False)
+                      for name in manifest.get("array_names", [])}
     except (zipfile.BadZipFile, KeyError, ValueError) as error:
         raise ArtifactError(f"{path}: not a readable SPCANet artifact ({error})") from error
     if manifest.get("preprocessing_version") != preprocessing_version:
@@ -98,4 +109,4 @@ def artifact_read(path: str | Path, *, expected_sha256: str, preprocessing_versi
             f"{path}: trained on spectra of preprocessing version {manifest.get('preprocessing_version')!r}, "
             f"this installation produces {preprocessing_version!r}; retrain the model"
         )
-    return Artifact(manifest=manifest, weights=weights)
+    return Artifact(manifest=manifest, weights=weights, arrays=arrays)

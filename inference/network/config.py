@@ -59,6 +59,15 @@ class NetworkConfig:
     # Input transform: flux - 1, clipped, so that the continuum is 0 and a missed cosmic
     # ray cannot dominate a batch; masked pixels arrive as flux 1 (ivar 0), hence 0.
     input_clip: float = 1.0
+    # Masked pixels (ivar 0) filled from a low-rank model of the normalised spectra with
+    # this many principal components, learned from the training spectra and stored in the
+    # artifact (``inputs``), instead of flux 1; pixels more than ``fill_outlier_sigma``
+    # sigma (noise and model error together) off that model are filled too. Measured with
+    # benchmarks/fidelity_bench.py (docs/preprocessing.md): on the harsh mock the ridge's
+    # Teff went from 198 K to 75 K (coadds) with the fill and to 36 K with the rejection
+    # at 5 sigma. 0 = masked pixels stay flux 1 (artifacts from before the fill).
+    fill_components: int = 20
+    fill_outlier_sigma: float = 5.0
 
     @classmethod
     def from_mapping(cls, values: dict) -> "NetworkConfig":
@@ -74,6 +83,8 @@ class NetworkConfig:
             raise ValueError(f"pool_size must divide pixels_per_arm ({self.pixels_per_arm}), got {self.pool_size}")
         if any(value <= 0 for value in self.ridge_lambdas):
             raise ValueError(f"ridge_lambdas must be positive, got {self.ridge_lambdas}")
+        if self.fill_components < 0 or self.fill_outlier_sigma < 0:
+            raise ValueError("fill_components and fill_outlier_sigma must not be negative")
         if not 0 <= self.dropout < 1 or self.l2 < 0 or self.input_noise < 0:
             raise ValueError("dropout must be in [0, 1); l2 and input_noise must not be negative")
 

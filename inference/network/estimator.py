@@ -1,8 +1,11 @@
 """SPCANet as an estimator: ``fit`` on normalised spectra and labels, ``predict`` labels.
 
 Follows the scikit-learn conventions (the constructor stores parameters, ``fit`` returns
-self). Spectra are the normalised arrays of the preprocessing, (n, 2, 4000) float32
-[blue, red]; labels are (n, 15) in ``spectra.labels`` order, NaN where the reference has
+self). Spectra are the normalised arrays of the preprocessing, (n, 2, 2, 4000) float32
+[flux, ivar] x [blue, red] as the array shards hold them, or (n, 2, 4000) flux alone;
+masked pixels (ivar 0) and outliers are filled from a low-rank model of the training
+spectra (``inputs``, ``NetworkConfig.fill_components``), which needs the ivar. Labels
+are (n, 15) in ``spectra.labels`` order, NaN where the reference has
 no value (left out of the loss, not treated as zero).
 """
 
@@ -16,6 +19,7 @@ import numpy as np
 from .architecture import BLUE_INPUT, RED_INPUT, build_spcanet
 from .artifact import Artifact
 from .config import NetworkConfig, TrainingConfig
+from .inputs import FillBasis, fill_masked, fit_fill_basis
 from .linear import fit_ridge
 from .scaling import LabelScaler
 from .uncertainty import ContextNoiseModel, SnrNoiseModel, noise_model_from_dict, noise_sigma
@@ -54,7 +58,15 @@ def library_versions() -> dict[str, str]:
 # Artifacts written before these settings existed used per-pixel standardisation and no
 # pooling, L2, input noise or linear part; their manifests lack the keys.
 NETWORK_SETTINGS_OF_OLD_ARTIFACTS = {"standardise": "pixel", "pool_size": 1, "l2": 0.0, "input_noise": 0.0,
-                                     "ridge_lambdas": ()}
+                                     "ridge_lambdas": (), "fill_components": 0, "fill_outlier_sigma": 0.0}
+
+
+def _split_arrays(arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(flux, ivar) from (n, 2, 2, pixels) [flux, ivar] arrays; (flux, None) from (n, 2, pixels) flux."""
+    arrays = np.asarray(arrays)
+    if arrays.ndim == 4 and arrays.shape[1] == 2:
+        return arrays[:, 0], arrays[:, 1]
+    return arrays, None
 
 
 class SPCANet:
@@ -70,6 +82,7 @@ class SPCANet:
         self.scaler: LabelScaler | None = None
         self.noise_model: ContextNoiseModel | SnrNoiseModel | None = None
         self.label_ranges: np.ndarray | None = None  # (2, n_labels) training min / max
+        self.fill_basis: FillBasis | None = None
         self.history: dict = {}
         self._model: keras.Model | None = None
 
@@ -91,8 +104,17 @@ class SPCANet:
             raise ValueError(f"{len(self.label_names)} label names for {self.network.n_labels} outputs")
         keras.utils.set_random_seed(self.training.seed)
         self.label_ranges = np.vstack([np.nanmin(labels, axis=0), np.nanmax(labels, axis=0)])
-        inputs = network_inputs(flux, self.network.input_clip)
-        cv_inputs = network_inputs(cv_flux, self.network.input_clip)
+        fill = {}
+        train_flux, train_ivar = _split_arrays(flux)
+        if self.network.fill_components and train_ivar is not None:
+            started = time.perf_counter()
+            self.fill_basis = fit_fill_basis(train_flux, train_ivar, self.network.fill_components,
+                                             outlier_sigma=self.network.fill_outlier_sigma)
+            fill = {"components": self.network.fill_components, "seconds": time.perf_counter() - started}
+        else:
+            self.fill_basis = None  # flux alone: masked pixels stay flux 1, as before the fill
+        inputs = self._inputs(flux)
+        cv_inputs = self._inputs(cv_flux)
         linear = {}
         if self.network.ridge_lambdas:
             started = time.perf_counter()
@@ -142,6 +164,7 @@ class SPCANet:
             "n_train": int(flux.shape[0]),
             "n_cv": int(cv_flux.shape[0]),
             "linear": linear,
+            "fill": fill,
         }
         return self
 
@@ -165,12 +188,28 @@ class SPCANet:
             raise RuntimeError("the network is not trained or loaded")
         return self._model
 
+    def _inputs(self, arrays: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's inputs from (n, 2, 2, pixels) [flux, ivar] or (n, 2, pixels) flux.
+
+        Raises
+        ------
+        ValueError
+            If the model fills masked pixels (it has a fill basis) and no ivar is given.
+        """
+        flux, ivar = _split_arrays(arrays)
+        if self.fill_basis is not None:
+            if ivar is None:
+                raise ValueError("this model fills masked pixels from its spectrum basis and needs the ivar: "
+                                 "give (n, 2, 2, pixels) [flux, ivar] arrays, as the array shards hold them")
+            flux = fill_masked(flux, ivar, self.fill_basis)
+        return network_inputs(flux, self.network.input_clip)
+
     def predict(self, flux: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """(n, n_labels) float64 labels in physical units."""
+        """(n, n_labels) float64 labels in physical units, from (n, 2, 2, pixels) or (n, 2, pixels) arrays."""
         model = self._require_model()
         if flux.shape[0] == 0:
             return np.empty((0, self.network.n_labels))
-        standardised = model.predict(network_inputs(flux, self.network.input_clip), batch_size=batch_size, verbose=0)
+        standardised = model.predict(self._inputs(flux), batch_size=batch_size, verbose=0)
         return self.scaler.inverse(standardised)
 
     def predict_with_uncertainty(self, flux: np.ndarray, snr: np.ndarray, masked: np.ndarray | None = None,
@@ -203,7 +242,8 @@ class SPCANet:
             "library_versions": library_versions(),
             **provenance,
         }
-        return Artifact(manifest=manifest, weights=[np.asarray(w) for w in model.get_weights()])
+        return Artifact(manifest=manifest, weights=[np.asarray(w) for w in model.get_weights()],
+                        arrays=self.fill_basis.arrays() if self.fill_basis is not None else {})
 
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> "SPCANet":
@@ -229,5 +269,7 @@ class SPCANet:
                 layer.finalize_state()  # set_weights does not refresh the adapted mean and variance
         model.compile(optimizer=keras.optimizers.Adam(estimator.training.learning_rate), loss=masked_mse,
                       jit_compile=True)
+        if artifact.arrays.get("fill_mean") is not None:
+            estimator.fill_basis = FillBasis.from_arrays(artifact.arrays, estimator.network.fill_outlier_sigma)
         estimator._model = model
         return estimator
