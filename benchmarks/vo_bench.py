@@ -33,7 +33,8 @@ COLUMNS = "designation, gaia_source_id, ra, dec, teff, teff_err, logg, logg_err,
 def _tap(client, query: str) -> int:
     response = client.post("/tap/sync", {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query})
     assert response.status_code == 200, response.content[:300]
-    return response.content.count(b"<FIELD")
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return body.count(b"<FIELD")
 
 
 def measure(n_requests: int, seed: int, release: str) -> dict[str, list[float]]:

@@ -12,7 +12,7 @@ from .adql import AdqlError
 from .conf import tap_results_dir, vo_setting
 from .models import TapJob
 from .query import TapUnavailable, run_query
-from .votable import results_csv, results_votable
+from .votable import results_csv, results_votable_pieces
 
 Phase = TapJob.Phase
 
@@ -98,12 +98,15 @@ def job_run(job_id: str) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     extension = "csv" if job.response_format == "csv" else "vot"
     path = directory / f"{job_id}.{extension}"
-    body = (results_csv(result.fields, result.rows) if extension == "csv" else
-            results_votable(result.fields, result.rows, overflow=result.overflow, infos=[("QUERY", job.query)]))
+    pieces = ([results_csv(result.fields, result.columns)] if extension == "csv" else
+              results_votable_pieces(result.fields, result.columns, overflow=result.overflow,
+                                     infos=[("QUERY", job.query)]))
     partial = path.with_suffix(path.suffix + ".part")
-    partial.write_bytes(body)
+    with partial.open("wb") as handle:
+        for piece in pieces:
+            handle.write(piece)
     os.replace(partial, path)
-    if not _finish(job_id, phase=Phase.COMPLETED, result_path=str(path), result_rows=len(result.rows),
+    if not _finish(job_id, phase=Phase.COMPLETED, result_path=str(path), result_rows=result.n_rows,
                    overflow=result.overflow):
         path.unlink(missing_ok=True)  # aborted or deleted meanwhile
     return TapJob.objects.filter(pk=job_id).values_list("phase", flat=True).first() or "DELETED"

@@ -8,6 +8,7 @@ translation lets through, the database refuses writes and the tables the role ma
 read (auth, sessions, drafts); the rollback returns the connection to the site's role.
 """
 
+import time
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connection, transaction
@@ -16,7 +17,7 @@ from .adql import AdqlError, translate
 from .conf import vo_setting
 from .setup import TAP_SCHEMA, allowed_tables
 from .tables import SCHEMA, TABLES_BY_NAME, known_column
-from .votable import ResultField, field_for_database_column
+from .votable import Columns, ResultField, field_for_database_column
 
 
 class TapUnavailable(RuntimeError):
@@ -26,9 +27,16 @@ class TapUnavailable(RuntimeError):
 @dataclass
 class QueryResult:
     fields: list[ResultField]
-    rows: list[tuple]
+    columns: Columns
     overflow: bool  # more rows matched than MAXREC
     sql: str
+
+    @property
+    def n_rows(self) -> int:
+        return self.columns.n_rows
+
+
+_FETCH_ROWS = 5_000
 
 
 _TABLES_HINT = "the tables are " + ", ".join(sorted(allowed_tables()))
@@ -76,18 +84,36 @@ def run_query(adql: str, *, maxrec: int, timeout_s: float) -> QueryResult:
                 # The tokenizer of vo/adql.py reads strings as standard SQL does.
                 cursor.execute("SET LOCAL standard_conforming_strings = on")
                 cursor.execute(f"SET LOCAL search_path = {SCHEMA}, {TAP_SCHEMA}")
+            # A server-side cursor (DECLARE ... CURSOR FOR: one SELECT, nothing else), read in
+            # blocks that become numpy columns at once, so memory follows the answer's
+            # size in numbers, not in Python objects.
+            with connection.chunked_cursor() as stream:
                 try:
-                    cursor.execute(sql)
-                    rows = cursor.fetchall()
+                    started = time.monotonic()
+                    stream.execute(sql)
+                    blocks, fields = [], None
+                    while True:
+                        # statement_timeout bounds each FETCH; this bounds them all together.
+                        if time.monotonic() - started > timeout_s:
+                            raise AdqlError(f"query exceeded the time limit of {timeout_s:g} s")
+                        block = stream.fetchmany(_FETCH_ROWS)
+                        if fields is None:
+                            fields = _fields(stream.description, translation.tables)
+                        if not block:
+                            break
+                        blocks.append(Columns.from_rows(fields, block))
                 except DatabaseError as error:
                     raise AdqlError(_message(error, timeout_s)) from None
                 except ValueError as error:  # e.g. a NUL character, which PostgreSQL cannot take
                     raise AdqlError(f"query refused: {error}") from None
-                description = cursor.description
         finally:
             transaction.savepoint_rollback(savepoint)
-    tables = [TABLES_BY_NAME[name] for name in translation.tables if name in TABLES_BY_NAME] or []
-    fields = [field_for_database_column(column.name, column.type_code, known_column(column.name, tables) if tables
-                                        else None) for column in description]
-    overflow = len(rows) > maxrec
-    return QueryResult(fields, rows[:maxrec], overflow, translation.sql)
+    columns = Columns.concatenate(blocks, len(fields))
+    overflow = columns.n_rows > maxrec
+    return QueryResult(fields, columns.head(maxrec) if overflow else columns, overflow, translation.sql)
+
+
+def _fields(description, table_names) -> list[ResultField]:
+    tables = [TABLES_BY_NAME[name] for name in table_names if name in TABLES_BY_NAME]
+    return [field_for_database_column(column.name, column.type_code, known_column(column.name, tables) if tables
+                                      else None) for column in description]

@@ -6,7 +6,7 @@ from datetime import UTC, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
 from django.db import connection
-from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -18,7 +18,7 @@ from .conf import vo_setting
 from .jobs import expire_jobs, job_abort, job_create, job_delete, job_start
 from .models import TapJob
 from .query import TapUnavailable, run_query
-from .votable import CSV_CONTENT_TYPE, VOTABLE_CONTENT_TYPE, error_votable, results_csv, results_votable
+from .votable import CSV_CONTENT_TYPE, VOTABLE_CONTENT_TYPE, error_votable, results_csv, results_votable_pieces
 
 Phase = TapJob.Phase
 _FORMATS = {"votable": "votable", "application/x-votable+xml": "votable", "text/xml": "votable",
@@ -80,9 +80,10 @@ def sync(request):
     except AdqlError as error:
         return _error(str(error), 400)
     if spec["response_format"] == "csv":
-        return HttpResponse(results_csv(result.fields, result.rows), content_type=CSV_CONTENT_TYPE)
-    body = results_votable(result.fields, result.rows, overflow=result.overflow, infos=[("QUERY", spec["query"])])
-    return HttpResponse(body, content_type=VOTABLE_CONTENT_TYPE)
+        return HttpResponse(results_csv(result.fields, result.columns), content_type=CSV_CONTENT_TYPE)
+    pieces = results_votable_pieces(result.fields, result.columns, overflow=result.overflow,
+                                    infos=[("QUERY", spec["query"])])
+    return StreamingHttpResponse(pieces, content_type=VOTABLE_CONTENT_TYPE)
 
 
 def availability(request):
