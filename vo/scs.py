@@ -7,7 +7,9 @@ table's metadata with no rows. Errors are VOTables with an ``Error`` INFO (SCS 1
 section 3.3), HTTP 200 as the standard expects. The cone is the API's (spectra/sky.py).
 """
 
-from django.http import HttpResponse
+from itertools import islice
+
+from django.http import HttpResponse, StreamingHttpResponse
 
 from inference.columns import CATALOG_COLUMNS, STAR_COLUMNS
 from inference.selectors import release_entries, release_stars, release_visible_by_name
@@ -15,7 +17,9 @@ from spectra.sky import apply_cone
 
 from .conf import vo_setting
 from .setup import PRINCIPAL
-from .votable import VOTABLE_CONTENT_TYPE, ResultField, error_votable, results_votable
+from .votable import VOTABLE_CONTENT_TYPE, Columns, ResultField, error_votable, results_votable_pieces
+
+_BLOCK = 5_000
 
 # The columns SCS 1.03 requires by their UCD1 (section 3.2.2): one id, RA and Dec.
 _SCS_UCDS = {"ra": "POS_EQ_RA_MAIN", "dec": "POS_EQ_DEC_MAIN"}
@@ -84,15 +88,19 @@ def cone_search(request, release_name: str, kind: str = "entries") -> HttpRespon
     fields = [ResultField.from_column(column, ucd="ID_MAIN" if column.name == id_name else _SCS_UCDS.get(column.name))
               for column in chosen]
     limit = vo_setting("SCS_MAX_ROWS")
-    if sr == 0.0:
-        rows = []
-    else:
+    blocks = []
+    if sr > 0.0:
         queryset = apply_cone(rows_of(release=release), ra % 360.0, dec, sr).order_by("id")
-        rows = list(queryset.values_list(*(column.field for column in chosen))[: limit + 1])
-    overflow = len(rows) > limit
-    body = results_votable(
-        fields, rows[:limit], overflow=overflow, table_name=f"{release.name}_{kind}".replace("-", "_"),
+        rows = queryset.values_list(*(column.field for column in chosen))[: limit + 1].iterator(chunk_size=_BLOCK)
+        # Rows become numpy columns a block at a time (bounded memory for a wide cone).
+        while block := list(islice(rows, _BLOCK)):
+            blocks.append(Columns.from_rows(fields, block))
+    columns = Columns.concatenate(blocks, len(fields))
+    overflow = columns.n_rows > limit
+    pieces = results_votable_pieces(
+        fields, columns.head(limit) if overflow else columns, overflow=overflow,
+        table_name=f"{release.name}_{kind}".replace("-", "_"),
         description=f"SPCANet release {release.name}, {kind}: cone of {sr:g} deg around ({ra:g}, {dec:g})",
         infos=[("release", release.name)],
     )
-    return HttpResponse(body, content_type=VOTABLE_CONTENT_TYPE)
+    return StreamingHttpResponse(pieces, content_type=VOTABLE_CONTENT_TYPE)
