@@ -131,6 +131,16 @@ def test_tap_sync_cone_query_with_top(tap, release):
     assert len(tap.run_sync("SELECT TOP 1 ra FROM spcanet.entries ORDER BY ra DESC")) == 1
 
 
+def test_tap_distance_matches_astropy(tap, release):
+    from astropy.coordinates import SkyCoord
+
+    table = tap.run_sync("SELECT ra, dec, DISTANCE(POINT('ICRS', ra, dec), POINT('ICRS', 10.0, 10.0)) AS sep "
+                         "FROM spcanet.entries WHERE DISTANCE(ra, dec, 10.0, 10.0) < 2 ORDER BY sep").to_table()
+    assert table["ra"].tolist() == [10.0, 11.0]
+    expected = SkyCoord(11.0, 11.0, unit="deg").separation(SkyCoord(10.0, 10.0, unit="deg")).deg
+    assert table["sep"][0] == 0.0 and table["sep"][1] == pytest.approx(expected, rel=1e-12)
+
+
 def test_tap_sees_published_releases_only(tap, release):
     counts = tap.run_sync("SELECT release, COUNT(*) AS n FROM spcanet.entries GROUP BY release").to_table()
     assert counts["release"].tolist() == ["r1"] and counts["n"].tolist() == [3]

@@ -9,6 +9,7 @@ rewrites the additions:
   ``1 =``, and INTERSECTS of a point and a circle) becomes the API's cone: the smallest
   (dec, RA) box, which the ``(release, dec, ra)`` indexes answer, then the exact
   great-circle test (spectra.sky.cone_box);
+- ``DISTANCE(POINT(...), POINT(...))`` becomes the haversine distance in degrees;
 - the ADQL functions whose PostgreSQL names differ (LOG, LOG10, RAND, TRUNCATE).
 
 Only the ADQL functions (mathematical, aggregate, LOWER/UPPER/COALESCE) may be called;
@@ -220,6 +221,28 @@ def _region_test(tokens: list[Token], index: int) -> tuple[str, int]:
     return point_in_circle_sql(ra, dec, ra0, dec0, radius), end + 1
 
 
+def distance_sql(ra1: str, dec1: str, ra2: str, dec2: str) -> str:
+    """SQL of the angular distance in degrees between two positions (SQL expressions in
+    degrees), by the haversine formula, exact at small separations (where the arccos of
+    the dot product loses digits)."""
+    return (f"degrees(2 * asin(sqrt(LEAST(1.0, power(sin(radians(({dec2}) - ({dec1})) / 2), 2)"
+            f" + cos(radians({dec1})) * cos(radians({dec2})) * power(sin(radians(({ra2}) - ({ra1})) / 2), 2)))))")
+
+
+def _distance(tokens: list[Token], index: int) -> tuple[str, int]:
+    """DISTANCE(POINT(...), POINT(...)) or DISTANCE(ra1, dec1, ra2, dec2) (ADQL 2.1) at
+    ``tokens[index]``: its SQL and the index after the call."""
+    args, end = _arguments(tokens, index + 1)
+    if len(args) == 2 and all(arg and arg[0].upper == "POINT" for arg in args):
+        (ra1, dec1), _ = _geometry_call(args[0], "POINT")
+        (ra2, dec2), _ = _geometry_call(args[1], "POINT")
+    elif len(args) == 4 and all(args):
+        ra1, dec1, ra2, dec2 = (_render(_translate_tokens(arg)) for arg in args)
+    else:
+        raise AdqlError("DISTANCE takes two POINTs (or ra1, dec1, ra2, dec2)")
+    return distance_sql(ra1, dec1, ra2, dec2), end + 1
+
+
 def _translate_tokens(tokens: list[Token]) -> list[Token]:
     out: list[Token] = []
     limits: list[tuple[int, str]] = []  # (paren depth, n) of a pending TOP
@@ -256,6 +279,10 @@ def _translate_tokens(tokens: list[Token]) -> list[Token]:
                 raise AdqlError(f"{upper}(...) is 0 or 1")
             out.append(Token("ident", test if value == "1" else f"NOT {test}"))
             i = after
+            continue
+        if upper == "DISTANCE" and following is not None and following.text == "(":
+            sql, i = _distance(tokens, i)
+            out.append(Token("ident", sql))
             continue
         if following is not None and following.kind == "op" and following.text == "(" and (
                 token.kind in ("ident", "qident")):

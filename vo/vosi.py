@@ -34,7 +34,7 @@ def capabilities(base_url: str) -> str:
     )
     geometry = "".join(
         f'        <feature>\n          <form>{name}</form>\n        </feature>\n'
-        for name in ("POINT", "CIRCLE", "CONTAINS", "INTERSECTS")
+        for name in ("POINT", "CIRCLE", "CONTAINS", "INTERSECTS", "DISTANCE")
     )
     return (
         f"{_HEAD}<vosi:capabilities xmlns:vosi=\"http://www.ivoa.net/xml/VOSICapabilities/v1.0\"\n"
@@ -45,7 +45,7 @@ def capabilities(base_url: str) -> str:
         + interface("", ' role="std" version="1.1"')
         + '    <language>\n      <name>ADQL</name>\n'
         '      <version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>\n'
-        "      <description>ADQL 2.0 SELECT; geometry: a POINT in a CIRCLE (CONTAINS, INTERSECTS)</description>\n"
+        "      <description>ADQL 2.0 SELECT; geometry: a POINT in a CIRCLE (CONTAINS, INTERSECTS), DISTANCE</description>\n"
         '      <languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">\n'
         + geometry
         + "      </languageFeatures>\n    </language>\n"
