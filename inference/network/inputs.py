@@ -22,8 +22,6 @@ import numpy as np
 # Weighted least squares for the coefficients: a small penalty (relative to the mean
 # diagonal of the normal matrix) keeps a nearly fully masked spectrum's fit finite.
 _RIDGE = 1e-6
-# Batch size of the vectorised coefficient fit: (batch, k x k) float64 normal matrices.
-_BATCH = 2048
 # Spectra used for the principal components (an SVD of (this, 2 x pixels)).
 _SVD_SPECTRA = 4000
 
@@ -80,28 +78,46 @@ def _flat(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _coefficients(x: np.ndarray, weight: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """(n, k) weighted least-squares coefficients of (x - mean) on the components."""
+    """(n, k) weighted least-squares coefficients of (x - mean) on the components.
+
+    Each arm's pixels get one weight, the mean of ``weight`` over its pixels with weight
+    > 0 (pixels with weight 0 are left out): then each spectrum's normal matrix is the
+    full arms' C C^T, fixed, less the outer products of its few left-out pixels, a sparse
+    product, instead of a (pixels x k^2) product per spectrum that cost as much as the
+    network's prediction. Within an arm the weights of the normalised pixels vary by tens
+    of per cent; the per-pixel weights gave the same ridge precision (docs/preprocessing.md).
+    """
+    from scipy import sparse
+
     n, k = x.shape[0], components.shape[0]
-    out = np.zeros((n, k), dtype=np.float64)
     if k == 0:
-        return out
-    # Products of component pairs, so that every spectrum's normal matrix is one matmul.
+        return np.zeros((n, 0), dtype=np.float64)
+    half = x.shape[1] // 2
+    arm_weight = np.zeros((n, 2), dtype=np.float64)
+    for a, arm in enumerate((slice(0, half), slice(half, None))):
+        used = np.count_nonzero(weight[:, arm] > 0, axis=1)
+        arm_weight[:, a] = np.sum(weight[:, arm], axis=1, dtype=np.float64) / np.maximum(used, 1)
+    full = np.stack([components[:, :half] @ components[:, :half].T,
+                     components[:, half:] @ components[:, half:].T]).astype(np.float64)  # (2, k, k)
+    normal = np.einsum("na,akl->nkl", arm_weight, full)
+    rows, columns = np.nonzero(weight <= 0)
+    left_out = sparse.csr_matrix((arm_weight[rows, (columns >= half).astype(np.int64)].astype(np.float32),
+                                  (rows, columns)), shape=x.shape)
     pairs = (components[:, None, :] * components[None, :, :]).reshape(k * k, -1)
-    for start in range(0, n, _BATCH):
-        w = weight[start:start + _BATCH]
-        normal = (w @ pairs.T).astype(np.float64).reshape(-1, k, k)
-        rhs = ((w * (x[start:start + _BATCH] - mean)) @ components.T).astype(np.float64)
-        scale = np.maximum(np.trace(normal, axis1=1, axis2=2) / k, 1e-12)
-        normal += (_RIDGE * scale)[:, None, None] * np.eye(k)
-        out[start:start + _BATCH] = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
-    return out
+    normal -= np.asarray(left_out @ pairs.T, dtype=np.float64).reshape(n, k, k)
+    projected = np.where(weight > 0, x - mean, np.float32(0.0))
+    rhs = (arm_weight[:, :1] * (projected[:, :half] @ components[:, :half].T)
+           + arm_weight[:, 1:] * (projected[:, half:] @ components[:, half:].T))
+    scale = np.maximum(np.trace(normal, axis1=1, axis2=2) / k, 1e-12)
+    normal += (_RIDGE * scale)[:, None, None] * np.eye(k)
+    return np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
 
 
 def _weights(ivar_flat: np.ndarray, model_sigma: np.ndarray) -> np.ndarray:
     """1 / (1/ivar + model_sigma^2), 0 where ivar is 0."""
     with np.errstate(divide="ignore"):
-        variance = np.where(ivar_flat > 0, 1.0 / ivar_flat, np.inf) + model_sigma**2
-    return (1.0 / variance).astype(np.float32)
+        variance = np.float32(1.0) / ivar_flat + model_sigma * model_sigma  # inf where ivar is 0
+    return np.float32(1.0) / variance
 
 
 def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -130,13 +146,14 @@ def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations
     if x.shape[1] != basis.mean.size:
         raise ValueError(f"spectra have {x.shape[1]} pixels, the fill basis {basis.mean.size}")
     good = ivar_flat > 0
+    full_weight = _weights(ivar_flat, basis.model_sigma)
     for _ in range(max(1, iterations) if basis.outlier_sigma > 0 else 1):
-        weight = np.where(good, _weights(ivar_flat, basis.model_sigma), 0.0).astype(np.float32)
-        model = (basis.mean + _coefficients(x, weight, basis.mean, basis.components).astype(np.float32) @ basis.components)
+        weight = np.where(good, full_weight, np.float32(0.0))
+        model = basis.mean + _coefficients(x, weight, basis.mean, basis.components).astype(np.float32) @ basis.components
         if basis.outlier_sigma <= 0:
             break
-        off = np.abs(x - model) * np.sqrt(_weights(ivar_flat, basis.model_sigma)) > basis.outlier_sigma
-        good = (ivar_flat > 0) & ~off
+        residual = x - model
+        good = (ivar_flat > 0) & (residual * residual * full_weight <= np.float32(basis.outlier_sigma**2))
     return model.astype(np.float32).reshape(np.shape(flux)), good.reshape(np.shape(flux))
 
 

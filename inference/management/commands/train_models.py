@@ -39,6 +39,10 @@ class Command(BaseCommand):
         parser.add_argument("--ridge-lambdas", type=float, nargs="*", default=list(NetworkConfig.ridge_lambdas),
                             help="Penalties tried for the linear part, chosen per label on the CV spectra "
                                  "(none given: no linear part).")
+        parser.add_argument("--fill-components", type=int, default=NetworkConfig.fill_components,
+                            help="Components of the PCA model that fills masked pixels (0: masked pixels stay flux 1).")
+        parser.add_argument("--fill-outlier-sigma", type=float, default=NetworkConfig.fill_outlier_sigma,
+                            help="Pixels this many sigma off that model are filled too (0: none).")
 
     def handle(self, *args, reference, prefix, **options):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -51,7 +55,9 @@ class Command(BaseCommand):
                                     dense_units=tuple(options["dense_units"]), dropout=options["dropout"],
                                     l2=options["l2"], pool_size=options["pool_size"],
                                     standardise=options["standardise"], input_noise=options["input_noise"],
-                                    ridge_lambdas=tuple(options["ridge_lambdas"]))
+                                    ridge_lambdas=tuple(options["ridge_lambdas"]),
+                                    fill_components=options["fill_components"],
+                                    fill_outlier_sigma=options["fill_outlier_sigma"])
         except ValueError as error:
             raise CommandError(str(error)) from error
         training = TrainingConfig(split_by=options["split_by"], max_epochs=options["max_epochs"],
