@@ -119,7 +119,7 @@ def report(args, formal, alternate, var_dir: Path) -> None:
     results = {}
     for version in (formal, alternate):
         network = model_load(version)
-        results[version.name] = network.predict(flux[test])
+        results[version.name] = network.predict(arrays[test])  # [flux, ivar]: the model fills masked pixels
         epochs = version.metrics["training"]
         print(f"{version.name}: {epochs['epochs']} epochs (best {epochs['best_epoch']}), "
               f"training {epochs['seconds']:.0f} s on {epochs['n_train']} spectra")
@@ -181,7 +181,7 @@ def report(args, formal, alternate, var_dir: Path) -> None:
 
     # Throughput: both models, in memory (tiled test spectra), then end to end.
     n = args.throughput_spectra
-    tiled = np.resize(flux[test], (n, 2, 4000))
+    tiled = np.resize(arrays[test], (n, 2, 2, 4000))
     tiled_snr = np.resize(snr, n)
     networks = [model_load(formal), model_load(alternate)]
     for network in networks:
