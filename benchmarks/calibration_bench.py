@@ -70,6 +70,7 @@ def main() -> None:
     snr = data["snr"].min(axis=1)
     good = data["processed"] & (snr >= args.min_snr)
     flux, ivar = data["flux"][good], data["ivar"][good]
+    arrays = np.stack([flux, ivar], axis=1)  # [flux, ivar] as the shards hold them: the network fills masked pixels
     labels, snr, star = data["labels"][good], snr[good], data["star"][good]
     coadd = data["kind"][good] == "coadd"
     masked = masked_fraction(ivar)
@@ -81,10 +82,10 @@ def main() -> None:
           f"masked fraction median: coadds {np.median(masked[coadd]):.3f}, exposures {np.median(masked[~coadd]):.3f}")
     estimator = SPCANet(NetworkConfig(n_labels=len(LABELS)), training, label_names=list(LABELS))
     started = time.perf_counter()
-    estimator.fit(flux[train], labels[train], cv_flux=flux[cv], cv_labels=labels[cv])
+    estimator.fit(arrays[train], labels[train], cv_flux=arrays[cv], cv_labels=labels[cv])
     print(f"SPCANet trained in {time.perf_counter() - started:.0f} s ({estimator.history['epochs']} epochs)")
-    cv_residuals = estimator.predict(flux[cv]) - labels[cv]
-    predicted = estimator.predict(flux[test])
+    cv_residuals = estimator.predict(arrays[cv]) - labels[cv]
+    predicted = estimator.predict(arrays[test])
     models = {"S/N only (SnrNoiseModel)": SnrNoiseModel.fit(cv_residuals, snr[cv]),
               "context (ContextNoiseModel: S/N, masked fraction, kind)":
                   ContextNoiseModel.fit(cv_residuals, snr[cv], masked[cv], coadd[cv])}
