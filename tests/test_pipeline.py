@@ -342,7 +342,9 @@ def test_a_chunk_that_kills_its_worker_fails_after_the_delivery_limit_and_can_be
         processing_run_start(run=run)
         seconds = _wait_until_finished(run, 90, workers, restart)
         print(f"{pool}: the run with a worker-killing chunk finished in {seconds:.1f} s")
-        assert run.state == ProcessingRun.State.FAILED, (seconds, list(run.chunks.values("state", "attempts", "error")))
+        # The other chunks succeeded: the run finished partial, the failure counted.
+        assert run.state == ProcessingRun.State.PARTIAL, (seconds, list(run.chunks.values("state", "attempts", "error")))
+        assert run.reason == f"1 of {run.chunks.count()} chunks failed"
         chunk = run.chunks.get(state=ProcessingChunk.State.FAILED)
         assert chunk.payload == {"paths": [str(poisoned)]}
         assert chunk.attempts == chunk.lost_deliveries == limit
