@@ -23,7 +23,7 @@ if [ -f "$survey/manifest.json" ]; then
 elif .venv/bin/python -c "from pathlib import Path; import sys; sys.exit(0 if Path('../shared/data/isochrones/MIST_iso_7Gyr.csv').exists() or '${ISOCHRONE_PATH:-}' else 1)"; then
   echo ">> generating a mock MRS survey of 300 stars ($survey)"
   rm -rf "$survey"
-  .venv/bin/python manage.py make_mock_survey "$survey" --stars 300 --seed 0
+  .venv/bin/python manage.py make_mock_survey "$survey" --stars 300 --seed 0 --no-ideal  # the demo needs no ideal arrays
 else
   echo "!! no MIST isochrone table (../shared/data/isochrones or ISOCHRONE_PATH): skipping the mock survey"
 fi
