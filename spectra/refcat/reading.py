@@ -256,7 +256,9 @@ def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTabl
     rank = float_values(rank_raw, policy.rank_column).reshape(n, -1)[:, 0] if rank_raw is not None else None
     keep, groups = duplicates_resolve(ids.astype(str), secondary, rank)
     rule = "; ".join(part for part in (
-        f"rows with {policy.secondary_column} bits {policy.secondary_bits} set are dropped first"
+        f"rows with any of {policy.secondary_column} bits "
+        f"{', '.join(str(b) for b in range(64) if policy.secondary_bits >> b & 1)} set "
+        f"(mask {policy.secondary_bits}) are dropped first"
         if secondary is not None else "",
         f"then the highest {policy.rank_column} is kept" if rank is not None else "",
         "then the first row in the file") if part)
