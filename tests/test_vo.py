@@ -361,3 +361,22 @@ def test_answers_read_and_written_in_blocks_are_the_same(client, release, monkey
     table = votable.parse_single_table(io.BytesIO(whole)).to_table()
     assert table["ra"].tolist() == [10.0, 11.0] and int(table["gaia_source_id"][0]) == BIG_GAIA_ID
     assert b'<INFO name="QUERY_STATUS" value="OVERFLOW"/>' in whole.split(b"</TABLE>")[1]
+
+
+@pytest.mark.django_db
+def test_vo_queries_count_against_the_anonymous_rate_limit(client, release):
+    from django.core.cache import cache
+    from rest_framework.throttling import AnonRateThrottle
+
+    cache.clear()
+    saved = AnonRateThrottle.THROTTLE_RATES
+    AnonRateThrottle.THROTTLE_RATES = {**saved, "anon": "2/min"}
+    try:
+        codes = [client.get(f"/vo/scs/{release.name}/", {"RA": 10, "DEC": 10, "SR": 1}).status_code for _ in range(2)]
+        refused = client.get("/tap/sync", {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": "SELECT TOP 1 ra FROM spcanet.entries"})
+    finally:
+        AnonRateThrottle.THROTTLE_RATES = saved
+        cache.clear()
+    assert codes == [200, 200]
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert b"throttled" in refused.content and refused["Content-Type"].startswith("application/x-votable+xml")

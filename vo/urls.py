@@ -1,12 +1,14 @@
 from django.urls import path
 
 from . import scs, tap
+from .throttling import throttled
 
 urlpatterns = [
-    path("vo/scs/<slug:release_name>/", scs.cone_search, name="vo-scs"),
-    path("vo/scs/<slug:release_name>/stars/", scs.cone_search, {"kind": "stars"}, name="vo-scs-stars"),
-    path("tap/sync", tap.sync, name="tap-sync"),
-    path("tap/async", tap.job_list, name="tap-async"),
+    # Queries count against the anonymous rate limit, as API requests do.
+    path("vo/scs/<slug:release_name>/", throttled(scs.cone_search), name="vo-scs"),
+    path("vo/scs/<slug:release_name>/stars/", throttled(scs.cone_search), {"kind": "stars"}, name="vo-scs-stars"),
+    path("tap/sync", throttled(tap.sync), name="tap-sync"),
+    path("tap/async", throttled(tap.job_list), name="tap-async"),
     path("tap/async/<uuid:job_id>", tap.job_detail, name="tap-job"),
     path("tap/async/<uuid:job_id>/phase", tap.job_phase),
     path("tap/async/<uuid:job_id>/executionduration", tap.job_execution_duration),
