@@ -122,6 +122,24 @@ def build_catalog(rows: int, seed: int) -> tuple[int, float, float, float]:
     return spectra, label_rows / write_seconds, spectra / build_seconds, write_seconds
 
 
+def bench_release(database_url: str, rows: int, seed: int, *, reuse: bool):
+    """Migrate the benchmark database and return its 'bench' release, built unless ``reuse``
+    finds one. Used by the download and VO benchmarks."""
+    ensure_database(database_url)
+    setup_django(database_url)
+    from django.core.management import call_command
+
+    from inference.models import CatalogRelease
+
+    call_command("migrate", verbosity=0)
+    release = CatalogRelease.objects.filter(name="bench").first()
+    if not (reuse and release is not None):
+        print(f"building a catalog of about {rows:,} rows in {database_url}")
+        build_catalog(rows, seed)
+        release = CatalogRelease.objects.get(name="bench")
+    return release
+
+
 def api_latency(n_requests: int, seed: int) -> dict[str, list[float]]:
     import numpy as np
     from django.test import Client

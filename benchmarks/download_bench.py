@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.catalog_bench import build_catalog, ensure_database, setup_django  # noqa: E402
+from benchmarks.catalog_bench import bench_release  # noqa: E402
 
 FORMATS = ("csv", "csv-paper", "ecsv", "fits", "votable", "parquet")
 GOALS = {"csv": 150_000, "fits": 150_000, "parquet": 300_000}
@@ -61,18 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    ensure_database(args.database_url)
-    setup_django(args.database_url)
-    from django.core.management import call_command
-
-    from inference.models import CatalogRelease
-
-    call_command("migrate", verbosity=0)
-    release = CatalogRelease.objects.filter(name="bench").first()
-    if not (args.reuse and release is not None):
-        print(f"building a catalog of about {args.rows:,} rows")
-        build_catalog(args.rows, args.seed)
-        release = CatalogRelease.objects.get(name="bench")
+    release = bench_release(args.database_url, args.rows, args.seed, reuse=args.reuse)
     rows = release.entry_count
     print(f"database {args.database_url}, release bench: {rows:,} rows")
     for fmt in args.formats.split(","):

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.catalog_bench import build_catalog, ensure_database, percentile, setup_django  # noqa: E402
+from benchmarks.catalog_bench import bench_release, percentile  # noqa: E402
 
 COLUMNS = "designation, gaia_source_id, ra, dec, teff, teff_err, logg, logg_err, fe_h, fe_h_err, flag"
 
@@ -78,18 +78,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    ensure_database(args.database_url)
-    setup_django(args.database_url)
-    from django.core.management import call_command
-
-    from inference.models import CatalogRelease
-
-    call_command("migrate", verbosity=0)
-    release = CatalogRelease.objects.filter(name="bench").first()
-    if not (args.reuse and release is not None):
-        print(f"building a catalog of about {args.rows:,} rows in {args.database_url}")
-        build_catalog(args.rows, args.seed)
-        release = CatalogRelease.objects.get(name="bench")
+    release = bench_release(args.database_url, args.rows, args.seed, reuse=args.reuse)
     print(f"release bench: {release.entry_count:,} rows; {args.requests} requests per kind")
     for name, values in measure(args.requests, args.seed, "bench").items():
         ms = [v * 1000 for v in values]
