@@ -31,7 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import ProcessingChunk, ProcessingRun
-from .services import _enqueue, _lost_error, processing_run_advance
+from .services import chunks_enqueue, lost_delivery_error, processing_run_advance
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _requeue_silent_chunks(run_ids: list[int], now, summary: ReconcileSummary) -
             chunk.lost_deliveries += 1
             if chunk.lost_deliveries >= settings.PROCESSING_CHUNK_MAX_DELIVERIES:
                 chunk.state = ProcessingChunk.State.FAILED
-                chunk.error = _lost_error(chunk)
+                chunk.error = lost_delivery_error(chunk)
                 chunk.finished_at = now
                 summary.failed_lost_workers.append(chunk.pk)
             else:
@@ -107,7 +107,7 @@ def _requeue_silent_chunks(run_ids: list[int], now, summary: ReconcileSummary) -
                 chunk.error = (f"worker {chunk.worker or '?'} silent for more than "
                                f"{settings.PIPELINE_WORKER_LOST_SECONDS:g} s: sent again")
                 summary.requeued_lost_workers.append(chunk.pk)
-                transaction.on_commit(lambda chunk=chunk: _enqueue([chunk]))
+                transaction.on_commit(lambda chunk=chunk: chunks_enqueue([chunk]))
             chunk.message = ""  # a late return of the old message is a duplicate, not a death
             chunk.save(update_fields=["state", "lost_deliveries", "error", "finished_at", "message"])
 
@@ -130,7 +130,7 @@ def _resend_lost_messages(run_ids: list[int], now, summary: ReconcileSummary) ->
         chunks = list(ProcessingChunk.objects.select_for_update().filter(
             pk__in=lost, state=ProcessingChunk.State.QUEUED, queued_at__lt=cutoff))
         if chunks:
-            transaction.on_commit(lambda: _enqueue(chunks))
+            transaction.on_commit(lambda: chunks_enqueue(chunks))
     summary.resent_lost_messages += [c.pk for c in chunks]
 
 

@@ -168,10 +168,11 @@ def processing_run_advance(*, run_id: int) -> None:
             run.finished_at = now
         run.save()
         if created:
-            transaction.on_commit(lambda: _enqueue(created))
+            transaction.on_commit(lambda: chunks_enqueue(created))
 
 
-def _enqueue(chunks: list[ProcessingChunk]) -> None:
+def chunks_enqueue(chunks: list[ProcessingChunk]) -> None:
+    """Send the chunks' task messages, recording when (the reconciler resends lost ones)."""
     from .tasks import chunk_task_for
 
     ProcessingChunk.objects.filter(pk__in=[c.pk for c in chunks]).update(queued_at=timezone.now())
@@ -233,7 +234,7 @@ def processing_run_retry_failed(*, run: ProcessingRun) -> int:
         locked.stage_started_at = timezone.now()
         locked.save()
         retried = [c for c in failed if c.stage == locked.current_stage]
-        transaction.on_commit(lambda: _enqueue(retried))
+        transaction.on_commit(lambda: chunks_enqueue(retried))
         # Failed chunks of later stages are replanned when their stage comes round again.
         ProcessingChunk.objects.filter(pk__in=[c.pk for c in failed if c.stage != locked.current_stage]).update(
             state=ProcessingChunk.State.SKIPPED, error="superseded by a retry")
@@ -361,7 +362,7 @@ def processing_chunk_claim(*, chunk_id: int, message: str = "", worker: str = ""
                 chunk.lost_deliveries += 1
             if chunk.lost_deliveries >= settings.PROCESSING_CHUNK_MAX_DELIVERIES:
                 chunk.state = ProcessingChunk.State.FAILED
-                chunk.error = _lost_error(chunk)
+                chunk.error = lost_delivery_error(chunk)
                 chunk.finished_at = now
                 chunk.save(update_fields=["state", "lost_deliveries", "error", "finished_at"])
                 lost = chunk
@@ -384,7 +385,8 @@ def _alive(chunk: ProcessingChunk, now) -> bool:
     return chunk.heartbeat_at is not None and (now - chunk.heartbeat_at).total_seconds() < settings.PIPELINE_WORKER_LOST_SECONDS
 
 
-def _lost_error(chunk: ProcessingChunk) -> str:
+def lost_delivery_error(chunk: ProcessingChunk) -> str:
+    """The error of a chunk failed after PROCESSING_CHUNK_MAX_DELIVERIES lost deliveries."""
     return (f"worker lost: delivered {chunk.lost_deliveries} times, the worker process died each time "
             f"(last on {chunk.worker or 'an unknown worker'}); not delivered again "
             f"(PROCESSING_CHUNK_MAX_DELIVERIES={settings.PROCESSING_CHUNK_MAX_DELIVERIES})")
