@@ -97,6 +97,7 @@ def main() -> None:
 def report(args, formal, alternate, var_dir: Path) -> None:
     from django.conf import settings
 
+    from core.labels import LABEL_FIELDS, LABELS
     from inference.models import LabelSet, ReferenceCatalog
     from inference.network.config import TrainingConfig
     from inference.network.evaluation import accuracy_precision
@@ -104,7 +105,6 @@ def report(args, formal, alternate, var_dir: Path) -> None:
     from inference.prediction import labelsets_predict, model_load
     from inference.training import training_set_select
     from spectra.array_store import ArrayStore
-    from spectra.labels import LABEL_FIELDS, LABELS
 
     training = TrainingConfig.from_mapping(formal.config["training"])
     data = training_set_select(catalog=ReferenceCatalog.objects.get(name=args.reference))

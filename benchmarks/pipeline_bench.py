@@ -78,11 +78,11 @@ def reset(args) -> None:
 def models():
     from django.conf import settings
 
+    from core.labels import LABEL_FIELDS
     from inference.models import ModelVersion
     from inference.network.artifact import artifact_write
     from inference.network.config import NetworkConfig, TrainingConfig
     from inference.network.estimator import SPCANet
-    from spectra.labels import LABEL_FIELDS
     from spectra.processing.pipeline import PREPROCESSING_VERSION
 
     rng = np.random.default_rng(0)

@@ -39,8 +39,8 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from core.labels import LABEL_FIELDS
     from inference.models import CatalogEntry, CatalogRelease
-    from spectra.labels import LABEL_FIELDS
     from spectra.mock.survey import SURVEYS, _write_survey
     from spectra.models import Star
     from validation.services import reference_survey_import, release_validate

@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from spectra.admin_tools import (
+from core.admin import (
     CurationActionForm,
     PipelineRowsAdmin,
     ReadOnlyAdmin,
@@ -11,8 +11,8 @@ from spectra.admin_tools import (
     curation_actions,
     flag_bit_filter,
 )
-from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
-from spectra.labels import LABEL_FIELDS, LABELS
+from core.flags import CATALOG_FLAGS, LABEL_FLAGS
+from core.labels import LABEL_FIELDS, LABELS
 
 from .models import (
     CatalogEntry,

@@ -15,9 +15,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from core.api.filters import INT64_MAX
+from core.api.renderers import FITSRenderer, ImageErrorsAsJSONMixin
 from spectra.arrays_formats import SpectrumArrays, spectrum_arrays_document, spectrum_arrays_fits
-from spectra.filters import INT64_MAX
-from spectra.renderers import FITSRenderer, ImageErrorsAsJSONMixin
 from spectra.selectors import SpectrumArraysUnavailable, spectrum_arrays_read
 
 from .filters import CatalogEntryFilterSet, CatalogStarFilterSet, LabelSetFilterSet, ModelVersionFilterSet
@@ -41,7 +41,7 @@ from .serializers import (
 
 logger = logging.getLogger(__name__)
 
-# Errors of the image endpoints are JSON (spectra.renderers.ImageErrorsAsJSONMixin).
+# Errors of the image endpoints are JSON (core.api.renderers.ImageErrorsAsJSONMixin).
 _PNG_SCHEMA = extend_schema(responses={
     (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY),
     (404, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="No such (visible) object."),

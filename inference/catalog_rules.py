@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from spectra.flags import CATALOG_FLAGS, SPECTRUM_FLAGS
-from spectra.labels import LABELS
+from core.flags import CATALOG_FLAGS, SPECTRUM_FLAGS
+from core.labels import LABELS
 
 _TEFF = 0
 _LOGG = 1
@@ -64,7 +64,7 @@ def combine_models(
     Parameters
     ----------
     formal, alternate : (n, 15) float64
-        Labels of the formal and alternate models, in ``spectra.labels.LABELS`` order.
+        Labels of the formal and alternate models, in ``core.labels.LABELS`` order.
         NaN means the model gave no value; a missing Teff, log g or [Fe/H] counts as a
         disagreement.
     formal_errors : (n, 15) float64

@@ -19,7 +19,7 @@ to 0.001 dex (errors are a few hundredths of a dex at best), RVs and their error
 
 from dataclasses import dataclass
 
-from spectra.labels import LABELS, Label
+from core.labels import LABELS, Label
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from django.db import transaction
 
-from spectra.bulk import bulk_upsert
+from core.bulk import bulk_upsert
+from core.labels import LABELS
 from spectra.identifiers import designations_from_radec, medres_specid, night_date
-from spectra.labels import LABELS
 from spectra.models import Spectrum, Star
 
 from .models import CatalogRelease, ModelVersion

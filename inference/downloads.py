@@ -32,7 +32,7 @@ from django.db import connection
 from django.db.models import Count, Func, IntegerField, Max, QuerySet
 from django.db.models.functions import Coalesce
 
-from spectra.flags import CATALOG_FLAGS
+from core.flags import CATALOG_FLAGS
 
 from .columns import CATALOG_COLUMNS, STAR_COLUMNS, CatalogColumn
 from .export import copy_available, copy_blocks, csv_rows, rounded_sql, select_sql, stream_csv, table_columns

@@ -1,6 +1,6 @@
 import django_filters
 
-from spectra.filters import (
+from core.api.filters import (
     DesignationFilter,
     FlagFilter,
     FloatFilter,
@@ -9,8 +9,8 @@ from spectra.filters import (
     flag_filters,
     range_filters,
 )
-from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
-from spectra.labels import LABELS
+from core.flags import CATALOG_FLAGS, LABEL_FLAGS
+from core.labels import LABELS
 
 from .models import CatalogEntry, CatalogStar, LabelSet, ModelVersion
 

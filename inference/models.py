@@ -1,13 +1,13 @@
 """Trained networks, their predictions, and the published catalog.
 
-Labels are typed columns, one per label and one per uncertainty (see spectra.labels),
+Labels are typed columns, one per label and one per uncertainty (see core.labels),
 never JSON blobs.
 """
 
 from django.conf import settings
 from django.db import models
 
-from spectra.labels import LABELS
+from core.labels import LABELS
 from spectra.models import Spectrum
 
 

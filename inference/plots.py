@@ -11,8 +11,8 @@ from django.conf import settings  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from scipy.stats import binned_statistic_2d  # noqa: E402
 
-from spectra.bulk import numeric_columns  # noqa: E402
-from spectra.labels import LABELS  # noqa: E402
+from core.bulk import numeric_columns  # noqa: E402
+from core.labels import LABELS  # noqa: E402
 
 from .models import CatalogEntry, CatalogRelease, ModelVersion  # noqa: E402
 

@@ -13,8 +13,8 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Exists, OuterRef
 
+from core.flags import LABEL_FLAGS, SPECTRUM_FLAGS
 from spectra.array_store import ArrayStore
-from spectra.flags import LABEL_FLAGS, SPECTRUM_FLAGS
 from spectra.models import Spectrum
 from spectra.processing.pipeline import PREPROCESSING_VERSION
 

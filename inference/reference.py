@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from spectra.labels import LABEL_FIELDS, LABELS
+from core.labels import LABEL_FIELDS, LABELS
 from spectra.refcat.formats import CatalogFormat, CatalogFormatError, format_from_label_mapping
 from spectra.refcat.matching import reference_rows_match
 from spectra.refcat.reading import CatalogReadError, catalog_read

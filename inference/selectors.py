@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
+from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from spectra.models import Spectrum, Star
 
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
@@ -173,7 +173,7 @@ def release_flag_counts(*, release: CatalogRelease) -> dict[str, int]:
     """Number of entries of a release carrying each catalog flag bit (bits with none omitted)."""
     from django.db.models import Count, F, Q
 
-    from spectra.flags import CATALOG_FLAGS
+    from core.flags import CATALOG_FLAGS
 
     entries = CatalogEntry.objects.filter(release=release)
     annotations = {flag.name: Count("pk", filter=Q(**{f"bit_{flag.name}__gt": 0})) for flag in CATALOG_FLAGS}

@@ -3,8 +3,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from spectra.flags import CATALOG_FLAGS, LABEL_FLAGS
-from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
+from core.flags import CATALOG_FLAGS, LABEL_FLAGS
+from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 
 from .columns import STAR_COLUMNS, api_field_help
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion

@@ -8,9 +8,9 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from spectra.bulk import bulk_upsert, keyed_numeric_columns
-from spectra.flags import CATALOG_FLAGS
-from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
+from core.bulk import bulk_upsert, keyed_numeric_columns
+from core.flags import CATALOG_FLAGS
+from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 from spectra.models import CurationRecord, Star
 from spectra.services import curation_records_write
 
@@ -35,7 +35,7 @@ def labelsets_upsert(
 ) -> int:
     """Write one model's labels for many spectra; re-running overwrites, never duplicates.
 
-    ``values`` and ``errors`` are (n, 15) in ``spectra.labels.LABELS`` order; NaN is
+    ``values`` and ``errors`` are (n, 15) in ``core.labels.LABELS`` order; NaN is
     stored as NULL.
     """
     spectrum_ids = np.asarray(spectrum_ids, dtype=np.int64)

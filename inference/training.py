@@ -17,9 +17,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
+from core.flags import SPECTRUM_FLAGS
+from core.labels import LABEL_FIELDS
 from spectra.array_store import ArrayStore
-from spectra.flags import SPECTRUM_FLAGS
-from spectra.labels import LABEL_FIELDS
 from spectra.models import Spectrum
 from spectra.processing.pipeline import PREPROCESSING_VERSION
 

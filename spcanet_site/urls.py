@@ -71,7 +71,7 @@ api_v1 = [
     path("", include(router.urls)),
 ]
 
-handler404 = "spectra.api_errors.not_found"
+handler404 = "core.api.errors.not_found"
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="api-docs", permanent=False)),

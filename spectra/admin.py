@@ -3,7 +3,7 @@ from django.http import HttpResponse, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .admin_tools import (
+from core.admin import (
     CurationActionForm,
     PipelineRowsAdmin,
     ReadOnlyAdmin,
@@ -11,7 +11,8 @@ from .admin_tools import (
     curation_actions,
     flag_bit_filter,
 )
-from .flags import SPECTRUM_FLAGS
+from core.flags import SPECTRUM_FLAGS
+
 from .models import CurationRecord, SourceFile, Spectrum, SpectrumCopy, Star
 from .services import spectra_curate
 

@@ -6,8 +6,9 @@ from rest_framework import viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .filters import DesignationFilter, IntegerFilter, StrictFilterSet, flag_filters, range_filters
-from .flags import FLAG_WORDS, SPECTRUM_FLAGS
+from core.api.filters import DesignationFilter, IntegerFilter, StrictFilterSet, flag_filters, range_filters
+from core.flags import FLAG_WORDS, SPECTRUM_FLAGS
+
 from .models import Spectrum, Star
 from .serializers import SpectrumSerializer, StarSerializer
 

@@ -27,9 +27,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 
+from core.bulk import bulk_upsert
+from core.flags import SPECTRUM_FLAGS
+
 from .array_store import ArrayStore, ArrayStoreError
-from .bulk import bulk_upsert
-from .flags import SPECTRUM_FLAGS
 from .identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
 from .io import CorruptFileError, SpectrumFile, SpectrumFileError, read_spectrum_file
 from .models import SourceFile, Spectrum, SpectrumCopy, Star

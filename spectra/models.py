@@ -7,7 +7,7 @@ shard (``array_shard``, ``array_row``) and at the FITS file it came from (path, 
 from django.conf import settings
 from django.db import models
 
-from .flags import SPECTRUM_FLAGS
+from core.flags import SPECTRUM_FLAGS
 
 
 class Star(models.Model):

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
+from core.crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch, match_notes
+
 from .array_store import ArrayStore
 from .arrays_formats import SpectrumArrays
-from .crossmatch import MATCH_GAIA, MATCH_POSITION, crossmatch, match_notes
 from .models import Star
 
 MATCH_METHOD_NAMES = np.array(["", "gaia", "position"], dtype=object)  # by crossmatch code

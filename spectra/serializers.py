@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from .flags import SPECTRUM_FLAGS
+from core.flags import SPECTRUM_FLAGS
+
 from .models import Spectrum, Star
 
 

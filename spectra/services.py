@@ -3,7 +3,8 @@
 from django.db import transaction
 from django.db.models import F
 
-from .flags import SPECTRUM_FLAGS
+from core.flags import SPECTRUM_FLAGS
+
 from .models import CurationRecord, Spectrum
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from spectra.admin_tools import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 
 from .models import ProcessingChunk, ProcessingRun
 from .services import (

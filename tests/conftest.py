@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 
+from core.labels import LABELS
 from inference.models import CatalogRelease, ModelVersion
 from inference.services import (
     catalog_release_build,
@@ -9,7 +10,6 @@ from inference.services import (
     catalog_release_publish,
     labelsets_upsert,
 )
-from spectra.labels import LABELS
 from spectra.models import Spectrum, Star
 
 
@@ -76,10 +76,10 @@ def make_trained_models(artifact_root, prefix: str = "tiny") -> tuple[ModelVersi
 
     Trained once per test process; the artifacts are written under ``artifact_root``.
     """
+    from core.labels import LABEL_FIELDS
     from inference.network.artifact import artifact_write
     from inference.network.config import NetworkConfig, TrainingConfig
     from inference.network.estimator import SPCANet
-    from spectra.labels import LABEL_FIELDS
     from spectra.processing.pipeline import PREPROCESSING_VERSION
 
     rng = np.random.default_rng(0)

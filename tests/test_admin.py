@@ -1,8 +1,8 @@
 import pytest
 from django.test import Client
 
+from core.flags import SPECTRUM_FLAGS
 from inference.models import CatalogEntry
-from spectra.flags import SPECTRUM_FLAGS
 from spectra.models import CurationRecord, Spectrum
 
 from .conftest import label_rows, make_spectra

@@ -3,7 +3,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from rest_framework.test import APIClient
 
-from spectra.flags import CATALOG_FLAGS
+from core.flags import CATALOG_FLAGS
 
 from .conftest import label_rows, make_spectra
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from core.flags import CATALOG_FLAGS
 from inference.models import CatalogEntry, LabelSet, ModelVersion
 from inference.services import (
     ReleaseImmutableError,
@@ -9,7 +10,6 @@ from inference.services import (
     catalog_release_publish,
     labelsets_upsert,
 )
-from spectra.flags import CATALOG_FLAGS
 from spectra.models import CurationRecord
 
 from .conftest import label_rows, make_model, make_spectra
@@ -90,7 +90,7 @@ def test_curating_a_draft_entry_recomputes_flag_and_logs(release_factory, curato
 
 
 def test_bulk_upsert_fills_timestamps_and_defaults_like_save():
-    from spectra.bulk import bulk_upsert
+    from core.bulk import bulk_upsert
     from spectra.models import Spectrum, Star
 
     star = Star.objects.create(designation="LAMOST J000000.00+000000.0", ra=0.0, dec=0.0)

@@ -11,9 +11,9 @@ from astropy.io import fits, votable
 from astropy.table import Table
 from django.test import Client
 
+from core.flags import CATALOG_FLAGS
+from core.labels import LABELS
 from inference.columns import CATALOG_COLUMNS, COLUMNS_BY_NAME, PAPER_COLUMNS
-from spectra.flags import CATALOG_FLAGS
-from spectra.labels import LABELS
 from spectra.models import Spectrum, Star
 
 from .conftest import label_rows, make_spectra

@@ -3,9 +3,9 @@ import csv
 import pytest
 from django.test import Client
 
+from core.flags import CATALOG_FLAGS
+from core.labels import LABELS
 from inference.export import spreadsheet_safe
-from spectra.flags import CATALOG_FLAGS
-from spectra.labels import LABELS
 from spectra.models import Star
 
 from .conftest import label_rows, make_spectra

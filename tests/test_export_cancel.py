@@ -17,11 +17,11 @@ from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
 from django.db import connection, connections
 
 import inference.export
+from core.bulk import bulk_upsert
+from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from inference.export import stream_csv
 from inference.models import CatalogEntry, CatalogRelease, ModelVersion
 from inference.services import catalog_release_create
-from spectra.bulk import bulk_upsert
-from spectra.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from spectra.models import Spectrum, Star
 
 from .conftest import make_model

@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.flags import CATALOG_FLAGS, SPECTRUM_FLAGS, FlagBit, FlagLevel, FlagWord, flags_markdown
+from core.labels import ABUNDANCE_FIELDS, LABEL_FIELDS, LABELS
 from inference.catalog_rules import CatalogRules, combine_models
-from spectra.flags import CATALOG_FLAGS, SPECTRUM_FLAGS, FlagBit, FlagLevel, FlagWord, flags_markdown
-from spectra.labels import ABUNDANCE_FIELDS, LABEL_FIELDS, LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 

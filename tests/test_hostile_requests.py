@@ -18,14 +18,14 @@ from django.test import Client, RequestFactory
 from rest_framework.test import APIClient
 from rest_framework.throttling import AnonRateThrottle
 
+from core.api.filters import INT64_MAX, INT64_MIN, IntegerFilter, designation_normalise, int64_parse
+from core.flags import CATALOG_FLAGS
 from inference.filters import CatalogEntryFilterSet, LabelSetFilterSet, ModelVersionFilterSet
 from inference.models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
 from inference.selectors import label_sets_visible, model_versions_visible, releases_visible
 from inference.services import catalog_release_build, catalog_release_publish, labelsets_upsert
 from spcanet_site.urls import router
 from spectra.api import SpectrumFilterSet, StarFilterSet
-from spectra.filters import INT64_MAX, INT64_MIN, IntegerFilter, designation_normalise, int64_parse
-from spectra.flags import CATALOG_FLAGS
 from spectra.models import CurationRecord, Spectrum, Star
 
 from .conftest import label_rows, make_model, make_spectra

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
+from core.flags import SPECTRUM_FLAGS
 from spectra.array_store import ArrayStore
-from spectra.flags import SPECTRUM_FLAGS
 from spectra.ingest import spectra_ingest
 from spectra.models import SourceFile, Spectrum, SpectrumCopy, Star
 

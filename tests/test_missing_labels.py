@@ -14,10 +14,10 @@ from django.db.models import Avg, Count
 from django.test import Client
 from rest_framework.test import APIClient
 
+from core.flags import CATALOG_FLAGS
+from core.labels import ABUNDANCE_FIELDS, LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 from inference.models import CatalogEntry, LabelSet, ReferenceCatalog, ReferenceLabel
 from inference.plots import kiel_cells
-from spectra.flags import CATALOG_FLAGS
-from spectra.labels import ABUNDANCE_FIELDS, LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 
 from .conftest import label_rows, make_spectra
 

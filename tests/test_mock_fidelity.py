@@ -7,9 +7,9 @@ import pytest
 from astropy.io import fits
 from django.conf import settings
 
-from spectra.flags import SPECTRUM_FLAGS
+from core.flags import SPECTRUM_FLAGS
+from core.labels import LABELS
 from spectra.io import read_spectrum_file
-from spectra.labels import LABELS
 from spectra.mock.fidelity import continuum_error, continuum_ratio, defect_pixels, line_shift, repair
 from spectra.mock.harsh import SKY_LINES, HarshOptions
 from spectra.mock.ideal import cramer_rao_bound, finite_difference_jacobian, load_ideal

@@ -8,8 +8,8 @@ from astropy.table import Table
 from django.conf import settings
 from django.core.management import call_command
 
+from core.labels import LABELS
 from spectra.io import read_spectrum_file
-from spectra.labels import LABELS
 from spectra.mock.instrument import observe
 from spectra.mock.labels import ELEMENTS, Isochrones
 from spectra.mock.lines import LINES

@@ -6,13 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from core.crossmatch import MATCH_GAIA, MATCH_NONE, MATCH_POSITION, crossmatch, match_notes
 from inference.network.artifact import Artifact, ArtifactError, artifact_read, artifact_write
 from inference.network.config import NetworkConfig, TrainingConfig
 from inference.network.evaluation import accuracy_precision
 from inference.network.scaling import LabelScaler
 from inference.network.splits import CV, TEST, TRAIN, split_groups, split_two_models
 from inference.network.uncertainty import SnrNoiseModel, calibration_summary
-from spectra.crossmatch import MATCH_GAIA, MATCH_NONE, MATCH_POSITION, crossmatch, match_notes
 
 NAMES = [f"label{i}" for i in range(15)]
 

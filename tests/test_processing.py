@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from django.conf import settings
 
-from spectra.flags import SPECTRUM_FLAGS
+from core.flags import SPECTRUM_FLAGS
 from spectra.io import Arm, RawSpectrum, read_spectrum_file
 from spectra.processing.batch import pack_arms
 from spectra.processing.continuum import ContinuumConfig, fit_continuum

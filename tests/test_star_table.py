@@ -9,6 +9,7 @@ from astropy.io import fits
 from django.core.management import call_command
 from django.test import Client
 
+from core.labels import ABUNDANCE_FIELDS, LABEL_FIELDS, LABELS
 from inference.models import CatalogEntry, CatalogStar
 from inference.services import (
     ReleaseImmutableError,
@@ -20,7 +21,6 @@ from inference.services import (
 )
 from inference.star_combine import stars_combine
 from spectra.array_store import ArrayStore
-from spectra.labels import ABUNDANCE_FIELDS, LABEL_FIELDS, LABELS
 from spectra.models import Spectrum, Star
 from spectra.processing.grids import GRIDS
 

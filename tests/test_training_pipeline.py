@@ -8,6 +8,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
+from core.flags import LABEL_FLAGS, SPECTRUM_FLAGS
+from core.labels import LABEL_FIELDS
 from inference.models import CatalogEntry, LabelSet, ModelVersion, ReferenceCatalog, ReferenceLabel
 from inference.network.artifact import ArtifactError
 from inference.network.config import NetworkConfig, TrainingConfig
@@ -17,8 +19,6 @@ from inference.reference import ReferenceImportError, reference_catalog_import
 from inference.services import catalog_release_build, catalog_release_create, catalog_release_publish
 from inference.training import TrainingSetError, models_train, training_set_select
 from spectra.array_store import ArrayStore
-from spectra.flags import LABEL_FLAGS, SPECTRUM_FLAGS
-from spectra.labels import LABEL_FIELDS
 from spectra.models import Spectrum, Star
 
 pytestmark = pytest.mark.django_db

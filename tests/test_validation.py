@@ -5,7 +5,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from spectra.labels import LABEL_FIELDS
+from core.labels import LABEL_FIELDS
 from spectra.mock.survey import SURVEYS, _write_survey
 from spectra.models import Spectrum, Star
 from spectra.refcat.quality import QualityRuleError, quality_evaluate
@@ -175,8 +175,8 @@ def test_bad_survey_files_are_clear_errors(tmp_path):
 
 
 def test_numeric_columns_read_through_copy_match_the_orm(release_factory):
+    from core.bulk import numeric_columns
     from inference.models import CatalogEntry
-    from spectra.bulk import numeric_columns
 
     from .conftest import label_rows
 

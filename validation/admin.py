@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from spectra.admin_tools import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 
 from .models import ReferenceStar, ReferenceSurvey, ValidationResult
 

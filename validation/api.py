@@ -12,9 +12,9 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.renderers import ImageErrorsAsJSONMixin
+from core.labels import LABEL_FIELDS
 from inference.selectors import release_visible_by_name, releases_visible
-from spectra.labels import LABEL_FIELDS
-from spectra.renderers import ImageErrorsAsJSONMixin
 
 from .models import ReferenceSurvey, ValidationResult
 from .selectors import TABLE_FIELDS, validation_table

@@ -10,7 +10,7 @@ sentinel such as -9999) become NaN, never zero. The quality cuts are in
 
 from pathlib import Path
 
-from spectra.labels import LABELS
+from core.labels import LABELS
 from spectra.refcat.formats import CatalogFormat, CatalogFormatError, format_from_survey_mapping
 from spectra.refcat.reading import CatalogReadError, CatalogTable, catalog_read
 

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spectra.labels import LABELS  # noqa: E402
+from core.labels import LABELS  # noqa: E402
 
 from .models import ValidationResult  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Reads of the validation app: the Table-1-like matrix of a release."""
 
-from spectra.labels import LABELS
+from core.labels import LABELS
 
 from .models import ValidationResult
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from django.db import transaction
 
+from core.bulk import keyed_numeric_columns, table_analyze
+from core.labels import LABEL_FIELDS
 from inference.models import CatalogEntry, CatalogRelease
-from spectra.bulk import keyed_numeric_columns, table_analyze
-from spectra.labels import LABEL_FIELDS
 from spectra.refcat.matching import reference_rows_match
 from spectra.refcat.storage import reference_rows_store
 

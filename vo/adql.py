@@ -8,7 +8,7 @@ rewrites the additions:
 - ``CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', ra0, dec0, r)) = 1`` (and ``= 0``,
   ``1 =``, and INTERSECTS of a point and a circle) becomes the API's cone: the smallest
   (dec, RA) box, which the ``(release, dec, ra)`` indexes answer, then the exact
-  great-circle test (spectra.sky.cone_box);
+  great-circle test (core.sky.cone_box);
 - ``DISTANCE(POINT(...), POINT(...))`` becomes the haversine distance in degrees;
 - the ADQL functions whose PostgreSQL names differ (LOG, LOG10, RAND, TRUNCATE).
 
@@ -32,7 +32,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from spectra.sky import cone_box
+from core.sky import cone_box
 
 
 class AdqlError(ValueError):
@@ -177,7 +177,7 @@ def _literal(expression: str) -> float | None:
 def point_in_circle_sql(ra: str, dec: str, ra0: str, dec0: str, radius: str) -> str:
     """SQL true where the point (``ra``, ``dec``) lies in the circle around (``ra0``,
     ``dec0``) of ``radius``, all SQL expressions in degrees. With a literal circle the
-    test starts with the smallest (dec, RA) box around it (spectra.sky.cone_box), which
+    test starts with the smallest (dec, RA) box around it (core.sky.cone_box), which
     a (dec, ra) index answers, then keeps the rows whose great-circle separation is
     within the radius (cos(separation) >= cos(radius))."""
     numbers = [_literal(value) for value in (ra0, dec0, radius)]

@@ -4,16 +4,16 @@
 a VOTable with the rows within SR degrees of (RA, DEC), ICRS. VERB=1 gives the id and
 position, 2 (the default) the principal columns, 3 every column. SR=0 answers the
 table's metadata with no rows. Errors are VOTables with an ``Error`` INFO (SCS 1.03
-section 3.3), HTTP 200 as the standard expects. The cone is the API's (spectra/sky.py).
+section 3.3), HTTP 200 as the standard expects. The cone is the API's (core/sky.py).
 """
 
 from itertools import islice
 
 from django.http import HttpResponse, StreamingHttpResponse
 
+from core.sky import apply_cone
 from inference.columns import CATALOG_COLUMNS, STAR_COLUMNS
 from inference.selectors import release_entries, release_stars, release_visible_by_name
-from spectra.sky import apply_cone
 
 from .conf import vo_setting
 from .setup import PRINCIPAL

@@ -8,7 +8,7 @@ every such value in the label tables is a sentinel. Not reversible (nothing to r
 from django.db import migrations
 from django.db.models import Case, F, FloatField, Q, Value, When
 
-# Frozen here (not imported from spectra.labels) so that the migration never changes.
+# Frozen here (not imported from core.labels) so that the migration never changes.
 LABEL_FIELDS = (
     "teff", "logg", "fe_h", "c_h", "n_h", "o_h", "mg_h", "al_h", "si_h", "s_h", "ca_h", "ti_h", "cr_h", "ni_h", "cu_h",
 )

@@ -5,7 +5,7 @@ self). Spectra are the normalised arrays of the preprocessing, (n, 2, 2, 4000) f
 [flux, ivar] x [blue, red] as the array shards hold them, or (n, 2, 4000) flux alone;
 masked pixels (ivar 0) and outliers are filled from a low-rank model of the training
 spectra (``inputs``, ``NetworkConfig.fill_components``), which needs the ivar. Labels
-are (n, 15) in ``spectra.labels`` order, NaN where the reference has
+are (n, 15) in ``core.labels`` order, NaN where the reference has
 no value (left out of the loss, not treated as zero).
 """
 

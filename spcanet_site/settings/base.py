@@ -113,17 +113,17 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "spectra.pagination.CatalogCursorPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.CatalogCursorPagination",
     "PAGE_SIZE": 100,
     # drf-spectacular's, plus the error responses (400/403/404/406/429) the API answers.
-    "DEFAULT_SCHEMA_CLASS": "spectra.openapi.CatalogAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.api.openapi.CatalogAutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_ANON_THROTTLE_RATE", default="") or None},
     # Reverse proxies in front of the site. With DRF's default (None) the throttle keyed
     # anonymous clients on whatever X-Forwarded-For they sent, so a new value per request
     # was never throttled; 0 keys on the connection's address, N on the N-th last hop.
     "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
-    "EXCEPTION_HANDLER": "spectra.api_errors.catalog_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.errors.catalog_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "SPCANet catalog API",

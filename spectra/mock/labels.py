@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import LABELS
+from core.labels import LABELS
 
 ELEMENTS = tuple(label.element for label in LABELS if label.is_abundance and label.element != "Fe")
 # [X/Fe] = mean + slope * [Fe/H] + N(0, scatter). Means give the reference-set [X/H]
@@ -84,7 +84,7 @@ class Isochrones:
 
 
 def sample_labels(rng: np.random.Generator, n: int, isochrones: Isochrones) -> np.ndarray:
-    """(n, 15) true labels in ``spectra.labels.LABELS`` order ([X/H] for abundances)."""
+    """(n, 15) true labels in ``core.labels.LABELS`` order ([X/H] for abundances)."""
     feh = np.clip(rng.normal(FEH_MEAN, FEH_STD, n), *FEH_RANGE)
     phase = rng.choice(list(PHASES), size=n, p=list(PHASES.values()))
     turnoff = np.interp(feh, ISOCHRONE_FEH, isochrones.turnoff_logg)

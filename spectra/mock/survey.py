@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from core.labels import LABELS
+
 from ..identifiers import designations_from_radec
 from ..io.lamost_writer import write_lamost_mrs
 from ..io.types import Arm, RawSpectrum, SpectrumFile
-from ..labels import LABELS
 from ..processing.grids import GRIDS, STEP, WINDOWS
 from ..processing.kernels import resample_rows
 from ..processing.rv import air_to_vacuum

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..flags import SPECTRUM_FLAGS
+from core.flags import SPECTRUM_FLAGS
+
 from .batch import pack_arms
 from .continuum import ContinuumConfig, fit_continuum
 from .grids import ARMS, GRIDS, PIXELS_PER_ARM

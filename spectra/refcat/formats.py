@@ -15,7 +15,7 @@ Pure; no Django.
 
 from dataclasses import dataclass, field
 
-from spectra.labels import LABEL_FIELDS
+from core.labels import LABEL_FIELDS
 
 from .quality import NO_CUT, FlagTest, QualityCut
 

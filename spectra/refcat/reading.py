@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import MaskedColumn, Table
 
-from spectra.labels import LABEL_FIELDS
+from core.labels import LABEL_FIELDS
 
 from .formats import CatalogFormat
 from .quality import QualityRuleError, duplicates_resolve, float_values, int_flags, quality_evaluate, text_flags

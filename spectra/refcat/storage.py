@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from django.db import transaction
 
-from spectra.bulk import bulk_upsert
+from core.bulk import bulk_upsert
 
 
 def _python(value):

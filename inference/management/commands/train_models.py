@@ -3,11 +3,11 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from core.labels import LABELS
 from inference.models import ReferenceCatalog
 from inference.network.config import NetworkConfig, TrainingConfig
 from inference.network.evaluation import EVALUATION_SNR_EDGES
 from inference.training import TrainingSetError, models_train
-from spectra.labels import LABELS
 
 
 class Command(BaseCommand):

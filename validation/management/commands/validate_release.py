@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from core.labels import LABELS
 from inference.models import CatalogRelease
-from spectra.labels import LABELS
 from validation.models import ReferenceSurvey
 from validation.services import release_validate
 

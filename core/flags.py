@@ -140,7 +140,7 @@ def flags_markdown() -> str:
     lines = [
         "# Flag bits",
         "",
-        "Generated from `spectra/flags.py` by `python manage.py flags_doc`; do not edit.",
+        "Generated from `core/flags.py` by `python manage.py flags_doc`; do not edit.",
         "",
         "Levels: `info` (a fact; values trusted), `warning` (usable with care), "
         "`reject` (not trusted; a row with Flag = 1 never carries one).",

@@ -5,7 +5,7 @@ from django.conf import settings
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 
-from .filters import int64_parse
+from core.api.filters import int64_parse
 
 
 class CatalogCursorPagination(CursorPagination):

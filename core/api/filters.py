@@ -16,8 +16,8 @@ from django.db.models import F
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from .flags import FlagWord
-from .sky import apply_cone
+from core.flags import FlagWord
+from core.sky import apply_cone
 
 # Query parameters that are not filters but are understood by the views.
 NON_FILTER_PARAMETERS = frozenset({"cursor", "page_size", "format"})

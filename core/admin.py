@@ -11,7 +11,7 @@ from django.db.models import F
 from django.db.models.functions import Least
 from django.utils.functional import cached_property
 
-from .flags import FlagWord
+from core.flags import FlagWord
 
 
 def table_row_estimate(model) -> int | None:

@@ -1,0 +1,1 @@
+"""API building blocks shared by the apps: filters, pagination, renderers, errors, schema."""
