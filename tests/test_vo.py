@@ -253,7 +253,7 @@ def test_async_job_lifecycle(tap, release, live_server):
     result = job.fetch_result()
     assert len(result) == 1 and result.query_status == "OVERFLOW"
     url = job.url
-    assert job.url in requests.get(f"{live_server.url}/tap/async").text
+    assert job.url not in requests.get(f"{live_server.url}/tap/async").text  # anonymous jobs are never listed
     job.delete()
     assert requests.get(url).status_code == 404
 
@@ -269,6 +269,72 @@ def test_async_job_lifecycle(tap, release, live_server):
     pending.abort()
     assert pending.phase == "ABORTED"
     assert requests.post(f"{pending.url}/phase", data={"PHASE": "RUN"}).status_code == 400
+
+
+def _job_id(response) -> str:
+    assert response.status_code == 303, response.content[:300]
+    return response["Location"].rstrip("/").rsplit("/", 1)[1]
+
+
+def _listed_ids(client) -> list[str]:
+    response = client.get("/tap/async")
+    assert response.status_code == 200
+    return re.findall(r'<uws:jobref id="([^"]+)"', response.content.decode())
+
+
+_JOB_RESOURCES = ("", "/phase", "/executionduration", "/destruction", "/quote", "/owner", "/error", "/parameters",
+                  "/results", "/results/result")
+
+
+def test_async_jobs_are_seen_and_changed_by_their_owner_only(release, django_user_model):
+    """UWS 1.1 ownership: user B, or an anonymous caller, can neither list, read, run,
+    abort, change nor delete user A's job (each answers 404, as for no job); the job list
+    shows the caller's own jobs, and anonymous jobs to no one."""
+    from django.test import Client
+
+    from vo.models import TapJob
+
+    alice, bob = Client(), Client()
+    alice.force_login(django_user_model.objects.create_user("alice", password="x"))
+    bob.force_login(django_user_model.objects.create_user("bob", password="x"))
+    anonymous = Client()
+    query = {"LANG": "ADQL", "QUERY": "SELECT TOP 2 ra FROM spcanet.entries ORDER BY ra"}
+    mine = _job_id(alice.post("/tap/async", query))
+    base = f"/tap/async/{mine}"
+    assert TapJob.objects.get(pk=mine).owner.username == "alice"
+    assert _listed_ids(alice) == [mine]
+    assert "<uws:ownerId>alice</uws:ownerId>" in alice.get("/tap/async").content.decode()
+    assert "<uws:ownerId>alice</uws:ownerId>" in alice.get(base).content.decode()
+    assert alice.get(f"{base}/owner").content == b"alice"
+
+    for other in (bob, anonymous):
+        assert _listed_ids(other) == []
+        for resource in _JOB_RESOURCES:
+            assert other.get(base + resource).status_code == 404, resource
+        assert other.post(f"{base}/phase", {"PHASE": "RUN"}).status_code == 404
+        assert other.post(f"{base}/phase", {"PHASE": "ABORT"}).status_code == 404
+        assert other.post(f"{base}/executionduration", {"EXECUTIONDURATION": "1"}).status_code == 404
+        assert other.post(f"{base}/destruction", {"DESTRUCTION": "2000-01-01T00:00:00Z"}).status_code == 404
+        assert other.post(base, {"ACTION": "DELETE"}).status_code == 404
+        assert other.delete(base).status_code == 404
+    job = TapJob.objects.get(pk=mine)  # untouched by the others
+    assert job.phase == "PENDING" and job.execution_duration == 600 and job.destruction.year > 2000
+
+    assert alice.post(f"{base}/phase", {"PHASE": "RUN"}).status_code == 303  # runs at once (eager tasks)
+    assert TapJob.objects.get(pk=mine).phase == "COMPLETED"
+    assert alice.get(f"{base}/results/result").status_code == 200
+    assert bob.get(f"{base}/results/result").status_code == 404
+
+    # An anonymous job: reached by its id alone (by anyone who has it), listed to no one.
+    theirs = _job_id(anonymous.post("/tap/async", query))
+    assert TapJob.objects.get(pk=theirs).owner is None
+    assert _listed_ids(anonymous) == [] and _listed_ids(bob) == [] and _listed_ids(alice) == [mine]
+    detail = anonymous.get(f"/tap/async/{theirs}").content.decode()
+    assert '<uws:ownerId xsi:nil="true"/>' in detail
+    assert anonymous.get(f"/tap/async/{theirs}/owner").content == b""
+
+    assert bob.delete(base).status_code == 404 and alice.delete(base).status_code == 303
+    assert not TapJob.objects.filter(pk=mine).exists() and alice.get(base).status_code == 404
 
 
 @pytest.mark.worker

@@ -17,10 +17,11 @@ from .votable import results_csv, results_votable_pieces
 Phase = TapJob.Phase
 
 
-def job_create(*, query: str, lang: str, response_format: str, maxrec: int, run_id: str = "") -> TapJob:
+def job_create(*, query: str, lang: str, response_format: str, maxrec: int, run_id: str = "", owner=None) -> TapJob:
+    """A PENDING job; ``owner`` is the authenticated user creating it (None: anonymous)."""
     expire_jobs()
     return TapJob.objects.create(
-        query=query, lang=lang, response_format=response_format, maxrec=maxrec, run_id=run_id[:200],
+        query=query, lang=lang, response_format=response_format, maxrec=maxrec, run_id=run_id[:200], owner=owner,
         execution_duration=float(vo_setting("TAP_ASYNC_TIMEOUT_S")),
         destruction=timezone.now() + timedelta(seconds=vo_setting("TAP_JOB_RETENTION_S")),
     )

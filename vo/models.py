@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -18,6 +19,10 @@ class TapJob(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     run_id = models.CharField(max_length=200, blank=True, default="")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="tap_jobs",
+        help_text="The user who created the job; none for an anonymous job, which only its id reaches and "
+                  "no job list shows.")
     phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.PENDING, db_index=True)
     query = models.TextField()
     lang = models.CharField(max_length=20, default="ADQL")

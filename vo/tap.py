@@ -6,7 +6,7 @@ from datetime import UTC, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
 from django.db import connection
-from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -108,6 +108,18 @@ def tables(request):
 
 
 # --- UWS ------------------------------------------------------------------------------------
+#
+# Ownership, as UWS 1.1 (section 2.2.2) and DaCHS/daiquiri do it: a job records the
+# authenticated user who created it (ownerId); an anonymous caller's job has no owner. The
+# job list shows the caller's own jobs only (none to an anonymous caller, so anonymous
+# jobs are never listed); a job with an owner answers 404 to everyone else, as though it
+# did not exist; an anonymous job is reached by its URL alone (a random UUID, 122 bits).
+
+
+def _caller(request):
+    """The authenticated user making the request, or None."""
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
 
 
 def _iso(value) -> str | None:
@@ -154,7 +166,7 @@ def _job_xml(request, job: TapJob) -> str:
                  f"    <uws:message>{escape(job.error_message)}</uws:message>\n  </uws:errorSummary>\n")
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:job {_UWS_NS} version="1.1">\n'
-        + _element("jobId", job.pk) + _element("runId", job.run_id) + _element("ownerId", None)
+        + _element("jobId", job.pk) + _element("runId", job.run_id) + _element("ownerId", _owner_id(job))
         + _element("phase", job.phase) + _element("quote", None)
         + _element("creationTime", _iso(job.created_at)) + _element("startTime", _iso(job.started_at))
         + _element("endTime", _iso(job.ended_at)) + _element("executionDuration", int(job.execution_duration))
@@ -163,8 +175,19 @@ def _job_xml(request, job: TapJob) -> str:
     )
 
 
-def _job(job_id) -> TapJob:
-    return get_object_or_404(TapJob, pk=job_id)
+def _owner_id(job: TapJob) -> str | None:
+    return job.owner.get_username() if job.owner_id is not None else None
+
+
+def _job(request, job_id) -> TapJob:
+    """The job, if the caller may see it: its owner, or anyone for an anonymous job;
+    404 otherwise."""
+    job = get_object_or_404(TapJob.objects.select_related("owner"), pk=job_id)
+    if job.owner_id is not None:
+        caller = _caller(request)
+        if caller is None or caller.pk != job.owner_id:
+            raise Http404("no such job")
+    return job
 
 
 @csrf_exempt
@@ -175,16 +198,18 @@ def job_list(request):
             spec = _query_spec(params)
         except AdqlError as error:
             return _error(str(error), 400)
-        job = job_create(run_id=params.get("RUNID", ""), **spec)
+        job = job_create(run_id=params.get("RUNID", ""), owner=_caller(request), **spec)
         if params.get("PHASE", "").upper() == "RUN":
             job_start(job)
         return HttpResponseRedirect(_job_url(request, job), status=303)
     expire_jobs()
+    caller = _caller(request)
+    mine = TapJob.objects.filter(owner=caller)[:100] if caller is not None else []
     refs = "".join(
         f'  <uws:jobref id="{job.pk}" xlink:href={quoteattr(_job_url(request, job))}>'
-        f"<uws:phase>{job.phase}</uws:phase><uws:creationTime>{_iso(job.created_at)}</uws:creationTime>"
-        "</uws:jobref>\n"
-        for job in TapJob.objects.all()[:100]
+        f"<uws:phase>{job.phase}</uws:phase><uws:ownerId>{escape(caller.get_username())}</uws:ownerId>"
+        f"<uws:creationTime>{_iso(job.created_at)}</uws:creationTime></uws:jobref>\n"
+        for job in mine
     )
     return HttpResponse(f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:jobs {_UWS_NS} version="1.1">\n{refs}'
                         "</uws:jobs>\n", content_type=_XML)
@@ -212,7 +237,7 @@ def _wait(job: TapJob, params: dict[str, str]) -> TapJob:
 
 @csrf_exempt
 def job_detail(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     params = _params(request)
     if request.method == "DELETE" or (request.method == "POST" and params.get("ACTION", "").upper() == "DELETE"):
         job_delete(job)
@@ -228,7 +253,7 @@ def _text(value) -> HttpResponse:
 
 @csrf_exempt
 def job_phase(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     if request.method == "POST":
         phase = _params(request).get("PHASE", "").upper()
         if phase == "RUN":
@@ -245,7 +270,7 @@ def job_phase(request, job_id):
 
 @csrf_exempt
 def job_execution_duration(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     if request.method == "POST":
         try:
             value = float(_params(request).get("EXECUTIONDURATION", ""))
@@ -262,7 +287,7 @@ def job_execution_duration(request, job_id):
 
 @csrf_exempt
 def job_destruction(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     if request.method == "POST":
         value = parse_datetime(_params(request).get("DESTRUCTION", ""))
         if value is None:
@@ -277,36 +302,35 @@ def job_destruction(request, job_id):
 
 
 def job_quote(request, job_id):
-    _job(job_id)
+    _job(request, job_id)
     return _text("")
 
 
 def job_owner(request, job_id):
-    _job(job_id)
-    return _text("")
+    return _text(_owner_id(_job(request, job_id)))
 
 
 def job_error(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     if job.phase != Phase.ERROR:
         return _error(f"the job is {job.phase}, not in ERROR", 404)
     return HttpResponse(error_votable(job.error_message), content_type=VOTABLE_CONTENT_TYPE)
 
 
 def job_parameters(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     return HttpResponse(f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:parameters {_UWS_NS}>\n'
                         f"{_parameter_elements(job)}</uws:parameters>\n", content_type=_XML)
 
 
 def job_results(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     return HttpResponse(f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:results {_UWS_NS}>\n'
                         f"{_result_elements(request, job)}</uws:results>\n", content_type=_XML)
 
 
 def job_result(request, job_id):
-    job = _job(job_id)
+    job = _job(request, job_id)
     if job.phase != Phase.COMPLETED or not job.result_path:
         return _error(f"the job is {job.phase}: no result", 404)
     try:
