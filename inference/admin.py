@@ -27,9 +27,9 @@ from .services import (
     ReleaseImmutableError,
     catalog_entries_curate,
     catalog_release_build,
+    catalog_release_create,
     catalog_release_models_check,
     catalog_release_publish,
-    catalog_rules_current,
 )
 
 
@@ -136,10 +136,16 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
         return obj is None or not obj.is_published
 
     def save_model(self, request, obj, form, change):
-        if not change:  # new releases record the rules in force and who made them
-            obj.rules = catalog_rules_current().as_dict()
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # A new release is made by its service: the model checks, the rules in force, its author.
+        created = catalog_release_create(
+            name=obj.name, description=obj.description, formal_model=obj.formal_model,
+            alternate_model=obj.alternate_model, created_by=request.user,
+        )
+        obj.pk, obj.rules, obj.created_by, obj.created_at = created.pk, created.rules, created.created_by, created.created_at
+        obj._state.adding = False
 
     @admin.action(description="Build (or rebuild) the entries of selected draft releases")
     def build_entries(self, request, queryset):

@@ -1,45 +1,21 @@
 """The paper's catalog rules: combine the formal and alternate models per spectrum.
 
 Pure numpy, vectorised over a batch of spectra; no Django imports. The thresholds are
-settings (``CATALOG_RULES``) so that a release records exactly what was applied.
+``core.rules.CatalogRules`` (settings may override them), recorded by each release.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from core.flags import CATALOG_FLAGS, SPECTRUM_FLAGS
 from core.labels import LABELS
+from core.rules import CatalogRules
 
 _TEFF = 0
 _LOGG = 1
 _FEH = 2
 _ABUNDANCE_COLUMNS = np.array([i for i, label in enumerate(LABELS) if label.is_abundance])
-
-
-@dataclass(frozen=True)
-class CatalogRules:
-    """Thresholds of the catalog rules (SPCANet paper, section 4)."""
-
-    max_delta_teff: float = 120.0  # K: the two models must agree better than this
-    max_delta_logg: float = 0.16  # dex
-    max_delta_feh: float = 0.06  # dex
-    teff_min: float = 3500.0  # K: outside [teff_min, teff_max] the network is unreliable
-    teff_max: float = 8000.0
-    abundance_teff_max: float = 6500.0  # K: hotter stars have no strong metal lines
-    hot_metal_poor_teff: float = 7000.0  # K: warning zone, with [Fe/H] below the next value
-    hot_metal_poor_feh: float = -1.0
-    min_snr: float = 10.0  # both arms must exceed this
-
-    @classmethod
-    def from_mapping(cls, values: dict) -> "CatalogRules":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown catalog rule settings: {sorted(unknown)}")
-        return cls(**{key: float(value) for key, value in values.items()})
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from django.db.models import Count, Func, IntegerField, Max, QuerySet
 from django.db.models.functions import Coalesce
 
 from core.flags import CATALOG_FLAGS
+from core.rules import CatalogRules, flag_thresholds
 
 from .columns import CATALOG_COLUMNS, STAR_COLUMNS, CatalogColumn
 from .export import copy_available, copy_blocks, csv_rows, rounded_sql, select_sql, stream_csv, table_columns
@@ -57,7 +58,9 @@ ROW_BLOCK_BYTES = 4 << 20
 
 
 def release_provenance(release: CatalogRelease, filters: dict) -> dict:
-    """What every download says about where its rows come from."""
+    """What every download says about where its rows come from; the flag texts state the
+    thresholds this release applied."""
+    thresholds = flag_thresholds(catalog=CatalogRules.from_mapping(release.rules))
     return {
         "catalog": "SPCANet catalog of LAMOST-II MRS stellar labels",
         "release": release.name,
@@ -69,7 +72,7 @@ def release_provenance(release: CatalogRelease, filters: dict) -> dict:
         "alternate_model_sha256": release.alternate_model.artifact_sha256,
         "rules": dict(sorted(release.rules.items())),
         "filters": {key: str(value) for key, value in sorted(filters.items())},
-        "flag_bits": {flag.name: {"bit": flag.bit, "level": flag.level.value, "meaning": flag.meaning}
+        "flag_bits": {flag.name: {"bit": flag.bit, "level": flag.level.value, "meaning": flag.meaning_for(thresholds)}
                       for flag in CATALOG_FLAGS},
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -393,7 +396,7 @@ def _fits_keywords(header: fits.Header, release: CatalogRelease, filters: dict) 
     header["FILTERS"] = json.dumps(provenance["filters"]) if filters else "none"  # the API filters applied
     header["RULES"] = json.dumps(provenance["rules"])  # the catalog rules' thresholds
     for flag in CATALOG_FLAGS:
-        header.add_comment(f"flag_bits bit {flag.bit} {flag.name} [{flag.level.value}]: {flag.meaning}")
+        header.add_comment(f"flag_bits bit {flag.bit} {flag.name} [{flag.level.value}]: {provenance['flag_bits'][flag.name]['meaning']}")
 
 
 def stream_fits(release: CatalogRelease, entries: QuerySet, filters: dict, chunk_size: int) -> Iterator[bytes]:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 
 from core.flags import LABEL_FLAGS, SPECTRUM_FLAGS
+from core.rules import LabelRules
 from spectra.array_store import ArrayStore
 from spectra.models import Spectrum
 from spectra.processing.pipeline import PREPROCESSING_VERSION
@@ -112,9 +113,7 @@ def labelsets_predict(
             started = time.perf_counter()
             values, sigma, outside = network.predict_with_uncertainty(flux, snr, masked, coadd)
             seconds = (time.perf_counter() - started) / len(rows)
-            # LARGE_UNCERTAINTY: worse than three times the model's floor, i.e. the S/N
-            # term dominates (faint spectra).
-            large = np.any(sigma > 3.0 * network.noise_model.floor, axis=1)
+            large = np.any(sigma > LabelRules().large_uncertainty_factor * network.noise_model.floor, axis=1)
             flags = (np.where(outside, outside_bit, 0) | np.where(large, large_bit, 0)
                      | np.where(input_flagged, input_bit, 0)).astype(np.int64)
             labelsets_upsert(model_version=version, spectrum_ids=np.asarray(ids), values=values, errors=sigma,

@@ -3,7 +3,6 @@
 from collections.abc import Callable
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
@@ -11,10 +10,11 @@ from django.utils import timezone
 from core.bulk import bulk_upsert, keyed_numeric_columns
 from core.flags import CATALOG_FLAGS
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
+from core.rules import CatalogRules, catalog_rules_current
 from spectra.models import CurationRecord, Star
 from spectra.services import curation_records_write
 
-from .catalog_rules import CatalogRules, combine_models
+from .catalog_rules import combine_models
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
 from .selectors import release_build_chunks
 from .star_combine import stars_combine
@@ -59,10 +59,6 @@ def labelsets_upsert(
     for i, field in enumerate(LABEL_ERROR_FIELDS):
         columns[field] = errors[:, i]
     return bulk_upsert(LabelSet, columns, unique_fields=["spectrum_id", "model_version_id"])
-
-
-def catalog_rules_current() -> CatalogRules:
-    return CatalogRules.from_mapping(settings.CATALOG_RULES)
 
 
 def catalog_release_models_check(*, formal_model: ModelVersion, alternate_model: ModelVersion) -> None:

@@ -19,6 +19,7 @@ from django.db.models import F
 
 from core.flags import SPECTRUM_FLAGS
 from core.labels import LABEL_FIELDS
+from core.rules import CatalogRules
 from spectra.array_store import ArrayStore
 from spectra.models import Spectrum
 from spectra.processing.pipeline import PREPROCESSING_VERSION
@@ -70,7 +71,7 @@ class TrainingSet:
         return digest.hexdigest()
 
 
-def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = 10.0) -> TrainingSet:
+def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRules.min_snr) -> TrainingSet:
     """Preprocessed spectra, S/N above ``min_snr`` in both arms and no REJECT flag, of
     stars whose reference labels pass the reference's quality flag."""
     label_rows = (

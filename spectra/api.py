@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from core.api.filters import DesignationFilter, IntegerFilter, StrictFilterSet, flag_filters, range_filters
 from core.flags import FLAG_WORDS, SPECTRUM_FLAGS
+from core.rules import catalog_rules_current, flag_thresholds
 
 from .models import Spectrum, Star
 from .serializers import SpectrumSerializer, StarSerializer
@@ -62,12 +63,13 @@ class FlagDefinitionsView(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request):
+        thresholds = flag_thresholds(catalog=catalog_rules_current())  # the rules in force
         return Response(
             {
                 word.name: {
                     "description": word.description,
                     "bits": [
-                        {"bit": f.bit, "value": f.mask, "name": f.name, "level": f.level.value, "meaning": f.meaning}
+                        {"bit": f.bit, "value": f.mask, "name": f.name, "level": f.level.value, "meaning": f.meaning_for(thresholds)}
                         for f in word
                     ],
                 }

@@ -106,3 +106,49 @@ def test_thresholds_are_settings():
     assert _combine(_labels(), _labels(teff=5150.0), rules=rules).flag[0] == 1
     with pytest.raises(ValueError, match="unknown catalog rule"):
         CatalogRules.from_mapping({"max_delta_tef": 1})
+
+
+def test_settings_carry_only_the_overrides_of_the_rules():
+    from core.rules import CatalogRules, env_overrides
+
+    assert env_overrides(CatalogRules, "CATALOG_", {}) == {}
+    assert env_overrides(CatalogRules, "CATALOG_", {"CATALOG_MAX_DELTA_TEFF": "150", "OTHER": "1"}) == {
+        "max_delta_teff": 150.0
+    }
+    with pytest.raises(ValueError, match="CATALOG_MIN_SNR"):
+        env_overrides(CatalogRules, "CATALOG_", {"CATALOG_MIN_SNR": "ten"})
+    assert CatalogRules.from_mapping({"max_delta_teff": 150.0}) == CatalogRules(max_delta_teff=150.0)
+
+
+def test_flag_texts_state_the_thresholds_of_the_rules_applied():
+    from core.rules import CatalogRules, flag_thresholds
+
+    flag = CATALOG_FLAGS["MODELS_DISAGREE_TEFF"]
+    assert "(120 K)" in flag.meaning
+    assert "(150 K)" in flag.meaning_for(flag_thresholds(catalog=CatalogRules(max_delta_teff=150.0)))
+    assert CATALOG_FLAGS["LOW_SNR"].meaning_for(flag_thresholds(CatalogRules(min_snr=7.0))) == "S/N at or below 7 in an arm."
+    for word in (SPECTRUM_FLAGS, CATALOG_FLAGS):
+        for bit in word:
+            assert "{" not in bit.meaning, bit.name
+
+
+@pytest.mark.django_db
+def test_a_release_and_the_flag_endpoint_describe_the_rules_they_apply(release_factory, settings):
+    import io
+
+    from astropy.io import fits
+    from django.test import Client
+
+    from .conftest import label_rows, make_spectra
+
+    settings.CATALOG_RULES = {"max_delta_teff": 150.0}
+    spectra = make_spectra([(10.0, 10.0)])
+    release = release_factory(spectra, label_rows([5000.0]), label_rows([5130.0]))  # 130 K apart
+    assert release.rules["max_delta_teff"] == 150.0 and release.good_count == 1
+    response = Client().get(f"/api/v1/releases/{release.name}/export/", {"format": "fits"})
+    with fits.open(io.BytesIO(b"".join(response.streaming_content))) as hdus:
+        comments = " ".join(str(card) for card in hdus[1].header["COMMENT"])
+    assert "by the threshold (150 K) or more" in comments and "(120 K)" not in comments
+    flags = Client().get("/api/v1/flags/").json()
+    teff_bit = next(b for b in flags["catalog"]["bits"] if b["name"] == "MODELS_DISAGREE_TEFF")
+    assert "(150 K)" in teff_bit["meaning"]

@@ -2,13 +2,16 @@
 
 Every value that differs between machines comes from the environment through one
 ``env`` object (django-environ); an optional ``.env`` file at the project root is read
-first. The catalog rules and limits live here too, so that they are settings, not magic
-numbers in code.
+first. Limits live here too, so that they are settings, not magic numbers in code; the
+catalog rules are defined in ``core.rules`` and only their overrides come from here.
 """
 
+import os
 from pathlib import Path
 
 import environ
+
+from core.rules import CatalogRules, env_overrides
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -206,18 +209,11 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# --- Catalog rules (inference.catalog_rules.CatalogRules; paper section 4) --------------
-CATALOG_RULES = {
-    "max_delta_teff": env.float("CATALOG_MAX_DELTA_TEFF", default=120.0),
-    "max_delta_logg": env.float("CATALOG_MAX_DELTA_LOGG", default=0.16),
-    "max_delta_feh": env.float("CATALOG_MAX_DELTA_FEH", default=0.06),
-    "teff_min": env.float("CATALOG_TEFF_MIN", default=3500.0),
-    "teff_max": env.float("CATALOG_TEFF_MAX", default=8000.0),
-    "abundance_teff_max": env.float("CATALOG_ABUNDANCE_TEFF_MAX", default=6500.0),
-    "hot_metal_poor_teff": env.float("CATALOG_HOT_METAL_POOR_TEFF", default=7000.0),
-    "hot_metal_poor_feh": env.float("CATALOG_HOT_METAL_POOR_FEH", default=-1.0),
-    "min_snr": env.float("CATALOG_MIN_SNR", default=10.0),
-}
+# --- Catalog rules ----------------------------------------------------------------------
+# The thresholds are defined once, in core.rules.CatalogRules (paper section 4); a
+# CATALOG_<FIELD> environment variable overrides one (CATALOG_MAX_DELTA_TEFF=150). A release
+# records the rules it applied.
+CATALOG_RULES = env_overrides(CatalogRules, "CATALOG_", os.environ)
 
 # --- Ingest -----------------------------------------------------------------------------
 # Spectra closer than this on the sky belong to the same star (designations of one star

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.flags import SPECTRUM_FLAGS
+from core.rules import SpectrumRules
 
 from .batch import pack_arms
 from .continuum import ContinuumConfig, fit_continuum
@@ -30,11 +31,12 @@ PREPROCESSING_VERSION = "1.0"
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    min_snr: float = 10.0  # both arms must exceed this (flags LOW_SNR_*; not a silent drop)
-    max_masked_fraction: float = 0.2  # above this MANY_MASKED_PIXELS
-    max_rv_error: float = 5.0  # km/s; above this, or arms disagreeing by more, RV_UNRELIABLE
-    max_rv_arm_difference: float = 15.0  # km/s
-    min_rv_peak: float = 0.3  # normalised correlation peak below which a measured RV is unreliable
+    # The flags' thresholds (core.rules.SpectrumRules, where they are defined and described).
+    min_snr: float = SpectrumRules.min_snr  # flags LOW_SNR_*; not a silent drop
+    max_masked_fraction: float = SpectrumRules.max_masked_fraction
+    max_rv_error: float = SpectrumRules.max_rv_error
+    max_rv_arm_difference: float = SpectrumRules.max_rv_arm_difference
+    min_rv_peak: float = SpectrumRules.min_rv_peak
     continuum: ContinuumConfig = field(default_factory=ContinuumConfig)
 
 
