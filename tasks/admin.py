@@ -1,21 +1,24 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html_join
 
 from core.admin import ReadOnlyAdmin
 
 from .models import ProcessingChunk, ProcessingRun
 from .services import (
     RunConfigurationError,
+    duration_text,
     processing_run_cancel,
     processing_run_progress,
     processing_run_retry_failed,
     processing_run_start,
+    progress_lines,
 )
 
 
 class ChunkInline(admin.TabularInline):
     model = ProcessingChunk
-    fields = ["stage", "index", "state", "items", "skipped_items", "failed_items", "attempts", "lost_deliveries",
-              "worker", "heartbeat_at", "seconds", "error"]
+    fields = ["stage", "index", "state", "size", "items", "skipped_items", "failed_items", "attempts", "lost_deliveries",
+              "worker", "heartbeat_at", "seconds", "peak_rss_mb", "error"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -31,7 +34,7 @@ class ProcessingRunAdmin(admin.ModelAdmin):
     list_display = ["__str__", "state", "current_stage", "stages", "release_name", "created_at", "finished_at", "progress"]
     list_filter = ["state"]
     readonly_fields = ["state", "current_stage", "reason", "stage_seconds", "created_at", "started_at", "finished_at",
-                       "stage_started_at", "created_by", "progress"]
+                       "stage_started_at", "created_by", "progress", "rates_and_eta"]
     fields = ["name", "stages", "paths", "rv_catalog_path", "measure_rv", "formal_model", "alternate_model",
               "release_name", "publish", "publish_partial", "chunk_files", "chunk_spectra", *readonly_fields]
     actions = ["start", "cancel", "retry_failed"]
@@ -40,8 +43,21 @@ class ProcessingRunAdmin(admin.ModelAdmin):
     def progress(self, run: ProcessingRun) -> str:
         if run.pk is None:
             return "-"
-        chunks = processing_run_progress(run=run)["chunks"]
-        return ", ".join(f"{count} {state}" for state, count in chunks.items() if count) or "-"
+        progress = processing_run_progress(run=run)
+        text = ", ".join(f"{count} {state}" for state, count in progress["chunks"].items() if count) or "-"
+        if run.state == ProcessingRun.State.RUNNING:
+            text += f"; ETA of {run.current_stage}: {duration_text(progress['eta_seconds'])}"
+        return text
+
+    @admin.display(description="rates and ETA")
+    def rates_and_eta(self, run: ProcessingRun) -> str:
+        """Per stage: done/total in its unit, the rates measured from the chunks done, the ETA."""
+        if run.pk is None:
+            return "-"
+        lines = progress_lines(processing_run_progress(run=run))
+        if not lines:
+            return "-"
+        return format_html_join("\n", "<div>{}</div>", ((line,) for line in lines))
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # a run and its chunks are the record of what was processed; cancel it instead

@@ -81,6 +81,8 @@ class ProcessingChunk(models.Model):
     index = models.PositiveIntegerField()
     payload = models.JSONField(help_text="What the chunk covers: file paths, or a spectrum id range.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED, db_index=True)
+    size = models.PositiveIntegerField(
+        default=0, help_text="What the chunk covers, from its plan: files (ingest), spectra (predict), 1 (release).")
     items = models.PositiveIntegerField(default=0, help_text="Spectra written or predicted.")
     skipped_items = models.PositiveIntegerField(default=0, help_text="Files unchanged since an earlier ingest.")
     failed_items = models.PositiveIntegerField(default=0, help_text="Files that failed to read.")
@@ -92,6 +94,8 @@ class ProcessingChunk(models.Model):
         max_length=100, blank=True, help_text="The task message (id:retries) that claimed it last.")
     error = models.TextField(blank=True)
     seconds = models.FloatField(null=True, blank=True)
+    peak_rss_mb = models.FloatField(
+        null=True, blank=True, help_text="Peak resident memory (ru_maxrss) of the process that did it, when done, MB.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(

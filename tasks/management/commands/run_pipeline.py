@@ -10,15 +10,18 @@ from tasks.models import ProcessingRun
 from tasks.reconcile import processing_runs_reconcile
 from tasks.services import (
     RunConfigurationError,
+    duration_text,
     processing_run_cancel,
     processing_run_create,
     processing_run_progress,
     processing_run_retry_failed,
     processing_run_start,
+    progress_lines,
 )
 
 
 class Command(BaseCommand):
+    PROGRESS_LINE_SECONDS = 30.0
     help = (
         "Run the survey pipeline (ingest -> predict with both models -> build a release) on the Celery "
         "workers, or in-process on the embedded default, and follow its progress. Also: --follow, --cancel "
@@ -89,17 +92,33 @@ class Command(BaseCommand):
         )
 
     def _follow(self, run: ProcessingRun) -> None:
-        """Poll the run's chunks in the database: the bar follows the workers, wherever they are."""
-        bar = tqdm(unit="chunk", desc=f"run {run.pk}", file=self.stderr, disable=None)
+        """Poll the run's chunks in the database: the bar follows the workers, wherever they are.
+
+        The bar counts the current stage in its unit (files, spectra) with the rate measured
+        from the chunks done and the ETA; without a terminal (a log file) the same line is
+        written every PROGRESS_LINE_SECONDS and whenever the stage changes.
+        """
+        bar = tqdm(unit="chunk", desc=f"run {run.pk}", file=self.stderr, disable=None,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}")
         next_reconcile = time.monotonic() + settings.PIPELINE_RECONCILE_SECONDS
+        last_line, last_stage = 0.0, None
         while True:
             run.refresh_from_db()
             progress = processing_run_progress(run=run)
-            chunks = progress["chunks"]
-            bar.total = sum(chunks.values())
-            bar.n = chunks["done"] + chunks["failed"] + chunks["skipped"]
-            bar.set_postfix(stage=run.current_stage, failed=chunks["failed"])
-            bar.refresh()
+            stage = progress["stages"].get(run.current_stage)
+            if stage is not None and not run.is_finished:
+                if bar.disable and (run.current_stage != last_stage
+                                    or time.monotonic() - last_line >= self.PROGRESS_LINE_SECONDS):
+                    self.stdout.write(f"run {run.pk} {progress_lines({**progress, 'stages': {run.current_stage: stage}})[0]}")
+                    last_line, last_stage = time.monotonic(), run.current_stage
+                bar.set_description_str(f"run {run.pk} {run.current_stage}", refresh=False)
+                bar.unit = stage["unit"]
+                bar.total = stage["units_total"]
+                bar.n = stage["units_done"] + stage["units_failed"]
+                rate = f"{stage['rate']:,.1f} {stage['unit']}/s" if stage["rate"] is not None else "rate ?"
+                bar.set_postfix_str(f"{rate}, ETA {duration_text(stage['eta_seconds'])}, "
+                                    f"{progress['chunks']['failed']} chunks failed", refresh=False)
+                bar.refresh()
             if run.is_finished:
                 break
             if time.monotonic() >= next_reconcile:  # heal lost workers and messages while waiting
@@ -107,13 +126,15 @@ class Command(BaseCommand):
                 next_reconcile = time.monotonic() + settings.PIPELINE_RECONCILE_SECONDS
             time.sleep(1.0)
         bar.close()
-        self.stdout.write(f"run {run.pk}: {run.state}" + (f" ({run.reason})" if run.reason else ""))
-        for stage, counts in progress["stages"].items():
-            seconds = progress["stage_seconds"].get(stage)
+        self.stdout.write(f"run {run.pk}: {run.state}" + (f" ({run.reason})" if run.reason else "")
+                          + (f" after {duration_text(progress['elapsed_seconds'])}"
+                             if progress["elapsed_seconds"] is not None else ""))
+        for (stage, counts), line in zip(progress["stages"].items(), progress_lines(progress), strict=True):
             self.stdout.write(
                 f"  {stage}: {counts['done']} chunks done, {counts['failed']} failed, {counts['skipped']} skipped; "
-                f"{counts['spectra'] or 0} spectra" + (f" in {seconds:.1f} s" if seconds is not None else "")
+                f"{counts['spectra'] or 0} spectra"
                 + (f"; {counts['files_unchanged']} files unchanged, {counts['files_failed']} files failed"
                    if stage == "ingest" else ""))
+            self.stdout.write(f"    {line}")
         for chunk in run.chunks.filter(state="failed")[:20]:
             self.stdout.write(f"  failed {chunk.stage} chunk {chunk.index}: {chunk.error}")
