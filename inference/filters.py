@@ -31,10 +31,12 @@ class CatalogEntryFilterSet(StrictFilterSet):
     gaia_source_id = IntegerFilter(field_name="gaia_source_id")
     medres_specid = django_filters.CharFilter(field_name="medres_specid")
     snr_min = FloatFilter(method="filter_snr_both_arms", label="Minimum S/N in both arms")
-    locals().update(_label_range_filters())
-    locals().update(range_filters("snr_blue", "blue-arm S/N"))
-    locals().update(range_filters("snr_red", "red-arm S/N"))
-    locals().update(flag_filters("flag_bits", CATALOG_FLAGS))
+    generated_filters = (
+        _label_range_filters(),
+        range_filters("snr_blue", "blue-arm S/N"),
+        range_filters("snr_red", "red-arm S/N"),
+        flag_filters("flag_bits", CATALOG_FLAGS),
+    )
 
     class Meta:
         model = CatalogEntry
@@ -54,7 +56,7 @@ class CatalogStarFilterSet(StrictFilterSet):
     gaia_source_id = IntegerFilter(field_name="gaia_source_id")
     n_spectra_min = IntegerFilter(field_name="n_spectra", lookup_expr="gte", label="Minimum number of Flag = 1 spectra")
     n_spectra_max = IntegerFilter(field_name="n_spectra", lookup_expr="lte", label="Maximum number of Flag = 1 spectra")
-    locals().update(_label_range_filters())
+    generated_filters = (_label_range_filters(),)
 
     class Meta:
         model = CatalogStar
@@ -65,8 +67,7 @@ class LabelSetFilterSet(StrictFilterSet):
     spectrum = IntegerFilter(field_name="spectrum_id", label="Spectrum id")
     medres_specid = django_filters.CharFilter(field_name="spectrum__medres_specid")
     model_version = django_filters.CharFilter(field_name="model_version__name")
-    locals().update(_label_range_filters())
-    locals().update(flag_filters("flags", LABEL_FLAGS))
+    generated_filters = (_label_range_filters(), flag_filters("flags", LABEL_FLAGS))
 
     class Meta:
         model = LabelSet

@@ -11,27 +11,30 @@ from core.labels import LABELS
 from spectra.models import Spectrum
 
 
-def _abstract_model(name: str, fields: dict[str, models.Field]) -> type[models.Model]:
-    meta = type("Meta", (), {"abstract": True})
-    return type(name, (models.Model,), {"__module__": __name__, "Meta": meta, **fields})
+class LabelValues(models.Model):
+    """The 15 labels as typed columns (fields added from core.labels.LABELS below)."""
+
+    class Meta:
+        abstract = True
 
 
-LabelValues = _abstract_model(
-    "LabelValues",
-    {
-        label.field: models.FloatField(null=True, blank=True, help_text=f"{label.description} ({label.unit}).")
-        for label in LABELS
-    },
-)
-LabelErrors = _abstract_model(
-    "LabelErrors",
-    {
-        label.error_field: models.FloatField(
-            null=True, blank=True, help_text=f"1-sigma uncertainty of {label.column} ({label.unit})."
-        )
-        for label in LABELS
-    },
-)
+class LabelErrors(models.Model):
+    """The 15 labels' 1-sigma uncertainties as typed columns (fields added below)."""
+
+    class Meta:
+        abstract = True
+
+
+for _label in LABELS:
+    LabelValues.add_to_class(
+        _label.field, models.FloatField(null=True, blank=True, help_text=f"{_label.description} ({_label.unit}).")
+    )
+for _label in LABELS:
+    LabelErrors.add_to_class(
+        _label.error_field,
+        models.FloatField(null=True, blank=True, help_text=f"1-sigma uncertainty of {_label.column} ({_label.unit})."),
+    )
+del _label
 
 
 class ModelVersion(models.Model):
@@ -171,17 +174,23 @@ class CatalogEntry(LabelValues, LabelErrors):
         return f"{self.release_id}:{self.medres_specid}"
 
 
-LabelChi2 = _abstract_model(
-    "LabelChi2",
-    {
-        f"{label.field}_chi2r": models.FloatField(
+class LabelChi2(models.Model):
+    """The reduced chi-square of a star's Flag = 1 values of each label (fields added below)."""
+
+    class Meta:
+        abstract = True
+
+
+for _label in LABELS:
+    LabelChi2.add_to_class(
+        f"{_label.field}_chi2r",
+        models.FloatField(
             null=True, blank=True,
-            help_text=f"Reduced chi-square of the star's Flag = 1 {label.column} values about their mean "
+            help_text=f"Reduced chi-square of the star's Flag = 1 {_label.column} values about their mean "
             "(NULL below two spectra).",
-        )
-        for label in LABELS
-    },
-)
+        ),
+    )
+del _label
 
 
 class CatalogStar(LabelValues, LabelErrors, LabelChi2):

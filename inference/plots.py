@@ -1,30 +1,18 @@
 """Figures of models and releases: evaluation in S/N bins (paper Fig. 7), Kiel diagram (Fig. 6)."""
 
-import io
+import numpy as np
+from django.conf import settings
+from matplotlib.colors import ListedColormap
+from scipy.stats import binned_statistic_2d
 
-import matplotlib
+from core.bulk import numeric_columns
+from core.labels import LABELS
+from core.plots import figure_png, plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from django.conf import settings  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from scipy.stats import binned_statistic_2d  # noqa: E402
-
-from core.bulk import numeric_columns  # noqa: E402
-from core.labels import LABELS  # noqa: E402
-
-from .models import CatalogEntry, CatalogRelease, ModelVersion  # noqa: E402
+from .models import CatalogEntry, CatalogRelease, ModelVersion
 
 # Above this many stars the Kiel diagram shows the mean [Fe/H] per cell instead of points.
 KIEL_SCATTER_MAX = 20_000
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def evaluation_figure_png(model_version: ModelVersion) -> bytes:
@@ -34,7 +22,7 @@ def evaluation_figure_png(model_version: ModelVersion) -> bytes:
     figure, axes = plt.subplots(3, 5, figsize=(17, 9), sharex=True)
     if "by_snr" not in metrics:
         figure.text(0.5, 0.5, "this model version has no test-set evaluation", ha="center")
-        return _png(figure)
+        return figure_png(figure)
     edges = [e if e is not None else np.inf for e in metrics["snr_edges"]]
     upper = [e if np.isfinite(e) else edges[-2] * 1.5 for e in edges[1:]]
     centres = (np.asarray(edges[:-1]) + np.asarray(upper)) / 2
@@ -49,7 +37,7 @@ def evaluation_figure_png(model_version: ModelVersion) -> bytes:
     for axis in axes[-1]:
         axis.set_xlabel("S/N (weaker arm)")
     figure.suptitle(f"{model_version.name}: prediction - reference on the test set (mean and standard deviation)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _isochrones() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -130,4 +118,4 @@ def kiel_diagram_png(release: CatalogRelease, *, good_only: bool = True) -> byte
     axis.set_title(f"{release.name}: {rows.shape[0]} {'Flag = 1 ' if good_only else ''}spectra")
     if axis.get_legend_handles_labels()[0]:
         axis.legend(loc="lower left", fontsize=8)
-    return _png(figure)
+    return figure_png(figure)

@@ -77,7 +77,7 @@ class SpectrumAdmin(PipelineRowsAdmin):
         return [figure, *super().get_urls()]
 
     def figure_view(self, request, pk: int):
-        """The spectrum's figure as PNG; a missing spectrum or source file is a JSON 404."""
+        """The spectrum's figure as PNG, from its stored arrays; a missing spectrum or missing arrays is a JSON 404."""
         from .plots import PlotUnavailable, spectrum_figure_png
 
         spectrum = Spectrum.objects.select_related("star").filter(pk=pk).first()

@@ -33,9 +33,11 @@ class SpectrumFilterSet(StrictFilterSet):
     plan_id = django_filters.CharFilter(field_name="plan_id")
     kind = django_filters.ChoiceFilter(choices=Spectrum.Kind.choices)
     status = django_filters.ChoiceFilter(choices=Spectrum.Status.choices)
-    locals().update(range_filters("snr_blue", "blue-arm S/N"))
-    locals().update(range_filters("snr_red", "red-arm S/N"))
-    locals().update(flag_filters("flags", SPECTRUM_FLAGS))
+    generated_filters = (
+        range_filters("snr_blue", "blue-arm S/N"),
+        range_filters("snr_red", "red-arm S/N"),
+        flag_filters("flags", SPECTRUM_FLAGS),
+    )
 
     class Meta:
         model = Spectrum

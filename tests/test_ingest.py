@@ -160,9 +160,13 @@ def test_admin_shows_the_spectrum_figure_and_the_failed_files(survey_dir, settin
     assert Client().get(f"/admin/spectra/spectrum/{coadd.pk}/figure.png").status_code == 302  # login required
     failed = client.get("/admin/spectra/sourcefile/", {"status__exact": "failed"}).content.decode()
     assert "truncated.fits.gz" in failed and "readme.fits" in failed
+    # The figure shows the stored arrays (what the networks read), not a new reading of the file.
     (root / "night0" / files[0].name).unlink()
-    moved = Spectrum.objects.filter(source_path__endswith=f"night0/{files[0].name}").first()
-    assert client.get(f"/admin/spectra/spectrum/{moved.pk}/figure.png").status_code == 404
+    moved = Spectrum.objects.filter(source_path__endswith=f"night0/{files[0].name}", array_shard__gt="").first()
+    assert client.get(f"/admin/spectra/spectrum/{moved.pk}/figure.png").status_code == 200
+    ArrayStore(settings.SPECTRA_ARRAY_ROOT).path(moved.array_shard).unlink()
+    gone = client.get(f"/admin/spectra/spectrum/{moved.pk}/figure.png")
+    assert gone.status_code == 404 and moved.array_shard in gone.json()["detail"]
 
 
 def test_the_same_observation_twice_in_a_batch_is_one_row(tmp_path, settings):

@@ -1,16 +1,11 @@
 """Figures of a validation: differences against our value (paper Figs. 13-14)."""
 
-import io
+import numpy as np
 
-import matplotlib
+from core.labels import LABELS
+from core.plots import figure_png, plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from core.labels import LABELS  # noqa: E402
-
-from .models import ValidationResult  # noqa: E402
+from .models import ValidationResult
 
 _BY_FIELD = {label.field: label for label in LABELS}
 
@@ -44,7 +39,4 @@ def differences_figure_png(results: list[ValidationResult]) -> bytes:
     if results:
         first = results[0]
         figure.suptitle(f"{first.release.name} minus {first.survey.name} (bias / sigma)")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure, dpi=80)

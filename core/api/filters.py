@@ -178,6 +178,9 @@ class StrictFilterSet(django_filters.FilterSet):
     """
 
     cone_fields: tuple[str, str] | None = None
+    # Filters made by a function, such as range_filters() and flag_filters(): groups of
+    # name -> filter added after the declared ones.
+    generated_filters: tuple[dict[str, django_filters.Filter], ...] = ()
 
     cone_ra = FloatFilter(method="filter_noop", label="Cone centre right ascension (deg, J2000)", min_value=0.0, max_value=360.0)
     cone_dec = FloatFilter(method="filter_noop", label="Cone centre declination (deg, J2000)", min_value=-90.0, max_value=90.0)
@@ -192,6 +195,8 @@ class StrictFilterSet(django_filters.FilterSet):
     def get_filters(cls):
         # Without cone fields the cone parameters do not exist (nor in the API schema).
         filters = super().get_filters()
+        for group in cls.generated_filters:
+            filters.update(group)
         if cls.cone_fields is None:
             for name in ("cone_ra", "cone_dec", "cone_radius"):
                 filters.pop(name, None)
