@@ -17,7 +17,20 @@ MATCH_POSITION = np.int8(2)
 
 @dataclass(frozen=True)
 class CrossMatch:
-    """For each reference row: the index of its star (-1 if none), how, and how far."""
+    """For each reference row: the index of its star (-1 if none), how, and how far.
+
+    Parameters
+    ----------
+    star_index : ndarray, shape (n_ref,), int64
+        Index into the star arrays passed to `crossmatch`; -1 when unmatched.
+    method : ndarray, shape (n_ref,), int8
+        ``MATCH_NONE`` (0), ``MATCH_GAIA`` (1) or ``MATCH_POSITION`` (2).
+    separation_arcsec : ndarray, shape (n_ref,), float64
+        Separation from the matched star, arcsec; NaN when unmatched.
+    gaia_rejected_arcsec : ndarray, shape (n_ref,), float64
+        Separation, arcsec, of the star sharing the row's Gaia id when that was beyond
+        the limit and the id match was refused; NaN otherwise.
+    """
 
     star_index: np.ndarray  # (n_ref,) int64, -1 when unmatched
     method: np.ndarray  # (n_ref,) int8: MATCH_NONE / MATCH_GAIA / MATCH_POSITION
@@ -27,6 +40,13 @@ class CrossMatch:
 
     @property
     def matched(self) -> np.ndarray:
+        """Which reference rows have a star.
+
+        Returns
+        -------
+        ndarray, shape (n_ref,), bool
+            ``star_index >= 0``.
+        """
         return self.star_index >= 0
 
 
@@ -60,8 +80,14 @@ def crossmatch(
 
     Parameters
     ----------
-    ref_gaia, star_gaia : (n,) int64, 0 where unknown
-    ref_ra, ref_dec, star_ra, star_dec : (n,) float64, degrees (ICRS / J2000)
+    ref_gaia : array_like, shape (n_ref,), int64
+        Gaia source ids of the reference rows; 0, a negative value or None where unknown.
+    ref_ra, ref_dec : array_like, shape (n_ref,), float64
+        Reference positions, degrees (ICRS / J2000).
+    star_gaia : array_like, shape (n_star,), int64
+        Gaia source ids of the stars, as ``ref_gaia``.
+    star_ra, star_dec : array_like, shape (n_star,), float64
+        Star positions, degrees (ICRS / J2000).
     radius_arcsec : float
         Largest separation accepted for a positional match.
     gaia_max_arcsec : float
@@ -78,6 +104,11 @@ def crossmatch(
         ``gaia_rejected_arcsec``) and falls back to position like a row without an id; every
         such row is matched to its nearest star within ``radius_arcsec``. A Gaia id shared by
         several stars goes to the nearest of them.
+
+    Raises
+    ------
+    TypeError
+        If a Gaia id array holds floats: a 19-digit id does not survive float64.
     """
     ref_gaia = _gaia_ids(ref_gaia)
     star_gaia = _gaia_ids(star_gaia)
@@ -125,10 +156,24 @@ def crossmatch(
 
 
 def match_notes(result: CrossMatch, radius_arcsec: float, gaia_max_arcsec: float) -> np.ndarray:
-    """(n_ref,) object: why a row is matched the way it is, where that needs saying; '' elsewhere.
+    """Why each reference row is matched the way it is, where that needs saying.
 
     Today that is a refused Gaia-id match: 'Gaia id match 60.0" away (limit 5"): refused;
     matched by position at 0.40"' or '...: refused; no star within 3"'.
+
+    Parameters
+    ----------
+    result : CrossMatch
+        The outcome of `crossmatch`.
+    radius_arcsec : float
+        The positional radius that was used, arcsec (quoted in the note).
+    gaia_max_arcsec : float
+        The Gaia-id separation limit that was used, arcsec (quoted in the note).
+
+    Returns
+    -------
+    ndarray, shape (n_ref,), object (str)
+        The note per row; '' where there is nothing to say.
     """
     notes = np.full(result.star_index.shape[0], "", dtype=object)
     for i in np.flatnonzero(np.isfinite(result.gaia_rejected_arcsec)):

@@ -15,10 +15,30 @@ from django.db.models.functions import Cos, Radians, Sin
 def cone_box(ra: float, dec: float, radius: float):
     """The smallest (dec, RA) box holding the cone around (ra, dec), all in degrees.
 
-    Returns ``((dec_low, dec_high), ra_ranges)``: ``ra_ranges`` is a list of one or two
-    closed (low, high) intervals (two where the box crosses RA 0/360), or None where the
-    cone reaches a pole or spans every RA. Pure arithmetic, shared by the ORM filter
-    below and the SQL of the TAP service (vo/adql.py).
+    Pure arithmetic, shared by the ORM filter below and the SQL of the TAP service
+    (vo/adql.py).
+
+    Parameters
+    ----------
+    ra : float
+        Right ascension of the centre, degrees, in [0, 360).
+    dec : float
+        Declination of the centre, degrees, in [-90, 90].
+    radius : float
+        Cone radius, degrees, > 0.
+
+    Returns
+    -------
+    dec_range : tuple of (float, float)
+        ``(dec_low, dec_high)``, degrees; may pass beyond +-90 where the cone reaches a pole.
+    ra_ranges : list of (float, float) or None
+        One or two closed (low, high) RA intervals, degrees (two where the box crosses
+        RA 0/360), or None where the cone reaches a pole or spans every RA.
+
+    Raises
+    ------
+    ValueError
+        If ra, dec or radius is outside the ranges above.
     """
     if not (0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0 and radius > 0.0):
         raise ValueError("cone needs 0 <= ra < 360, -90 <= dec <= 90 and radius > 0")
