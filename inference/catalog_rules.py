@@ -20,6 +20,21 @@ _ABUNDANCE_COLUMNS = np.array([i for i, label in enumerate(LABELS) if label.is_a
 
 @dataclass(frozen=True)
 class CombinedLabels:
+    """The published labels of a batch of spectra, their Flag and the reasons for it.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n, 15), float64
+        The published labels, in ``core.labels.LABELS`` order (Teff in K, the rest in dex);
+        NaN where there is no value.
+    errors : ndarray, shape (n, 15), float64
+        Their 1-sigma uncertainties, same units; NaN where there is no value.
+    flag : ndarray, shape (n,), uint8
+        Catalog Flag, 1 good / 0 bad.
+    bits : ndarray, shape (n,), int64
+        Catalog flag bits (``core.flags.CATALOG_FLAGS``).
+    """
+
     values: np.ndarray  # (n, 15) float64, the published labels
     errors: np.ndarray  # (n, 15) float64
     flag: np.ndarray  # (n,) uint8, 1 good / 0 bad
@@ -50,6 +65,7 @@ def combine_models(
     spectrum_flags : (n,) int64
         Spectrum flag words; any REJECT bit rejects the row.
     rules : CatalogRules
+        The thresholds (``core.rules.CatalogRules``; K, dex and S/N).
 
     Returns
     -------
@@ -57,6 +73,19 @@ def combine_models(
         The formal model's values, Flag and the reason bits. Above ``abundance_teff_max``
         the 13 abundances and their uncertainties are NaN (no value: stored as NULL,
         never a sentinel) and the row carries HOT_STAR_NO_ABUNDANCES.
+
+    Raises
+    ------
+    ValueError
+        If ``formal``, ``alternate`` or ``formal_errors`` is not (n, 15).
+
+    Notes
+    -----
+    The rules are the SPCANet paper's (Wang et al. 2020, ApJ 891, 23, sect. 4.1; summarised
+    in SCIENCE.md "Two models, and the catalog rules"): the two models must agree in Teff,
+    log g and [Fe/H]; Teff outside the trusted range is rejected; above the abundance limit
+    the 13 abundances are not given; hot metal-poor stars are flagged as a warning; both
+    arms need S/N above the minimum.
     """
     formal = np.asarray(formal, dtype=np.float64)
     alternate = np.asarray(alternate, dtype=np.float64)

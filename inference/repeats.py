@@ -64,17 +64,29 @@ def repeat_statistics(star: np.ndarray, night: np.ndarray, coadd: np.ndarray, va
         True for nightly coadds, False for single exposures.
     values, errors : (n, n_labels) float64
         Labels and their stated 1-sigma uncertainties (label units); NaN where missing.
-    names : n_labels label names.
+    names : list of str, length n_labels
+        Label names, the keys of the result's ``labels``.
     noise_share : (n, n_labels) float64, optional
-        Share of each stated uncertainty that the S/N term makes (0-1), from the noise model.
+        Share of each stated uncertainty that the S/N term makes (0-1), from the noise model
+        (``inference.network.uncertainty.noise_share``); the ``exposure_noise_*`` entries
+        are NaN without it.
 
     Returns
     -------
-    One dict per star: ``star``, ``n_exposures``, ``n_coadds``, ``nights``; ``labels``
-    ``{name: {exposure_scatter, exposure_dof, exposure_sigma, exposure_ratio,
-    exposure_noise_sigma, exposure_noise_ratio, coadd_scatter, coadd_dof, coadd_sigma,
-    coadd_ratio}}`` (NaN where too few repeats); and ``per_night``, a list of
-    ``{night, labels: {name: {coadd_minus_exposures, coadd_z, offset, offset_z, flagged}}}``.
+    list of dict
+        One dict per star with two or more spectra, in increasing star id: ``star``,
+        ``n_exposures``, ``n_coadds``, ``nights``; ``labels``
+        ``{name: {exposure_scatter, exposure_dof, exposure_sigma, exposure_ratio,
+        exposure_noise_sigma, exposure_noise_ratio, coadd_scatter, coadd_dof, coadd_sigma,
+        coadd_ratio}}`` (NaN where too few repeats); and ``per_night``, a list of
+        ``{night, n_exposures, labels: {name: {coadd_minus_exposures, coadd_z, offset,
+        offset_z, flagged}}}``. Scatters and offsets in label units, ``*_z`` and ratios
+        dimensionless; ``flagged`` when ``|offset_z| > OFFSET_FLAG_SIGMA``.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` and ``errors`` are not both (n, len(names)).
     """
     star = np.asarray(star, dtype=np.int64)
     night = np.asarray(night, dtype=np.int64)

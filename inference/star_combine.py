@@ -33,9 +33,10 @@ import numpy as np
 class StarCombination:
     """The combined rows, one per distinct star id, in increasing star id.
 
-    Attributes
+    Parameters
     ----------
-    star_ids : (m,) int64
+    star_ids : ndarray, shape (m,), int64
+        The distinct star ids, increasing.
     n_spectra : (m,) int64
         Flag = 1 spectra of the star (those combined).
     n_spectra_all : (m,) int64
@@ -84,6 +85,16 @@ def stars_combine(
     -------
     StarCombination
         Empty arrays (m = 0) for no entries.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` and ``errors`` are not both (n, k), or another column is not (n,).
+
+    Notes
+    -----
+    Inverse-variance weighted means (Bevington & Robinson, *Data Reduction and Error
+    Analysis*, 3rd ed., eqs. 4.17-4.19); see the module docstring.
     """
     star_ids = np.asarray(star_ids, dtype=np.int64)
     spectrum_ids = np.asarray(spectrum_ids, dtype=np.int64)

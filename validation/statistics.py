@@ -49,18 +49,34 @@ def compare_label(
 
     Parameters
     ----------
-    ours, theirs : (n,) float64, NaN where a value is missing (left out).
-    star_ids : (n,) int64, our star of each spectrum (several spectra per star).
-    snr : (n,) float64, the weaker arm's S/N.
-    value_edges : bins of our label value.
+    ours, theirs : array_like, shape (n,), float64
+        Our value and the other survey's, in the label's unit (K for Teff, dex otherwise);
+        NaN where a value is missing (the pair is left out).
+    star_ids : array_like, shape (n,), int64
+        Our star of each spectrum (several spectra per star).
+    snr : array_like, shape (n,), float64
+        The weaker arm's S/N.
+    value_edges : sequence of float
+        Bin edges of our label value, in the label's unit (e.g. ``VALUE_EDGES``).
+    seed : int, optional
+        Seed of the random sample of pairs kept for plots.
 
     Returns
     -------
-    None when nothing is compared; otherwise a dict with n_spectra, n_stars, bias,
-    scatter, median_offset, robust_scatter, bias_error (scatter / sqrt(n_stars): spectra
-    of one star are not independent), star_bias and star_scatter (over per-star mean
-    differences), the regression line (slope, intercept) of the difference on our value,
-    ``by_value`` and ``by_snr`` bins, and a sample of (ours, difference) pairs for plots.
+    dict or None
+        None when nothing is compared; otherwise n_spectra, n_stars, bias, scatter,
+        median_offset, robust_scatter (1.4826 MAD), bias_error (scatter / sqrt(n_stars):
+        spectra of one star are not independent), star_bias and star_scatter (over per-star
+        mean differences), the regression line (slope, intercept; None below three pairs or
+        with no spread in our value) of the difference on our value, ``by_value`` and
+        ``by_snr`` bins (edges, n, bias, scatter; None where a bin is too small), and a
+        sample of at most ``PLOT_SAMPLE`` (ours, difference) pairs for plots. Plain Python
+        floats and lists, in the label's unit.
+
+    Notes
+    -----
+    Bias and sigma of ours - theirs as in the SPCANet paper's Table 1 and Figs. 13-14
+    (Wang et al. 2020, ApJ 891, 23, sect. 4.2.1).
     """
     ours = np.asarray(ours, dtype=np.float64)
     theirs = np.asarray(theirs, dtype=np.float64)
