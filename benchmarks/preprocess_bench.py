@@ -101,8 +101,8 @@ def bench_ingest(files: list[Path], n_files: int, database_url: str) -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from spectra.ingest import spectra_ingest
     from spectra.io import read_spectrum_file
+    from spectra.services.ingest import spectra_ingest
 
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:

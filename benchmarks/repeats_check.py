@@ -52,8 +52,8 @@ def repeats_collect(paths: list[Path], model_names: list[str], *, templates=None
     from inference.network.uncertainty import noise_share
     from inference.prediction import labelsets_predict, model_load
     from inference.repeats import repeat_statistics
-    from spectra.ingest import spectra_ingest
     from spectra.models import Spectrum
+    from spectra.services.ingest import spectra_ingest
 
     spectra_ingest(paths=paths, templates=templates)
     hashes = [_sha256(path) for path in paths]

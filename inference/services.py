@@ -12,7 +12,7 @@ from core.flags import CATALOG_FLAGS
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 from core.rules import CatalogRules, catalog_rules_current
 from spectra.models import CurationRecord, Star
-from spectra.services import curation_records_write
+from spectra.services.curation import curation_records_write
 
 from .catalog_rules import combine_models
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
@@ -252,7 +252,7 @@ def catalog_stars_build(
 
 @transaction.atomic
 def catalog_stars_follow_merge(*, merged: dict[int, int]) -> None:
-    """The star table after duplicate stars were merged (``spectra.star_identity``), called
+    """The star table after duplicate stars were merged (``spectra.services.star_identity``), called
     once the spectra have moved and before the merged stars are deleted.
 
     ``merged`` maps each merged star id to the id of the star it was merged into. In draft

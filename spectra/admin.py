@@ -14,7 +14,7 @@ from core.admin import (
 from core.flags import SPECTRUM_FLAGS
 
 from .models import CurationRecord, SourceFile, Spectrum, SpectrumCopy, Star
-from .services import spectra_curate
+from .services.curation import spectra_curate
 
 
 @admin.register(Star)

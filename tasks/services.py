@@ -26,7 +26,7 @@ from inference.services import (
     catalog_release_create,
     catalog_release_publish,
 )
-from spectra.ingest import rv_catalog_read, spectra_ingest, spectrum_files
+from spectra.services.ingest import rv_catalog_read, spectra_ingest, spectrum_files
 
 from .models import ProcessingChunk, ProcessingRun
 

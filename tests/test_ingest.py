@@ -6,8 +6,8 @@ from django.core.management import call_command
 
 from core.flags import SPECTRUM_FLAGS
 from spectra.array_store import ArrayStore
-from spectra.ingest import spectra_ingest
 from spectra.models import SourceFile, Spectrum, SpectrumCopy, Star
+from spectra.services.ingest import spectra_ingest
 
 from .shared_data import JUNK_FILES, real_file, real_files
 
@@ -186,19 +186,19 @@ def test_the_same_observation_twice_in_a_batch_is_one_row(tmp_path, settings):
 
 
 def test_a_file_that_breaks_preprocessing_fails_alone(survey_dir, settings, tmp_path, monkeypatch):
-    import spectra.ingest
+    import spectra.services.ingest
 
     settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
     root, files = survey_dir
     poisoned = files[0].name
-    real_preprocess = spectra.ingest.preprocess
+    real_preprocess = spectra.services.ingest.preprocess
 
     def preprocess_that_breaks_on_one_file(spectra_list, **kwargs):
         if any(s.blue is not None and s.blue.flux.size and getattr(s, "_poison", False) for s in spectra_list):
             raise FloatingPointError("synthetic failure")
         return real_preprocess(spectra_list, **kwargs)
 
-    real_read = spectra.ingest.read_spectrum_file
+    real_read = spectra.services.ingest.read_spectrum_file
 
     def read_marking_poison(path, data=None, **options):
         parsed = real_read(path, data, **options)
@@ -207,8 +207,8 @@ def test_a_file_that_breaks_preprocessing_fails_alone(survey_dir, settings, tmp_
                 spectrum._poison = True
         return parsed
 
-    monkeypatch.setattr(spectra.ingest, "preprocess", preprocess_that_breaks_on_one_file)
-    monkeypatch.setattr(spectra.ingest, "read_spectrum_file", read_marking_poison)
+    monkeypatch.setattr(spectra.services.ingest, "preprocess", preprocess_that_breaks_on_one_file)
+    monkeypatch.setattr(spectra.services.ingest, "read_spectrum_file", read_marking_poison)
     summary = spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files), batch_files=50)
     assert summary.failures["preprocessing_failed"] == sum(1 for p in root.rglob(poisoned))
     assert summary.files_ingested == len(files) - 1
@@ -383,7 +383,7 @@ def test_two_concurrent_ingests_of_one_star_make_one_star(tmp_path, settings, mo
 
     from django.db import connection
 
-    import spectra.ingest
+    import spectra.services.ingest
 
     settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
     files = [real_file(name) for name in KIC_FILES]
@@ -391,13 +391,13 @@ def test_two_concurrent_ingests_of_one_star_make_one_star(tmp_path, settings, mo
     # Both ingests reach star matching at the same moment: without a lock each finds no
     # star and creates one.
     barrier = threading.Barrier(2, timeout=30)
-    real_stars_for_files = spectra.ingest.stars_for_files
+    real_stars_for_files = spectra.services.ingest.stars_for_files
 
     def stars_after_the_barrier(batch_files):
         barrier.wait()
         return real_stars_for_files(batch_files)
 
-    monkeypatch.setattr(spectra.ingest, "stars_for_files", stars_after_the_barrier)
+    monkeypatch.setattr(spectra.services.ingest, "stars_for_files", stars_after_the_barrier)
     errors = []
 
     def ingest(paths):
@@ -422,7 +422,7 @@ def test_two_concurrent_ingests_of_one_star_make_one_star(tmp_path, settings, mo
 
 
 def test_merge_duplicate_stars_repairs_a_catalog(tmp_path, settings):
-    from spectra.star_identity import sky_cells
+    from spectra.services.star_identity import sky_cells
 
     settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
     files = [real_file(name) for name in KIC_FILES]

@@ -128,8 +128,8 @@ def test_same_seed_same_bytes(tmp_path, model, isochrones):
 
 @pytest.mark.django_db
 def test_command_writes_a_survey_the_ingest_accepts(tmp_path, settings, model, isochrones):
-    from spectra.ingest import spectra_ingest
     from spectra.models import Spectrum, Star
+    from spectra.services.ingest import spectra_ingest
 
     settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
     call_command("make_mock_survey", str(tmp_path / "survey"), "--stars", "6", "--seed", "5")

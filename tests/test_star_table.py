@@ -476,7 +476,7 @@ def add_to_release(release, spectrum: Spectrum, teff: float, teff_err: float) ->
 
 
 def test_merging_duplicate_stars_recombines_draft_star_tables(star_release):
-    from spectra.star_identity import stars_merge_duplicates
+    from spectra.services.star_identity import stars_merge_duplicates
 
     release, (star_a, _, _), spectra, formal, errors = star_release
     twin = make_star(9, 150.0 + 0.3 / 3600, 10.0, None)  # star A ingested twice
@@ -494,7 +494,7 @@ def test_merging_duplicate_stars_recombines_draft_star_tables(star_release):
 
 
 def test_merging_duplicate_stars_leaves_published_star_rows_as_published(star_release):
-    from spectra.star_identity import stars_merge_duplicates
+    from spectra.services.star_identity import stars_merge_duplicates
 
     release, (star_a, _, _), _, _, _ = star_release
     twin = make_star(9, 150.0 + 0.3 / 3600, 10.0, None)

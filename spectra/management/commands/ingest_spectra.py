@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from spectra.array_store import ArrayStoreError
-from spectra.ingest import rv_catalog_read, spectra_ingest, spectrum_files
 from spectra.processing.spectrum_model import SpectrumModelError
+from spectra.services.ingest import rv_catalog_read, spectra_ingest, spectrum_files
 from spectra.spectrum_model_files import rv_templates_load
 
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from spectra.star_identity import stars_merge_duplicates
+from spectra.services.star_identity import stars_merge_duplicates
 
 
 class Command(BaseCommand):

@@ -14,7 +14,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord, search_around_sky
 from django.db import connection, transaction
 
-from .models import Spectrum, Star
+from ..models import Spectrum, Star
 
 # Cell size of the locks, degrees: a plan's field (~2.5 deg wide) touches a few dozen cells.
 LOCK_CELL_DEG = 1.0

@@ -5,7 +5,7 @@ from django.db.models import F
 
 from core.flags import SPECTRUM_FLAGS
 
-from .models import CurationRecord, Spectrum
+from ..models import CurationRecord, Spectrum
 
 
 def curation_records_write(*, user, target_type: str, changes: list[tuple[int, int, int]], flagged: bool, reason: str) -> None:

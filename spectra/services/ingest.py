@@ -30,12 +30,12 @@ from django.db.models import Count
 from core.bulk import bulk_upsert
 from core.flags import SPECTRUM_FLAGS
 
-from .array_store import ArrayStore, ArrayStoreError
-from .identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
-from .io import CorruptFileError, SpectrumFile, SpectrumFileError, read_spectrum_file
-from .models import SourceFile, Spectrum, SpectrumCopy, Star
-from .processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, PreprocessedBatch, preprocess
-from .processing.rv import TemplateBank
+from ..array_store import ArrayStore, ArrayStoreError
+from ..identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
+from ..io import CorruptFileError, SpectrumFile, SpectrumFileError, read_spectrum_file
+from ..models import SourceFile, Spectrum, SpectrumCopy, Star
+from ..processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, PreprocessedBatch, preprocess
+from ..processing.rv import TemplateBank
 from .star_identity import sky_cells_lock
 
 SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
