@@ -34,7 +34,26 @@ def _branch(spectrum: keras.KerasTensor, config: NetworkConfig, arm: str) -> ker
 
 
 def build_spcanet(config: NetworkConfig) -> keras.Model:
-    """An uncompiled SPCANet with inputs ``blue`` and ``red`` of shape (pixels, 1)."""
+    """An uncompiled SPCANet with inputs ``blue`` and ``red`` of shape (pixels, 1).
+
+    The shape is the SPCANet paper's Fig. 5 (Wang et al. 2020, ApJ 891, 23): per arm three
+    Conv1D layers with batch normalisation and a residual addition of the branch input;
+    concatenation; two dense layers each followed by dropout; one output per label. Input
+    standardisation, pooling and the frozen linear part are this project's additions
+    (``NetworkConfig``).
+
+    Parameters
+    ----------
+    config : NetworkConfig
+        Layer sizes and options.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``{"blue": (batch, pixels_per_arm, 1), "red": (batch, pixels_per_arm, 1)}``
+        float32 (normalised flux, prepared by ``estimator.network_inputs``); output
+        (batch, n_labels) float32, labels in standardised units (``LabelScaler``).
+    """
     blue = keras.Input(shape=(config.pixels_per_arm, 1), name=BLUE_INPUT, dtype="float32")
     red = keras.Input(shape=(config.pixels_per_arm, 1), name=RED_INPUT, dtype="float32")
     hidden = keras.layers.Concatenate(name="arms")([_branch(blue, config, "blue"), _branch(red, config, "red")])

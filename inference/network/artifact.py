@@ -30,6 +30,19 @@ class ArtifactError(Exception):
 
 @dataclass(frozen=True)
 class Artifact:
+    """A model as stored: its manifest, its weights and its named arrays.
+
+    Parameters
+    ----------
+    manifest : dict
+        JSON-serialisable description (configuration, label names and scaling, noise
+        model, training-set hash, preprocessing version, library versions, seed).
+    weights : list of ndarray
+        The Keras weights in ``model.get_weights()`` order; written as float32.
+    arrays : dict of str to ndarray, optional
+        Named float32 arrays besides the weights (the masked-pixel fill basis).
+    """
+
     manifest: dict
     weights: list[np.ndarray]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # named float32 arrays besides the weights
@@ -42,6 +55,20 @@ def _entry(name: str) -> zipfile.ZipInfo:
 
 
 def artifact_bytes(artifact: Artifact) -> bytes:
+    """The artifact as zip bytes, the same bytes for the same model.
+
+    Parameters
+    ----------
+    artifact : Artifact
+        The model.
+
+    Returns
+    -------
+    bytes
+        A zip of ``manifest.json`` (with ``format``, ``weight_shapes`` and, when there are
+        arrays, ``array_names`` added), ``weights/NNNN.npy`` and ``arrays/<name>.npy``
+        (float32, C order), every entry with a fixed timestamp.
+    """
     manifest = dict(artifact.manifest, format=ARTIFACT_FORMAT,
                     weight_shapes=[list(w.shape) for w in artifact.weights])
     if artifact.arrays:  # only then, so that a model without them keeps its bytes
@@ -61,7 +88,23 @@ def artifact_bytes(artifact: Artifact) -> bytes:
 
 
 def artifact_write(root: str | Path, artifact: Artifact) -> tuple[str, str]:
-    """Write under ``root``; return (path relative to root, sha256). Idempotent."""
+    """Write under ``root``, named by its content's sha256. Idempotent.
+
+    Parameters
+    ----------
+    root : str or Path
+        Directory of the artifacts; created as needed.
+    artifact : Artifact
+        The model.
+
+    Returns
+    -------
+    relative : str
+        ``<sha256[:2]>/<sha256>.spcanet.zip``, relative to ``root``.
+    sha256 : str
+        Hex digest of the bytes (``artifact_bytes``). An existing file is left as it is;
+        a new one is written to a temporary name and renamed into place.
+    """
     payload = artifact_bytes(artifact)
     sha256 = hashlib.sha256(payload).hexdigest()
     relative = f"{sha256[:2]}/{sha256}.spcanet.zip"
@@ -76,6 +119,20 @@ def artifact_write(root: str | Path, artifact: Artifact) -> tuple[str, str]:
 
 def artifact_read(path: str | Path, *, expected_sha256: str, preprocessing_version: str) -> Artifact:
     """Load and verify an artifact.
+
+    Parameters
+    ----------
+    path : str or Path
+        The artifact file.
+    expected_sha256 : str
+        Hex digest the model registry holds for it.
+    preprocessing_version : str
+        Preprocessing version of this installation; the artifact must have been trained on it.
+
+    Returns
+    -------
+    Artifact
+        Weights and arrays as stored (float32).
 
     Raises
     ------

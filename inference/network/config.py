@@ -12,6 +12,52 @@ from dataclasses import asdict, dataclass, fields
 
 @dataclass(frozen=True)
 class NetworkConfig:
+    """Hyperparameters of the network; the reason for each default is in the comment next to it.
+
+    Parameters
+    ----------
+    pixels_per_arm : int
+        Pixels per arm (4000: 0.1 Angstrom grids, blue 4950.0-5349.9, red 6350.0-6749.9).
+    n_labels : int
+        Outputs (15 labels, ``core.labels.LABELS``).
+    filters : tuple of (int, int)
+        Conv1D filters of the first two layers of each branch (the third has one).
+    kernel_size : int
+        Conv1D kernel width, pixels.
+    pool_size : int
+        Pixels averaged per branch output before the dense layers; must divide
+        ``pixels_per_arm``; 1 = no pooling.
+    dense_units : tuple of (int, int)
+        Units of the two dense layers.
+    dropout : float
+        Dropout rate after each dense layer, in [0, 1).
+    l2 : float
+        L2 penalty on the dense weights, >= 0.
+    standardise : {"global", "pixel"}
+        Input standardisation: one mean and spread per arm, or per pixel.
+    input_noise : float
+        Gaussian noise added to the standardised inputs in training, >= 0; 0 = off.
+    ridge_lambdas : tuple of float
+        Grid of ridge penalties (> 0) for the frozen linear part; () = no linear part.
+    input_clip : float
+        Inputs are flux - 1 clipped to +-``input_clip``.
+    fill_components : int
+        Principal components of the masked-pixel fill, >= 0; 0 = masked pixels stay flux 1.
+    fill_outlier_sigma : float
+        Pixels this many sigma off the fill model are filled too, >= 0.
+
+    Raises
+    ------
+    ValueError
+        If a value is outside the ranges above.
+
+    Notes
+    -----
+    The shape is the SPCANet paper's Fig. 5 (Wang et al. 2020, ApJ 891, 23); the paper
+    gives no filter counts, kernel sizes, units or dropout rate. The measured effects of
+    the choices are in docs/network.md and docs/preprocessing.md.
+    """
+
     pixels_per_arm: int = 4000  # 0.1 A grids, blue 4950.0-5349.9 and red 6350.0-6749.9
     n_labels: int = 15
     # Conv1D filters of the first two layers of each branch. Eight filters are enough to
@@ -71,9 +117,32 @@ class NetworkConfig:
 
     @classmethod
     def from_mapping(cls, values: dict) -> "NetworkConfig":
+        """The configuration from stored or user-given settings.
+
+        Parameters
+        ----------
+        values : dict
+            Field name to value; missing fields take the default; lists become tuples and
+            other values are converted to the default's type.
+
+        Returns
+        -------
+        NetworkConfig
+
+        Raises
+        ------
+        ValueError
+            If a name is not a field, or a value is out of range.
+        """
         return _from_mapping(cls, values)
 
     def as_dict(self) -> dict:
+        """The fields as a dict (tuples stay tuples), as stored in the artifact's manifest.
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
     def __post_init__(self):
@@ -91,6 +160,37 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
+    """Hyperparameters of the training.
+
+    Parameters
+    ----------
+    learning_rate : float
+        Adam's learning rate.
+    batch_size : int
+        Spectra per batch.
+    max_epochs : int
+        Most epochs trained.
+    patience : int
+        Epochs without improvement of the cross-validation loss before stopping (the best
+        weights are kept).
+    seed : int
+        Seed of the split, the weights' initialisation and the shuffling.
+    split_by : {"star", "spectrum"}
+        "star" keeps every spectrum of a star on one side; "spectrum" is the paper's split.
+    split_fractions : tuple of (float, float, float)
+        Training / test / cross-validation proportions, > 0 (the paper's 6:2:1).
+
+    Raises
+    ------
+    ValueError
+        If ``split_by`` or ``split_fractions`` is not as above.
+
+    Notes
+    -----
+    Adam and the 6:2:1 split at random over spectra are the SPCANet paper's (Wang et al.
+    2020, ApJ 891, 23, sect. 3.2; SCIENCE.md "The network").
+    """
+
     learning_rate: float = 1e-3  # Adam's usual default, as in the paper's Keras setup
     batch_size: int = 64
     max_epochs: int = 60
@@ -105,9 +205,32 @@ class TrainingConfig:
 
     @classmethod
     def from_mapping(cls, values: dict) -> "TrainingConfig":
+        """The configuration from stored or user-given settings.
+
+        Parameters
+        ----------
+        values : dict
+            Field name to value; missing fields take the default; lists become tuples and
+            other values are converted to the default's type.
+
+        Returns
+        -------
+        TrainingConfig
+
+        Raises
+        ------
+        ValueError
+            If a name is not a field, or a value is out of range.
+        """
         return _from_mapping(cls, values)
 
     def as_dict(self) -> dict:
+        """The fields as a dict (tuples stay tuples), as stored in the artifact's manifest.
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
     def __post_init__(self):

@@ -26,7 +26,25 @@ from .uncertainty import ContextNoiseModel, SnrNoiseModel, noise_model_from_dict
 
 
 def network_inputs(flux: np.ndarray, clip: float) -> dict[str, np.ndarray]:
-    """The network's input dict from (n, 2, pixels) normalised flux (continuum -> 0)."""
+    """The network's input dict from (n, 2, pixels) normalised flux (continuum -> 0).
+
+    Parameters
+    ----------
+    flux : array_like, shape (n, 2, pixels)
+        Continuum-normalised flux, [blue, red]; masked pixels already filled or at 1.
+    clip : float
+        Inputs are ``flux - 1`` clipped to [-clip, clip]; non-finite values become 0.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``{"blue": (n, pixels, 1), "red": (n, pixels, 1)}``, float32.
+
+    Raises
+    ------
+    ValueError
+        If ``flux`` is not (n, 2, pixels).
+    """
     flux = np.asarray(flux, dtype=np.float32)
     if flux.ndim != 3 or flux.shape[1] != 2:
         raise ValueError(f"expected (n, 2, pixels) normalised flux, got shape {flux.shape}")
@@ -41,7 +59,21 @@ def _pixels(inputs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def masked_mse(y_true, y_pred):
-    """Mean squared error over the labels the reference gives (NaN = missing)."""
+    """Mean squared error over the labels the reference gives (NaN = missing).
+
+    Parameters
+    ----------
+    y_true : tensor, shape (batch, n_labels), float32
+        Standardised reference labels; NaN where the reference has no value.
+    y_pred : tensor, shape (batch, n_labels), float32
+        Standardised predictions.
+
+    Returns
+    -------
+    tensor, shape (batch,), float32
+        Mean of the squared differences over the known labels of each spectrum (0 when
+        none is known).
+    """
     known = keras.ops.logical_not(keras.ops.isnan(y_true))
     difference = keras.ops.where(known, y_pred - keras.ops.where(known, y_true, 0.0), 0.0)
     count = keras.ops.maximum(keras.ops.sum(keras.ops.cast(known, "float32"), axis=-1), 1.0)
@@ -49,6 +81,13 @@ def masked_mse(y_true, y_pred):
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that produce the model, for its manifest.
+
+    Returns
+    -------
+    dict of str to str
+        Keys ``python``, ``numpy``, ``keras``, ``tensorflow``.
+    """
     import tensorflow as tf
 
     return {"python": platform.python_version(), "numpy": np.__version__, "keras": keras.__version__,
@@ -70,6 +109,25 @@ def _split_arrays(arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 class SPCANet:
+    """SPCANet as an estimator: ``fit`` on normalised spectra and labels, ``predict`` labels.
+
+    Parameters
+    ----------
+    network : NetworkConfig, optional
+        The network's hyperparameters; the defaults when None.
+    training : TrainingConfig, optional
+        The training's hyperparameters; the defaults when None.
+    label_names : sequence of str
+        Names of the outputs, in ``core.labels`` order; ``fit`` needs ``n_labels`` of them.
+
+    Notes
+    -----
+    Spectra are (n, 2, 2, pixels) float32 [flux, ivar] x [blue, red] arrays, or (n, 2,
+    pixels) flux alone; labels (n, n_labels) in physical units (Teff K, the rest dex),
+    NaN where missing. The network is the SPCANet paper's (Wang et al. 2020, ApJ 891, 23,
+    Fig. 5), trained with Adam on standardised labels.
+    """
+
     def __init__(
         self,
         network: NetworkConfig | None = None,
@@ -96,7 +154,32 @@ class SPCANet:
         cv_labels: np.ndarray,
         on_epoch: Callable[[int, dict], None] | None = None,
     ) -> "SPCANet":
-        """Train with Adam on standardised labels; early stopping on the CV loss."""
+        """Train with Adam on standardised labels; early stopping on the CV loss.
+
+        Parameters
+        ----------
+        flux : ndarray, shape (n, 2, 2, pixels) or (n, 2, pixels), float32
+            Training spectra, [flux, ivar] x [blue, red] or flux alone (then no
+            masked-pixel fill is learned).
+        labels : array_like, shape (n, n_labels), float64
+            Reference labels (Teff K, the rest dex); NaN where missing (left out of the loss).
+        cv_flux : ndarray, shape (n_cv, ...), float32
+            Cross-validation spectra, as ``flux``; for early stopping and the ridge penalties.
+        cv_labels : array_like, shape (n_cv, n_labels), float64
+            Their labels.
+        on_epoch : callable, optional
+            Called as ``on_epoch(epoch, logs)`` after each epoch.
+
+        Returns
+        -------
+        SPCANet
+            self, trained; ``history`` holds the losses and timings.
+
+        Raises
+        ------
+        ValueError
+            If ``labels`` is not (n, n_labels) or there are not ``n_labels`` label names.
+        """
         labels = np.asarray(labels, dtype=np.float64)
         if labels.shape != (flux.shape[0], self.network.n_labels):
             raise ValueError(f"labels must be ({flux.shape[0]}, {self.network.n_labels}), got {labels.shape}")
@@ -172,8 +255,31 @@ class SPCANet:
                   cv_masked: np.ndarray | None = None, cv_coadd: np.ndarray | None = None) -> "SPCANet":
         """Fit the uncertainty model on the cross-validation spectra (see ``uncertainty``).
 
-        With ``cv_masked`` ((n,) masked fraction) and ``cv_coadd`` ((n,) bool), the context
-        model (S/N, masked fraction, kind); without them, the S/N-only model.
+        With ``cv_masked`` and ``cv_coadd``, the context model (S/N, masked fraction,
+        kind); without them, the S/N-only model.
+
+        Parameters
+        ----------
+        cv_flux : ndarray, shape (n, 2, 2, pixels) or (n, 2, pixels), float32
+            Cross-validation spectra, as for ``fit``.
+        cv_labels : array_like, shape (n, n_labels), float64
+            Their reference labels; NaN where missing.
+        cv_snr : array_like, shape (n,), float64
+            S/N of each spectrum.
+        cv_masked : array_like, shape (n,), float64, optional
+            Masked fraction of each input, 0-1.
+        cv_coadd : array_like, shape (n,), bool, optional
+            True for coadds, False for single exposures.
+
+        Returns
+        -------
+        SPCANet
+            self, with ``noise_model`` set.
+
+        Raises
+        ------
+        RuntimeError
+            If the network is not trained or loaded.
         """
         residuals = self.predict(cv_flux) - np.asarray(cv_labels, dtype=np.float64)
         if cv_masked is None or cv_coadd is None:
@@ -205,7 +311,27 @@ class SPCANet:
         return network_inputs(flux, self.network.input_clip)
 
     def predict(self, flux: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """(n, n_labels) float64 labels in physical units, from (n, 2, 2, pixels) or (n, 2, pixels) arrays."""
+        """Labels in physical units from normalised spectra.
+
+        Parameters
+        ----------
+        flux : ndarray, shape (n, 2, 2, pixels) or (n, 2, pixels), float32
+            [flux, ivar] x [blue, red] arrays, or flux alone for a model without a fill basis.
+        batch_size : int, optional
+            Spectra per forward pass.
+
+        Returns
+        -------
+        ndarray, shape (n, n_labels), float64
+            Labels, Teff in K, the rest in dex.
+
+        Raises
+        ------
+        RuntimeError
+            If the network is not trained or loaded.
+        ValueError
+            If the model fills masked pixels and ``flux`` has no ivar.
+        """
         model = self._require_model()
         if flux.shape[0] == 0:
             return np.empty((0, self.network.n_labels))
@@ -214,10 +340,33 @@ class SPCANet:
 
     def predict_with_uncertainty(self, flux: np.ndarray, snr: np.ndarray, masked: np.ndarray | None = None,
                                  coadd: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Labels, their 1-sigma uncertainties, and a (n,) bool: any label outside the training range.
+        """Labels, their 1-sigma uncertainties, and whether any label is outside the training range.
 
-        ``masked`` ((n,) masked fraction of the input) and ``coadd`` ((n,) bool) feed the
-        context noise model; an S/N-only model (older artifacts) ignores them.
+        Parameters
+        ----------
+        flux : ndarray, shape (n, 2, 2, pixels) or (n, 2, pixels), float32
+            As for ``predict``.
+        snr : array_like, shape (n,), float64
+            S/N of each spectrum.
+        masked : array_like, shape (n,), float64, optional
+            Masked fraction of each input, 0-1; feeds the context noise model.
+        coadd : array_like, shape (n,), bool, optional
+            True for coadds; feeds the context noise model. An S/N-only model (older
+            artifacts) ignores ``masked`` and ``coadd``.
+
+        Returns
+        -------
+        values : ndarray, shape (n, n_labels), float64
+            Labels, Teff in K, the rest in dex.
+        sigma : ndarray, shape (n, n_labels), float64
+            Their 1-sigma uncertainties, same units (``uncertainty.noise_sigma``).
+        outside : ndarray, shape (n,), bool
+            Any label outside the training set's [min, max].
+
+        Raises
+        ------
+        RuntimeError
+            If the network has no calibrated uncertainty model, or is not trained or loaded.
         """
         if self.noise_model is None:
             raise RuntimeError("the network has no calibrated uncertainty model")
@@ -228,7 +377,24 @@ class SPCANet:
 
     # -- persistence ----------------------------------------------------------------
     def to_artifact(self, **provenance) -> Artifact:
-        """Everything needed to use the model again; ``provenance`` adds e.g. the training-set hash."""
+        """Everything needed to use the model again.
+
+        Parameters
+        ----------
+        **provenance
+            Further manifest entries, e.g. the training-set hash and preprocessing version.
+
+        Returns
+        -------
+        Artifact
+            Manifest (configurations, label names, scaler, ranges, uncertainty model,
+            history, seed, library versions), the weights, and the fill basis's arrays.
+
+        Raises
+        ------
+        RuntimeError
+            If the network is not trained or loaded.
+        """
         model = self._require_model()
         manifest = {
             "network": self.network.as_dict(),
@@ -247,6 +413,24 @@ class SPCANet:
 
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> "SPCANet":
+        """The estimator an artifact holds, ready to predict.
+
+        Parameters
+        ----------
+        artifact : Artifact
+            As read by ``artifact_read`` (already verified).
+
+        Returns
+        -------
+        SPCANet
+            Manifests of older artifacts without the newer network settings read with
+            ``NETWORK_SETTINGS_OF_OLD_ARTIFACTS``.
+
+        Raises
+        ------
+        ValueError
+            If the weights' shapes do not fit the network the configuration describes.
+        """
         manifest = artifact.manifest
         estimator = cls(
             NetworkConfig.from_mapping({**NETWORK_SETTINGS_OF_OLD_ARTIFACTS, **manifest["network"]}),

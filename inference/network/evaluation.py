@@ -31,15 +31,27 @@ def accuracy_precision(
 
     Parameters
     ----------
-    predicted, truth : (n, n_labels) float64; NaN in ``truth`` is a missing reference
-        label and is left out of that label's figures.
-    snr : (n,) float64, the weaker arm's S/N.
-    names : label names, in column order.
+    predicted, truth : array_like, shape (n, n_labels), float64
+        Labels in physical units (Teff K, the rest dex); NaN in ``truth`` is a missing
+        reference label and is left out of that label's figures.
+    snr : array_like, shape (n,), float64
+        The weaker arm's S/N.
+    names : list of str
+        Label names, in column order.
+    edges : tuple of float, optional
+        S/N bin edges, increasing (the last may be inf).
 
     Returns
     -------
-    ``{"snr_edges": [...], "overall": {name: stats}, "by_snr": {name: [stats per bin]}}``,
-    ``overall`` over S/N > the first edge.
+    dict
+        ``{"snr_edges": [...], "overall": {name: stats}, "by_snr": {name: [stats per bin]}}``,
+        ``overall`` over S/N > the first edge; stats are ``{n, bias, std, robust_std}``
+        (None where a bin is empty), in the label's unit; inf edges as None.
+
+    Notes
+    -----
+    Accuracy and precision per S/N bin as in the SPCANet paper's Fig. 7 (Wang et al. 2020,
+    ApJ 891, 23, sect. 3.2).
     """
     differences = np.asarray(predicted, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
     snr = np.asarray(snr, dtype=np.float64)

@@ -26,13 +26,38 @@ _BLOCK = 4096
 
 @dataclass(frozen=True)
 class RidgeFit:
+    """A fitted ridge regression from the input pixels to the labels.
+
+    Parameters
+    ----------
+    weights : ndarray, shape (pixels, n_labels), float64
+        Regression weights, label units per input unit.
+    intercept : ndarray, shape (n_labels,), float64
+        Unpenalised intercepts, label units.
+    lambdas : ndarray, shape (n_labels,), float64
+        The regularisation chosen for each label.
+    cv_rmse : ndarray, shape (n_labels,), float64
+        Its RMS error on the cross-validation spectra, label units; NaN where there were none.
+    """
+
     weights: np.ndarray  # (pixels, n_labels) float64
     intercept: np.ndarray  # (n_labels,) float64
     lambdas: np.ndarray  # (n_labels,) float64, the regularisation chosen for each label
     cv_rmse: np.ndarray  # (n_labels,) float64, its RMS error on the cross-validation spectra (NaN: none)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, n_labels) float64 labels from (n, pixels) inputs."""
+        """Labels from the network's input pixels.
+
+        Parameters
+        ----------
+        pixels : array_like, shape (n, pixels)
+            Inputs, the arms side by side, as for ``fit_ridge``.
+
+        Returns
+        -------
+        ndarray, shape (n, n_labels), float64
+            Labels in physical units (Teff K, the rest dex).
+        """
         return np.asarray(pixels, dtype=np.float64) @ self.weights + self.intercept
 
 
@@ -47,7 +72,7 @@ def fit_ridge(
 
     Parameters
     ----------
-    pixels : (n, p) float
+    pixels : ndarray, shape (n, p), float
         Training inputs (the network's input transform of the normalised flux, arms side by side).
     labels : (n, k) float
         Training labels, NaN where the reference has none: each label is fitted on the
@@ -55,7 +80,19 @@ def fit_ridge(
     cv_pixels, cv_labels : (m, p), (m, k)
         Cross-validation spectra: for each label the lambda with the smallest RMS error on
         them is kept. A label with fewer than two CV values gets the middle lambda of the grid.
-    lambdas : grid of penalties on the squared weights (sum-of-squares loss, raw pixel units)
+    lambdas : tuple of float
+        Grid of penalties on the squared weights (sum-of-squares loss, raw pixel units), > 0.
+
+    Returns
+    -------
+    RidgeFit
+        Weights, intercepts, the chosen lambdas and their CV RMS errors.
+
+    Raises
+    ------
+    ValueError
+        If ``lambdas`` is empty or not all positive, or a label has fewer than two finite
+        training values.
     """
     labels = np.asarray(labels, dtype=np.float64)
     cv_pixels = np.asarray(cv_pixels, dtype=np.float64)

@@ -20,16 +20,18 @@ def split_groups(groups: np.ndarray, fractions: tuple[float, float, float], seed
 
     Parameters
     ----------
-    groups : (n,) int64
+    groups : array_like, shape (n,), int64
         Group key per item (star id, or the item index to split items independently).
-    fractions : (train, test, cv)
-        Relative sizes, in numbers of groups.
+    fractions : tuple of (float, float, float)
+        Relative sizes (train, test, cv), in numbers of groups.
     seed : int
+        Seed of the random permutation of the groups.
 
     Returns
     -------
-    (n,) int8 array of TRAIN / TEST / CV codes. Deterministic for a given seed and set of
-    groups, whatever their order.
+    ndarray, shape (n,), int8
+        TRAIN / TEST / CV codes. Deterministic for a given seed and set of groups,
+        whatever their order.
     """
     groups = np.asarray(groups, dtype=np.int64)
     unique, inverse = np.unique(groups, return_inverse=True)
@@ -46,7 +48,17 @@ def split_groups(groups: np.ndarray, fractions: tuple[float, float, float], seed
 
 @dataclass(frozen=True)
 class TwoModelSplit:
-    """One common test set; two different training/CV splits of the remaining items."""
+    """One common test set; two different training/CV splits of the remaining items.
+
+    Parameters
+    ----------
+    test : ndarray, shape (n,), bool
+        The common test set.
+    formal : ndarray, shape (n,), int8
+        TRAIN / TEST / CV codes of the formal model.
+    alternate : ndarray, shape (n,), int8
+        TRAIN / TEST / CV codes of the alternate model.
+    """
 
     test: np.ndarray  # (n,) bool
     formal: np.ndarray  # (n,) int8 codes
@@ -60,6 +72,24 @@ def split_two_models(groups: np.ndarray, fractions: tuple[float, float, float], 
     The rest is split into training and CV sets twice, with different seeds, at the
     train:cv ratio of ``fractions``: each model learns from a different training set
     (as in the paper), and each keeps the 6:2:1 proportions.
+
+    Parameters
+    ----------
+    groups : array_like, shape (n,), int64
+        Group key per item, as for `split_groups`.
+    fractions : tuple of (float, float, float)
+        Relative sizes (train, test, cv); the paper's 6:2:1.
+    seed : int
+        Seed of the test split; the two training/CV splits use ``seed + 1`` and ``seed + 2``.
+
+    Returns
+    -------
+    TwoModelSplit
+
+    Notes
+    -----
+    Two models on different training sets, split 6:2:1: the SPCANet paper (Wang et al.
+    2020, ApJ 891, 23, sect. 3.2 and 4.1; SCIENCE.md).
     """
     groups = np.asarray(groups, dtype=np.int64)
     train, test, cv = fractions

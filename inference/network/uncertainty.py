@@ -27,19 +27,59 @@ _MIN_PER_BIN = 8
 
 
 def robust_std(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """1.4826 x the median absolute deviation, ignoring NaN."""
+    """1.4826 x the median absolute deviation, ignoring NaN.
+
+    Parameters
+    ----------
+    values : array_like
+        Any shape; NaN is ignored.
+    axis : int, optional
+        Axis along which the spread is taken.
+
+    Returns
+    -------
+    ndarray or float64
+        ``values``' shape without ``axis``, in the unit of ``values``; NaN where a slice
+        has no finite value. 1.4826 MAD equals the standard deviation for a Gaussian.
+    """
     median = np.nanmedian(values, axis=axis, keepdims=True)
     return 1.4826 * np.nanmedian(np.abs(values - median), axis=axis)
 
 
 @dataclass(frozen=True)
 class SnrNoiseModel:
+    """Per-label uncertainty ``sqrt(floor**2 + (slope / snr)**2)``; see the module docstring.
+
+    Parameters
+    ----------
+    floor : ndarray, shape (n_labels,), float64
+        Systematic floor, label units (Teff K, the rest dex); NaN for a label with too few
+        calibration residuals.
+    slope : ndarray, shape (n_labels,), float64
+        Photon-noise term, label units x S/N.
+    """
+
     floor: np.ndarray  # (n_labels,) float64, label units
     slope: np.ndarray  # (n_labels,) float64, label units x S/N
 
     @classmethod
     def fit(cls, residuals: np.ndarray, snr: np.ndarray) -> "SnrNoiseModel":
-        """Fit per label on residuals (n, n_labels) = prediction - truth, NaN where unknown."""
+        """Fit per label on residuals = prediction - truth.
+
+        Parameters
+        ----------
+        residuals : array_like, shape (n, n_labels), float64
+            Prediction - truth on the calibration spectra, label units, NaN where unknown.
+        snr : array_like, shape (n,), float64
+            The weaker arm's S/N.
+
+        Returns
+        -------
+        SnrNoiseModel
+            Fitted by weighted non-negative least squares on the residual variances in the
+            ``CALIBRATION_SNR_EDGES`` bins with at least 8 spectra; a label with no such
+            bin gets its overall standard deviation as floor and slope 0.
+        """
         residuals = np.asarray(residuals, dtype=np.float64)
         snr = np.asarray(snr, dtype=np.float64)
         n_labels = residuals.shape[1]
@@ -69,17 +109,46 @@ class SnrNoiseModel:
         return cls(floor=floor, slope=slope)
 
     def sigma(self, snr: np.ndarray) -> np.ndarray:
-        """(n, n_labels) float64 uncertainties for spectra of the given S/N."""
+        """Uncertainties for spectra of the given S/N.
+
+        Parameters
+        ----------
+        snr : array_like, shape (n,), float64
+            The weaker arm's S/N.
+
+        Returns
+        -------
+        ndarray, shape (n, n_labels), float64
+            1-sigma uncertainties, label units; NaN where ``snr`` <= 0.
+        """
         snr = np.asarray(snr, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             inverse = np.where(snr > 0, 1.0 / snr, np.nan)
         return np.sqrt(self.floor**2 + (self.slope * inverse[:, None]) ** 2)
 
     def as_dict(self) -> dict:
+        """The model as JSON-serialisable values, for the artifact's manifest.
+
+        Returns
+        -------
+        dict
+            ``{"method": "snr-noise-model", "floor": [...], "slope": [...]}``.
+        """
         return {"method": "snr-noise-model", "floor": self.floor.tolist(), "slope": self.slope.tolist()}
 
     @classmethod
     def from_dict(cls, values: dict) -> "SnrNoiseModel":
+        """The model ``as_dict`` wrote.
+
+        Parameters
+        ----------
+        values : dict
+            With ``floor`` and ``slope`` lists.
+
+        Returns
+        -------
+        SnrNoiseModel
+        """
         return cls(floor=np.asarray(values["floor"], dtype=np.float64), slope=np.asarray(values["slope"], dtype=np.float64))
 
 
@@ -88,6 +157,18 @@ def calibration_summary(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndar
 
     A calibrated uncertainty has ``z_std`` and ``z_robust_std`` near 1 and ``within_1sigma``
     near 0.683.
+
+    Parameters
+    ----------
+    predicted, truth, sigma : array_like, shape (n, n_labels), float64
+        Predictions, reference labels (NaN where missing) and 1-sigma uncertainties, label units.
+    names : list of str
+        Label names, in column order.
+
+    Returns
+    -------
+    dict
+        ``{name: {"n", "z_std", "z_robust_std", "within_1sigma"}}``; None where no finite z.
     """
     z = (np.asarray(predicted, dtype=np.float64) - truth) / sigma
     summary = {}
@@ -103,10 +184,23 @@ def calibration_summary(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndar
 
 
 def masked_fraction(ivar: np.ndarray) -> np.ndarray:
-    """(n,) float64 share of pixels with ``ivar == 0`` (or not finite) in both arms.
+    """Share of pixels with ``ivar == 0`` (or not finite) over both arms.
 
-    ``ivar`` is (n, 2, pixels) [blue, red] of the normalised arrays: the masked pixels,
-    whatever the preprocessing writes into their flux.
+    Parameters
+    ----------
+    ivar : array_like, shape (n, 2, pixels)
+        Inverse variances [blue, red] of the normalised arrays: the masked pixels,
+        whatever the preprocessing writes into their flux.
+
+    Returns
+    -------
+    ndarray, shape (n,), float64
+        Masked fraction, 0-1.
+
+    Raises
+    ------
+    ValueError
+        If ``ivar`` is not three-dimensional.
     """
     ivar = np.asarray(ivar)
     if ivar.ndim != 3:
@@ -193,6 +287,13 @@ class ContextNoiseModel:
     splits differ, ``split_two_models``), so the disagreement there would be too small; and a
     model's uncertainties must not change with the model it is released beside. The
     catalog's agreement test (Flag) uses the disagreement instead.
+
+    Parameters
+    ----------
+    base : SnrNoiseModel
+        The S/N shape.
+    coefficients : ndarray, shape (n_labels, 3), float64
+        Log-linear factor coefficients, columns as ``CONTEXT_FEATURES``.
     """
 
     base: SnrNoiseModel
@@ -206,7 +307,7 @@ class ContextNoiseModel:
     @classmethod
     def fit(cls, residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray, coadd: np.ndarray,
             ridge: float = CONTEXT_RIDGE) -> "ContextNoiseModel":
-        """Fit per label.
+        """Fit per label on the calibration spectra.
 
         Parameters
         ----------
@@ -220,6 +321,16 @@ class ContextNoiseModel:
             True for nightly coadds, False for single exposures.
         ridge : float
             Penalty on the masked and coadd coefficients.
+
+        Returns
+        -------
+        ContextNoiseModel
+            A label with fewer than 24 usable residuals keeps coefficients 0 (the S/N model).
+
+        Raises
+        ------
+        ValueError
+            If ``snr``, ``masked`` and ``coadd`` are not all (n,).
         """
         residuals = np.asarray(residuals, dtype=np.float64)
         snr = np.asarray(snr, dtype=np.float64)
@@ -241,17 +352,56 @@ class ContextNoiseModel:
         return cls(base=base, coefficients=coefficients)
 
     def sigma(self, snr: np.ndarray, masked: np.ndarray | None = None, coadd: np.ndarray | None = None) -> np.ndarray:
-        """(n, n_labels) float64 uncertainties; unknown context reads as an unmasked exposure."""
+        """Uncertainties from the S/N and the context; unknown context reads as an unmasked exposure.
+
+        Parameters
+        ----------
+        snr : array_like, shape (n,), float64
+            The weaker arm's S/N.
+        masked : array_like, shape (n,), float64, optional
+            Masked fraction of each input, 0-1; NaN or None reads as 0.
+        coadd : array_like, shape (n,), bool, optional
+            True for nightly coadds; None reads as single exposures.
+
+        Returns
+        -------
+        ndarray, shape (n, n_labels), float64
+            1-sigma uncertainties, label units.
+        """
         snr = np.asarray(snr, dtype=np.float64)
         design = _context_design(snr.shape[0], masked, coadd)
         return self.base.sigma(snr) * np.exp(design @ self.coefficients.T)
 
     def as_dict(self) -> dict:
+        """The model as JSON-serialisable values, for the artifact's manifest.
+
+        Returns
+        -------
+        dict
+            ``{"method": "context-noise-model", "base": {...}, "features": [...],
+            "coefficients": [[...]]}``.
+        """
         return {"method": "context-noise-model", "base": self.base.as_dict(), "features": list(CONTEXT_FEATURES),
                 "coefficients": self.coefficients.tolist()}
 
     @classmethod
     def from_dict(cls, values: dict) -> "ContextNoiseModel":
+        """The model ``as_dict`` wrote.
+
+        Parameters
+        ----------
+        values : dict
+            With ``base``, ``features`` and ``coefficients``.
+
+        Returns
+        -------
+        ContextNoiseModel
+
+        Raises
+        ------
+        ValueError
+            If the features are not ``CONTEXT_FEATURES``.
+        """
         if list(values.get("features", ())) != list(CONTEXT_FEATURES):
             raise ValueError(f"unknown noise-model features {values.get('features')}")
         return cls(base=SnrNoiseModel.from_dict(values["base"]),
@@ -259,8 +409,25 @@ class ContextNoiseModel:
 
 
 def noise_model_from_dict(values: dict) -> "SnrNoiseModel | ContextNoiseModel":
-    """The noise model an artifact's manifest describes; artifacts before the context model
-    hold an ``snr-noise-model`` (S/N only), which keeps its old behaviour."""
+    """The noise model an artifact's manifest describes.
+
+    Artifacts before the context model hold an ``snr-noise-model`` (S/N only), which keeps
+    its old behaviour.
+
+    Parameters
+    ----------
+    values : dict
+        The manifest's ``uncertainty`` entry; ``method`` defaults to ``snr-noise-model``.
+
+    Returns
+    -------
+    SnrNoiseModel or ContextNoiseModel
+
+    Raises
+    ------
+    ValueError
+        If the method or the context features are unknown.
+    """
     method = values.get("method", "snr-noise-model")
     if method == "context-noise-model":
         return ContextNoiseModel.from_dict(values)
@@ -271,7 +438,24 @@ def noise_model_from_dict(values: dict) -> "SnrNoiseModel | ContextNoiseModel":
 
 def noise_sigma(model: "SnrNoiseModel | ContextNoiseModel", snr: np.ndarray, masked: np.ndarray | None = None,
                 coadd: np.ndarray | None = None) -> np.ndarray:
-    """(n, n_labels) sigma from either model; the S/N-only model ignores the context."""
+    """Uncertainties from either model; the S/N-only model ignores the context.
+
+    Parameters
+    ----------
+    model : SnrNoiseModel or ContextNoiseModel
+        The calibrated noise model.
+    snr : array_like, shape (n,), float64
+        The weaker arm's S/N.
+    masked : array_like, shape (n,), float64, optional
+        Masked fraction of each input, 0-1.
+    coadd : array_like, shape (n,), bool, optional
+        True for nightly coadds.
+
+    Returns
+    -------
+    ndarray, shape (n, n_labels), float64
+        1-sigma uncertainties, label units.
+    """
     if isinstance(model, ContextNoiseModel):
         return model.sigma(snr, masked, coadd)
     return model.sigma(snr)
@@ -286,17 +470,24 @@ def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarra
 
     Parameters
     ----------
-    predicted, truth, sigma : (n, n_labels) float64
-    snr, masked : (n,) float64
-    coadd : (n,) bool
-    names : label names, n_labels of them
-    min_count : cells with fewer spectra are left out
+    predicted, truth, sigma : array_like, shape (n, n_labels), float64
+        Predictions, reference labels (NaN where missing) and 1-sigma uncertainties, label units.
+    snr, masked : array_like, shape (n,), float64
+        The weaker arm's S/N and the masked fraction (0-1) of each input.
+    coadd : array_like, shape (n,), bool
+        True for nightly coadds.
+    names : list of str
+        Label names, n_labels of them.
+    min_count : int, optional
+        Cells with fewer spectra are left out.
 
     Returns
     -------
-    One dict per non-empty cell: ``snr_bin``, ``kind``, ``masked_bin`` (edges as strings),
-    ``n``, and per label ``{name: {"z_std", "within_1sigma"}}`` under ``labels``. A
-    calibrated cell has z_std 0.9-1.1 and 60-76% within 1 sigma (issue 14, item 5).
+    list of dict
+        One dict per cell with at least ``min_count`` spectra: ``snr_bin``, ``kind``,
+        ``masked_bin`` (edges as strings), ``n``, and per label
+        ``{name: {"z_std", "within_1sigma"}}`` under ``labels``. A calibrated cell has
+        z_std 0.9-1.1 and 60-76% within 1 sigma (issue 14, item 5).
     """
     z = (np.asarray(predicted, dtype=np.float64) - truth) / sigma
     snr_bin = np.digitize(snr, CALIBRATION_SNR_EDGES) - 1
@@ -322,11 +513,23 @@ def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarra
 
 
 def noise_share(model: "SnrNoiseModel | ContextNoiseModel", snr: np.ndarray) -> np.ndarray:
-    """(n, n_labels) float64 share of sigma that the S/N (photon) term makes, 0-1.
+    """Share of sigma that the S/N (photon) term makes, 0-1.
 
     ``(slope / snr) / sqrt(floor**2 + (slope / snr)**2)`` of the S/N model (the context
     model's factor scales both terms alike). Repeat spectra of one star measure only this
     part: the floor, the model's own error for that star, is common to its repeats.
+
+    Parameters
+    ----------
+    model : SnrNoiseModel or ContextNoiseModel
+        The calibrated noise model.
+    snr : array_like, shape (n,), float64
+        The weaker arm's S/N.
+
+    Returns
+    -------
+    ndarray, shape (n, n_labels), float64
+        The share; NaN where ``snr`` <= 0.
     """
     base = model.base if isinstance(model, ContextNoiseModel) else model
     snr = np.asarray(snr, dtype=np.float64)
