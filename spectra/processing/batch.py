@@ -12,9 +12,18 @@ PAD_WAVELENGTH = 9.0e4
 class PackedArms:
     """N arms on their native pixels, padded to the longest.
 
-    wavelength (N, L) float64 increasing per row (padding: PAD_WAVELENGTH);
-    flux, ivar (N, L) float32; usable (N, L) bool; length (N,) int64 real pixels per row
-    (0 for a missing arm).
+    Parameters
+    ----------
+    wavelength : ndarray, shape (N, L), float64
+        Vacuum wavelengths, Angstrom, increasing per row (padding: ``PAD_WAVELENGTH``).
+    flux : ndarray, shape (N, L), float32
+        Flux in the file's units (0 on padding).
+    ivar : ndarray, shape (N, L), float32
+        Inverse variance of the flux (0 on padding and unusable pixels).
+    usable : ndarray, shape (N, L), bool
+        Finite positive ivar, finite flux and no mask bit (``spectra.io.types.Arm.usable``).
+    length : ndarray, shape (N,), int64
+        Real pixels per row (0 for a missing arm).
     """
 
     wavelength: np.ndarray
@@ -25,11 +34,28 @@ class PackedArms:
 
     @property
     def present(self) -> np.ndarray:
+        """Which rows hold an arm (more than one real pixel).
+
+        Returns
+        -------
+        ndarray, shape (N,), bool
+        """
         return self.length > 1
 
 
 def pack_arms(arms: list) -> PackedArms:
-    """Pack ``spectra.io.Arm`` objects (None for a missing arm) into arrays."""
+    """Pack ``spectra.io.Arm`` objects (None for a missing arm) into arrays.
+
+    Parameters
+    ----------
+    arms : list of Arm or None
+        N arms on their native pixels (``spectra.io.types.Arm``); None for a missing arm.
+
+    Returns
+    -------
+    PackedArms
+        Padded to the longest arm (at least 2 pixels), dtypes as documented there.
+    """
     n = len(arms)
     length = np.array([0 if arm is None else arm.wavelength.size for arm in arms], dtype=np.int64)
     longest = max(int(length.max(initial=0)), 2)

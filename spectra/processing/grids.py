@@ -1,4 +1,4 @@
-"""The rest-frame pixel grids the network sees (SPCANet paper, section 2.2).
+"""The rest-frame pixel grids the network sees (SPCANet paper, section 2.1.2).
 
 Blue 4950.0-5349.9 A and red 6350.0-6749.9 A in 0.1 A steps, 4000 pixels each, in vacuum
 wavelengths like the LAMOST MRS files themselves (header VACUUM = T).
@@ -17,7 +17,25 @@ WINDOWS: dict[str, tuple[float, float]] = {arm: (float(grid[0]), float(grid[-1])
 
 
 def covered_fraction(wavelength: np.ndarray, arm: str) -> float:
-    """Fraction of the arm's grid window inside [min, max] of ``wavelength``."""
+    """Fraction of the arm's grid window inside [min, max] of ``wavelength``.
+
+    Parameters
+    ----------
+    wavelength : ndarray, shape (L,), float64
+        Wavelengths, Angstrom, in the grids' frame (vacuum); NaN is ignored.
+    arm : {"blue", "red"}
+        The arm whose window (``WINDOWS``) is measured.
+
+    Returns
+    -------
+    float
+        0-1; 0 for no wavelengths.
+
+    Raises
+    ------
+    KeyError
+        If ``arm`` is not "blue" or "red".
+    """
     low, high = WINDOWS[arm]
     if wavelength.size == 0:
         return 0.0

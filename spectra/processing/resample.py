@@ -19,8 +19,23 @@ def resample_to_grid(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample N arms onto ``grid`` (rest frame, Angstrom) given their RVs (km/s).
 
-    Returns flux and ivar, each (N, len(grid)) float32; ivar is 0 on masked pixels and
-    flux there is 0.
+    Parameters
+    ----------
+    arms : PackedArms
+        N arms on their native (observed-frame, vacuum) pixels.
+    grid : ndarray, shape (G,), float64
+        Increasing rest-frame vacuum wavelengths, Angstrom (e.g. ``grids.GRIDS[arm]``).
+    rv_kms : array_like, shape (N,), float64
+        Radial velocity of each arm, km/s; NaN reads as 0 (no shift). The rest frame is
+        ``lambda_obs / (1 + RV / c)`` (SCIENCE.md, preprocessing step 1).
+
+    Returns
+    -------
+    flux : ndarray, shape (N, G), float32
+        Resampled flux, the input's units; 0 on masked pixels.
+    ivar : ndarray, shape (N, G), float32
+        Its inverse variance; 0 on masked pixels (an unusable neighbour, or outside the
+        arm's coverage).
     """
     n = arms.wavelength.shape[0]
     rv = np.nan_to_num(np.asarray(rv_kms, dtype=np.float64), nan=0.0)

@@ -34,7 +34,18 @@ PEAK_FIT_HALF_WIDTH = 3
 
 
 def air_to_vacuum(wavelength_air: np.ndarray) -> np.ndarray:
-    """Air to vacuum wavelengths (Angstrom), IAU standard (Morton 2000, Ciddor 1996)."""
+    """Air to vacuum wavelengths (Angstrom), IAU standard (Morton 2000, Ciddor 1996).
+
+    Parameters
+    ----------
+    wavelength_air : array_like
+        Air wavelengths, Angstrom, any shape.
+
+    Returns
+    -------
+    ndarray, float64
+        Vacuum wavelengths, Angstrom, same shape.
+    """
     sigma2 = (1.0e4 / np.asarray(wavelength_air, dtype=np.float64)) ** 2
     n = 1.0 + 8.336624212083e-5 + 2.408926869968e-2 / (1.301065924522e2 - sigma2) + 1.599740894897e-4 / (
         3.892568793293e1 - sigma2
@@ -43,14 +54,41 @@ def air_to_vacuum(wavelength_air: np.ndarray) -> np.ndarray:
 
 
 def vacuum_to_air(wavelength_vacuum: np.ndarray) -> np.ndarray:
-    """Vacuum to air wavelengths (Angstrom), Morton (2000)."""
+    """Vacuum to air wavelengths (Angstrom), Morton (2000).
+
+    Parameters
+    ----------
+    wavelength_vacuum : array_like
+        Vacuum wavelengths, Angstrom, any shape.
+
+    Returns
+    -------
+    ndarray, float64
+        Air wavelengths, Angstrom, same shape.
+    """
     sigma2 = (1.0e4 / np.asarray(wavelength_vacuum, dtype=np.float64)) ** 2
     n = 1.0 + 0.0000834254 + 0.02406147 / (130.0 - sigma2) + 0.00015998 / (38.9 - sigma2)
     return wavelength_vacuum / n
 
 
 def log_grid(arm: str) -> np.ndarray:
-    """The arm's correlation grid: uniform in ln(wavelength) with VELOCITY_STEP spacing."""
+    """The arm's correlation grid: uniform in ln(wavelength) with VELOCITY_STEP spacing.
+
+    Parameters
+    ----------
+    arm : {"blue", "red"}
+        The arm; its grid window trimmed by ``WINDOW_TRIM`` at each end.
+
+    Returns
+    -------
+    ndarray, shape (P,), float64
+        Vacuum wavelengths, Angstrom, a ``VELOCITY_STEP`` (km/s) apart.
+
+    Raises
+    ------
+    KeyError
+        If ``arm`` is not "blue" or "red".
+    """
     low, high = WINDOWS[arm]
     step = np.log1p(VELOCITY_STEP / C_KMS)
     count = int(np.floor((np.log(high - WINDOW_TRIM) - np.log(low + WINDOW_TRIM)) / step)) + 1
@@ -59,14 +97,34 @@ def log_grid(arm: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TemplateBank:
-    """Normalised template spectra per arm, on that arm's ``log_grid`` extended by the
-    velocity search range, vacuum wavelengths. ``labels`` (T, 3): Teff, log g, [Fe/H]."""
+    """Normalised template spectra per arm, on that arm's grid extended by the velocity range.
+
+    Parameters
+    ----------
+    flux : dict of str to ndarray
+        Arm -> (T, P) float64 normalised flux (continuum 1) on ``extended_grid(arm)``,
+        vacuum wavelengths.
+    labels : ndarray, shape (T, 3), float64
+        Teff (K), log g (dex), [Fe/H] (dex) of each template.
+    """
 
     flux: dict[str, np.ndarray]  # arm -> (T, P) float64 on extended_grid(arm)
     labels: np.ndarray
 
     @staticmethod
     def extended_grid(arm: str) -> np.ndarray:
+        """The arm's ``log_grid`` extended at both ends by ``MAX_VELOCITY`` and two steps.
+
+        Parameters
+        ----------
+        arm : {"blue", "red"}
+            The arm.
+
+        Returns
+        -------
+        ndarray, shape (P + 2 pad,), float64
+            Vacuum wavelengths, Angstrom, uniform in ln(wavelength).
+        """
         grid = log_grid(arm)
         step = np.log1p(VELOCITY_STEP / C_KMS)
         pad = int(np.ceil(np.log1p(MAX_VELOCITY / C_KMS) / step)) + 2
@@ -74,7 +132,23 @@ class TemplateBank:
 
     @classmethod
     def from_spectra(cls, wavelength_vacuum: np.ndarray, flux: np.ndarray, labels: np.ndarray) -> "TemplateBank":
-        """Build from normalised templates (T, P) on any increasing vacuum grid."""
+        """Build from normalised templates on any increasing vacuum grid.
+
+        Parameters
+        ----------
+        wavelength_vacuum : ndarray, shape (P,), float64
+            Increasing vacuum wavelengths, Angstrom, covering both arms' extended grids
+            (outside it the edge value is repeated).
+        flux : ndarray, shape (T, P)
+            Normalised template flux.
+        labels : array_like, shape (T, 3)
+            Teff (K), log g (dex), [Fe/H] (dex) of each template.
+
+        Returns
+        -------
+        TemplateBank
+            The templates linearly interpolated onto each arm's ``extended_grid``.
+        """
         banks = {}
         for arm in WINDOWS:
             target = cls.extended_grid(arm)
@@ -84,6 +158,20 @@ class TemplateBank:
 
 @dataclass
 class RVResult:
+    """Radial velocities of a set of arms.
+
+    Parameters
+    ----------
+    rv : ndarray, shape (n,), float64
+        Radial velocity, km/s; NaN when there is no usable correlation.
+    rv_err : ndarray, shape (n,), float64
+        Its 1-sigma uncertainty (Zucker 2003), km/s; NaN with ``rv``.
+    template : ndarray, shape (n,), int64
+        Index of the best template in the bank.
+    peak : ndarray, shape (n,), float64
+        Normalised correlation peak, <= 1.
+    """
+
     rv: np.ndarray  # (n,) km/s; NaN when no usable correlation
     rv_err: np.ndarray  # (n,) km/s
     template: np.ndarray  # (n,) int64 index of the best template
@@ -104,7 +192,32 @@ def _prepared_signal(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
 
 
 def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarray | None = None) -> RVResult:
-    """Measure the RV of the given ``rows`` of ``arms`` (all rows by default)."""
+    """Measure the RV of the given ``rows`` of ``arms`` (all rows by default).
+
+    Parameters
+    ----------
+    arms : PackedArms
+        Arms on their native (observed, vacuum) pixels.
+    bank : TemplateBank
+        The templates.
+    arm : {"blue", "red"}
+        Which arm ``arms`` holds.
+    rows : array_like of int, optional
+        Row indices into ``arms``.
+
+    Returns
+    -------
+    RVResult
+        One entry per row, in the order of ``rows``. RV is NaN when 100 or fewer pixels are
+        usable, or the correlation has no positive, curved peak; |RV| is searched up to
+        ``MAX_VELOCITY`` km/s.
+
+    Notes
+    -----
+    Cross-correlation against templates as the SPCANet paper took its RVs (Wang et al.
+    2020, ApJ 891, 23, sect. 2.1.2, against Kurucz templates; SCIENCE.md); the
+    uncertainty is Zucker (2003, MNRAS 342, 1291).
+    """
     rows = np.arange(arms.wavelength.shape[0]) if rows is None else np.asarray(rows)
     grid = log_grid(arm)
     templates = bank.flux[arm]  # (T, P + 2 pad) on the extended grid

@@ -30,11 +30,29 @@ MODEL_RESOLUTION = 30_000.0  # approximate resolving power of the model's lines
 
 
 class SpectrumModelError(Exception):
-    pass
+    """The spectrum model file is missing or is not the pinned one."""
 
 
 @dataclass(frozen=True)
 class CannonSpectrumModel:
+    """The Cannon model of ``thedoppler`` (Nidever et al.): normalised flux cubic in scaled labels.
+
+    Parameters
+    ----------
+    wavelength_air : ndarray, shape (P,), float64
+        Air wavelengths, Angstrom.
+    theta : ndarray, shape (P, 1 + K), float64
+        Coefficients per pixel: the constant, then one per term.
+    terms : tuple
+        The K terms, each ``((label index, power), ...)``.
+    fiducial : ndarray, shape (3,), float64
+        Median of the training labels (Teff K, log g dex, [Fe/H] dex).
+    scale : ndarray, shape (3,), float64
+        97.5th minus 2.5th percentile of the training labels.
+    label_min, label_max : ndarray, shape (3,), float64
+        The training set's label range.
+    """
+
     wavelength_air: np.ndarray  # (P,) float64
     theta: np.ndarray  # (P, K) float64
     terms: tuple  # each term: ((label index, power), ...)
@@ -45,6 +63,23 @@ class CannonSpectrumModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CannonSpectrumModel":
+        """Load the pickle after checking its sha256 against ``MODEL_SHA256``.
+
+        Parameters
+        ----------
+        path : str or Path
+            The model pickle (``python manage.py fetch_spectrum_model``).
+
+        Returns
+        -------
+        CannonSpectrumModel
+
+        Raises
+        ------
+        SpectrumModelError
+            If the file is missing or its sha256 is not the pinned one (it is then never
+            unpickled).
+        """
         path = Path(path)
         if not path.exists():
             raise SpectrumModelError(f"{path}: spectrum model not found; run `python manage.py fetch_spectrum_model`")
@@ -66,7 +101,17 @@ class CannonSpectrumModel:
         )
 
     def restrict(self, low_air: float, high_air: float) -> "CannonSpectrumModel":
-        """The model on [low_air, high_air] only (cheaper to evaluate)."""
+        """The model on [low_air, high_air] only (cheaper to evaluate).
+
+        Parameters
+        ----------
+        low_air, high_air : float
+            Air wavelengths, Angstrom, inclusive.
+
+        Returns
+        -------
+        CannonSpectrumModel
+        """
         keep = (self.wavelength_air >= low_air) & (self.wavelength_air <= high_air)
         return CannonSpectrumModel(
             self.wavelength_air[keep], self.theta[keep], self.terms, self.fiducial, self.scale,
@@ -75,10 +120,28 @@ class CannonSpectrumModel:
 
     @property
     def wavelength_vacuum(self) -> np.ndarray:
+        """The model's wavelengths in vacuum.
+
+        Returns
+        -------
+        ndarray, shape (P,), float64
+            Angstrom (``air_to_vacuum``).
+        """
         return air_to_vacuum(self.wavelength_air)
 
     def design_matrix(self, labels: np.ndarray) -> np.ndarray:
-        """(n, 1 + K) design vectors of labels (n, 3): Teff, log g, [Fe/H]."""
+        """Design vectors of labels.
+
+        Parameters
+        ----------
+        labels : array_like, shape (n, 3) or (3,)
+            Teff (K), log g (dex), [Fe/H] (dex).
+
+        Returns
+        -------
+        ndarray, shape (n, 1 + K), float64
+            1, then each term of the labels scaled as ``(label - fiducial) / scale``.
+        """
         x = (np.atleast_2d(np.asarray(labels, dtype=np.float64)) - self.fiducial) / self.scale
         columns = [np.ones(x.shape[0])]
         for term in self.terms:
@@ -89,7 +152,18 @@ class CannonSpectrumModel:
         return np.stack(columns, axis=1)
 
     def flux(self, labels: np.ndarray) -> np.ndarray:
-        """Normalised flux (n, P) at the model's native resolution, clipped to [0, 1]."""
+        """Normalised flux at the model's native resolution, clipped to [0, 1].
+
+        Parameters
+        ----------
+        labels : array_like, shape (n, 3) or (3,)
+            Teff (K), log g (dex), [Fe/H] (dex).
+
+        Returns
+        -------
+        ndarray, shape (n, P), float64
+            Normalised flux on ``wavelength_air``.
+        """
         return np.clip(self.design_matrix(labels) @ self.theta.T, 0.0, 1.0)
 
 
@@ -98,6 +172,20 @@ def smooth_to_resolution(wavelength: np.ndarray, flux: np.ndarray, resolution: f
 
     A Gaussian of the quadrature difference of the two line spreads, its width taken at
     the middle wavelength (it changes by a few per cent across one MRS arm).
+
+    Parameters
+    ----------
+    wavelength : ndarray, shape (P,), float64
+        Uniform, increasing wavelengths, Angstrom.
+    flux : ndarray, shape (..., P)
+        Spectra, smoothed along the last axis.
+    resolution : float
+        Target resolving power R (< 30,000).
+
+    Returns
+    -------
+    ndarray, shape (..., P)
+        Smoothed flux, dtype of ``flux``.
     """
     centre = float(np.median(wavelength))
     step = float(np.median(np.diff(wavelength)))
@@ -113,7 +201,20 @@ TEMPLATE_LABELS = np.array(
 
 
 def template_bank_from_model(model: CannonSpectrumModel, resolution: float = 7500.0) -> TemplateBank:
-    """The RV template bank: model spectra at TEMPLATE_LABELS, smoothed to the MRS resolution."""
+    """The RV template bank: model spectra at TEMPLATE_LABELS, smoothed to the MRS resolution.
+
+    Parameters
+    ----------
+    model : CannonSpectrumModel
+        The spectrum model (air wavelengths).
+    resolution : float, optional
+        Resolving power of the templates (LAMOST MRS: R ~ 7500, SCIENCE.md).
+
+    Returns
+    -------
+    TemplateBank
+        16 templates (``TEMPLATE_LABELS``) on vacuum wavelengths.
+    """
     fluxes, wavelengths = [], []
     for low, high in WINDOWS.values():
         part = model.restrict(low - 60.0, high + 60.0)
