@@ -38,12 +38,32 @@ def running_mean(values: np.ndarray, use: np.ndarray, width: int = CONTINUUM_SCA
 
 
 def continuum_ratio(flux: np.ndarray, reference: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """flux / reference on 30 A scales (running means over usable pixels): (n, M) float64, NaN where unknown."""
+    """flux / reference on 30 A scales (running means over usable pixels).
+
+    Parameters
+    ----------
+    flux, reference : ndarray, shape (n, M), float
+        Normalised flux, preprocessed and ideal.
+    use : ndarray, shape (n, M), bool
+        Pixels that enter the running means.
+
+    Returns
+    -------
+    ndarray, shape (n, M), float64
+        The ratio; NaN where a window has too few usable pixels.
+    """
     return running_mean(flux, use) / running_mean(reference, use)
 
 
 def continuum_error(flux: np.ndarray, reference: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The 30 A continuum error of each row: continuum_ratio - 1 over the row's pixels.
+
+    Parameters
+    ----------
+    flux, reference : ndarray, shape (n, M), float
+        Normalised flux, preprocessed and ideal.
+    use : ndarray, shape (n, M), bool
+        Pixels that enter the running means.
 
     Returns
     -------
@@ -61,11 +81,24 @@ def continuum_error(flux: np.ndarray, reference: np.ndarray, use: np.ndarray) ->
 
 
 def defect_pixels(flux: np.ndarray, reference: np.ndarray, reference_ivar: np.ndarray, threshold: float = DEFECT_SIGMA) -> np.ndarray:
-    """Pixels where ``flux``, its 30 A continuum brought to the reference's, differs from the
-    noisy ideal ``reference`` (same noise draw) by more than ``threshold`` sigma: (n, M) bool.
+    """Pixels where ``flux`` differs from the noisy ideal ``reference`` by more than ``threshold`` sigma.
 
-    Masked pixels (flux exactly 1 with ivar 0) are the caller's to exclude; pixels without
-    ideal data (reference_ivar 0) are never defects.
+    ``flux`` has its 30 A continuum brought to the reference's first; the reference has the
+    same noise draw. Masked pixels (flux exactly 1 with ivar 0) are the caller's to
+    exclude; pixels without ideal data (reference_ivar 0) are never defects.
+
+    Parameters
+    ----------
+    flux, reference : ndarray, shape (n, M), float
+        Normalised flux, preprocessed and noisy ideal.
+    reference_ivar : ndarray, shape (n, M), float
+        Inverse variance of ``reference`` (1/flux^2 units); 0 where there is no ideal data.
+    threshold : float, optional
+        Sigma of a defect.
+
+    Returns
+    -------
+    ndarray, shape (n, M), bool
     """
     has = reference_ivar > 0
     ratio = np.nan_to_num(continuum_ratio(flux, reference, has), nan=1.0)
@@ -78,10 +111,23 @@ def repair(
 ) -> np.ndarray:
     """Preprocessed flux with some defects repaired from the noisy ideal ``reference``.
 
-    ``what`` holds any of "masked" (masked pixels, written as 1, get the reference's value),
-    "continuum" (the 30 A continuum ratio to the reference divided out) and "unmarked"
-    (unmasked pixels more than 5 sigma off get the reference's value). Pixels the reference
-    has no data for are left alone. Returns (n, M) float32.
+    Pixels the reference has no data for are left alone.
+
+    Parameters
+    ----------
+    flux, ivar : ndarray, shape (n, M), float
+        Preprocessed normalised flux and its inverse variance (0 = masked).
+    reference, reference_ivar : ndarray, shape (n, M), float
+        The noisy ideal flux and its inverse variance (0 = no data).
+    what : tuple of str
+        Any of "masked" (masked pixels, written as 1, get the reference's value),
+        "continuum" (the 30 A continuum ratio to the reference divided out) and "unmarked"
+        (unmasked pixels more than 5 sigma off get the reference's value).
+
+    Returns
+    -------
+    ndarray, shape (n, M), float32
+        The repaired flux.
     """
     masked = ivar <= 0
     has = reference_ivar > 0
@@ -99,10 +145,26 @@ def repair(
 
 
 def line_shift(flux: np.ndarray, reference: np.ndarray, use: np.ndarray, max_lag: int = 5) -> np.ndarray:
-    """Shift (pixels; positive: ``flux``'s lines lie redwards) that best aligns the lines of
-    ``flux`` with those of ``reference``, by cross-correlation of their 30 A high-passed
-    versions over the ``use`` pixels (leave masked and defect pixels out: one cosmic ray
-    outweighs every line), refined by a parabola through the peak: (n,) float64."""
+    """Shift that best aligns the lines of ``flux`` with those of ``reference``.
+
+    By cross-correlation of their 30 A high-passed versions over the ``use`` pixels (leave
+    masked and defect pixels out: one cosmic ray outweighs every line), refined by a
+    parabola through the peak.
+
+    Parameters
+    ----------
+    flux, reference : ndarray, shape (n, M), float
+        Normalised flux, preprocessed and ideal.
+    use : ndarray, shape (n, M), bool
+        Pixels of ``flux`` that count.
+    max_lag : int, optional
+        Largest shift searched, pixels.
+
+    Returns
+    -------
+    ndarray, shape (n,), float64
+        Shift in pixels (0.1 Angstrom each); positive: ``flux``'s lines lie redwards.
+    """
     a = np.where(use, flux - np.nan_to_num(running_mean(flux, use), nan=1.0), 0.0)
     b = reference - running_mean(reference, np.ones_like(use))
     b = np.nan_to_num(b)
@@ -120,9 +182,25 @@ def line_shift(flux: np.ndarray, reference: np.ndarray, use: np.ndarray, max_lag
 
 
 def smooth_residual_spread(flux: np.ndarray, reference: np.ndarray, ivar: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """Robust spread (1.4826 MAD) per row of (flux - reference), its 30 A running mean removed,
-    times sqrt(ivar), over the ``use`` pixels: (n,) float64; 1 when the small-scale residual
-    is the noise that ivar describes."""
+    """Robust spread per row of the small-scale residual (flux - reference) in units of its noise.
+
+    The residual has its 30 A running mean removed and is multiplied by sqrt(ivar).
+
+    Parameters
+    ----------
+    flux, reference : ndarray, shape (n, M), float
+        Normalised flux, preprocessed and ideal.
+    ivar : ndarray, shape (n, M), float
+        Inverse variance of ``flux`` (0 = masked, left out).
+    use : ndarray, shape (n, M), bool
+        Pixels that count.
+
+    Returns
+    -------
+    ndarray, shape (n,), float64
+        1.4826 MAD; 1 when the small-scale residual is the noise that ivar describes; NaN
+        for a row with no pixel.
+    """
     difference = flux - reference
     small = (difference - np.nan_to_num(running_mean(difference, use))) * np.sqrt(ivar)
     small = np.where(use & (ivar > 0), small, np.nan)

@@ -78,7 +78,26 @@ class HarshOptions:
 
 
 def response_structure(rng: np.random.Generator, size: int, n: int, order: int, amplitude: float) -> np.ndarray:
-    """(n, size) float64 factor 1 + sum_{k=5..order} a_k P_k(x), a_k ~ N(0, amplitude), x in [-1, 1]."""
+    """Instrument-response structure a 4th-order continuum cannot follow.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    size : int
+        Pixels per row.
+    n : int
+        Rows.
+    order : int
+        Highest Legendre order; 4 or less gives no structure.
+    amplitude : float
+        Standard deviation of each coefficient (a fraction of the flux).
+
+    Returns
+    -------
+    ndarray, shape (n, size), float64
+        Factor ``1 + sum_{k=5..order} a_k P_k(x)``, ``a_k ~ N(0, amplitude)``, x in [-1, 1].
+    """
     if order <= 4:
         return np.ones((n, size))
     x = np.linspace(-1.0, 1.0, size)
@@ -92,8 +111,25 @@ def add_cosmic_rays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Add Poisson(rate) cosmic-ray hits per row (two pixels each, 5-60 sigma) in place.
 
-    ``flagged`` is the share whose two pixels get mask bit 1. Returns the rows and first
-    columns of the unflagged hits.
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    flux : ndarray, shape (n, size), float
+        Counts; changed in place.
+    sigma : ndarray, shape (n, size), float
+        Noise per pixel, counts; sets the hits' amplitude.
+    mask : ndarray, shape (n, size), int
+        Mask bits; changed in place.
+    rate : float
+        Mean hits per row.
+    flagged : float
+        Share of hits whose two pixels get mask bit 1, 0-1.
+
+    Returns
+    -------
+    rows, columns : ndarray, shape (k,), int64
+        Rows and first columns of the unflagged hits.
     """
     n, size = flux.shape
     hits = rng.poisson(rate, n)
@@ -111,7 +147,23 @@ def add_cosmic_rays(
 def add_edge_junk(
     rng: np.random.Generator, flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray, width: int, flagged_share: float
 ) -> None:
-    """Extraction junk at both ends of each row, flagged (bit 4) only in its outer part; in place."""
+    """Extraction junk at both ends of each row, flagged (bit 4) only in its outer part; in place.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    flux : ndarray, shape (n, size), float
+        Counts; changed in place (a ramp of up to +-50% with spikes).
+    sigma : ndarray, shape (n, size), float
+        Noise per pixel, counts; sets the spikes' size.
+    mask : ndarray, shape (n, size), int
+        Mask bits; bit 4 set in place on the flagged part.
+    width : int
+        Largest junk width per end, native pixels (each row draws 0..width).
+    flagged_share : float
+        Outer share of the junk that is flagged, 0-1.
+    """
     n, size = flux.shape
     for end in (0, 1):
         widths = rng.integers(0, width + 1, n)
@@ -130,7 +182,28 @@ def add_edge_junk(
 
 
 def sky_residual_counts(rng: np.random.Generator, wavelength: np.ndarray, n: int, scale: float) -> np.ndarray:
-    """(n, size) float64 residual counts of imperfect sky subtraction at the SKY_LINES."""
+    """Residual counts of imperfect sky subtraction at the SKY_LINES.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    wavelength : ndarray, shape (size,), float64
+        Vacuum wavelengths, Angstrom, increasing.
+    n : int
+        Rows.
+    scale : float
+        1 gives a strength-1 line a residual peak of N(0, ``SKY_RESIDUAL_COUNTS``) counts.
+
+    Returns
+    -------
+    ndarray, shape (n, size), float64
+        Counts to add; Gaussian lines at R = ``SKY_RESOLUTION``.
+
+    Notes
+    -----
+    Line list: Osterbrock et al. (1996, PASP 108, 277), converted from air.
+    """
     residual = np.zeros((n, wavelength.size))
     for centre, strength in SKY_LINES:
         if not wavelength[0] - 5 < centre < wavelength[-1] + 5:
@@ -143,8 +216,22 @@ def sky_residual_counts(rng: np.random.Generator, wavelength: np.ndarray, n: int
 
 
 def dilate_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """Each row's nonzero pixels spread ``pixels`` pixels to either side (values: bitwise OR
-    is approximated by the maximum, enough for the single bits the mock uses)."""
+    """Each row's nonzero pixels spread ``pixels`` pixels to either side.
+
+    Bitwise OR is approximated by the maximum, enough for the single bits the mock uses.
+
+    Parameters
+    ----------
+    mask : ndarray, shape (n, size), int
+        Mask values.
+    pixels : int
+        Pixels of spread each side; 0 or less returns ``mask`` itself.
+
+    Returns
+    -------
+    ndarray, shape (n, size)
+        The dilated mask, dtype of ``mask``.
+    """
     if pixels <= 0:
         return mask
     return maximum_filter1d(mask, size=2 * pixels + 1, axis=1, mode="constant")
@@ -154,8 +241,30 @@ def zero_flux_blocks(
     rng: np.random.Generator, flux: np.ndarray, ormask: np.ndarray, wavelength: np.ndarray, window: tuple[float, float],
     probability: float,
 ) -> np.ndarray:
-    """Blocks of 5-9 pixels with FLUX 0 (IVAR kept) in a share of the rows, inside ``window``;
-    in place. Returns the ANDMASK (int16, same shape)."""
+    """Blocks of 5-9 pixels with FLUX 0 (IVAR kept) in a share of the rows, inside ``window``; in place.
+
+    ORMASK bit 1 is set on 60% of the blocks, the ANDMASK on half of those.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    flux : ndarray, shape (n, size), float
+        Coadd flux; blocks set to 0 in place.
+    ormask : ndarray, shape (n, size), int
+        ORMASK; bit 1 set in place.
+    wavelength : ndarray, shape (size,), float64
+        Wavelengths, Angstrom.
+    window : tuple of (float, float)
+        Wavelength range, Angstrom, the blocks start in (less 10 Angstrom at the red end).
+    probability : float
+        Chance per row of one block, 0-1.
+
+    Returns
+    -------
+    ndarray, shape (n, size), int16
+        The ANDMASK (1 on the AND-flagged blocks).
+    """
     n, size = flux.shape
     andmask = np.zeros(flux.shape, dtype=np.int16)
     inside = np.flatnonzero((wavelength > window[0]) & (wavelength < window[1] - 10))

@@ -64,6 +64,11 @@ def finite_difference_jacobian(
     -------
     (n, P, L) float64
         d spectrum / d label, per label unit.
+
+    Raises
+    ------
+    ValueError
+        If ``steps`` is not L positive numbers.
     """
     labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
     steps = np.asarray(steps, dtype=np.float64)
@@ -101,6 +106,11 @@ def cramer_rao_bound(jacobian: np.ndarray, ivar: np.ndarray, rows: np.ndarray | 
         sigma_CRB per label in the labels' units; inf for a label the spectrum does not
         constrain at all (a zero column of its Fisher matrix, or a combination of labels
         with no effect on the spectrum).
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not agree, or ``ivar`` has a negative or non-finite value.
     """
     jacobian = np.asarray(jacobian, dtype=np.float64)
     ivar = np.asarray(ivar, dtype=np.float64)
@@ -157,7 +167,27 @@ class IdealArrays:
 
 
 def load_ideal(survey_dir: str | Path, stars: set[int] | None = None) -> IdealArrays:
-    """Read ``<survey_dir>/ideal/*.npz`` into per-spectrum arrays (optionally only some stars)."""
+    """Read ``<survey_dir>/ideal/*.npz`` into per-spectrum arrays (optionally only some stars).
+
+    Parameters
+    ----------
+    survey_dir : str or Path
+        The mock survey's directory.
+    stars : set of int, optional
+        Star ids to keep; all when None.
+
+    Returns
+    -------
+    IdealArrays
+        n spectra in shard order: flux (n, 2, 4000) float32 (each spectrum's star's
+        noise-free flux), ivar (n, 2, 4000) float32, noise (n, 2, 4000) float32 (stored as
+        float16), crb (n, 15) float32 in the labels' units.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the survey has no ideal arrays.
+    """
     shards = sorted((Path(survey_dir) / IDEAL_DIR).glob("stars-*.npz"))
     if not shards:
         raise FileNotFoundError(f"{survey_dir}: no ideal arrays (ideal/stars-*.npz); make the survey with them")
@@ -180,8 +210,23 @@ def load_ideal(survey_dir: str | Path, stars: set[int] | None = None) -> IdealAr
 
 
 def save_npz_deterministic(path: str | Path, **arrays: np.ndarray) -> Path:
-    """Like ``np.savez`` (uncompressed, readable by ``np.load``) but byte-identical for
-    identical arrays: fixed member timestamps (``np.savez`` stamps the current time)."""
+    """Like ``np.savez`` (uncompressed, readable by ``np.load``) but byte-identical for identical arrays.
+
+    Members get fixed timestamps (``np.savez`` stamps the current time); the file is
+    written under ``<name>.partial`` and renamed into place.
+
+    Parameters
+    ----------
+    path : str or Path
+        The .npz file; its directory is created as needed.
+    **arrays : ndarray
+        Member name to array (no object arrays: pickling is refused).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

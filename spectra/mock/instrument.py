@@ -37,7 +37,20 @@ EXPOSURE_GRIDS = {
 
 
 def planck_shape(wavelength: np.ndarray, teff: np.ndarray) -> np.ndarray:
-    """Blackbody B_lambda(T) over a grid, divided by its value at the grid's middle: (n, P)."""
+    """Blackbody B_lambda(T) over a grid, divided by its value at the grid's middle.
+
+    Parameters
+    ----------
+    wavelength : ndarray, shape (P,), float64
+        Wavelengths, Angstrom.
+    teff : ndarray, shape (n,), float64
+        Effective temperatures, K.
+
+    Returns
+    -------
+    ndarray, shape (n, P), float64
+        The Planck shape, 1 at ``wavelength[P // 2]``.
+    """
     lam = wavelength[None, :]
     middle = wavelength[wavelength.size // 2]
     x = H_C_OVER_K / (lam * teff[:, None])
@@ -46,7 +59,22 @@ def planck_shape(wavelength: np.ndarray, teff: np.ndarray) -> np.ndarray:
 
 
 def instrument_response(rng: np.random.Generator, wavelength: np.ndarray, n: int) -> np.ndarray:
-    """A smooth response per fibre (blaze-like curvature, a tilt, and edge roll-off): (n, P)."""
+    """A smooth response per fibre (blaze-like curvature, a tilt, and edge roll-off).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    wavelength : ndarray, shape (P,), float64
+        The arm's pixel wavelengths, Angstrom (only their number is used).
+    n : int
+        Fibres (rows).
+
+    Returns
+    -------
+    ndarray, shape (n, P), float64
+        Relative response, >= 1e-3.
+    """
     x = np.linspace(-1.0, 1.0, wavelength.size)[None, :]
     tilt = rng.normal(0.0, 0.12, (n, 1))
     curvature = rng.uniform(0.25, 0.45, (n, 1))
@@ -56,7 +84,24 @@ def instrument_response(rng: np.random.Generator, wavelength: np.ndarray, n: int
 
 
 def sample_on_grid(model_wave_vacuum: np.ndarray, model_flux: np.ndarray, grid: PixelGrid, rv_kms: np.ndarray) -> np.ndarray:
-    """The rest-frame model (n, P) seen at the grid's pixels for radial velocities rv: (n, G)."""
+    """The rest-frame model seen at the grid's pixels for the given radial velocities.
+
+    Parameters
+    ----------
+    model_wave_vacuum : ndarray, shape (P,), float64
+        Rest-frame vacuum wavelengths of the model, Angstrom, increasing.
+    model_flux : ndarray, shape (n, P), float
+        Model flux.
+    grid : PixelGrid
+        The observed pixel grid (vacuum Angstrom).
+    rv_kms : array_like, shape (n,), float64
+        Radial velocities, km/s; pixel lambda_obs shows lambda_obs / (1 + v/c).
+
+    Returns
+    -------
+    ndarray, shape (n, G), float32
+        Linearly interpolated flux; 0 outside the model's coverage.
+    """
     n = model_flux.shape[0]
     flux = np.empty((n, grid.wavelength.size), dtype=np.float32)
     ivar = np.empty_like(flux)
@@ -86,6 +131,32 @@ def observe(
     counts, without cosmic rays or dead pixels (for the ideal arrays, ``ideal.py``).
     ``noise_scale`` scales the noise drawn (0: noise-free counts, for tests); IVAR still
     describes the full noise model.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    counts : ndarray, shape (n, G), float64
+        Expected counts per pixel.
+    cosmic_rays_per_arm : float
+        Mean cosmic-ray hits per row (Poisson); 80% are masked.
+    dead_pixels : ndarray of int or None
+        Column indices of dead pixels.
+    return_noise : bool, optional
+        Also return the Gaussian noise alone.
+    noise_scale : float, optional
+        Factor on the noise drawn.
+
+    Returns
+    -------
+    flux : ndarray, shape (n, G), float32
+        Noisy counts.
+    ivar : ndarray, shape (n, G), float32
+        1 / (counts + READ_NOISE**2), counts^-2; 0 on dead pixels.
+    mask : ndarray, shape (n, G), int16
+        Bit 1 found cosmic rays, bit 2 dead pixels.
+    noise : ndarray, shape (n, G), float64
+        Only with ``return_noise``: the Gaussian noise, counts.
     """
     variance = np.clip(counts, 0.0, None) + READ_NOISE**2
     noise = rng.standard_normal(counts.shape) * np.sqrt(variance)

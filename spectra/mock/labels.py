@@ -84,7 +84,29 @@ class Isochrones:
 
 
 def sample_labels(rng: np.random.Generator, n: int, isochrones: Isochrones) -> np.ndarray:
-    """(n, 15) true labels in ``core.labels.LABELS`` order ([X/H] for abundances)."""
+    """True labels of ``n`` mock stars.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random stream.
+    n : int
+        Stars.
+    isochrones : Isochrones
+        The MIST 7 Gyr isochrones (Teff along log g).
+
+    Returns
+    -------
+    ndarray, shape (n, 15), float64
+        Labels in ``core.labels.LABELS`` order: Teff (K), log g (dex), [Fe/H] and the 12
+        other abundances as [X/H] (dex).
+
+    Notes
+    -----
+    [Fe/H] ~ N(-0.19, 0.27) clipped to [-1.5, 0.45], giants dominating: the LAMOST MRS x
+    APOGEE-Payne reference set of the SPCANet paper (SCIENCE.md "Reference labels").
+    Phase shares and [X/Fe] trends are this module's choices (``PHASES``, ``X_FE_TRENDS``).
+    """
     feh = np.clip(rng.normal(FEH_MEAN, FEH_STD, n), *FEH_RANGE)
     phase = rng.choice(list(PHASES), size=n, p=list(PHASES.values()))
     turnoff = np.interp(feh, ISOCHRONE_FEH, isochrones.turnoff_logg)

@@ -64,7 +64,23 @@ MODEL_SIGMA_A = 5200.0 / 30_000.0 / 2.3548  # Gaussian sigma of the model's own 
 
 
 def kind_strength(kind: str, teff: np.ndarray, logg: np.ndarray) -> np.ndarray:
-    """Relative central depth of a line of this kind at (Teff, log g); 1 for a 4800 K giant."""
+    """Relative central depth of a line of this kind at (Teff, log g); 1 for a 4800 K giant.
+
+    Parameters
+    ----------
+    kind : str
+        ``NEUTRAL``, ``ION``, ``HIGH_EXCITATION`` or ``MOLECULE`` (any other value counts
+        as a molecule).
+    teff : ndarray, shape (n,), float64
+        Effective temperature, K.
+    logg : ndarray, shape (n,), float64
+        Surface gravity, dex.
+
+    Returns
+    -------
+    ndarray, shape (n,), float64
+        Factor on the line's solar central optical depth.
+    """
     t = teff / 4800.0
     if kind == NEUTRAL:
         return np.clip(t, 0.5, 2.0) ** -6.0
@@ -78,7 +94,17 @@ def kind_strength(kind: str, teff: np.ndarray, logg: np.ndarray) -> np.ndarray:
 def line_profiles(wavelength_air: np.ndarray) -> tuple[list[tuple[str, str]], np.ndarray]:
     """For each (element, kind): the summed Gaussian profiles times tau on the grid.
 
-    Returns the (element, kind) keys and a (terms, P) float64 array.
+    Parameters
+    ----------
+    wavelength_air : ndarray, shape (P,), float64
+        Air wavelengths, Angstrom, increasing (the model's grid).
+
+    Returns
+    -------
+    keys : list of (str, str)
+        (element, kind) of each row, for the lines within the grid (+-1 Angstrom).
+    profiles : ndarray, shape (terms, P), float64
+        Summed profiles times central optical depth at solar [X/Fe].
     """
     keys, rows = [], []
     low, high = wavelength_air[0] - 1.0, wavelength_air[-1] + 1.0
@@ -99,7 +125,27 @@ def line_profiles(wavelength_air: np.ndarray) -> tuple[list[tuple[str, str]], np
 def element_optical_depth(
     keys: list[tuple[str, str]], profiles: np.ndarray, teff: np.ndarray, logg: np.ndarray, x_fe: dict[str, np.ndarray]
 ) -> np.ndarray:
-    """(n, P) change of optical depth from the stars' [X/Fe] (0 at solar-scaled composition)."""
+    """Change of optical depth from the stars' [X/Fe] (0 at solar-scaled composition).
+
+    Parameters
+    ----------
+    keys : list of (str, str)
+        (element, kind) of each profile, from ``line_profiles``.
+    profiles : ndarray, shape (terms, P), float64
+        The profiles, from ``line_profiles``.
+    teff : ndarray, shape (n,), float64
+        Effective temperature, K.
+    logg : ndarray, shape (n,), float64
+        Surface gravity, dex.
+    x_fe : dict of str to ndarray
+        Element -> (n,) float64 [X/Fe], dex.
+
+    Returns
+    -------
+    ndarray, shape (n, P), float64
+        ``sum_terms kind_strength * (10**[X/Fe] - 1) * profile``; the flux is multiplied by
+        ``exp(-this)``.
+    """
     weights = np.stack(
         [kind_strength(kind, teff, logg) * (10.0 ** x_fe[element] - 1.0) for element, kind in keys], axis=1
     )  # (n, terms)

@@ -133,6 +133,32 @@ def make_mock_survey(
     isochrones: Isochrones,
     progress: Callable[[int], None] | None = None,
 ) -> MockSurveySummary:
+    """Write a mock survey into ``out_dir`` (layout in the module docstring).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output directory; created as needed.
+    config : MockSurveyConfig
+        Sizes, seed, S/N distribution, resolution, shares and ``harsh`` defect options.
+    model : CannonSpectrumModel
+        The spectrum model (Teff, log g, [Fe/H]); element lines are added (``lines.py``).
+    isochrones : Isochrones
+        MIST isochrones the true labels are drawn along (``labels.py``).
+    progress : callable, optional
+        Called with the number of stars of each chunk once the chunk is written.
+
+    Returns
+    -------
+    MockSurveySummary
+        The directory and the numbers of stars, files and spectra written.
+
+    Notes
+    -----
+    The same seed gives the same files. The true labels follow the SPCANet paper's
+    reference set (SCIENCE.md "Reference labels"); the spectra are at R = ``config.resolution``
+    (LAMOST MRS: R ~ 7500, SCIENCE.md "Input").
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
