@@ -142,6 +142,7 @@ class NetworkConfig:
         Returns
         -------
         dict
+            Field name to value.
         """
         return asdict(self)
 
@@ -230,6 +231,7 @@ class TrainingConfig:
         Returns
         -------
         dict
+            Field name to value.
         """
         return asdict(self)
 

@@ -85,6 +85,7 @@ def split_two_models(groups: np.ndarray, fractions: tuple[float, float, float], 
     Returns
     -------
     TwoModelSplit
+        The common test set and each model's codes.
 
     Notes
     -----

@@ -422,6 +422,7 @@ def noise_model_from_dict(values: dict) -> "SnrNoiseModel | ContextNoiseModel":
     Returns
     -------
     SnrNoiseModel or ContextNoiseModel
+        The model the ``method`` names.
 
     Raises
     ------

@@ -21,6 +21,7 @@ def running_mean(values: np.ndarray, use: np.ndarray, width: int = CONTINUUM_SCA
     Parameters
     ----------
     values : (n, M) float
+        Values to average.
     use : (n, M) bool
         Pixels that enter the means.
     width : int
@@ -67,9 +68,13 @@ def continuum_error(flux: np.ndarray, reference: np.ndarray, use: np.ndarray) ->
 
     Returns
     -------
-    rms, offset, shape_rms : (n,) float64 each
-        Its rms, its median (a level offset), and its rms about that median (the shape
-        error); fractions, NaN for a row without usable windows.
+    rms : ndarray, shape (n,), float64
+        Its rms.
+    offset : ndarray, shape (n,), float64
+        Its median (a level offset).
+    shape_rms : ndarray, shape (n,), float64
+        Its rms about that median (the shape error). All three are fractions, NaN for a
+        row without usable windows.
     """
     ratio = continuum_ratio(flux, reference, use) - 1.0
     with warnings.catch_warnings():  # rows without any usable window give NaN, as documented
@@ -99,6 +104,7 @@ def defect_pixels(flux: np.ndarray, reference: np.ndarray, reference_ivar: np.nd
     Returns
     -------
     ndarray, shape (n, M), bool
+        True on defect pixels.
     """
     has = reference_ivar > 0
     ratio = np.nan_to_num(continuum_ratio(flux, reference, has), nan=1.0)

@@ -128,8 +128,10 @@ def add_cosmic_rays(
 
     Returns
     -------
-    rows, columns : ndarray, shape (k,), int64
-        Rows and first columns of the unflagged hits.
+    rows : ndarray, shape (k,), int64
+        Rows of the unflagged hits.
+    columns : ndarray, shape (k,), int64
+        First columns of the unflagged hits (each hit covers two pixels).
     """
     n, size = flux.shape
     hits = rng.poisson(rate, n)

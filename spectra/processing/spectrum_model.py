@@ -111,6 +111,7 @@ class CannonSpectrumModel:
         Returns
         -------
         CannonSpectrumModel
+            The same model on the pixels in the range.
         """
         keep = (self.wavelength_air >= low_air) & (self.wavelength_air <= high_air)
         return CannonSpectrumModel(
