@@ -2,12 +2,19 @@
 
 Runs the same survey three ways against the real PostgreSQL (``--database``, emptied
 before each way) and, for the workers, the real Redis: in-process (eager, the baseline),
-with 1 worker process, and with 2 worker processes. Prints spectra/s per stage and
-overall, the scaling ratio 2 vs 1, and the queue's overhead (1 worker against in-process).
-The networks have the default architecture, trained for one epoch on random spectra: their
-labels mean nothing, their cost per spectrum is the real one.
+with 1 worker process, and with 2 worker processes. After each run the release is
+validated against the survey's APOGEE-, GALAH- and RAVE-like catalogs (imported and
+matched, then ``release_validate``), timed apart. Prints spectra/s per stage and end to
+end (ingest to release), the scaling ratio 2 vs 1, the queue's overhead per chunk (1
+worker against in-process), the peak memory (VmHWM) of every process that did chunks,
+and the load average (``uptime``) before and after each way: the figures are only as
+quiet as the machine. The networks have the default architecture, trained for one epoch
+on random spectra: their labels mean nothing, their cost per spectrum is the real one.
 
     .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --stars 5000
+    .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --files 600 --ways 1,2   # a subset
+    .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --files 600 --ways 2 \
+        --stages ingest,predict --chunk-files 64 --chunk-spectra 2048 --no-validation          # chunk sizes
 """
 
 import argparse
@@ -26,19 +33,26 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 STAGES = ("ingest", "predict", "release")
+# The survey's validation catalogs (make_mock_survey) and their formats.
+VALIDATION_CATALOGS = (("apogee_like.fits", "apogee-dr14"), ("galah_like.fits", "galah-dr2"), ("rave_like.csv", "rave-dr5"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survey", type=Path, required=True)
     parser.add_argument("--stars", type=int, default=5000, help="Stars of a generated survey (~10 spectra each).")
+    parser.add_argument("--files", type=int, default=0, help="Only the first N files of the survey (0: all).")
     parser.add_argument("--database", default="postgres:///spcanet_bench_pipeline")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--var-dir", type=Path, default=Path("/tmp/spcanet-pipeline-bench"))
     parser.add_argument("--chunk-files", type=int, default=128)
     parser.add_argument("--chunk-spectra", type=int, default=4096)
+    parser.add_argument("--stages", default=",".join(STAGES), help="Pipeline stages to run, in order.")
+    parser.add_argument("--no-validation", action="store_true", help="Skip the validation after the release.")
     parser.add_argument("--ways", default="inprocess,1,2", help="Which runs: inprocess, 1, 2 (worker processes).")
     args = parser.parse_args()
+    args.stages = [s for s in STAGES if s in args.stages.split(",")]
+    args.validate = "release" in args.stages and not args.no_validation
 
     os.environ["SPCANET_VAR_DIR"] = str(args.var_dir)
     os.environ["SPECTRA_ARRAY_ROOT"] = str(args.var_dir / "arrays")
@@ -51,17 +65,55 @@ def main() -> None:
     setup_django(args.database, broker_url=args.broker)
     from django.core.management import call_command
 
+    from spectra.services.ingest import spectrum_files
+
     call_command("migrate", verbosity=0)
     if not (args.survey / "manifest.json").exists():
         started = time.perf_counter()
-        call_command("make_mock_survey", str(args.survey), stars=args.stars, seed=7)
+        call_command("make_mock_survey", str(args.survey), stars=args.stars, seed=7, no_ideal=True)
         print(f"mock survey generated in {time.perf_counter() - started:.0f} s")
-    rates = {}
+    files = [str(path) for path in spectrum_files([args.survey / "fits"])]
+    args.paths = files[: args.files] if args.files else [str(args.survey / "fits")]
+    print(f"survey {args.survey}: {len(files) if not args.files else min(args.files, len(files)):,} files; "
+          f"chunks of {args.chunk_files} files and {args.chunk_spectra} spectra; stages {','.join(args.stages)}"
+          f"{' + validation' if args.validate else ''}; {os.cpu_count()} CPUs", flush=True)
+    results = {}
     for way in args.ways.split(","):
         reset(args)
         formal, alternate = models()
-        rates[way] = run_once(args, way, formal, alternate)
-    report(rates)
+        results[way] = run_once(args, way, formal, alternate)
+    report(results, args)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def process_peaks(pid: int) -> dict[int, float]:
+    """VmHWM (MB) of a process and every descendant, read from /proc (before they exit)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    family, frontier = {pid}, [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier and child not in family]
+        family.update(children)
+        frontier = children
+    peaks = {}
+    for member in sorted(family):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[member] = int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return peaks
 
 
 def reset(args) -> None:
@@ -71,11 +123,34 @@ def reset(args) -> None:
         cursor.execute(
             "TRUNCATE tasks_processingchunk, tasks_processingrun, inference_catalogentry, inference_catalogrelease, "
             "inference_labelset, inference_modelversion, spectra_spectrum, spectra_sourcefile, spectra_star, "
-            "spectra_curationrecord RESTART IDENTITY CASCADE")
+            "spectra_curationrecord, validation_validationresult, validation_referencestar, "
+            "validation_referencesurvey RESTART IDENTITY CASCADE")
     shutil.rmtree(args.var_dir / "arrays", ignore_errors=True)
 
 
 def models():
+    """The two model versions, registered afresh; their artifacts are trained once per
+    ``--var-dir`` (recorded in ``bench-models.json`` beside them) and reused by every way."""
+    import json
+
+    from django.conf import settings
+
+    from inference.models import ModelVersion
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+    record = Path(settings.MODEL_ARTIFACT_ROOT) / "bench-models.json"
+    trained = json.loads(record.read_text()) if record.exists() else {}
+    if not all((Path(settings.MODEL_ARTIFACT_ROOT) / trained.get(role.value, ["-"])[0]).exists()
+               for role in ModelVersion.Role):
+        trained = train_models()
+        record.write_text(json.dumps(trained))
+    return [ModelVersion.objects.create(
+        name=f"bench-{role.value}", role=role, artifact_uri=trained[role.value][0], artifact_sha256=trained[role.value][1],
+        config={}, training_set_hash="0" * 64, code_version="bench", preprocessing_version=PREPROCESSING_VERSION)
+        for role in ModelVersion.Role]
+
+
+def train_models() -> dict[str, list[str]]:
     from django.conf import settings
 
     from core.labels import LABEL_FIELDS
@@ -85,8 +160,9 @@ def models():
     from inference.network.estimator import SPCANet
     from spectra.processing.pipeline import PREPROCESSING_VERSION
 
+    started = time.perf_counter()
     rng = np.random.default_rng(0)
-    versions = []
+    trained = {}
     for seed, role in enumerate(ModelVersion.Role):
         flux = (1 + rng.normal(0, 0.02, size=(96, 2, 4000))).astype(np.float32)
         labels = np.column_stack([rng.normal(5000, 400, 96), rng.normal(3, 1, 96), rng.normal(-0.2, 0.2, (96, 13))])
@@ -95,10 +171,9 @@ def models():
         net.calibrate(flux[64:], labels[64:], np.full(32, 30.0))
         relative, sha256 = artifact_write(settings.MODEL_ARTIFACT_ROOT, net.to_artifact(
             preprocessing_version=PREPROCESSING_VERSION, role=role.value))
-        versions.append(ModelVersion.objects.create(
-            name=f"bench-{role.value}", role=role, artifact_uri=relative, artifact_sha256=sha256, config={},
-            training_set_hash="0" * 64, code_version="bench", preprocessing_version=PREPROCESSING_VERSION))
-    return versions
+        trained[role.value] = [relative, sha256]
+    print(f"trained the two networks (one epoch on random spectra) in {time.perf_counter() - started:.0f} s", flush=True)
+    return trained
 
 
 def run_once(args, way: str, formal, alternate) -> dict:
@@ -106,9 +181,11 @@ def run_once(args, way: str, formal, alternate) -> dict:
 
     from spcanet_site.celery import app
     from tasks.models import ProcessingRun
-    from tasks.services import processing_run_create, processing_run_progress, processing_run_start
+    from tasks.services import peak_rss_mb, processing_run_create, processing_run_progress, processing_run_start
 
-    workers = None
+    load_before = load_average()
+    print(f"{way}: load average before {load_before}", flush=True)
+    workers, worker_peaks = None, {}
     if way != "inprocess":
         env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "false", "DATABASE_URL": args.database,
                "CELERY_BROKER_URL": args.broker}
@@ -123,7 +200,7 @@ def run_once(args, way: str, formal, alternate) -> dict:
         app.conf.task_always_eager = True
     connection.close()
     try:
-        run = processing_run_create(stages=list(STAGES), paths=[str(args.survey / "fits")],
+        run = processing_run_create(stages=args.stages, paths=args.paths,
                                     rv_catalog_path=str(args.survey / "rv_catalog.csv"), measure_rv=False,
                                     formal_model=formal, alternate_model=alternate, release_name=f"bench-{way}",
                                     chunk_files=args.chunk_files, chunk_spectra=args.chunk_spectra)
@@ -137,44 +214,115 @@ def run_once(args, way: str, formal, alternate) -> dict:
         total = time.perf_counter() - started
     finally:
         if workers is not None:
+            worker_peaks = process_peaks(workers.pid)
             os.killpg(workers.pid, signal.SIGTERM)
             workers.wait(timeout=120)
     progress = processing_run_progress(run=run)
-    spectra = progress["stages"]["ingest"]["spectra"] or 0
-    result = {"state": run.state, "spectra": spectra, "total_seconds": total,
-              "stage_seconds": {s: run.stage_seconds.get(s) for s in STAGES},
-              "predicted": progress["stages"].get("predict", {}).get("spectra") or 0}
-    stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["stage_seconds"].items()
-                       if seconds is not None)
-    print(f"{way}: {run.state}, {spectra} spectra ingested, {result['predicted']} predicted, {total:.1f} s ({stages})",
-          flush=True)
     assert run.state == ProcessingRun.State.SUCCEEDED, progress
+    stages = progress["stages"]
+    spectra = (stages.get("ingest") or {}).get("spectra") or 0
+    predicted = (stages.get("predict") or {}).get("spectra") or 0
+    chunks = {stage: list(run.chunks.filter(stage=stage, state="done").values_list("seconds", "worker", "peak_rss_mb"))
+              for stage in args.stages}
+    result = {"state": run.state, "spectra": spectra, "predicted": predicted, "total_seconds": total,
+              "stage_seconds": {s: run.stage_seconds.get(s) for s in args.stages},
+              "chunks": {s: len(c) for s, c in chunks.items()},
+              "chunk_seconds": {s: sum(c[0] for c in rows) for s, rows in chunks.items()},
+              "files": (stages.get("ingest") or {}).get("units_done") or 0,
+              "release_rows": (stages.get("release") or {}).get("spectra") or 0,
+              "chunk_peaks": {}}
+    for stage, rows in chunks.items():  # the highest peak each process reported, per stage
+        for _, worker, peak in rows:
+            key = worker.rsplit("/", 1)[-1] if worker else "in-process"
+            result["chunk_peaks"].setdefault(stage, {})[key] = max(peak or 0, result["chunk_peaks"].get(stage, {}).get(key, 0))
+    result["process_peaks"] = worker_peaks if workers is not None else {os.getpid(): peak_rss_mb()}
+    if args.validate:
+        result.update(validate(args, f"bench-{way}"))
+    result["load"] = (load_before, load_average())
+    timings = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["stage_seconds"].items()
+                        if seconds is not None)
+    print(f"{way}: {run.state}, {result['files']:,} files, {spectra:,} spectra ingested, {predicted:,} predicted, "
+          f"{total:.1f} s ({timings})" + (f"; validation {result['validation_seconds']:.1f} s" if args.validate else "")
+          + f"; load average after {result['load'][1]}", flush=True)
     return result
 
 
-def report(rates: dict) -> None:
-    print("\nspectra/s (stage rates over the spectra each stage handled)")
-    print(f"{'way':<11}{'ingest':>10}{'predict':>10}{'release':>10}{'overall':>10}")
-    for way, r in rates.items():
+def validate(args, release_name: str) -> dict:
+    """Import and match the survey's validation catalogs, then validate the release; timed apart."""
+    from inference.models import CatalogRelease
+    from validation.services import reference_survey_import, release_validate
+
+    started = time.perf_counter()
+    surveys = [reference_survey_import(name=name.split(".")[0], path=args.survey / name, format_name=fmt)
+               for name, fmt in VALIDATION_CATALOGS if (args.survey / name).exists()]
+    imported = time.perf_counter() - started
+    release = CatalogRelease.objects.get(name=release_name)
+    started = time.perf_counter()
+    results = release_validate(release=release, surveys=surveys)
+    seconds = time.perf_counter() - started
+    compared = sum(r.n_spectra for r in results if r.label == "teff")
+    return {"validation_seconds": seconds, "validation_import_seconds": imported, "validation_compared": compared,
+            "validation_surveys": len(surveys), "validation_rows": release.entries.count()}
+
+
+def report(results: dict, args) -> None:
+    print(f"\nspectra/s per stage (ingest: spectra written; predict: spectra predicted by both models; release: "
+          f"rows built{'; validation: release rows validated against the catalogs' if args.validate else ''})")
+    columns = [*args.stages, *(["validation"] if args.validate else []), "end to end"]
+    print(f"{'way':<11}" + "".join(f"{c:>12}" for c in columns) + f"{'files/s':>10}{'load before':>20}{'load after':>20}")
+    for way, r in results.items():
         cells = []
-        for stage, count in (("ingest", r["spectra"]), ("predict", r["predicted"]), ("release", r["predicted"])):
+        counts = {"ingest": r["spectra"], "predict": r["predicted"], "release": r["release_rows"]}
+        for stage in args.stages:
             seconds = r["stage_seconds"][stage]
-            cells.append(f"{count / seconds:>10,.0f}" if seconds else f"{'-':>10}")
-        print(f"{way:<11}{''.join(cells)}{r['spectra'] / r['total_seconds']:>10,.0f}")
-    if "inprocess" in rates:
-        for way in (w for w in rates if w != "inprocess"):
+            cells.append(f"{counts[stage] / seconds:>12,.0f}" if seconds else f"{'-':>12}")
+        if args.validate:
+            cells.append(f"{r['validation_rows'] / r['validation_seconds']:>12,.0f}")
+        spectra = r["spectra"] or r["predicted"]
+        files = f"{r['files'] / r['stage_seconds']['ingest']:>10,.1f}" if r.get("files") and r["stage_seconds"].get("ingest") else f"{'-':>10}"
+        print(f"{way:<11}{''.join(cells)}{spectra / r['total_seconds']:>12,.0f}{files}{r['load'][0]:>20}{r['load'][1]:>20}")
+    print("(end to end: spectra over the wall time from the run's start to its last stage done; validation apart)")
+    for way, r in results.items():
+        extra = (f"; validation import+match {r['validation_import_seconds']:.1f} s, validate {r['validation_seconds']:.1f} s "
+                 f"({r['validation_compared']:,} spectra compared in Teff over {r['validation_surveys']} catalogs)"
+                 if args.validate else "")
+        print(f"{way}: {r['total_seconds']:.1f} s; chunks " + ", ".join(f"{s} {n}" for s, n in r["chunks"].items()) + extra)
+    print("\npeak memory (VmHWM, MB) per process")
+    for way, r in results.items():
+        reported = {}
+        for stage_peaks in r["chunk_peaks"].values():
+            for key, peak in stage_peaks.items():
+                reported[key] = max(peak, reported.get(key, 0))
+        by_stage = "; ".join(f"{stage}: " + ", ".join(f"{p:,.0f}" for p in sorted(peaks.values()))
+                             for stage, peaks in r["chunk_peaks"].items())
+        processes = ", ".join(f"{pid}: {p:,.0f}" for pid, p in r["process_peaks"].items())
+        print(f"{way}: reported by chunks ({by_stage}); processes at the end ({processes})")
+    if "inprocess" in results:
+        for way in (w for w in results if w != "inprocess"):
+            base, queued = results["inprocess"], results[way]
             changes = []
-            for stage in STAGES:
-                own, queued = rates["inprocess"]["stage_seconds"][stage], rates[way]["stage_seconds"][stage]
-                if own and queued:
-                    changes.append(f"{stage} {queued / own - 1:+.1%}")
-            target = "   (target: no stage more than 20% slower)" if way == "1" else ""
-            print(f"stage time on {way} worker(s) vs the same stage in-process: {', '.join(changes)}{target}")
-    if "1" in rates and "2" in rates:
-        print(f"scaling 2 workers vs 1: {rates['1']['total_seconds'] / rates['2']['total_seconds']:.2f}x")
-    if "1" in rates and "inprocess" in rates:
-        overhead = rates["1"]["total_seconds"] / rates["inprocess"]["total_seconds"] - 1
-        print(f"queue overhead (1 worker vs in-process, overall): {overhead:+.1%}   (target < 10%)")
+            for stage in args.stages:
+                own, other = base["stage_seconds"][stage], queued["stage_seconds"][stage]
+                if own and other:
+                    changes.append(f"{stage} {other / own - 1:+.1%}")
+            print(f"stage time on {way} worker(s) vs the same stage in-process: {', '.join(changes)}")
+    if "1" in results and "2" in results:
+        print(f"scaling 2 workers vs 1 (end to end): {results['1']['total_seconds'] / results['2']['total_seconds']:.2f}x; "
+              "per stage: " + ", ".join(
+                  f"{s} {results['1']['stage_seconds'][s] / results['2']['stage_seconds'][s]:.2f}x"
+                  for s in args.stages if results["1"]["stage_seconds"][s] and results["2"]["stage_seconds"][s]))
+    if "1" in results:
+        one = results["1"]
+        gaps = ", ".join(f"{s} {(one['stage_seconds'][s] - one['chunk_seconds'][s]) / one['chunks'][s] * 1000:,.0f} ms"
+                         for s in args.stages if one["chunks"][s] and one["stage_seconds"][s])
+        print(f"queue overhead per chunk on 1 worker (stage wall time minus its chunks' own time, per chunk): {gaps}")
+        if "inprocess" in results:
+            base = results["inprocess"]
+            n = sum(one["chunks"].values())
+            overhead = one["total_seconds"] - base["total_seconds"]
+            print(f"queue overhead per chunk, 1 worker vs in-process: ({one['total_seconds']:.1f} - "
+                  f"{base['total_seconds']:.1f} s) / {n} chunks = {overhead / n * 1000:,.0f} ms "
+                  f"({one['total_seconds'] / base['total_seconds'] - 1:+.1%} end to end)")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class ProcessingChunk(models.Model):
     error = models.TextField(blank=True)
     seconds = models.FloatField(null=True, blank=True)
     peak_rss_mb = models.FloatField(
-        null=True, blank=True, help_text="Peak resident memory (ru_maxrss) of the process that did it, when done, MB.")
+        null=True, blank=True, help_text="Peak resident memory (VmHWM) of the process that did it, when done, MB.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(

@@ -555,9 +555,20 @@ def processing_chunk_execute(*, chunk: ProcessingChunk) -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (``ru_maxrss``), MB."""
+    """This process's peak resident memory so far, MB: ``VmHWM`` on Linux, else ``ru_maxrss``.
+
+    Not ru_maxrss on Linux: a process started by exec inherits the value of the process it
+    replaced. Pages a pool child shares with the worker that forked it count in both.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def processing_chunk_fail(*, chunk_id: int, error: str) -> None:

@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='processingchunk',
             name='peak_rss_mb',
-            field=models.FloatField(blank=True, help_text='Peak resident memory (ru_maxrss) of the process that did it, when done, MB.', null=True),
+            field=models.FloatField(blank=True, help_text='Peak resident memory (VmHWM) of the process that did it, when done, MB.', null=True),
         ),
         migrations.AddField(
             model_name='processingchunk',
