@@ -17,10 +17,8 @@ from core.flags import LABEL_FLAGS, SPECTRUM_FLAGS
 from core.rules import LabelRules
 from spectra.array_store import ArrayStore
 from spectra.models import Spectrum
-from spectra.processing.pipeline import PREPROCESSING_VERSION
 
 from .models import LabelSet, ModelVersion
-from .network.uncertainty import masked_fraction
 from .services import labelsets_upsert
 
 _loaded: dict[str, object] = {}
@@ -35,6 +33,8 @@ def model_load(model_version: ModelVersion):
     """
     with _load_lock:
         if model_version.artifact_sha256 not in _loaded:
+            from spectra.processing.pipeline import PREPROCESSING_VERSION
+
             from .network.artifact import artifact_read
             from .network.estimator import SPCANet
 
@@ -96,6 +96,8 @@ def labelsets_predict(
         queryset = queryset.filter(pk__in=spectrum_ids)
     if id_range is not None:
         queryset = queryset.filter(pk__gte=id_range[0], pk__lte=id_range[1])
+    from .network.uncertainty import masked_fraction  # scipy: imported when predicting, not with the site
+
     reject = np.int64(SPECTRUM_FLAGS.reject_mask())
     outside_bit = np.int64(LABEL_FLAGS["OUTSIDE_TRAINING_RANGE"].mask)
     large_bit = np.int64(LABEL_FLAGS["LARGE_UNCERTAINTY"].mask)

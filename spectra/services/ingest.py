@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord, search_around_sky
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
@@ -34,9 +34,11 @@ from ..array_store import ArrayStore, ArrayStoreError
 from ..identifiers import gaia_source_id_from_objname, medres_specid, night_date, pipeline_version
 from ..io import CorruptFileError, SpectrumFile, SpectrumFileError, read_spectrum_file
 from ..models import SourceFile, Spectrum, SpectrumCopy, Star
-from ..processing.pipeline import PREPROCESSING_VERSION, PreprocessConfig, PreprocessedBatch, preprocess
-from ..processing.rv import TemplateBank
 from .star_identity import sky_cells_lock
+
+if TYPE_CHECKING:  # imported where used: numba, scipy and astropy.coordinates load with ingest, not with the site
+    from ..processing.pipeline import PreprocessConfig, PreprocessedBatch
+    from ..processing.rv import TemplateBank
 
 SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
 
@@ -90,10 +92,10 @@ def spectra_ingest(
     *,
     paths: Iterable[str | Path],
     rv_catalog: dict[tuple[int, int | None], tuple[float, float]] | None = None,
-    templates: TemplateBank | None = None,
+    templates: "TemplateBank | None" = None,
     batch_files: int = 32,
     progress: Callable[[int], None] | None = None,
-    config: PreprocessConfig | None = None,
+    config: "PreprocessConfig | None" = None,
 ) -> IngestSummary:
     """Ingest files (and directory trees). ``rv_catalog`` maps (OBSID, LMJM or None for
     every spectrum of the observation) to (RV blue, RV red) in km/s; arms without a
@@ -193,7 +195,7 @@ def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int) -> lis
 class _PreparedBatch:
     reads: list[_ReadFile]
     entries: list  # (read, RawSpectrum)
-    result: PreprocessedBatch | None = None
+    result: "PreprocessedBatch | None" = None
     supplied: np.ndarray | None = None  # catalog RVs (n, 2), NaN where none
     shard: str = ""
 
@@ -227,6 +229,13 @@ def _prepare_batch(
             for read in reads
             for prepared in _prepare_batch([read], store, rv_catalog, templates, config, max_bytes)
         ]
+
+
+def preprocess(spectra: list, **options) -> "PreprocessedBatch":
+    """:func:`spectra.processing.pipeline.preprocess`, imported on first use (numba, scipy)."""
+    from ..processing.pipeline import preprocess as preprocess_batch
+
+    return preprocess_batch(spectra, **options)
 
 
 def _prepare(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, config, max_bytes) -> _PreparedBatch:
@@ -329,6 +338,8 @@ def _copies_to_store(
 
 
 def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file_ids: dict[str, int]) -> None:
+    from ..processing.pipeline import PREPROCESSING_VERSION
+
     entries, result, shard = prepared.entries, prepared.result, prepared.shard
     spectra = [spectrum for _, spectrum in entries]
     files = [read.parsed for read, _ in entries]
@@ -429,6 +440,8 @@ def stars_for_files(files: list[SpectrumFile]) -> np.ndarray:
     existing star, or of another new one in the same batch. Runs inside the caller's
     transaction, which holds the sky-cell locks (``star_identity``) until it commits.
     """
+    from astropy.coordinates import SkyCoord, search_around_sky
+
     radius = settings.STAR_MATCH_RADIUS_ARCSEC * u.arcsec
     ra = np.array([sf.ra for sf in files])
     dec = np.array([sf.dec for sf in files])

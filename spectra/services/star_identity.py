@@ -11,7 +11,6 @@ of other parts of the sky do not wait. SQLite has one writer at a time and needs
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import SkyCoord, search_around_sky
 from django.db import connection, transaction
 
 from ..models import Spectrum, Star
@@ -80,6 +79,8 @@ def stars_merge_duplicates(*, radius_arcsec: float, dry_run: bool = False, band_
     dict
         ``groups`` (sets of duplicates found), ``stars_removed``, ``spectra_moved``.
     """
+    from astropy.coordinates import SkyCoord, search_around_sky  # imported when merging, not with the site
+
     from inference.models import ReferenceLabel
     from inference.services import catalog_stars_follow_merge
     from validation.models import ReferenceStar
