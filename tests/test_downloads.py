@@ -238,6 +238,37 @@ def test_the_python_path_writes_the_same_bytes_as_the_copy_path(release, monkeyp
         assert read_rows(fmt, python_body) == read_rows(fmt, copy_body)
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "fits", "votable"])
+def test_typed_formats_round_as_the_csv_does(release, fmt):
+    """The typed formats round floats with numpy (the binary COPY sends the stored
+    doubles); the CSV is rounded by PostgreSQL. Both give the same numbers: ties (half to
+    even, as ``round(double precision)``), negatives that round to zero (0, never -0),
+    and values with more digits than the column keeps."""
+    import csv
+
+    from inference.models import CatalogEntry
+
+    rng = np.random.default_rng(5)
+    floats = [column for column in CATALOG_COLUMNS if column.is_float]
+    ids = list(CatalogEntry.objects.filter(release=release).order_by("id").values_list("id", flat=True))
+    for row, pk in enumerate(ids):
+        values = {}
+        for j, column in enumerate(floats):
+            unit = 10.0 ** -column.decimals
+            values[column.field] = [(2 * j + 1) * unit / 2, -0.4 * unit, float(rng.normal(0, 300) + rng.random())][row]
+        CatalogEntry.objects.filter(pk=pk).update(**values)
+    text = download(release, "csv")[0].decode()
+    expected = list(csv.DictReader(io.StringIO(text)))
+    rows = read_rows(fmt, download(release, fmt)[0])
+    for column in floats:
+        want = np.array([float(row[column.name]) for row in expected], dtype=column.dtype)
+        got = np.array(rows[column.name], dtype=column.dtype)
+        assert want.tobytes() == got.tobytes(), (column.name, want, got)  # bit for bit: no -0 either
+    j = floats.index(COLUMNS_BY_NAME["teff"])
+    assert expected[0]["teff"] == str(round((2 * j + 1) / 2))  # a tie in whole K: to the even one
+    assert all(expected[1][column.name] == "0" for column in floats)  # -0.4 units: 0, not -0
+
+
 def read_rows(fmt: str, body: bytes) -> dict[str, list]:
     if fmt == "parquet":
         return pq.read_table(io.BytesIO(body)).to_pydict()
