@@ -79,8 +79,11 @@ def main() -> None:
     args = parser.parse_args()
 
     release = bench_release(args.database_url, args.rows, args.seed, reuse=args.reuse)
-    print(f"release bench: {release.entry_count:,} rows; {args.requests} requests per kind")
-    for name, values in measure(args.requests, args.seed, "bench").items():
+    print(f"release bench: {release.entry_count:,} rows; {args.requests} requests per kind; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    timings = measure(args.requests, args.seed, "bench")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    for name, values in timings.items():
         ms = [v * 1000 for v in values]
         print(f"{name + ':':<22} p50 {percentile(ms, 50):7.1f} ms   p95 {percentile(ms, 95):7.1f} ms   "
               f"max {max(ms):7.1f} ms   ({len(ms)} requests; goal p95 <= 200 ms)")
