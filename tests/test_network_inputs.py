@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
+from inference.network import inputs
 from inference.network.artifact import Artifact, artifact_read, artifact_write
-from inference.network.inputs import FillBasis, fill_interpolate, fill_masked, fit_fill_basis, reconstruct
+from inference.network.inputs import (
+    FillBasis,
+    fill_interpolate,
+    fill_masked,
+    fill_masked_reference,
+    fit_fill_basis,
+    reconstruct,
+    reconstruct_reference,
+)
 
 PIXELS = 400  # per arm
 NOISE = 0.01  # per-pixel noise of the synthetic spectra (S/N 100)
@@ -76,6 +85,45 @@ def test_outliers_are_caught_and_filled_and_a_clean_spectrum_is_left_unchanged()
     # Without the rejection the same spikes stay.
     plain = FillBasis(basis.mean, basis.components, basis.model_sigma, outlier_sigma=0.0)
     assert np.array_equal(fill_masked(hit, ivar, plain), hit)
+
+
+@pytest.mark.parametrize(("components", "outlier_sigma", "iterations"), [(6, 5.0, 2), (6, 0.0, 2), (0, 5.0, 2), (6, 3.0, 3)])
+def test_compiled_fill_matches_the_plain_numpy_reference(components, outlier_sigma, iterations, monkeypatch):
+    rng = np.random.default_rng(21)
+    _, train = low_rank_spectra(200, seed=22, rank=6)
+    basis = fit_fill_basis(*masked_like_the_pipeline(train, seed=23), n_components=components,
+                           outlier_sigma=outlier_sigma)
+    _, noisy = low_rank_spectra(120, seed=24, rank=6)
+    ivar = (rng.uniform(0.2, 3.0, (120, 1, 1)) / NOISE**2 * rng.uniform(0.7, 1.3, noisy.shape)).astype(np.float32)
+    flux = noisy + (rng.normal(size=noisy.shape) * (1 / np.sqrt(ivar) - NOISE)).astype(np.float32)
+    # Masks as the pipeline writes them (some spectra masked heavily), unflagged spikes, a
+    # zero-flux block with its ivar kept, and values the reader would have caught.
+    heavy = rng.random((120, 1, 1)) < 0.3
+    masked = rng.random(flux.shape) < np.where(heavy, 0.25, 0.02)
+    flux[masked], ivar[masked] = 1.0, 0.0
+    flux[rng.random(flux.shape) < 0.003] += 0.4
+    flux[5, 0, 100:160] = 0.0
+    flux[6, 1, 7], ivar[7, 0, 9], ivar[8, 1, 11], ivar[9, 0, 13] = np.nan, np.inf, -1.0, np.nan
+    ivar[10] = 0.0  # nothing measured at all
+    arrays = np.stack([flux, ivar], axis=1)  # the network passes views of (n, 2, 2, pixels) arrays
+    model, good = reconstruct(arrays[:, 0], arrays[:, 1], basis, iterations)
+    expected_model, expected_good = reconstruct_reference(flux, ivar, basis, iterations)
+    assert model.dtype == np.float32 and good.dtype == bool and model.shape == flux.shape
+    assert np.all(np.isfinite(model))
+    assert np.max(np.abs(model - expected_model)) < 2e-5  # float32 rounding (values near 1)
+    assert np.count_nonzero(good != expected_good) <= 2  # a pixel on the threshold may fall either way
+    assert np.count_nonzero(~expected_good) > 0.05 * good.size
+    filled = fill_masked(arrays[:, 0], arrays[:, 1], basis) if iterations == 2 else None
+    if filled is not None:
+        # Rows on numba's threads give the same bytes as one thread.
+        monkeypatch.setattr(inputs, "_CHUNK", 8)
+        for parallel in (False, True):
+            monkeypatch.setattr(inputs, "PARALLEL", parallel)
+            assert np.array_equal(fill_masked(arrays[:, 0], arrays[:, 1], basis), filled)
+        expected = fill_masked_reference(flux, ivar, basis)
+        same = good == expected_good
+        assert np.max(np.abs(filled - expected)[same]) < 2e-5
+        assert np.all(np.isfinite(filled))
 
 
 def test_fill_rejects_arrays_of_another_shape():

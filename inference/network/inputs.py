@@ -15,15 +15,27 @@ normalised (continuum 1), ivar 0 where masked. The model works on the two arms
 concatenated, (n, 2 x pixels).
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
+
+from spectra.processing.kernels import solve_small
 
 # Weighted least squares for the coefficients: a small penalty (relative to the mean
 # diagonal of the normal matrix) keeps a nearly fully masked spectrum's fit finite.
 _RIDGE = 1e-6
 # Spectra used for the principal components (an SVD of (this, 2 x pixels)).
 _SVD_SPECTRA = 4000
+# numba's fastmath without the no-NaN/no-inf assumptions: reductions may be reordered
+# (vectorised), while the kernels' isfinite tests keep their meaning.
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Fill on numba's threads (rows in chunks of _CHUNK) rather than on one core: measured
+# faster (benchmarks/fill_bench.py, docs/preprocessing.md); rows are independent, so the
+# result is the same either way.
+PARALLEL = True
+_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -120,27 +132,12 @@ def _weights(ivar_flat: np.ndarray, model_sigma: np.ndarray) -> np.ndarray:
     return np.float32(1.0) / variance
 
 
-def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """The model's reconstruction of each spectrum, and the pixels it trusts.
+def reconstruct_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis,
+                          iterations: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """``reconstruct`` in plain numpy: the reference the compiled kernel is tested against.
 
-    Coefficients are fitted by weighted least squares on the unmasked pixels (weights
-    1 / (1/ivar + model_sigma^2)); with ``basis.outlier_sigma`` > 0, pixels more than
-    that many sigma off the reconstruction are dropped and the fit repeated
-    (``iterations`` times in all).
-
-    Parameters
-    ----------
-    flux, ivar : (n, 2, pixels) float32
-        Normalised flux and its inverse variance (0 = masked).
-    basis : FillBasis
-    iterations : int
-
-    Returns
-    -------
-    model : (n, 2, pixels) float32
-        The reconstruction.
-    good : (n, 2, pixels) bool
-        Pixels with ivar > 0 that are not outliers.
+    Whole-array passes over (n, 2 x pixels); same parameters and results as ``reconstruct``
+    (to float32 rounding: a pixel lying on the rejection threshold may fall either way).
     """
     x, ivar_flat = _flat(flux, ivar)
     if x.shape[1] != basis.mean.size:
@@ -157,6 +154,220 @@ def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations
     return model.astype(np.float32).reshape(np.shape(flux)), good.reshape(np.shape(flux))
 
 
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _gram_add(components, pixels, count, gather, out):  # pragma: no cover
+    """out[i, j] += sum over ``pixels[:count]`` of components[i, p] * components[j, p] (i <= j).
+
+    The columns are gathered first so that the sums run over contiguous float32 rows.
+    """
+    k = components.shape[0]
+    if count == 0:
+        return
+    for i in range(k):
+        for t in range(count):
+            gather[i, t] = components[i, pixels[t]]
+    for i in range(k):
+        for j in range(i, k):
+            total = np.float32(0.0)
+            for t in range(count):
+                total += gather[i, t] * gather[j, t]
+            out[i, j] += total
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, iterations, ridge, fill,
+               out, out_good, start, stop):  # pragma: no cover
+    """Rows start..stop-1: the weighted fit, the outlier rejection and the fill of ``reconstruct``.
+
+    flux, ivar (n, 2, half) float32 (any strides); mean, model_sigma (2 half,) float32;
+    components (k, 2 half) float32 C-contiguous; full (2, k, k) float64, each arm's
+    components @ components.T. Writes ``out`` (n, 2, half) float32: the flux with
+    untrusted pixels replaced by the model (``fill``) or the model itself; and, when
+    ``out_good`` has n rows, the trusted pixels.
+
+    Each arm's normal matrix is its weight times (full arm's C C^T less the sum over its
+    left-out pixels), as ``_coefficients``. The sums over the usable pixels (ivar > 0:
+    the masked pixels' C C^T, the right-hand side) are computed once per row; each round
+    only subtracts those of the pixels it rejects, so a round costs one evaluation of
+    the model.
+    """
+    n, _, half = flux.shape
+    p = 2 * half
+    k = components.shape[0]
+    x = np.empty(p, dtype=np.float32)
+    weight = np.empty(p, dtype=np.float32)
+    usable = np.empty(p, dtype=np.bool_)
+    good = np.empty(p, dtype=np.bool_)
+    centred = np.empty(p, dtype=np.float32)
+    model = np.empty(p, dtype=np.float32)
+    pixels = np.empty(half, dtype=np.int64)
+    gather = np.empty((k, half), dtype=np.float32)
+    masked_gram = np.zeros((2, k, k), dtype=np.float32)
+    gram = np.zeros((k, k), dtype=np.float32)
+    usable_weight = np.zeros(2, dtype=np.float64)
+    usable_count = np.zeros(2, dtype=np.int64)
+    usable_rhs = np.zeros((2, k), dtype=np.float64)
+    normal = np.zeros((k, k), dtype=np.float64)
+    rhs = np.zeros(k, dtype=np.float64)
+    coefficients = np.zeros(k, dtype=np.float64)
+    threshold = np.float32(outlier_sigma * outlier_sigma)
+    rounds = max(1, iterations) if outlier_sigma > 0 else 1
+    for r in range(start, stop):
+        for a in range(2):
+            for j in range(half):
+                q = a * half + j
+                f = flux[r, a, j]
+                v = ivar[r, a, j]
+                ok = math.isfinite(f) and math.isfinite(v) and v > 0
+                usable[q] = ok
+                good[q] = ok
+                x[q] = f if ok else np.float32(0.0)
+                sigma = model_sigma[q]
+                weight[q] = np.float32(1.0) / (np.float32(1.0) / v + sigma * sigma) if ok else np.float32(0.0)
+        for a in range(2):
+            low = a * half
+            masked_gram[a, :, :] = 0.0
+            count = 0
+            usable_weight[a] = 0.0
+            usable_count[a] = 0
+            for j in range(half):
+                q = low + j
+                if usable[q]:
+                    usable_weight[a] += weight[q]
+                    usable_count[a] += 1
+                    centred[q] = x[q] - mean[q]
+                else:
+                    centred[q] = 0.0
+                    pixels[count] = q
+                    count += 1
+            _gram_add(components, pixels, count, gather, masked_gram[a])
+            for i in range(k):
+                dot = np.float32(0.0)
+                for j in range(half):
+                    dot += centred[low + j] * components[i, low + j]
+                usable_rhs[a, i] = dot
+        for _ in range(rounds):
+            normal[:, :] = 0.0
+            rhs[:] = 0.0
+            for a in range(2):
+                # The usable pixels' sums less those of the pixels rejected so far.
+                low = a * half
+                total = usable_weight[a]
+                used = usable_count[a]
+                count = 0
+                for j in range(half):
+                    q = low + j
+                    if usable[q] and not good[q]:
+                        total -= weight[q]
+                        used -= 1
+                        pixels[count] = q
+                        count += 1
+                arm_weight = total / max(used, 1)
+                gram[:, :] = masked_gram[a]
+                _gram_add(components, pixels, count, gather, gram)
+                for i in range(k):
+                    for j in range(i, k):
+                        normal[i, j] += arm_weight * (full[a, i, j] - gram[i, j])
+                    dot = usable_rhs[a, i]
+                    for t in range(count):
+                        dot -= centred[pixels[t]] * components[i, pixels[t]]
+                    rhs[i] += arm_weight * dot
+            for i in range(k):
+                for j in range(i):
+                    normal[i, j] = normal[j, i]
+            for q in range(p):
+                model[q] = mean[q]
+            if k:
+                trace = 0.0
+                for i in range(k):
+                    trace += normal[i, i]
+                solve_small(normal, rhs, ridge * max(trace / k, 1e-12), coefficients)
+                for i in range(k):
+                    c = np.float32(coefficients[i])
+                    for q in range(p):
+                        model[q] += c * components[i, q]
+            if outlier_sigma <= 0:
+                break
+            for q in range(p):
+                residual = x[q] - model[q]
+                good[q] = usable[q] and residual * residual * weight[q] <= threshold
+        for a in range(2):
+            for j in range(half):
+                q = a * half + j
+                out[r, a, j] = x[q] if (fill and good[q]) else model[q]
+        if out_good.shape[0] == n:
+            for a in range(2):
+                for j in range(half):
+                    out_good[r, a, j] = good[a * half + j]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _fill_rows_parallel(flux, ivar, mean, components, model_sigma, full, outlier_sigma, iterations, ridge, fill,
+                        out, out_good, chunk):  # pragma: no cover
+    """``_fill_rows`` over chunks of rows on numba's threads."""
+    n = flux.shape[0]
+    for c in prange((n + chunk - 1) // chunk):
+        _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, iterations, ridge, fill,
+                   out, out_good, c * chunk, min(n, (c + 1) * chunk))
+
+
+def _compiled(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: int, fill: bool,
+              with_good: bool) -> tuple[np.ndarray, np.ndarray]:
+    flux = np.asarray(flux, dtype=np.float32)
+    ivar = np.asarray(ivar, dtype=np.float32)
+    if flux.shape != ivar.shape or flux.ndim != 3 or flux.shape[1] != 2:
+        raise ValueError(f"expected flux and ivar of one shape (n, 2, pixels), got {flux.shape} and {ivar.shape}")
+    if 2 * flux.shape[2] != basis.mean.size:
+        raise ValueError(f"spectra have {2 * flux.shape[2]} pixels, the fill basis {basis.mean.size}")
+    half = flux.shape[2]
+    components = np.ascontiguousarray(basis.components, dtype=np.float32)
+    full = np.stack([components[:, :half] @ components[:, :half].T,
+                     components[:, half:] @ components[:, half:].T]).astype(np.float64)
+    out = np.empty(flux.shape, dtype=np.float32)
+    good = np.empty(flux.shape if with_good else (0, 2, half), dtype=np.bool_)
+    arguments = (flux, ivar, np.ascontiguousarray(basis.mean, dtype=np.float32), components,
+                 np.ascontiguousarray(basis.model_sigma, dtype=np.float32), full, float(basis.outlier_sigma),
+                 int(iterations), _RIDGE, fill, out, good)
+    if PARALLEL and flux.shape[0] >= 2 * _CHUNK:
+        _fill_rows_parallel(*arguments, _CHUNK)
+    else:
+        _fill_rows(*arguments, 0, flux.shape[0])
+    return out, good
+
+
+def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The model's reconstruction of each spectrum, and the pixels it trusts.
+
+    Coefficients are fitted by weighted least squares on the unmasked pixels (weights
+    1 / (1/ivar + model_sigma^2), one per arm as in ``_coefficients``); with
+    ``basis.outlier_sigma`` > 0, pixels more than that many sigma off the reconstruction
+    are dropped and the fit repeated (``iterations`` times in all). Compiled (numba, one
+    pass per spectrum); ``reconstruct_reference`` is the same in plain numpy.
+
+    Parameters
+    ----------
+    flux, ivar : (n, 2, pixels) float32
+        Normalised flux and its inverse variance (0 = masked); non-finite values count
+        as masked.
+    basis : FillBasis
+    iterations : int
+
+    Returns
+    -------
+    model : (n, 2, pixels) float32
+        The reconstruction.
+    good : (n, 2, pixels) bool
+        Pixels with ivar > 0 that are not outliers.
+
+    Raises
+    ------
+    ValueError
+        If flux and ivar differ in shape, are not (n, 2, pixels), or have another number
+        of pixels than the basis.
+    """
+    return _compiled(flux, ivar, basis, iterations, fill=False, with_good=True)
+
+
 def fill_masked(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndarray:
     """Flux with masked pixels (ivar 0) and outliers replaced by the model's reconstruction.
 
@@ -171,8 +382,18 @@ def fill_masked(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndar
     -------
     (n, 2, pixels) float32
         Unmasked, not outlying pixels unchanged; the others the reconstruction.
+
+    Raises
+    ------
+    ValueError
+        As ``reconstruct``.
     """
-    model, good = reconstruct(flux, ivar, basis)
+    return _compiled(flux, ivar, basis, 2, fill=True, with_good=False)[0]
+
+
+def fill_masked_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndarray:
+    """``fill_masked`` in plain numpy (``reconstruct_reference``)."""
+    model, good = reconstruct_reference(flux, ivar, basis)
     return np.where(good, np.asarray(flux, dtype=np.float32), model).astype(np.float32)
 
 

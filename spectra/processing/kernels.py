@@ -45,7 +45,7 @@ def resample_rows(wavelength, flux, ivar, usable, length, grid, rv, out_flux, ou
 
 
 @njit(cache=True, nogil=True)
-def _solve_small(a, b, ridge, out):  # pragma: no cover
+def solve_small(a, b, ridge, out):  # pragma: no cover
     """Solve (a + ridge I) x = b for a small dense system (Gaussian elimination, partial pivoting)."""
     k = a.shape[0]
     m = a.copy()
@@ -151,7 +151,7 @@ def continuum_rows(
             for i in range(k):
                 for j in range(i):
                     normal[i, j] = normal[j, i]
-            _solve_small(normal, rhs, 1e-6, coefficients)
+            solve_small(normal, rhs, 1e-6, coefficients)
             for p in range(m):
                 continuum[p] = 0.0
             for i in range(k):
