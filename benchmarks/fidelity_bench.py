@@ -91,8 +91,8 @@ def make_survey(path: Path, stars: int, seed: int, harsh: bool) -> None:
           f"({time.perf_counter() - start:.0f} s) -> {path}")
 
 
-def load(survey: Path, rv_source: str):
-    """Read the survey's files; preprocess; join to truth and ideal arrays."""
+def load(survey: Path, rv_source: str, config=None):
+    """Read the survey's files; preprocess (``config``: a PreprocessConfig); join to truth and ideal arrays."""
     from spectra.io import read_spectrum_file
     from spectra.mock.ideal import load_ideal
     from spectra.processing.pipeline import preprocess
@@ -128,9 +128,9 @@ def load(survey: Path, rv_source: str):
         supplied = None
         templates = template_bank_from_model(CannonSpectrumModel.load(SPECTRUM_MODEL_PATH))
     start = time.perf_counter()
-    result = preprocess(spectra, rv_supplied=supplied, templates=templates)
+    result = preprocess(spectra, rv_supplied=supplied, templates=templates, config=config)
     print(f"preprocessed {len(spectra)} spectra in {time.perf_counter() - start:.1f} s (RVs: {rv_source})")
-    with_true_rv = result if rv_source == "true" else preprocess(spectra, rv_supplied=true_rv)
+    with_true_rv = result if rv_source == "true" else preprocess(spectra, rv_supplied=true_rv, config=config)
     labels = np.array([[float(stars[int(s)][label]) for label in LABELS] for s in ideal.star[rows]])
     snr = np.array([[float(truth_rows[(ideal.file[r], ideal.kind[r], int(ideal.lmjm[r]))][f"snr_{arm}"] or 0) for arm in ("blue", "red")]
                     for r in rows])
@@ -195,7 +195,7 @@ def variant_arrays(data: dict, variant: str, rows: np.ndarray) -> np.ndarray:
     return flux.reshape(rows.size, -1).astype(np.float32)
 
 
-def information_figures(data: dict, good: np.ndarray, seed: int, network: bool) -> None:
+def information_figures(data: dict, good: np.ndarray, seed: int, network: bool, quick: bool = False) -> None:
     from inference.network.linear import fit_ridge
 
     rng = np.random.default_rng(seed)
@@ -209,8 +209,9 @@ def information_figures(data: dict, good: np.ndarray, seed: int, network: bool) 
           f"penalty chosen on {cv.sum()}, tested on {test.sum()} spectra of other stars")
     sigma: dict[str, dict] = {}
     test_rows = np.flatnonzero(test)
-    data["fills"] = _fills(data, np.flatnonzero(train))
-    for variant in (*VARIANTS, *FILLS):
+    fills = {"PCA fill+rej": FILLS["PCA fill+rej"]} if quick else FILLS
+    data["fills"] = _fills(data, np.flatnonzero(train), fills)
+    for variant in (("ideal", "preprocessed", "all repaired") if quick else VARIANTS) + tuple(fills):
         start = time.perf_counter()
         fit = fit_ridge(variant_arrays(data, variant, np.flatnonzero(train)), data["labels"][train],
                         variant_arrays(data, variant, np.flatnonzero(cv)), data["labels"][cv], RIDGE_LAMBDAS)
@@ -245,12 +246,12 @@ def information_figures(data: dict, good: np.ndarray, seed: int, network: bool) 
             print(line)
 
 
-def _fills(data: dict, train_rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Every spectrum's flux with its masked pixels filled, each way of ``FILLS``."""
+def _fills(data: dict, train_rows: np.ndarray, fills: dict) -> dict[str, np.ndarray]:
+    """Every spectrum's flux with its masked pixels filled, each way of ``fills`` (as ``FILLS``)."""
     from inference.network.inputs import fill_interpolate, fill_masked, fit_fill_basis
 
     out = {}
-    for name, how in FILLS.items():
+    for name, how in fills.items():
         start = time.perf_counter()
         if how == "interpolate":
             out[name] = fill_interpolate(data["flux"], data["ivar"])
@@ -302,6 +303,18 @@ def _network_predictions(data, variant, train, cv, test_rows, seed) -> np.ndarra
     return estimator.predict(arrays(test_rows))
 
 
+def preprocess_config(args):
+    """The PreprocessConfig of the command line's continuum options (others: the defaults)."""
+    from dataclasses import replace
+
+    from spectra.processing.pipeline import PreprocessConfig
+
+    config = PreprocessConfig()
+    chosen = {"order": args.continuum_order, "reject_below": args.continuum_below,
+              "reject_above": args.continuum_above, "max_iterations": args.continuum_passes}
+    return replace(config, continuum=replace(config.continuum, **{k: v for k, v in chosen.items() if v is not None}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--survey", type=Path, default=None, help="Mock survey directory (generated there if missing; default: a temporary one).")
@@ -311,6 +324,13 @@ def main() -> None:
     parser.add_argument("--rv", choices=("catalog", "true", "measured"), default="catalog")
     parser.add_argument("--min-snr", type=float, default=10.0)
     parser.add_argument("--network", action="store_true", help="Also train SPCANet on ideal and preprocessed arrays (slow).")
+    parser.add_argument("--quick", action="store_true",
+                        help="Ridge columns ideal, preprocessed, all three repaired and PCA fill+rej only.")
+    continuum = parser.add_argument_group("continuum (spectra/processing/continuum.py; default: the project's ContinuumConfig)")
+    continuum.add_argument("--continuum-order", type=int, default=None, help="Polynomial order.")
+    continuum.add_argument("--continuum-below", type=float, default=None, help="Rejection below the fit, sigma.")
+    continuum.add_argument("--continuum-above", type=float, default=None, help="Rejection above the fit, sigma.")
+    continuum.add_argument("--continuum-passes", type=int, default=None, help="Passes of fit and rejection.")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spcanet_site.settings.base")
     with tempfile.TemporaryDirectory(prefix="fidelity-") as scratch:
@@ -319,11 +339,13 @@ def main() -> None:
             make_survey(survey, args.stars, args.seed, args.harsh)
         else:
             print(f"survey: {survey} (existing)")
-        data = load(survey, args.rv)
+        config = preprocess_config(args)
+        print(f"continuum: {config.continuum}")
+        data = load(survey, args.rv, config)
         good = data["processed"] & (data["snr"] >= args.min_snr).all(axis=1)
         print(f"spectra used: {good.sum()} of {good.size} (processed, S/N >= {args.min_snr:g} in both arms)")
         stage_figures(data, good)
-        information_figures(data, good, args.seed, args.network)
+        information_figures(data, good, args.seed, args.network, args.quick)
     print("\ncommand: " + " ".join([Path(sys.executable).name, *sys.argv]))
 
 
