@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html_join
 
@@ -8,6 +9,8 @@ from .services import (
     RunConfigurationError,
     duration_text,
     processing_run_cancel,
+    processing_run_check,
+    processing_run_create,
     processing_run_progress,
     processing_run_retry_failed,
     processing_run_start,
@@ -29,14 +32,35 @@ class ChunkInline(admin.TabularInline):
         return super().get_queryset(request).order_by("-state", "stage", "index")[:200]
 
 
+CONFIGURATION = ["name", "stages", "paths", "rv_catalog_path", "measure_rv", "formal_model", "alternate_model",
+                 "release_name", "publish", "publish_partial", "chunk_files", "chunk_spectra"]
+
+
+class ProcessingRunAdminForm(forms.ModelForm):
+    class Meta:
+        model = ProcessingRun
+        fields = CONFIGURATION
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk is None and not self.errors:
+            stages = data.get("stages") or []
+            run = ProcessingRun(**{name: data.get(name) for name in CONFIGURATION})
+            try:
+                processing_run_check(run=run, requested=stages if isinstance(stages, list) else [stages])
+            except RunConfigurationError as error:
+                raise forms.ValidationError(str(error)) from error
+        return data
+
+
 @admin.register(ProcessingRun)
 class ProcessingRunAdmin(admin.ModelAdmin):
+    form = ProcessingRunAdminForm
     list_display = ["__str__", "state", "current_stage", "stages", "release_name", "created_at", "finished_at", "progress"]
     list_filter = ["state"]
     readonly_fields = ["state", "current_stage", "reason", "stage_seconds", "created_at", "started_at", "finished_at",
                        "stage_started_at", "created_by", "progress", "rates_and_eta"]
-    fields = ["name", "stages", "paths", "rv_catalog_path", "measure_rv", "formal_model", "alternate_model",
-              "release_name", "publish", "publish_partial", "chunk_files", "chunk_spectra", *readonly_fields]
+    fields = [*CONFIGURATION, *readonly_fields]
     actions = ["start", "cancel", "retry_failed"]
 
     @admin.display(description="progress")
@@ -62,10 +86,16 @@ class ProcessingRunAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # a run and its chunks are the record of what was processed; cancel it instead
 
+    def get_readonly_fields(self, request, obj=None):
+        # A run's configuration is the record of what it was asked to do: fixed once created.
+        return [*self.fields] if obj is not None else self.readonly_fields
+
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        # A new run is made by its service: stages in pipeline order, chunk defaults, checks.
+        created = processing_run_create(**{name: form.cleaned_data[name] for name in CONFIGURATION},
+                                         created_by=request.user)
+        obj.pk, obj.stages, obj.created_at, obj.created_by = created.pk, created.stages, created.created_at, created.created_by
+        obj._state.adding = False
 
     def _each(self, request, queryset, action, verb: str):
         for run in queryset:

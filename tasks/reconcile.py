@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -81,9 +82,7 @@ def processing_runs_reconcile(*, inspect_broker: bool = True) -> ReconcileSummar
 
 
 def _eager() -> bool:
-    from spcanet_site.celery import app
-
-    return bool(app.conf.task_always_eager)
+    return bool(current_app.conf.task_always_eager)
 
 
 def _requeue_silent_chunks(run_ids: list[int], now, summary: ReconcileSummary) -> None:
@@ -137,7 +136,7 @@ def _resend_lost_messages(run_ids: list[int], now, summary: ReconcileSummary) ->
 def broker_chunk_ids() -> set[int] | None:
     """Chunk ids of every chunk-task message the broker holds, queued or delivered but not
     acknowledged; None when the broker is not Redis (not inspected)."""
-    from spcanet_site.celery import app
+    app = current_app
 
     if not str(app.conf.broker_url or "").startswith(("redis://", "rediss://", "unix://")):
         return None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from functools import cache
 
+from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max, Q, Sum
@@ -49,13 +50,22 @@ def processing_run_create(
     release_name: str = "",
     publish: bool = False,
     publish_partial: bool = False,
-    chunk_files: int = 256,
-    chunk_spectra: int = 4096,
+    chunk_files: int | None = None,
+    chunk_spectra: int | None = None,
     name: str = "",
     created_by=None,
 ) -> ProcessingRun:
-    """Record a run; nothing is queued until ``processing_run_start``."""
+    """Record a run; nothing is queued until ``processing_run_start``.
+
+    Stages run in the pipeline's order whatever order they are given in; chunk sizes
+    default to the model's (``ProcessingRun.chunk_files``, ``chunk_spectra``). Raises
+    RunConfigurationError when the run could not start as configured.
+    """
     stages_requested = list(stages)
+    if chunk_files is None:
+        chunk_files = ProcessingRun._meta.get_field("chunk_files").default
+    if chunk_spectra is None:
+        chunk_spectra = ProcessingRun._meta.get_field("chunk_spectra").default
     stages = [stage for stage in Stage.values if stage in stages]
     run = ProcessingRun(
         name=name, stages=stages, paths=[str(p) for p in paths or []], rv_catalog_path=rv_catalog_path,
@@ -92,9 +102,7 @@ def broker_check() -> None:
     The in-memory transport exists only inside one process: with eager execution off, a
     run queued there would wait forever while workers listen elsewhere.
     """
-    from spcanet_site.celery import app
-
-    if not app.conf.task_always_eager and str(app.conf.broker_url or "").startswith("memory://"):
+    if not current_app.conf.task_always_eager and str(current_app.conf.broker_url or "").startswith("memory://"):
         raise RunConfigurationError(
             "tasks are not run in-process (CELERY_TASK_ALWAYS_EAGER is false) but no broker is configured: "
             "set CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0) for the workers and this process")
@@ -183,13 +191,17 @@ def processing_run_advance(*, run_id: int) -> None:
             transaction.on_commit(lambda: chunks_enqueue(created))
 
 
+# The Celery task of each stage, by name: the tasks module imports these services, never
+# the other way round. Routing to queues is by the same names (CELERY_TASK_ROUTES).
+STAGE_TASKS = {Stage.INGEST: "tasks.ingest_chunk", Stage.PREDICT: "tasks.predict_chunk",
+               Stage.RELEASE: "tasks.release_chunk"}
+
+
 def chunks_enqueue(chunks: list[ProcessingChunk]) -> None:
     """Send the chunks' task messages, recording when (the reconciler resends lost ones)."""
-    from .tasks import chunk_task_for
-
     ProcessingChunk.objects.filter(pk__in=[c.pk for c in chunks]).update(queued_at=timezone.now())
     for chunk in chunks:
-        chunk_task_for(chunk.stage).delay(chunk.pk)
+        current_app.tasks[STAGE_TASKS[chunk.stage]].delay(chunk.pk)
 
 
 def processing_run_stop(*, run_id: int, reason: str) -> int:

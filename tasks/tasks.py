@@ -138,7 +138,3 @@ def _reconcile_when_a_worker_starts(sender, **kwargs) -> None:
         reconcile_runs.apply_async(queue=settings.CELERY_CPU_QUEUE)
     except Exception:  # noqa: BLE001  (a broker hiccup at start must not stop the worker)
         logger.warning("could not queue the start-up reconcile", exc_info=True)
-
-
-def chunk_task_for(stage: str):
-    return {"ingest": ingest_chunk, "predict": predict_chunk, "release": release_chunk}[stage]

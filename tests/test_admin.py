@@ -107,3 +107,24 @@ def test_adding_a_release_in_the_admin_checks_roles_and_records_rules(admin_clie
     admin_client.post("/admin/inference/catalogrelease/add/", {**form, "formal_model": formal.pk, "alternate_model": alternate.pk})
     release = CatalogRelease.objects.get()
     assert release.created_by == curator and release.rules["max_delta_teff"] == 120.0
+
+
+def test_adding_a_run_in_the_admin_goes_through_its_service(admin_client, curator, settings):
+    from inference.models import ModelVersion
+    from tasks.models import ProcessingRun
+
+    from .conftest import make_model
+
+    formal, alternate = make_model(ModelVersion.Role.FORMAL), make_model(ModelVersion.Role.ALTERNATE)
+    form = {"name": "night", "stages": '["release", "predict"]', "paths": "[]", "rv_catalog_path": "",
+            "measure_rv": "on", "formal_model": formal.pk, "alternate_model": alternate.pk, "release_name": "",
+            "chunk_files": 256, "chunk_spectra": 4096}
+    refused = admin_client.post("/admin/tasks/processingrun/add/", form)
+    assert refused.status_code == 200 and "a release stage needs a release name" in refused.content.decode()
+    assert not ProcessingRun.objects.exists()
+    admin_client.post("/admin/tasks/processingrun/add/", {**form, "release_name": "r-night"})
+    run = ProcessingRun.objects.get()
+    # The service's normalisation: the pipeline's stage order, whoever made it.
+    assert run.stages == ["predict", "release"] and run.created_by == curator and run.state == "pending"
+    page = admin_client.get(f"/admin/tasks/processingrun/{run.pk}/change/").content.decode()
+    assert 'name="stages"' not in page  # the configuration is fixed once the run exists
