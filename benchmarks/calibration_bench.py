@@ -7,7 +7,7 @@ as the training is (``split_two_models``, 6:2:1), SPCANet is trained on the form
 training set (Teff, log g, [Fe/H]; labels are the true ones), its noise model fitted on
 the CV spectra twice, S/N only (``SnrNoiseModel``, artifacts before the context model) and
 with the context (``ContextNoiseModel``: S/N, masked fraction, kind), and both are scored
-on the test spectra. Goal (issue 14, item 5): z spread 0.9-1.1 and 60-76% within 1 sigma
+on the test spectra. Goal: z spread 0.9-1.1 and 60-76% within 1 sigma
 in every cell.
 
     .venv/bin/python benchmarks/calibration_bench.py --survey /tmp/fid/harsh400

@@ -1,8 +1,7 @@
 """Repeat spectra of one star as a judge of the labels and their uncertainties.
 
 Pure numpy (no Django): the spectra of a star, exposures and nightly coadds over one or
-more nights, with each one's labels and stated 1-sigma uncertainties. Three checks
-(issue 14, item 7):
+more nights, with each one's labels and stated 1-sigma uncertainties. Three checks:
 
 1. Repeat scatter / stated uncertainty per star and label, for the exposures within a night
    (pooled over nights) and for the coadds across nights. The stated uncertainty is the

@@ -275,7 +275,7 @@ class ContextNoiseModel:
     factor in the input's masked fraction (pixels with ivar = 0) and its kind (nightly
     coadd or single exposure). On an independent emulated survey, z spreads of 0.73
     (exposures) and 1.4 (coadds, ~20% masked pixels) with an S/N-only model showed that
-    kind and masking predict the error beyond the S/N (issue 14, item 5).
+    kind and masking predict the error beyond the S/N.
 
     Fitted on the calibration (CV) spectra by maximum likelihood with a ridge penalty
     (``CONTEXT_RIDGE``) on the masked and coadd coefficients, alternating with a refit of
@@ -488,7 +488,7 @@ def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarra
         One dict per cell with at least ``min_count`` spectra: ``snr_bin``, ``kind``,
         ``masked_bin`` (edges as strings), ``n``, and per label
         ``{name: {"z_std", "within_1sigma"}}`` under ``labels``. A calibrated cell has
-        z_std 0.9-1.1 and 60-76% within 1 sigma (issue 14, item 5).
+        z_std 0.9-1.1 and 60-76% within 1 sigma.
     """
     z = (np.asarray(predicted, dtype=np.float64) - truth) / sigma
     snr_bin = np.digitize(snr, CALIBRATION_SNR_EDGES) - 1

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-CONTINUUM_SCALE = 300  # pixels: 30 A on the 0.1 A grid (the scale of the continuum error in issue 14)
+CONTINUUM_SCALE = 300  # pixels: 30 A on the 0.1 A grid (the scale of the continuum error found on an independent emulated survey)
 DEFECT_SIGMA = 5.0
 MIN_WINDOW_SHARE = 0.3  # running means over windows with fewer usable pixels are left out
 

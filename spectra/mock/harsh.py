@@ -3,7 +3,7 @@
 Real LAMOST MRS files show each of these defects at some rate (``benchmarks/mock_vs_real.py``
 prints what the real files in ``../shared/data/lamost_mrs`` show); an independent emulated
 survey that showed them at high rates took the project's labels from near the
-information limit to 2-3 times above it (issue 14). Each option is drawn from its own
+information limit to 2-3 times above it. Each option is drawn from its own
 random stream (``harsh_rng``), so a harsh survey has the same stars, labels, RVs and noise
 draws as the plain survey of the same seed, and the plain survey's bytes do not change.
 
@@ -61,7 +61,7 @@ class HarshOptions:
 
     @classmethod
     def harsh(cls, **overrides) -> "HarshOptions":
-        """Every defect on, at the rates of the independent survey of issue 14."""
+        """Every defect on, at the rates of the independent emulated survey."""
         values = {"response_order": 12, "cosmic_rays": 24.0, "unflagged_cosmics": 3.0, "coadd_mask_dilate": 2,
                   "edge_junk": 600, "sky_residuals": 1.0, "andmask_zero_flux": 0.5}
         values.update({key: value for key, value in overrides.items() if value is not None})
