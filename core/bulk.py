@@ -282,3 +282,77 @@ def keyed_numeric_columns(queryset, key: str | None, fields: Sequence[str]) -> t
     keys = records["v0"].astype(np.int64) if key else np.empty(0, dtype=np.int64)
     values = np.column_stack([records[f"v{i}"].astype(np.float64) for i in range(offset, len(names))])
     return keys, values.reshape(-1, len(fields))
+
+
+# numpy dtypes of the columns that temp_table_fill writes, and their PostgreSQL types.
+_TEMP_TABLE_TYPES = {"f8": "double precision", "i8": "bigint", "i4": "integer", "i2": "smallint"}
+
+
+def temp_table_fill(name: str, columns: Mapping[str, np.ndarray]) -> int:
+    """(Re)create the session's temporary table ``name`` holding ``columns`` (PostgreSQL).
+
+    One binary COPY, built with numpy: the rows never become Python objects. Columns are
+    equal-length numeric arrays (float64, int64, int32, int16, their names the table's
+    columns); NaN stays NaN, so the caller's ``INSERT ... SELECT`` turns it into NULL
+    with ``NULLIF(column, 'NaN')``. Returns the number of rows.
+    """
+    quote = connection.ops.quote_name
+    arrays = {column: np.asarray(values) for column, values in columns.items()}
+    lengths = {array.shape for array in arrays.values()}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        raise ValueError(f"columns must be equal-length 1-d arrays, got { {c: a.shape for c, a in arrays.items()} }")
+    types = {}
+    for column, array in arrays.items():
+        code = f"{array.dtype.kind}{array.dtype.itemsize}"
+        if code not in _TEMP_TABLE_TYPES:
+            raise ValueError(f"column {column} has dtype {array.dtype}; expected float64, int64, int32 or int16")
+        types[column] = code
+    n = next(iter(lengths))[0]
+    layout = [("count", ">i2")] + [
+        item for i, column in enumerate(arrays) for item in ((f"l{i}", ">i4"), (f"v{i}", f">{types[column]}"))
+    ]
+    records = np.empty(n, dtype=np.dtype(layout))
+    records["count"] = len(arrays)
+    for i, array in enumerate(arrays.values()):
+        records[f"l{i}"] = array.dtype.itemsize
+        records[f"v{i}"] = array
+    payload = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + records.tobytes() + struct.pack(">h", -1)
+    definition = ", ".join(f"{quote(column)} {_TEMP_TABLE_TYPES[types[column]]}" for column in arrays)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+        cursor.execute(f"CREATE TEMP TABLE {quote(name)} ({definition})")
+        cursor.cursor.copy_expert(f"COPY {quote(name)} FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
+    return n
+
+
+def query_numeric_records(sql: str, params: Sequence, dtypes: Sequence[tuple[str, str]]) -> np.ndarray:
+    """The rows of a PostgreSQL ``SELECT`` as a numpy record array, through one binary COPY.
+
+    ``dtypes`` names each selected column and its type, ``"i8"`` (bigint) or ``"f8"``
+    (double precision), in the order selected; the query must give exactly those types
+    and no NULL (``COALESCE`` them: NaN for floats, a value the caller knows for ids).
+    Returns (n,) records with those fields in native byte order.
+    """
+    names = [name for name, _ in dtypes]
+    wire = np.dtype([("count", ">i2")] + [
+        item for name, code in dtypes for item in ((f"_l_{name}", ">i4"), (name, f">{code}"))
+    ])
+    buffer = io.BytesIO()
+    with connection.cursor() as cursor:
+        inner = cursor.cursor.mogrify(sql, params).decode()
+        cursor.cursor.copy_expert(f"COPY ({inner}) TO STDOUT WITH (FORMAT binary)", buffer)
+    payload = buffer.getvalue()
+    del buffer
+    header = 11 + 4 + 4 + struct.unpack(">i", payload[15:19])[0]
+    body = payload[header:-2]
+    if len(body) % wire.itemsize or payload[-2:] != b"\xff\xff":
+        raise RuntimeError("the binary COPY's rows are not of the expected layout (a NULL or another type)")
+    records = np.frombuffer(body, dtype=wire)
+    if records.size and (np.any(records["count"] != len(dtypes)) or any(
+        np.any(records[f"_l_{name}"] != 8) for name in names
+    )):
+        raise RuntimeError("the binary COPY's rows are not of the expected layout (a NULL or another type)")
+    out = np.empty(records.size, dtype=np.dtype([(name, f"={code}") for name, code in dtypes]))
+    for name in names:
+        out[name] = records[name]
+    return out

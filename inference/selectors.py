@@ -5,8 +5,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from core.bulk import query_numeric_records
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from spectra.models import Spectrum, Star
 
@@ -91,6 +93,68 @@ def release_build_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterato
             spectrum_flags=np.asarray(columns[offset], dtype=np.int64),
             identity=identity,
         )
+
+
+@dataclass
+class ReleaseNumericChunk:
+    """The numeric inputs of a release for a run of spectra (PostgreSQL's build)."""
+
+    spectrum_ids: np.ndarray  # (n,) int64, increasing
+    formal_ids: np.ndarray  # (n,) int64
+    alternate_ids: np.ndarray  # (n,) int64, 0 where the alternate model has no labels
+    formal: np.ndarray  # (n, 15) float64
+    formal_errors: np.ndarray  # (n, 15) float64
+    alternate: np.ndarray  # (n, 15) float64, NaN where the alternate model has no labels
+    snr_blue: np.ndarray  # (n,) float64
+    snr_red: np.ndarray  # (n,) float64
+    spectrum_flags: np.ndarray  # (n,) int64
+
+
+def release_build_numeric_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterator[ReleaseNumericChunk]:
+    """The numeric inputs of a release, chunk by chunk in spectrum order (PostgreSQL only).
+
+    One query a chunk, keyset-paginated on the formal model's (model_version, spectrum)
+    index and read by a binary COPY into numpy (no Python row objects): the formal labels,
+    the alternate model's labels of the same spectra (LEFT JOIN), the spectrum's flags and
+    S/N. The text identity columns never leave the database: the writer joins them.
+    """
+    quote = connection.ops.quote_name
+    n_labels = len(LABEL_FIELDS)
+    formal = [f"COALESCE(f.{quote(c)}, 'NaN'::float8)" for c in (*LABEL_FIELDS, *LABEL_ERROR_FIELDS)]
+    alternate = [f"COALESCE(a.{quote(c)}, 'NaN'::float8)" for c in LABEL_FIELDS]
+    sql = (
+        "SELECT f.spectrum_id::bigint, f.id::bigint, COALESCE(a.id, 0)::bigint, s.flags::bigint, "
+        "COALESCE(s.snr_blue, 'NaN'::float8), COALESCE(s.snr_red, 'NaN'::float8), "
+        + ", ".join(formal + alternate)
+        + f" FROM {LabelSet._meta.db_table} f"
+        f" JOIN {Spectrum._meta.db_table} s ON s.id = f.spectrum_id"
+        f" LEFT JOIN {LabelSet._meta.db_table} a ON a.spectrum_id = f.spectrum_id AND a.model_version_id = %s"
+        " WHERE f.model_version_id = %s AND f.spectrum_id > %s ORDER BY f.spectrum_id LIMIT %s"
+    )
+    dtypes = [("spectrum_id", "i8"), ("formal_id", "i8"), ("alternate_id", "i8"), ("flags", "i8"),
+              ("snr_blue", "f8"), ("snr_red", "f8")]
+    dtypes += [(f"v{i}", "f8") for i in range(3 * n_labels)]
+    last_spectrum = 0
+    while True:
+        rows = query_numeric_records(
+            sql, [release.alternate_model_id, release.formal_model_id, last_spectrum, chunk_size], dtypes)
+        if rows.size == 0:
+            return
+        last_spectrum = int(rows["spectrum_id"][-1])
+        labels = np.column_stack([rows[f"v{i}"] for i in range(3 * n_labels)])
+        yield ReleaseNumericChunk(
+            spectrum_ids=rows["spectrum_id"].copy(),
+            formal_ids=rows["formal_id"].copy(),
+            alternate_ids=rows["alternate_id"].copy(),
+            formal=labels[:, :n_labels],
+            formal_errors=labels[:, n_labels : 2 * n_labels],
+            alternate=labels[:, 2 * n_labels :],
+            snr_blue=rows["snr_blue"].copy(),
+            snr_red=rows["snr_red"].copy(),
+            spectrum_flags=rows["flags"].copy(),
+        )
+        if rows.size < chunk_size:
+            return
 
 
 def release_entries(*, release: CatalogRelease) -> QuerySet[CatalogEntry]:
