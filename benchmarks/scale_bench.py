@@ -54,6 +54,7 @@ TABLES = (
     "spectra_curationrecord",
 )
 SOURCE_TABLE = "scale_bench_source"  # replica spectrum id -> the ingested spectrum it copies
+REPLICA_COPIES_PER_STATEMENT = 100  # copies of the ingested spectra written by one INSERT
 
 
 def reset_peak() -> float:
@@ -139,26 +140,31 @@ def replicate(target: int, seed: int) -> tuple[int, float]:
     added = 0
     copy = -(-int(sql(f"SELECT count(*) FROM {SOURCE_TABLE}")[0][0]) // max(1, sources.size)) + 1  # a new suffix
     while have + added < target:
-        n = min(sources.size, target - have - added)
-        # One new star per source spectrum (a replica star has one spectrum): spread on the sky.
+        rows = min(target - have - added, sources.size * REPLICA_COPIES_PER_STATEMENT)
+        # Copy c of the source at rank r is row c * n + r of this batch: one new star per
+        # replica (a replica star has one spectrum), spread on the LAMOST sky.
+        batch = ("FROM _sources x CROSS JOIN generate_series(0, %s) AS c(k) "
+                 "WHERE c.k * %s + x.rank <= %s")
+        batch_params = [-(-rows // sources.size) - 1, sources.size, rows]
         star_base = sql("SELECT nextval(pg_get_serial_sequence('spectra_star', 'id'))")[0][0]
-        sql("SELECT setval(pg_get_serial_sequence('spectra_star', 'id'), %s)", [star_base + n])
+        sql("SELECT setval(pg_get_serial_sequence('spectra_star', 'id'), %s)", [star_base + rows])
         sql(f"INSERT INTO spectra_star (id, {', '.join(star_cols)}, gaia_source_id, ra, dec, created_at) "
-            f"SELECT %s + x.rank, {', '.join('st.' + c for c in star_cols)}, 4000000000000000000 + %s + x.rank, "
-            "360 * random(), degrees(asin(sin(radians(-10)) + random() * (sin(radians(60)) - sin(radians(-10))))), "
-            "now() FROM _sources x JOIN spectra_star st ON st.id = x.star_id WHERE x.rank <= %s",
-            [star_base - 1, star_base, n])
+            f"SELECT %s + c.k * %s + x.rank, {', '.join('st.' + c for c in star_cols)}, "
+            "4000000000000000000 + %s + c.k * %s + x.rank, 360 * random(), "
+            "degrees(asin(sin(radians(-10)) + random() * (sin(radians(60)) - sin(radians(-10))))), now() "
+            + batch.replace("FROM _sources x", "FROM _sources x JOIN spectra_star st ON st.id = x.star_id"),
+            [star_base - 1, sources.size, star_base, sources.size, *batch_params])
         spectrum_base = sql("SELECT nextval(pg_get_serial_sequence('spectra_spectrum', 'id'))")[0][0]
-        sql("SELECT setval(pg_get_serial_sequence('spectra_spectrum', 'id'), %s)", [spectrum_base + n])
+        sql("SELECT setval(pg_get_serial_sequence('spectra_spectrum', 'id'), %s)", [spectrum_base + rows])
         sql(f"INSERT INTO spectra_spectrum (id, star_id, medres_specid, {', '.join(spectrum_cols)}, created_at, "
-            f"updated_at) SELECT %s + x.rank, %s + x.rank, s.medres_specid || '-x' || %s, "
-            f"{', '.join('s.' + c for c in spectrum_cols)}, now(), now() "
-            "FROM _sources x JOIN spectra_spectrum s ON s.id = x.spectrum_id WHERE x.rank <= %s",
-            [spectrum_base - 1, star_base - 1, copy, n])
-        sql(f"INSERT INTO {SOURCE_TABLE} SELECT %s + x.rank, x.spectrum_id FROM _sources x WHERE x.rank <= %s",
-            [spectrum_base - 1, n])
-        added += n
-        copy += 1
+            f"updated_at) SELECT %s + c.k * %s + x.rank, %s + c.k * %s + x.rank, "
+            f"s.medres_specid || '-x' || (%s + c.k), {', '.join('s.' + c for c in spectrum_cols)}, now(), now() "
+            + batch.replace("FROM _sources x", "FROM _sources x JOIN spectra_spectrum s ON s.id = x.spectrum_id"),
+            [spectrum_base - 1, sources.size, star_base - 1, sources.size, copy, *batch_params])
+        sql(f"INSERT INTO {SOURCE_TABLE} SELECT %s + c.k * %s + x.rank, x.spectrum_id " + batch,
+            [spectrum_base - 1, sources.size, *batch_params])
+        added += rows
+        copy += -(-rows // sources.size)
     for table in ("spectra_star", "spectra_spectrum", SOURCE_TABLE):
         sql(f"ANALYZE {table}")
     return added, time.perf_counter() - started
