@@ -7,9 +7,10 @@ same names, units, UCDs, descriptions, types and rounding. Missing values are nu
 each format's own way (FITS ``TNULL`` for integers and NaN for floats, VOTable null
 flags, Parquet and ECSV nulls, an empty CSV cell); Gaia ids are exact 64-bit integers.
 
-Rows come in blocks: on PostgreSQL from the same cancellable ``COPY`` as the CSV, parsed
-block by block by pyarrow's CSV reader; elsewhere from a server-side cursor. Each block
-is written out before the next is read, so memory does not grow with the release. The
+Rows come in blocks: on PostgreSQL from one cancellable binary ``COPY`` whose rows all
+have the same size (read with numpy, floats rounded by numpy as PostgreSQL rounds the
+CSV's); elsewhere from a server-side cursor. Each block is written out before the next is
+read, so memory does not grow with the release. The
 headers (FITS, VOTable, ECSV) are made by astropy, the Parquet file by pyarrow; only the
 rows of FITS and VOTable are packed here, with numpy, in the layout those standards fix.
 """
