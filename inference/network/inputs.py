@@ -16,6 +16,7 @@ concatenated, (n, 2 x pixels).
 """
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # result is the same either way.
 PARALLEL = True
 _CHUNK = 64
+_PARALLEL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,8 @@ def _compiled(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: 
                  np.ascontiguousarray(basis.model_sigma, dtype=np.float32), full, float(basis.outlier_sigma),
                  int(iterations), _RIDGE, fill, out, good)
     if PARALLEL and flux.shape[0] >= 2 * _CHUNK:
-        _fill_rows_parallel(*arguments, _CHUNK)
+        with _PARALLEL_LOCK:  # numba's workqueue layer (where OpenMP and TBB are missing) runs one call at a time
+            _fill_rows_parallel(*arguments, _CHUNK)
     else:
         _fill_rows(*arguments, 0, flux.shape[0])
     return out, good
