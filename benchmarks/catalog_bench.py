@@ -75,14 +75,10 @@ def build_catalog(rows: int, seed: int) -> tuple[int, float, float, float]:
     import numpy as np
     from django.db import connection, transaction
 
-    from inference.demo import demo_model_labels, demo_observations_create, demo_synthetic_model
     from inference.models import CatalogRelease, ModelVersion
-    from inference.services import (
-        catalog_release_build,
-        catalog_release_create,
-        catalog_release_publish,
-        labelsets_upsert,
-    )
+    from inference.services.demo import demo_model_labels, demo_observations_create, demo_synthetic_model
+    from inference.services.prediction import labelsets_upsert
+    from inference.services.release import catalog_release_build, catalog_release_create, catalog_release_publish
 
     with connection.cursor() as cursor:
         cursor.execute(

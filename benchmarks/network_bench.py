@@ -102,8 +102,8 @@ def report(args, formal, alternate, var_dir: Path) -> None:
     from inference.network.config import TrainingConfig
     from inference.network.evaluation import accuracy_precision
     from inference.network.splits import TRAIN, split_two_models
-    from inference.prediction import labelsets_predict, model_load
-    from inference.training import training_set_select
+    from inference.selectors import training_set_select
+    from inference.services.prediction import labelsets_predict, model_load
     from spectra.array_store import ArrayStore
 
     training = TrainingConfig.from_mapping(formal.config["training"])

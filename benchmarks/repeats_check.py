@@ -50,8 +50,8 @@ def repeats_collect(paths: list[Path], model_names: list[str], *, templates=None
 
     from inference.models import LabelSet, ModelVersion
     from inference.network.uncertainty import noise_share
-    from inference.prediction import labelsets_predict, model_load
     from inference.repeats import repeat_statistics
+    from inference.services.prediction import labelsets_predict, model_load
     from spectra.models import Spectrum
     from spectra.services.ingest import spectra_ingest
 

@@ -200,7 +200,7 @@ def make_models():
 def predict(models, sample: int) -> dict:
     """Predict the ingested spectra and a sample of replicas; copy the rest's label sets."""
     from inference.models import LabelSet
-    from inference.prediction import labelsets_predict
+    from inference.services.prediction import labelsets_predict
 
     ingested = [sid for (sid,) in sql(
         f"SELECT s.id FROM spectra_spectrum s WHERE s.status = 'preprocessed' AND NOT EXISTS "
@@ -232,7 +232,7 @@ def build_release(models) -> dict:
     from django.db import connection
 
     from inference.models import CatalogRelease
-    from inference.services import catalog_release_build, catalog_release_create, catalog_release_publish
+    from inference.services.release import catalog_release_build, catalog_release_create, catalog_release_publish
 
     sql("TRUNCATE validation_validationresult, inference_catalogstar, inference_catalogentry, "
         "inference_catalogrelease RESTART IDENTITY CASCADE")

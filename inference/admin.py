@@ -23,7 +23,7 @@ from .models import (
     ReferenceCatalog,
     ReferenceLabel,
 )
-from .services import (
+from .services.release import (
     ReleaseImmutableError,
     catalog_entries_curate,
     catalog_release_build,

@@ -1,18 +1,21 @@
 """Reads of the inference app."""
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from core.bulk import query_numeric_records
+from core.flags import SPECTRUM_FLAGS
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
+from core.rules import CatalogRules
 from spectra.models import Spectrum, Star
 
-from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
+from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion, ReferenceCatalog, ReferenceLabel
 
 # Release names are slugs (CatalogRelease.name).
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
@@ -244,3 +247,85 @@ def release_flag_counts(*, release: CatalogRelease) -> dict[str, int]:
     bits = {f"bit_{flag.name}": F("flag_bits").bitand(flag.mask) for flag in CATALOG_FLAGS}
     counts = entries.annotate(**bits).aggregate(**annotations)
     return {name: count for name, count in counts.items() if count}
+
+
+def spectra_to_predict(*, model_versions: list[ModelVersion], only_missing: bool = True):
+    """Preprocessed spectra with arrays; with ``only_missing``, those lacking a LabelSet
+    from any of the given models, or whose spectrum changed (re-ingested from a changed
+    file) after it was predicted."""
+    queryset = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, array_shard__isnull=False)
+    if only_missing:
+        missing = None
+        for version in model_versions:
+            lacks = ~Exists(LabelSet.objects.filter(spectrum=OuterRef("pk"), model_version=version,
+                                                    predicted_at__gte=OuterRef("updated_at")))
+            missing = lacks if missing is None else missing | lacks
+        queryset = queryset.filter(missing)
+    return queryset
+
+
+class TrainingSetError(Exception):
+    """Too few usable spectra with reference labels to train."""
+
+
+@dataclass
+class TrainingSet:
+    spectrum_ids: np.ndarray  # (n,) int64
+    star_ids: np.ndarray  # (n,) int64
+    medres_specids: list[str]
+    shards: np.ndarray  # (n,) object
+    rows: np.ndarray  # (n,) int64
+    snr: np.ndarray  # (n,) float64, the weaker arm's S/N
+    labels: np.ndarray  # (n, 15) float64, NaN where the reference has none
+    coadd: np.ndarray  # (n,) bool, nightly coadd (else single exposure)
+
+    def __len__(self) -> int:
+        return int(self.spectrum_ids.shape[0])
+
+    def content_hash(self, codes: np.ndarray | None = None) -> str:
+        """sha256 of what the network learns from: spectrum ids (by name), labels, split."""
+        digest = hashlib.sha256()
+        digest.update("\n".join(self.medres_specids).encode())
+        digest.update(np.ascontiguousarray(self.labels, dtype="<f8").tobytes())
+        if codes is not None:
+            digest.update(np.ascontiguousarray(codes, dtype=np.int8).tobytes())
+        return digest.hexdigest()
+
+
+def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRules.min_snr) -> TrainingSet:
+    """Preprocessed spectra, S/N above ``min_snr`` in both arms and no REJECT flag, of
+    stars whose reference labels pass the reference's quality flag."""
+    label_rows = (
+        ReferenceLabel.objects.filter(catalog=catalog, quality_ok=True, star__isnull=False)
+        .order_by("star_id", "match_method", "match_separation_arcsec", "id")
+        .values_list("star_id", "flagged_labels", *LABEL_FIELDS)
+    )
+    labels_by_star: dict[int, tuple] = {}
+    for star_id, flagged, *values in label_rows:
+        if star_id in labels_by_star:  # a star matched twice keeps its Gaia-id match, else the nearest row
+            continue
+        for name in flagged or ():  # a label the reference's own flags reject is not learned from
+            values[LABEL_FIELDS.index(name)] = None
+        labels_by_star[star_id] = tuple(values)
+    spectra = list(
+        Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, star_id__in=list(labels_by_star),
+                                snr_blue__gt=min_snr, snr_red__gt=min_snr, array_shard__isnull=False)
+        .annotate(rejected=F("flags").bitand(SPECTRUM_FLAGS.reject_mask()))
+        .filter(rejected=0)
+        .order_by("id")
+        .values_list("id", "star_id", "medres_specid", "array_shard", "array_row", "snr_blue", "snr_red", "kind")
+    )
+    if not spectra:
+        raise TrainingSetError(f"no usable spectra of stars with good labels in reference catalog {catalog.name}")
+    ids, stars, names, shards, rows, snr_blue, snr_red, kinds = zip(*spectra, strict=True)
+    star_ids = np.asarray(stars, dtype=np.int64)
+    return TrainingSet(
+        spectrum_ids=np.asarray(ids, dtype=np.int64),
+        star_ids=star_ids,
+        medres_specids=list(names),
+        shards=np.asarray(shards, dtype=object),
+        rows=np.asarray(rows, dtype=np.int64),
+        snr=np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64)),
+        labels=np.array([labels_by_star[s] for s in stars], dtype=np.float64),
+        coadd=np.asarray(kinds, dtype=object) == Spectrum.Kind.COADD,
+    )

@@ -19,12 +19,13 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
-from inference.models import CatalogRelease, LabelSet
-from inference.prediction import labelsets_predict, spectra_to_predict
-from inference.services import (
+from inference.models import LabelSet
+from inference.selectors import spectra_to_predict
+from inference.services.prediction import labelsets_predict
+from inference.services.release import (
     ReleaseImmutableError,
     catalog_release_build,
-    catalog_release_create,
+    catalog_release_get_or_create,
     catalog_release_publish,
 )
 from spectra.services.ingest import rv_catalog_read, spectra_ingest, spectrum_files
@@ -418,12 +419,11 @@ def _run_predict(run: ProcessingRun, chunk: ProcessingChunk) -> None:
 
 
 def _run_release(run: ProcessingRun, chunk: ProcessingChunk) -> None:
-    release = CatalogRelease.objects.filter(name=run.release_name).first()
-    if release is None:
-        release = catalog_release_create(name=run.release_name, formal_model=run.formal_model,
-                                         alternate_model=run.alternate_model, created_by=run.created_by)
-    elif (release.formal_model_id, release.alternate_model_id) != (run.formal_model_id, run.alternate_model_id):
-        raise RunConfigurationError(f"release {release.name} exists with other models")
+    try:
+        release = catalog_release_get_or_create(name=run.release_name, formal_model=run.formal_model,
+                                                alternate_model=run.alternate_model, created_by=run.created_by)
+    except ValueError as error:
+        raise RunConfigurationError(str(error)) from error
     if release.is_published:
         # A redelivery after the release was published (its worker died before recording the
         # chunk): success when the published rows are what this build would write.

@@ -4,11 +4,11 @@ from django.contrib.auth import get_user_model
 
 from core.labels import LABELS
 from inference.models import CatalogRelease, ModelVersion
-from inference.services import (
+from inference.services.prediction import labelsets_upsert
+from inference.services.release import (
     catalog_release_build,
     catalog_release_create,
     catalog_release_publish,
-    labelsets_upsert,
 )
 from spectra.models import Spectrum, Star
 

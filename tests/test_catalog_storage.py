@@ -3,12 +3,12 @@ import pytest
 
 from core.flags import CATALOG_FLAGS
 from inference.models import CatalogEntry, LabelSet, ModelVersion
-from inference.services import (
+from inference.services.prediction import labelsets_upsert
+from inference.services.release import (
     ReleaseImmutableError,
     catalog_entries_curate,
     catalog_release_build,
     catalog_release_publish,
-    labelsets_upsert,
 )
 from spectra.models import CurationRecord
 

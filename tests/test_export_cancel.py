@@ -21,7 +21,7 @@ from core.bulk import bulk_upsert
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from inference.export import stream_csv
 from inference.models import CatalogEntry, CatalogRelease, ModelVersion
-from inference.services import catalog_release_create
+from inference.services.release import catalog_release_create
 from spectra.models import Spectrum, Star
 
 from .conftest import make_model

@@ -23,7 +23,8 @@ from core.flags import CATALOG_FLAGS
 from inference.filters import CatalogEntryFilterSet, LabelSetFilterSet, ModelVersionFilterSet
 from inference.models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
 from inference.selectors import label_sets_visible, model_versions_visible, releases_visible
-from inference.services import catalog_release_build, catalog_release_publish, labelsets_upsert
+from inference.services.prediction import labelsets_upsert
+from inference.services.release import catalog_release_build, catalog_release_publish
 from spcanet_site.urls import router
 from spectra.api import SpectrumFilterSet, StarFilterSet
 from spectra.models import CurationRecord, Spectrum, Star
@@ -156,7 +157,7 @@ call_command("migrate", verbosity=0)
 import numpy as np
 from rest_framework.test import APIClient
 from inference.models import ModelVersion
-from inference.services import labelsets_upsert
+from inference.services.prediction import labelsets_upsert
 from tests.conftest import label_rows, make_model, make_spectra
 spectrum = make_spectra([(1.0, 1.0)])[0]
 model = make_model(ModelVersion.Role.FORMAL)

@@ -94,7 +94,7 @@ def test_a_poisoned_chunk_fails_alone_and_can_be_retried(tmp_path, settings, mon
     settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
     spectra = _spectra_with_arrays(60)
     formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
-    import inference.prediction as prediction
+    import inference.services.prediction as prediction
 
     real = prediction.labelsets_predict
     poison = spectra[25].pk

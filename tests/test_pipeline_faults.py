@@ -218,7 +218,7 @@ def test_a_redelivered_publish_of_the_same_release_is_success(tmp_path, settings
     assert (run.state, chunk.state, chunk.items, chunk.error, chunk.lost_deliveries) == ("succeeded", "done", 20, "", 1)
     # A published release that differs from what the run would build is not overwritten.
     more = _spectra_with_arrays_offset(5)
-    from inference.prediction import labelsets_predict
+    from inference.services.prediction import labelsets_predict
 
     labelsets_predict(model_versions=[formal, alternate], id_range=(more[0].pk, more[-1].pk))
     ProcessingChunk.objects.filter(pk=chunk.pk).update(state="running", message="m:0")
@@ -289,7 +289,7 @@ def test_a_release_is_not_published_from_a_partial_run_unless_asked(
     settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
     spectra = _spectra_with_arrays(40)
     formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
-    import inference.prediction as prediction
+    import inference.services.prediction as prediction
 
     real = prediction.labelsets_predict
     poison = spectra[5].pk

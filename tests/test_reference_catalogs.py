@@ -11,8 +11,8 @@ from astropy.table import Table, vstack
 from core.bulk import keyed_numeric_columns
 from core.labels import LABEL_FIELDS
 from inference.models import ReferenceCatalog, ReferenceLabel
-from inference.reference import reference_catalog_import
-from inference.training import training_set_select
+from inference.selectors import training_set_select
+from inference.services.reference import reference_catalog_import
 from spectra.models import Spectrum, Star
 from spectra.refcat.reading import CatalogReadError, exact_ids
 from validation.formats import SurveyFormatError

@@ -11,13 +11,13 @@ from django.test import Client
 
 from core.labels import ABUNDANCE_FIELDS, LABEL_FIELDS, LABELS
 from inference.models import CatalogEntry, CatalogStar
-from inference.services import (
+from inference.services.prediction import labelsets_upsert
+from inference.services.release import (
     ReleaseImmutableError,
     catalog_entries_curate,
     catalog_release_build,
     catalog_release_publish,
     catalog_stars_build,
-    labelsets_upsert,
 )
 from inference.star_combine import stars_combine
 from spectra.array_store import ArrayStore

@@ -14,10 +14,11 @@ from inference.models import CatalogEntry, LabelSet, ModelVersion, ReferenceCata
 from inference.network.artifact import ArtifactError
 from inference.network.config import NetworkConfig, TrainingConfig
 from inference.network.splits import TEST, split_two_models
-from inference.prediction import _loaded, labelsets_predict
-from inference.reference import ReferenceImportError, reference_catalog_import
-from inference.services import catalog_release_build, catalog_release_create, catalog_release_publish
-from inference.training import TrainingSetError, models_train, training_set_select
+from inference.selectors import TrainingSetError, training_set_select
+from inference.services.prediction import _loaded, labelsets_predict
+from inference.services.reference import ReferenceImportError, reference_catalog_import
+from inference.services.release import catalog_release_build, catalog_release_create, catalog_release_publish
+from inference.services.training import models_train
 from spectra.array_store import ArrayStore
 from spectra.models import Spectrum, Star
 

@@ -82,7 +82,7 @@ def stars_merge_duplicates(*, radius_arcsec: float, dry_run: bool = False, band_
     from astropy.coordinates import SkyCoord, search_around_sky  # imported when merging, not with the site
 
     from inference.models import ReferenceLabel
-    from inference.services import catalog_stars_follow_merge
+    from inference.services.release import catalog_stars_follow_merge
     from validation.models import ReferenceStar
 
     radius = radius_arcsec * u.arcsec

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.models import CatalogRelease, CatalogStar
-from inference.services import ReleaseImmutableError, catalog_stars_build
+from inference.services.release import ReleaseImmutableError, catalog_stars_build
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.reference import APOGEE_PAYNE_MAPPING, ReferenceImportError, reference_catalog_import
+from inference.services.reference import APOGEE_PAYNE_MAPPING, ReferenceImportError, reference_catalog_import
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.demo import demo_catalog_create
+from inference.services.demo import demo_catalog_create
 
 
 class Command(BaseCommand):

@@ -1,12 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from inference.models import CatalogRelease, LabelSet, ModelVersion
+from inference.models import LabelSet, ModelVersion
 from inference.selectors import release_flag_counts
-from inference.services import (
+from inference.services.release import (
     ReleaseImmutableError,
     catalog_release_build,
-    catalog_release_create,
+    catalog_release_get_or_create,
     catalog_release_publish,
 )
 
@@ -30,13 +30,9 @@ class Command(BaseCommand):
             alternate_model = ModelVersion.objects.get(name=alternate)
         except ModelVersion.DoesNotExist as error:
             raise CommandError(f"unknown model version: {error}") from error
-        release = CatalogRelease.objects.filter(name=name).first()
         try:
-            if release is None:
-                release = catalog_release_create(name=name, formal_model=formal_model, alternate_model=alternate_model,
-                                                 description=description)
-            elif (release.formal_model_id, release.alternate_model_id) != (formal_model.pk, alternate_model.pk):
-                raise CommandError(f"release {name} exists with other models")
+            release = catalog_release_get_or_create(name=name, formal_model=formal_model,
+                                                    alternate_model=alternate_model, description=description)
             total = LabelSet.objects.filter(model_version=formal_model).count()
             with tqdm(total=total, unit="row", desc="release", file=self.stderr, disable=None) as bar:
                 catalog_release_build(release=release, progress=bar.update)

@@ -5,7 +5,8 @@ from tqdm import tqdm
 
 from inference.models import ModelVersion
 from inference.network.artifact import ArtifactError
-from inference.prediction import labelsets_predict, spectra_to_predict
+from inference.selectors import spectra_to_predict
+from inference.services.prediction import labelsets_predict
 
 
 class Command(BaseCommand):

@@ -7,7 +7,8 @@ from core.labels import LABELS
 from inference.models import ReferenceCatalog
 from inference.network.config import NetworkConfig, TrainingConfig
 from inference.network.evaluation import EVALUATION_SNR_EDGES
-from inference.training import TrainingSetError, models_train
+from inference.selectors import TrainingSetError
+from inference.services.training import models_train
 
 
 class Command(BaseCommand):

@@ -19,8 +19,9 @@ from core.labels import LABELS
 from spectra.identifiers import designations_from_radec, medres_specid, night_date
 from spectra.models import Spectrum, Star
 
-from .models import CatalogRelease, ModelVersion
-from .services import catalog_release_build, catalog_release_create, catalog_release_publish, labelsets_upsert
+from ..models import CatalogRelease, ModelVersion
+from .prediction import labelsets_upsert
+from .release import catalog_release_build, catalog_release_create, catalog_release_publish
 
 # Reference-set mean and spread of each label (SCIENCE.md, LAMOST MRS x APOGEE-Payne).
 _REFERENCE_MEAN = np.array([5055, 3.40, -0.19, -0.30, -0.08, -0.09, -0.09, -0.09, -0.09, -0.12, -0.15, -0.15, -0.18, -0.17, -0.31])

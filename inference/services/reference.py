@@ -23,7 +23,7 @@ from spectra.refcat.reading import CatalogReadError, catalog_read
 from spectra.refcat.storage import reference_rows_store
 from validation.quality import QUALITY_CUTS
 
-from .models import ReferenceCatalog, ReferenceLabel
+from ..models import ReferenceCatalog, ReferenceLabel
 
 APOGEE_PAYNE_MAPPING: dict = {
     "id": "APOGEE_ID",

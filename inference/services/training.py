@@ -5,7 +5,6 @@ train both models with the pure core (``inference.network``), evaluate them on t
 test set, write the artifacts and register the model versions.
 """
 
-import hashlib
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,25 +14,18 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 
-from core.flags import SPECTRUM_FLAGS
 from core.labels import LABEL_FIELDS
-from core.rules import CatalogRules
 from spectra.array_store import ArrayStore
-from spectra.models import Spectrum
 from spectra.processing.pipeline import PREPROCESSING_VERSION
 
-from .models import ModelVersion, ReferenceCatalog, ReferenceLabel
-from .network.config import NetworkConfig, TrainingConfig
-from .network.evaluation import accuracy_precision
-from .network.splits import TRAIN, split_two_models
-from .network.uncertainty import calibration_cells, calibration_summary, masked_fraction
+from ..models import ModelVersion, ReferenceCatalog
+from ..network.config import NetworkConfig, TrainingConfig
+from ..network.evaluation import accuracy_precision
+from ..network.splits import TRAIN, split_two_models
+from ..network.uncertainty import calibration_cells, calibration_summary, masked_fraction
+from ..selectors import TrainingSetError, training_set_select
 from .reference import reference_catalog_match
-
-
-class TrainingSetError(Exception):
-    """Too few usable spectra with reference labels to train."""
 
 
 @cache
@@ -45,69 +37,6 @@ def code_version() -> str:
         return result.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-@dataclass
-class TrainingSet:
-    spectrum_ids: np.ndarray  # (n,) int64
-    star_ids: np.ndarray  # (n,) int64
-    medres_specids: list[str]
-    shards: np.ndarray  # (n,) object
-    rows: np.ndarray  # (n,) int64
-    snr: np.ndarray  # (n,) float64, the weaker arm's S/N
-    labels: np.ndarray  # (n, 15) float64, NaN where the reference has none
-    coadd: np.ndarray  # (n,) bool, nightly coadd (else single exposure)
-
-    def __len__(self) -> int:
-        return int(self.spectrum_ids.shape[0])
-
-    def content_hash(self, codes: np.ndarray | None = None) -> str:
-        """sha256 of what the network learns from: spectrum ids (by name), labels, split."""
-        digest = hashlib.sha256()
-        digest.update("\n".join(self.medres_specids).encode())
-        digest.update(np.ascontiguousarray(self.labels, dtype="<f8").tobytes())
-        if codes is not None:
-            digest.update(np.ascontiguousarray(codes, dtype=np.int8).tobytes())
-        return digest.hexdigest()
-
-
-def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRules.min_snr) -> TrainingSet:
-    """Preprocessed spectra, S/N above ``min_snr`` in both arms and no REJECT flag, of
-    stars whose reference labels pass the reference's quality flag."""
-    label_rows = (
-        ReferenceLabel.objects.filter(catalog=catalog, quality_ok=True, star__isnull=False)
-        .order_by("star_id", "match_method", "match_separation_arcsec", "id")
-        .values_list("star_id", "flagged_labels", *LABEL_FIELDS)
-    )
-    labels_by_star: dict[int, tuple] = {}
-    for star_id, flagged, *values in label_rows:
-        if star_id in labels_by_star:  # a star matched twice keeps its Gaia-id match, else the nearest row
-            continue
-        for name in flagged or ():  # a label the reference's own flags reject is not learned from
-            values[LABEL_FIELDS.index(name)] = None
-        labels_by_star[star_id] = tuple(values)
-    spectra = list(
-        Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, star_id__in=list(labels_by_star),
-                                snr_blue__gt=min_snr, snr_red__gt=min_snr, array_shard__isnull=False)
-        .annotate(rejected=F("flags").bitand(SPECTRUM_FLAGS.reject_mask()))
-        .filter(rejected=0)
-        .order_by("id")
-        .values_list("id", "star_id", "medres_specid", "array_shard", "array_row", "snr_blue", "snr_red", "kind")
-    )
-    if not spectra:
-        raise TrainingSetError(f"no usable spectra of stars with good labels in reference catalog {catalog.name}")
-    ids, stars, names, shards, rows, snr_blue, snr_red, kinds = zip(*spectra, strict=True)
-    star_ids = np.asarray(stars, dtype=np.int64)
-    return TrainingSet(
-        spectrum_ids=np.asarray(ids, dtype=np.int64),
-        star_ids=star_ids,
-        medres_specids=list(names),
-        shards=np.asarray(shards, dtype=object),
-        rows=np.asarray(rows, dtype=np.int64),
-        snr=np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64)),
-        labels=np.array([labels_by_star[s] for s in stars], dtype=np.float64),
-        coadd=np.asarray(kinds, dtype=object) == Spectrum.Kind.COADD,
-    )
 
 
 @dataclass
@@ -132,8 +61,8 @@ def models_train(
     of the rest (``split_two_models``). Metrics (Fig. 7 accuracy and precision in S/N bins,
     uncertainty calibration) are measured on the test set and stored with each version.
     """
-    from .network.artifact import artifact_write
-    from .network.estimator import SPCANet
+    from ..network.artifact import artifact_write
+    from ..network.estimator import SPCANet
 
     network = network or NetworkConfig()
     training = training or TrainingConfig()

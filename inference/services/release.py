@@ -14,51 +14,14 @@ from core.rules import CatalogRules, catalog_rules_current
 from spectra.models import CurationRecord, Spectrum, Star
 from spectra.services.curation import curation_records_write
 
-from .catalog_rules import combine_models
-from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
-from .selectors import release_build_chunks, release_build_numeric_chunks
-from .star_combine import stars_combine
+from ..catalog_rules import combine_models
+from ..models import CatalogEntry, CatalogRelease, CatalogStar, ModelVersion
+from ..selectors import release_build_chunks, release_build_numeric_chunks
+from ..star_combine import stars_combine
 
 
 class ReleaseImmutableError(Exception):
     """Raised on any attempt to change a published release."""
-
-
-def labelsets_upsert(
-    *,
-    model_version: ModelVersion,
-    spectrum_ids: np.ndarray,
-    values: np.ndarray,
-    errors: np.ndarray,
-    flags: np.ndarray | None = None,
-    inference_seconds: float | None = None,
-) -> int:
-    """Write one model's labels for many spectra; re-running overwrites, never duplicates.
-
-    ``values`` and ``errors`` are (n, 15) in ``core.labels.LABELS`` order; NaN is
-    stored as NULL.
-    """
-    spectrum_ids = np.asarray(spectrum_ids, dtype=np.int64)
-    n = spectrum_ids.shape[0]
-    values = np.asarray(values, dtype=np.float64)
-    errors = np.asarray(errors, dtype=np.float64)
-    if values.shape != (n, len(LABELS)) or errors.shape != (n, len(LABELS)):
-        raise ValueError(f"values and errors must be ({n}, {len(LABELS)}), got {values.shape}, {errors.shape}")
-    if flags is None:
-        flags = np.zeros(n, dtype=np.int64)
-    now = timezone.now()
-    columns: dict = {
-        "spectrum_id": spectrum_ids,
-        "model_version_id": np.full(n, model_version.pk, dtype=np.int64),
-        "flags": np.asarray(flags, dtype=np.int64),
-        "inference_seconds": np.full(n, np.nan if inference_seconds is None else inference_seconds),
-        "predicted_at": [now] * n,
-    }
-    for i, field in enumerate(LABEL_FIELDS):
-        columns[field] = values[:, i]
-    for i, field in enumerate(LABEL_ERROR_FIELDS):
-        columns[field] = errors[:, i]
-    return bulk_upsert(LabelSet, columns, unique_fields=["spectrum_id", "model_version_id"])
 
 
 def catalog_release_models_check(*, formal_model: ModelVersion, alternate_model: ModelVersion) -> None:
@@ -93,6 +56,28 @@ def catalog_release_create(
         rules=rules.as_dict(),
         created_by=created_by,
     )
+
+
+def catalog_release_get_or_create(
+    *,
+    name: str,
+    formal_model: ModelVersion,
+    alternate_model: ModelVersion,
+    description: str = "",
+    created_by=None,
+) -> CatalogRelease:
+    """The release ``name`` of these two models, registered as a draft if it does not exist.
+
+    Raises ValueError when a release of that name exists with other models, or when the
+    models cannot make a release together (:func:`catalog_release_models_check`).
+    """
+    release = CatalogRelease.objects.filter(name=name).first()
+    if release is None:
+        return catalog_release_create(name=name, formal_model=formal_model, alternate_model=alternate_model,
+                                      description=description, created_by=created_by)
+    if (release.formal_model_id, release.alternate_model_id) != (formal_model.pk, alternate_model.pk):
+        raise ValueError(f"release {name} exists with other models")
+    return release
 
 
 def catalog_release_build(
@@ -206,6 +191,8 @@ def _entries_build_postgresql(release, rules, curated, chunk_size, progress) -> 
         f"INSERT INTO {CatalogEntry._meta.db_table} ({', '.join(quote(c) for c in targets)}) "
         f"SELECT {', '.join(sources)} FROM _release_build t "
         f"JOIN {Spectrum._meta.db_table} s ON s.id = t.spectrum_id JOIN {Star._meta.db_table} st ON st.id = s.star_id "
+        # In spectrum order, as the ORM build wrote them: entry ids (the downloads' order) follow the spectra.
+        "ORDER BY t.spectrum_id "
         f"ON CONFLICT (release_id, spectrum_id) DO UPDATE SET {updates}"
     )
     written = 0
@@ -393,6 +380,7 @@ def _stars_write_postgresql(
         f"INSERT INTO {CatalogStar._meta.db_table} ({', '.join(quote(c) for c in targets)}) "
         f"SELECT {', '.join(sources)} FROM _star_build t JOIN {Star._meta.db_table} st ON st.id = t.star_id "
         f"JOIN {entry_table} b ON b.release_id = %s AND b.spectrum_id = t.best_spectrum_id "
+        "ORDER BY t.star_id "
         f"ON CONFLICT (release_id, star_id) DO UPDATE SET {updates}"
     )
     written = 0

@@ -11,18 +11,57 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.utils import timezone
 
+from core.bulk import bulk_upsert
 from core.flags import LABEL_FLAGS, SPECTRUM_FLAGS
+from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 from core.rules import LabelRules
 from spectra.array_store import ArrayStore
 from spectra.models import Spectrum
 
-from .models import LabelSet, ModelVersion
-from .services import labelsets_upsert
+from ..models import LabelSet, ModelVersion
+from ..selectors import spectra_to_predict
 
 _loaded: dict[str, object] = {}
 _load_lock = threading.Lock()
+
+
+def labelsets_upsert(
+    *,
+    model_version: ModelVersion,
+    spectrum_ids: np.ndarray,
+    values: np.ndarray,
+    errors: np.ndarray,
+    flags: np.ndarray | None = None,
+    inference_seconds: float | None = None,
+) -> int:
+    """Write one model's labels for many spectra; re-running overwrites, never duplicates.
+
+    ``values`` and ``errors`` are (n, 15) in ``core.labels.LABELS`` order; NaN is
+    stored as NULL.
+    """
+    spectrum_ids = np.asarray(spectrum_ids, dtype=np.int64)
+    n = spectrum_ids.shape[0]
+    values = np.asarray(values, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    if values.shape != (n, len(LABELS)) or errors.shape != (n, len(LABELS)):
+        raise ValueError(f"values and errors must be ({n}, {len(LABELS)}), got {values.shape}, {errors.shape}")
+    if flags is None:
+        flags = np.zeros(n, dtype=np.int64)
+    now = timezone.now()
+    columns: dict = {
+        "spectrum_id": spectrum_ids,
+        "model_version_id": np.full(n, model_version.pk, dtype=np.int64),
+        "flags": np.asarray(flags, dtype=np.int64),
+        "inference_seconds": np.full(n, np.nan if inference_seconds is None else inference_seconds),
+        "predicted_at": [now] * n,
+    }
+    for i, field in enumerate(LABEL_FIELDS):
+        columns[field] = values[:, i]
+    for i, field in enumerate(LABEL_ERROR_FIELDS):
+        columns[field] = errors[:, i]
+    return bulk_upsert(LabelSet, columns, unique_fields=["spectrum_id", "model_version_id"])
 
 
 def model_load(model_version: ModelVersion):
@@ -35,8 +74,8 @@ def model_load(model_version: ModelVersion):
         if model_version.artifact_sha256 not in _loaded:
             from spectra.processing.pipeline import PREPROCESSING_VERSION
 
-            from .network.artifact import artifact_read
-            from .network.estimator import SPCANet
+            from ..network.artifact import artifact_read
+            from ..network.estimator import SPCANet
 
             artifact = artifact_read(
                 settings.MODEL_ARTIFACT_ROOT / model_version.artifact_uri,
@@ -45,21 +84,6 @@ def model_load(model_version: ModelVersion):
             )
             _loaded[model_version.artifact_sha256] = SPCANet.from_artifact(artifact)
         return _loaded[model_version.artifact_sha256]
-
-
-def spectra_to_predict(*, model_versions: list[ModelVersion], only_missing: bool = True):
-    """Preprocessed spectra with arrays; with ``only_missing``, those lacking a LabelSet
-    from any of the given models, or whose spectrum changed (re-ingested from a changed
-    file) after it was predicted."""
-    queryset = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, array_shard__isnull=False)
-    if only_missing:
-        missing = None
-        for version in model_versions:
-            lacks = ~Exists(LabelSet.objects.filter(spectrum=OuterRef("pk"), model_version=version,
-                                                    predicted_at__gte=OuterRef("updated_at")))
-            missing = lacks if missing is None else missing | lacks
-        queryset = queryset.filter(missing)
-    return queryset
 
 
 def _chunks(queryset, chunk_size: int) -> Iterator[list[tuple]]:
@@ -96,7 +120,7 @@ def labelsets_predict(
         queryset = queryset.filter(pk__in=spectrum_ids)
     if id_range is not None:
         queryset = queryset.filter(pk__gte=id_range[0], pk__lte=id_range[1])
-    from .network.uncertainty import masked_fraction  # scipy: imported when predicting, not with the site
+    from ..network.uncertainty import masked_fraction  # scipy: imported when predicting, not with the site
 
     reject = np.int64(SPECTRUM_FLAGS.reject_mask())
     outside_bit = np.int64(LABEL_FLAGS["OUTSIDE_TRAINING_RANGE"].mask)
