@@ -6,7 +6,7 @@ unless ``--reuse`` finds it), in its own PostgreSQL database (default
 Django test client, reading the streamed response to the end as a client would; the
 figures are that process's wall time and peak resident memory (VmHWM).
 
-Goals (issue 15, on the 1.5M-row release): CSV and FITS >= 150,000 rows/s, Parquet
+Goals (on the 1.5M-row release): CSV and FITS >= 150,000 rows/s, Parquet
 >= 300,000 rows/s, peak <= 300 MB.
 
     .venv/bin/python benchmarks/download_bench.py --rows 1500000

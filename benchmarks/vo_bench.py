@@ -11,7 +11,7 @@ test client (no network, no HTTP server: the figures are the service's own time)
 - for comparison, the same TAP cone without the (dec, RA) box: the circle's centre given
   as an expression, so only the exact great-circle test is left (a sequential scan).
 
-Goal (issue 15): TAP p95 <= 200 ms.
+Goal: TAP p95 <= 200 ms.
 
     .venv/bin/python benchmarks/vo_bench.py --rows 300000 --database-url postgres:///spcanet_vo_bench
 """

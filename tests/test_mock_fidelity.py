@@ -1,4 +1,4 @@
-"""Ideal arrays, Cramer-Rao bounds and harsh options of the mock survey (issue 14, items 1-2)."""
+"""Ideal arrays, Cramer-Rao bounds and harsh options of the mock survey."""
 
 import csv
 
@@ -247,7 +247,7 @@ def test_generous_coadd_masks(build):
     plain = build("plain")
     harsh = build("masks", harsh={"cosmic_rays": 24.0, "coadd_mask_dilate": 2})
     assert _masked_share(_arms(plain, "coadd")) < 0.03
-    assert 0.15 < _masked_share(_arms(harsh, "coadd")) < 0.30  # ~20%, as in issue 14
+    assert 0.15 < _masked_share(_arms(harsh, "coadd")) < 0.30  # ~20%, as on the independent emulated survey
     assert 0.008 < _masked_share(_arms(harsh, "exposure")) < 0.02  # ~1.3%
     # ORMASK is the union of the exposures' masks, dilated: the coadd flux under it is still data.
     plain_coadds, harsh_coadds = _arms(plain, "coadd"), _arms(harsh, "coadd")

@@ -1,4 +1,4 @@
-"""The OpenAPI schema says what the server does (the cases schemathesis found, issue 15)."""
+"""The OpenAPI schema says what the server does (the cases schemathesis found)."""
 
 import pytest
 from django.test import Client

@@ -1,4 +1,4 @@
-"""Repeat spectra as a judge (issue 14, item 7): the statistics, and the check on the real files."""
+"""Repeat spectra as a judge: the statistics, and the check on the real files."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The context noise model: sigma from S/N, kind and masked fraction (issue 14, item 5)."""
+"""The context noise model: sigma from S/N, kind and masked fraction."""
 
 import numpy as np
 import pytest

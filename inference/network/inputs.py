@@ -1,8 +1,8 @@
 """Masked and bad pixels of the normalised spectra, filled from a low-rank spectrum model.
 
 The preprocessing writes masked pixels as flux 1 and ivar 0 (``spectra/processing``).
-On a survey whose coadds mask ~20% of their pixels (the independent emulated survey of
-issue 14, and ``make_mock_survey --harsh``), those constant pixels cost the regression
+On a survey whose coadds mask ~20% of their pixels (an independent emulated MRS survey,
+and ``make_mock_survey --harsh``), those constant pixels cost the regression
 most of its precision: a linear model reads a masked line core as a missing line. Here
 a spectrum's masked pixels are filled with what a low-rank model of normalised spectra,
 learned from the training spectra, predicts from the spectrum's own unmasked pixels;
