@@ -122,19 +122,24 @@ def catalog_release_build(
     return written
 
 
+def _chunk_combined(chunk, rules, curated: np.ndarray):
+    """The catalog rules on one chunk of a build; a curator's flag survives the rebuild."""
+    combined = combine_models(
+        chunk.formal, chunk.alternate, chunk.formal_errors,
+        chunk.snr_blue, chunk.snr_red, chunk.spectrum_flags, rules,
+    )
+    if curated.size:
+        kept = np.isin(chunk.spectrum_ids, curated)
+        combined.bits[kept] |= np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
+        combined.flag[kept] = 0
+    return combined
+
+
 def _entries_build_orm(release, rules, curated, chunk_size, progress) -> int:
     """The entries through the ORM and ``bulk_upsert`` (any database: the SQLite default)."""
-    curator_mask = np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
     written = 0
     for chunk in release_build_chunks(release=release, chunk_size=chunk_size):
-        combined = combine_models(
-            chunk.formal, chunk.alternate, chunk.formal_errors,
-            chunk.snr_blue, chunk.snr_red, chunk.spectrum_flags, rules,
-        )
-        if curated.size:
-            kept = np.isin(chunk.spectrum_ids, curated)
-            combined.bits[kept] |= curator_mask
-            combined.flag[kept] = 0
+        combined = _chunk_combined(chunk, rules, curated)
         n = chunk.spectrum_ids.shape[0]
         columns: dict = {
             "release_id": np.full(n, release.pk, dtype=np.int64),
@@ -179,7 +184,6 @@ def _entries_build_postgresql(release, rules, curated, chunk_size, progress) -> 
     its star inside the database, so no row becomes a Python object.
     """
     quote = connection.ops.quote_name
-    curator_mask = np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
     labels = [*LABEL_FIELDS, *LABEL_ERROR_FIELDS]
     targets = ["release_id", "spectrum_id", "formal_labels_id", "alternate_labels_id", *_ENTRY_IDENTITY_SQL,
                "flag", "flag_bits", *labels]
@@ -198,14 +202,7 @@ def _entries_build_postgresql(release, rules, curated, chunk_size, progress) -> 
     written = 0
     try:
         for chunk in release_build_numeric_chunks(release=release, chunk_size=chunk_size):
-            combined = combine_models(
-                chunk.formal, chunk.alternate, chunk.formal_errors,
-                chunk.snr_blue, chunk.snr_red, chunk.spectrum_flags, rules,
-            )
-            if curated.size:
-                kept = np.isin(chunk.spectrum_ids, curated)
-                combined.bits[kept] |= curator_mask
-                combined.flag[kept] = 0
+            combined = _chunk_combined(chunk, rules, curated)
             columns = {
                 "spectrum_id": chunk.spectrum_ids,
                 "formal_labels_id": chunk.formal_ids,
