@@ -3,7 +3,8 @@
 ``NUMERICAL_CORES`` below is the definition of "the numerical cores": the pure numpy /
 scipy / keras modules that hold the science (no Django). Every public function and public
 class they define (found by walking each module, so a new function is checked without
-editing this file), and every public method such a class defines itself, is run through
+editing this file; a numba kernel counts as the Python function it compiles), and every
+public method such a class defines itself, is run through
 ``numpydoc.validate.validate``. In ``core.sky`` only the functions that use no Django
 object, directly or through the module's other functions, count; in ``spectra.mock`` only
 the functions.
@@ -45,12 +46,16 @@ NUMERICAL_CORES: tuple[str, ...] = (
     "inference.network.config",
     "inference.network.estimator",
     "inference.network.evaluation",
+    "inference.network.inputs",
     "inference.network.linear",
     "inference.network.scaling",
     "inference.network.splits",
     "inference.network.uncertainty",
     "spectra.processing.batch",
+    "spectra.processing.continuum",
     "spectra.processing.grids",
+    "spectra.processing.kernels",
+    "spectra.processing.pipeline",
     "spectra.processing.resample",
     "spectra.processing.rv",
     "spectra.processing.snr",
@@ -93,6 +98,8 @@ def _public_objects(module_name: str) -> list[str]:
     for name, obj in vars(module).items():
         if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
             continue
+        if not inspect.isfunction(obj) and inspect.isfunction(getattr(obj, "py_func", None)):
+            obj = obj.py_func  # a numba kernel: its Python function carries the docstring
         if inspect.isfunction(obj):
             if not _uses_django(obj, module):
                 names.append(f"{module_name}.{name}")

@@ -44,7 +44,7 @@ _PARALLEL_LOCK = threading.Lock()
 class FillBasis:
     """A low-rank model of normalised spectra: mean + coefficients @ components.
 
-    Attributes
+    Parameters
     ----------
     mean : (2 x pixels,) float32
         Per-pixel mean of the training spectra's well-measured pixels.
@@ -65,14 +65,43 @@ class FillBasis:
 
     @property
     def n_components(self) -> int:
+        """The model's rank k (rows of ``components``; 0: the fill is the per-pixel mean)."""
         return int(self.components.shape[0])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays to store in a model artifact (``from_arrays`` reads them back)."""
+        """The arrays to store in a model artifact (``from_arrays`` reads them back).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``fill_mean``, ``fill_components`` and ``fill_model_sigma``: ``mean``,
+            ``components`` and ``model_sigma`` themselves (not copies).
+            ``outlier_sigma`` is not among them.
+        """
         return {"fill_mean": self.mean, "fill_components": self.components, "fill_model_sigma": self.model_sigma}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], outlier_sigma: float) -> "FillBasis":
+        """The basis stored by ``arrays``, read back.
+
+        Parameters
+        ----------
+        arrays : dict of str to ndarray
+            Holding ``fill_mean`` (2 x pixels,), ``fill_components`` (any shape with
+            k x 2 x pixels elements, reshaped to (k, 2 x pixels)) and ``fill_model_sigma``
+            (2 x pixels,); cast to float32.
+        outlier_sigma : float
+            The outlier threshold, which ``arrays`` does not hold.
+
+        Returns
+        -------
+        FillBasis
+
+        Raises
+        ------
+        KeyError
+            If one of the three arrays is missing.
+        """
         return cls(mean=np.asarray(arrays["fill_mean"], dtype=np.float32),
                    components=np.asarray(arrays["fill_components"], dtype=np.float32).reshape(-1, arrays["fill_mean"].size),
                    model_sigma=np.asarray(arrays["fill_model_sigma"], dtype=np.float32),
@@ -140,6 +169,29 @@ def reconstruct_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis,
 
     Whole-array passes over (n, 2 x pixels); same parameters and results as ``reconstruct``
     (to float32 rounding: a pixel lying on the rejection threshold may fall either way).
+
+    Parameters
+    ----------
+    flux, ivar : (n, 2, pixels) float32
+        Normalised flux and its inverse variance (0 = masked); non-finite values count
+        as masked.
+    basis : FillBasis
+        The low-rank model, of 2 x pixels pixels.
+    iterations : int
+        Fits in all when ``basis.outlier_sigma`` > 0 (at least 1); one fit otherwise.
+
+    Returns
+    -------
+    model : (n, 2, pixels) float32
+        The reconstruction.
+    good : (n, 2, pixels) bool
+        Pixels with ivar > 0 that are not outliers.
+
+    Raises
+    ------
+    ValueError
+        If flux and ivar differ in shape, are not (n, 2, pixels), or have another number
+        of pixels than the basis.
     """
     x, ivar_flat = _flat(flux, ivar)
     if x.shape[1] != basis.mean.size:
@@ -395,7 +447,25 @@ def fill_masked(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndar
 
 
 def fill_masked_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndarray:
-    """``fill_masked`` in plain numpy (``reconstruct_reference``)."""
+    """``fill_masked`` in plain numpy (``reconstruct_reference``).
+
+    Parameters
+    ----------
+    flux, ivar : (n, 2, pixels) float32
+        Normalised flux and inverse variance, as the preprocessing writes them.
+    basis : FillBasis
+        From ``fit_fill_basis`` on the training spectra.
+
+    Returns
+    -------
+    (n, 2, pixels) float32
+        Unmasked, not outlying pixels unchanged; the others the reconstruction.
+
+    Raises
+    ------
+    ValueError
+        As ``reconstruct_reference``.
+    """
     model, good = reconstruct_reference(flux, ivar, basis)
     return np.where(good, np.asarray(flux, dtype=np.float32), model).astype(np.float32)
 

@@ -21,6 +21,27 @@ from .kernels import continuum_rows
 
 @dataclass(frozen=True)
 class ContinuumConfig:
+    """Settings of the pseudo-continuum fit.
+
+    Parameters
+    ----------
+    order : int
+        Degree of the polynomial (4, the paper's).
+    reject_below : float
+        Pixels more than this many sigma below the fit are rejected (1, the paper's:
+        absorption lines).
+    reject_above : float
+        Pixels more than this many sigma above the fit are rejected (4, the paper's:
+        emission, cosmic rays).
+    max_iterations : int
+        Passes of fit-and-reject; the paper does not give a number (10: see the module
+        docstring).
+    min_kept_fraction : float
+        Fraction of an arm's pixels kept in the final fit below which the spectrum is
+        flagged CONTINUUM_FIT_POOR (by ``pipeline.preprocess``; not a value from the
+        paper).
+    """
+
     order: int = 4
     reject_below: float = 1.0  # sigma
     reject_above: float = 4.0  # sigma
@@ -37,10 +58,13 @@ def fit_continuum(
     ----------
     flux, ivar : (N, M) float32
         Spectra on a common pixel grid; ivar 0 marks masked pixels.
+    config : ContinuumConfig, optional
+        The fit's settings; ``ContinuumConfig()`` when None.
 
     Returns
     -------
     continuum : (N, M) float32
+        The fitted continuum, in the units of ``flux``.
     normalised_flux : (N, M) float32
         flux / continuum; 1 on masked pixels (or where the continuum is not positive).
     normalised_ivar : (N, M) float32

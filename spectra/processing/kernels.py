@@ -16,7 +16,30 @@ C_KMS = 299_792.458
 
 @njit(cache=True, nogil=True)
 def resample_rows(wavelength, flux, ivar, usable, length, grid, rv, out_flux, out_ivar):  # pragma: no cover
-    """Linear interpolation of each row at grid * (1 + rv/c); see resample.resample_to_grid."""
+    """Linear interpolation of each row at grid * (1 + rv/c); see resample.resample_to_grid.
+
+    Parameters
+    ----------
+    wavelength : (N, L) float64
+        Native vacuum wavelengths, Angstrom, increasing over each row's first
+        ``length[r]`` pixels (``batch.PackedArms``).
+    flux : (N, L) float32
+        Native flux, in the file's units.
+    ivar : (N, L) float32
+        Inverse variance of ``flux``.
+    usable : (N, L) bool
+        Pixels that may enter an interpolation.
+    length : (N,) int64
+        Real pixels per row; a row with fewer than 2 is left all 0.
+    grid : (M,) float64
+        Rest-frame target grid, Angstrom.
+    rv : (N,) float64
+        Radial velocity per row, km/s (finite: the caller replaces NaN by 0).
+    out_flux, out_ivar : (N, M) float32
+        Written: the resampled flux, and its inverse variance propagated as
+        1 / ((1-w)^2 / ivar_left + w^2 / ivar_right). Both are 0 where the shifted grid
+        point lies outside the row's coverage or either neighbouring pixel is not usable.
+    """
     n = wavelength.shape[0]
     m = grid.shape[0]
     for r in range(n):
@@ -46,7 +69,19 @@ def resample_rows(wavelength, flux, ivar, usable, length, grid, rv, out_flux, ou
 
 @njit(cache=True, nogil=True)
 def solve_small(a, b, ridge, out):  # pragma: no cover
-    """Solve (a + ridge I) x = b for a small dense system (Gaussian elimination, partial pivoting)."""
+    """Solve (a + ridge I) x = b for a small dense system (Gaussian elimination, partial pivoting).
+
+    Parameters
+    ----------
+    a : (K, K) float64
+        The matrix (copied, not modified).
+    b : (K,) float64
+        The right-hand side (copied, not modified).
+    ridge : float
+        Added to the diagonal of ``a``.
+    out : (K,) float64
+        Written: the solution x. A zero pivot is replaced by 1e-300 rather than raising.
+    """
     k = a.shape[0]
     m = a.copy()
     v = b.copy()
@@ -80,7 +115,28 @@ def continuum_rows(
 ):  # pragma: no cover
     """Iterative asymmetric-rejection polynomial fit per row; see continuum.fit_continuum.
 
-    ``basis_t`` is (K, M); pixels with ivar > 0 are usable. Besides the continuum it
+    Parameters
+    ----------
+    flux, ivar : (N, M) float32
+        Spectra on a common pixel grid; pixels with ivar > 0 are usable.
+    basis_t : (K, M) float64
+        The fit's basis functions evaluated on the M pixels (``fit_continuum`` passes
+        Legendre polynomials of degree 0 to K-1 on x in [-1, 1]).
+    reject_below, reject_above : float
+        Pixels more than this many sigma (rms of the kept pixels' residuals) below or
+        above the fit are left out of the next fit.
+    max_iterations : int
+        Most fit-and-reject passes; the passes stop early when no pixel enters or leaves
+        the fit.
+    out_continuum, out_flux, out_ivar : (N, M) float32
+        Written: the continuum (the input's flux units), the normalised flux and its
+        inverse variance.
+    out_kept : (N,) float64
+        Written: fraction of all M pixels kept in the final fit.
+
+    Notes
+    -----
+    Besides the continuum it
     writes the normalised flux and inverse variance (flux / continuum, ivar * continuum^2;
     1 and 0 on masked pixels or where the continuum is not positive). Kept pixels carry
     weight 1, others 0. Each pass evaluates the

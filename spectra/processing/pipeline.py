@@ -31,6 +31,29 @@ PREPROCESSING_VERSION = "1.0"
 
 @dataclass(frozen=True)
 class PreprocessConfig:
+    """Settings of ``preprocess``: the spectrum flags' thresholds and the continuum fit.
+
+    The threshold fields take their defaults from ``core.rules.SpectrumRules``, where they
+    are defined and their sources given; they set flag bits, they never drop a spectrum.
+
+    Parameters
+    ----------
+    min_snr : float
+        An arm whose S/N does not exceed this (or is unknown) sets LOW_SNR_BLUE or
+        LOW_SNR_RED; a flag, not a silent drop.
+    max_masked_fraction : float
+        An arm with more than this fraction of its grid pixels masked (ivar 0 after
+        resampling) sets MANY_MASKED_PIXELS.
+    max_rv_error : float
+        km/s; an RV uncertainty above this in either arm sets RV_UNRELIABLE.
+    max_rv_arm_difference : float
+        km/s; blue and red RVs differing by more than this set RV_UNRELIABLE.
+    min_rv_peak : float
+        Normalised cross-correlation peak below which a measured RV sets RV_UNRELIABLE.
+    continuum : ContinuumConfig
+        The continuum fit's settings (its ``min_kept_fraction`` sets CONTINUUM_FIT_POOR).
+    """
+
     # The flags' thresholds (core.rules.SpectrumRules, where they are defined and described).
     min_snr: float = SpectrumRules.min_snr  # flags LOW_SNR_*; not a silent drop
     max_masked_fraction: float = SpectrumRules.max_masked_fraction
@@ -42,7 +65,31 @@ class PreprocessConfig:
 
 @dataclass
 class PreprocessedBatch:
-    """Results for N spectra. Arrays are (N, 2 arms, 4000) float32, arm order blue, red."""
+    """Results for N spectra. Arrays are (N, 2 arms, 4000) float32, arm order blue, red.
+
+    Parameters
+    ----------
+    flux : (N, 2, 4000) float32
+        Normalised flux on the rest-frame grids; 1 on masked pixels and on every pixel of
+        a spectrum not processed.
+    ivar : (N, 2, 4000) float32
+        Inverse variance of the normalised flux; 0 on masked pixels and on every pixel of
+        a spectrum not processed.
+    continuum : (N, 2, 4000) or (0, 2, 4000) float32
+        Fitted continuum in the input's flux units; empty (0 rows) unless asked for.
+    snr : (N, 2) float64
+        S/N per arm as the catalog reports it (``snr.reported_snr``).
+    rv : (N, 2) float64
+        Radial velocity per arm, km/s; NaN when unknown.
+    rv_err : (N, 2) float64
+        Its uncertainty, km/s; NaN when the RV was supplied (no error given) or is unknown.
+    rv_measured : (N,) bool
+        The RV of at least one arm came from cross-correlation.
+    flags : (N,) int64
+        Spectrum flag bits (``core.flags.SPECTRUM_FLAGS``).
+    processed : (N,) bool
+        The arrays are meaningful: both arms present, with an RV, resampled and fitted.
+    """
 
     flux: np.ndarray  # normalised flux; 1 on masked pixels
     ivar: np.ndarray  # inverse variance of the normalised flux; 0 on masked pixels
@@ -72,6 +119,26 @@ def preprocess(
     ``rv_supplied`` is (N, 2) km/s with NaN where no catalog value exists; those arms are
     measured against ``templates`` when given. The fitted continuum is returned only when
     ``with_continuum`` is set (plots need it; training and prediction do not).
+
+    Parameters
+    ----------
+    spectra : list of spectra.io.RawSpectrum
+        The N two-arm spectra, each arm on its native (vacuum) wavelengths.
+    rv_supplied : (N, 2) float64, optional
+        Catalog radial velocities per arm [blue, red], km/s, NaN where none; None: all NaN.
+    templates : rv.TemplateBank, optional
+        Templates for measuring the RVs not supplied; None: those RVs stay unknown (NaN)
+        and the spectrum is flagged RV_UNRELIABLE and not processed.
+    config : PreprocessConfig, optional
+        Flag thresholds and continuum settings; ``PreprocessConfig()`` when None.
+    with_continuum : bool
+        Also return the fitted continuum (``PreprocessedBatch.continuum``).
+
+    Returns
+    -------
+    PreprocessedBatch
+        Arrays for the N spectra in input order, worked through in chunks of
+        ``CHUNK_SPECTRA``.
     """
     config = config or PreprocessConfig()
     n = len(spectra)
