@@ -181,7 +181,8 @@ def run_once(args, way: str, formal, alternate) -> dict:
 
     from spcanet_site.celery import app
     from tasks.models import ProcessingRun
-    from tasks.services import peak_rss_mb, processing_run_create, processing_run_progress, processing_run_start
+    from tasks.selectors import processing_run_progress
+    from tasks.services import peak_rss_mb, processing_run_create, processing_run_start
 
     load_before = load_average()
     print(f"{way}: load average before {load_before}", flush=True)

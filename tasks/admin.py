@@ -5,16 +5,14 @@ from django.utils.html import format_html_join
 from core.admin import ReadOnlyAdmin
 
 from .models import ProcessingChunk, ProcessingRun
+from .selectors import duration_text, processing_run_progress, progress_lines
 from .services import (
     RunConfigurationError,
-    duration_text,
     processing_run_cancel,
     processing_run_check,
     processing_run_create,
-    processing_run_progress,
     processing_run_retry_failed,
     processing_run_start,
-    progress_lines,
 )
 
 

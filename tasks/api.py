@@ -9,11 +9,11 @@ from rest_framework.response import Response
 from inference.models import ModelVersion
 
 from .models import ProcessingRun
+from .selectors import processing_run_progress
 from .services import (
     RunConfigurationError,
     processing_run_cancel,
     processing_run_create,
-    processing_run_progress,
     processing_run_retry_failed,
     processing_run_start,
 )

@@ -17,10 +17,10 @@ from inference.models import CatalogEntry, CatalogRelease, LabelSet
 from spectra.array_store import ArrayStore
 from spectra.models import SourceFile, Spectrum, Star
 from tasks.models import ProcessingChunk, ProcessingRun
+from tasks.selectors import processing_run_progress
 from tasks.services import (
     RunConfigurationError,
     processing_run_create,
-    processing_run_progress,
     processing_run_retry_failed,
     processing_run_start,
 )

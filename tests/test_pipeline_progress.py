@@ -11,12 +11,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tasks.models import ProcessingChunk, ProcessingRun
+from tasks.selectors import duration_text, processing_run_progress, progress_lines
 from tasks.services import (
-    duration_text,
     processing_run_create,
-    processing_run_progress,
     processing_run_start,
-    progress_lines,
 )
 
 from .conftest import make_trained_models

@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import vosi
 from .adql import AdqlError
 from .conf import vo_setting
-from .jobs import expire_jobs, job_abort, job_create, job_delete, job_start
+from .services import expire_jobs, job_abort, job_create, job_delete, job_start
 from .models import TapJob
 from .query import TapUnavailable, run_query
 from .votable import CSV_CONTENT_TYPE, VOTABLE_CONTENT_TYPE, error_votable, results_csv, results_votable_pieces

@@ -8,15 +8,13 @@ from tqdm import tqdm
 from inference.models import ModelVersion
 from tasks.models import ProcessingRun
 from tasks.reconcile import processing_runs_reconcile
+from tasks.selectors import duration_text, processing_run_progress, progress_lines
 from tasks.services import (
     RunConfigurationError,
-    duration_text,
     processing_run_cancel,
     processing_run_create,
-    processing_run_progress,
     processing_run_retry_failed,
     processing_run_start,
-    progress_lines,
 )
 
 
