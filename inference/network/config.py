@@ -10,8 +10,44 @@ every one can be changed (``NetworkConfig.from_mapping``) and is stored in the a
 from dataclasses import asdict, dataclass, fields
 
 
+class _MappingConfig:
+    """A configuration dataclass read from and written to a plain mapping (the artifact's
+    manifest, a command's options)."""
+
+    @classmethod
+    def from_mapping(cls, values: dict):
+        """The configuration from stored or user-given settings.
+
+        Parameters
+        ----------
+        values : dict
+            Field name to value; missing fields take the default; lists become tuples and
+            other values are converted to the default's type.
+
+        Returns
+        -------
+        The configuration, of the class it is called on.
+
+        Raises
+        ------
+        ValueError
+            If a name is not a field, or a value is out of range.
+        """
+        return _from_mapping(cls, values)
+
+    def as_dict(self) -> dict:
+        """The fields as a dict (tuples stay tuples), as stored in the artifact's manifest.
+
+        Returns
+        -------
+        dict
+            Field name to value.
+        """
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(_MappingConfig):
     """Hyperparameters of the network; the reason for each default is in the comment next to it.
 
     Parameters
@@ -115,37 +151,6 @@ class NetworkConfig:
     fill_components: int = 20
     fill_outlier_sigma: float = 5.0
 
-    @classmethod
-    def from_mapping(cls, values: dict) -> "NetworkConfig":
-        """The configuration from stored or user-given settings.
-
-        Parameters
-        ----------
-        values : dict
-            Field name to value; missing fields take the default; lists become tuples and
-            other values are converted to the default's type.
-
-        Returns
-        -------
-        NetworkConfig
-
-        Raises
-        ------
-        ValueError
-            If a name is not a field, or a value is out of range.
-        """
-        return _from_mapping(cls, values)
-
-    def as_dict(self) -> dict:
-        """The fields as a dict (tuples stay tuples), as stored in the artifact's manifest.
-
-        Returns
-        -------
-        dict
-            Field name to value.
-        """
-        return asdict(self)
-
     def __post_init__(self):
         if self.standardise not in ("global", "pixel"):
             raise ValueError(f"standardise must be 'global' or 'pixel', got {self.standardise!r}")
@@ -160,7 +165,7 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_MappingConfig):
     """Hyperparameters of the training.
 
     Parameters
@@ -203,37 +208,6 @@ class TrainingConfig:
     # of a star on one side (honest default); "spectrum" reproduces the paper's split.
     split_by: str = "star"
     split_fractions: tuple[float, float, float] = (6.0, 2.0, 1.0)
-
-    @classmethod
-    def from_mapping(cls, values: dict) -> "TrainingConfig":
-        """The configuration from stored or user-given settings.
-
-        Parameters
-        ----------
-        values : dict
-            Field name to value; missing fields take the default; lists become tuples and
-            other values are converted to the default's type.
-
-        Returns
-        -------
-        TrainingConfig
-
-        Raises
-        ------
-        ValueError
-            If a name is not a field, or a value is out of range.
-        """
-        return _from_mapping(cls, values)
-
-    def as_dict(self) -> dict:
-        """The fields as a dict (tuples stay tuples), as stored in the artifact's manifest.
-
-        Returns
-        -------
-        dict
-            Field name to value.
-        """
-        return asdict(self)
 
     def __post_init__(self):
         if self.split_by not in ("star", "spectrum"):
