@@ -8,6 +8,7 @@ from scipy.stats import binned_statistic_2d
 from core.bulk import numeric_columns
 from core.labels import LABELS
 from core.plots import figure_png, plt
+from core.rules import CatalogRules
 
 from .models import CatalogEntry, CatalogRelease, ModelVersion
 
@@ -56,12 +57,17 @@ def _isochrones() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return curves
 
 
-# Kiel diagram extent: Teff (K) and log g (dex), the catalog's Teff range.
-KIEL_RANGE = ((3500.0, 8000.0), (-0.5, 5.5))
+# Kiel diagram extent in log g (dex); in Teff it is the catalog rules' range (core.rules).
+KIEL_LOGG_RANGE = (-0.5, 5.5)
+
+
+def kiel_range(rules: CatalogRules) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The Kiel diagram's (Teff, log g) extent: the rules' Teff range, K, and log g, dex."""
+    return (rules.teff_min, rules.teff_max), KIEL_LOGG_RANGE
 
 
 def kiel_cells(
-    rows: np.ndarray, bins: tuple[int, int] = (120, 100)
+    rows: np.ndarray, bins: tuple[int, int] = (120, 100), rules: CatalogRules | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean [Fe/H] per (Teff, log g) cell, counting only rows that have an [Fe/H].
 
@@ -70,6 +76,7 @@ def kiel_cells(
     rows : (n, 3) float64
         Teff (K), log g (dex), [Fe/H] (dex); NaN [Fe/H] is no value (hot stars).
     bins : cells along Teff and log g.
+    rules : the catalog rules whose Teff range the cells cover (default: core.rules' defaults).
 
     Returns
     -------
@@ -80,7 +87,7 @@ def kiel_cells(
     with_feh = np.isfinite(rows[:, 2])
     coloured = rows[with_feh]
     mean, teff_edges, logg_edges, _ = binned_statistic_2d(
-        coloured[:, 0], coloured[:, 1], coloured[:, 2], "mean", bins=bins, range=KIEL_RANGE
+        coloured[:, 0], coloured[:, 1], coloured[:, 2], "mean", bins=bins, range=kiel_range(rules or CatalogRules())
     )
     counts, _, _ = np.histogram2d(rows[~with_feh, 0], rows[~with_feh, 1], bins=(teff_edges, logg_edges))
     return mean, (counts > 0) & ~np.isfinite(mean), teff_edges, logg_edges
@@ -91,6 +98,7 @@ def kiel_diagram_png(release: CatalogRelease, *, good_only: bool = True) -> byte
 
     Rows without an [Fe/H] (NULL, as for hot stars) are drawn in grey and never enter a mean.
     """
+    rules = CatalogRules.from_mapping(release.rules)  # the Teff range this release applied
     entries = CatalogEntry.objects.filter(release=release)
     if good_only:
         entries = entries.filter(flag=1)
@@ -99,7 +107,7 @@ def kiel_diagram_png(release: CatalogRelease, *, good_only: bool = True) -> byte
     with_feh = np.isfinite(rows[:, 2])
     figure, axis = plt.subplots(figsize=(8, 6.5))
     if rows.shape[0] > KIEL_SCATTER_MAX:
-        mean, without, x_edges, y_edges = kiel_cells(rows)
+        mean, without, x_edges, y_edges = kiel_cells(rows, rules=rules)
         axis.pcolormesh(x_edges, y_edges, np.where(without, 1.0, np.nan).T, cmap=ListedColormap(["0.6"]))
         image = axis.pcolormesh(x_edges, y_edges, mean.T, cmap="viridis", vmin=-1.0, vmax=0.4)
     else:
@@ -111,8 +119,9 @@ def kiel_diagram_png(release: CatalogRelease, *, good_only: bool = True) -> byte
     figure.colorbar(image, ax=axis, label="[Fe/H]")
     for metallicity, teff, logg in _isochrones():
         axis.plot(teff, logg, lw=1.2, label=f"MIST 7 Gyr, [Fe/H] = {metallicity}")
-    axis.set_xlim(KIEL_RANGE[0][1], KIEL_RANGE[0][0])
-    axis.set_ylim(KIEL_RANGE[1][1], KIEL_RANGE[1][0])
+    (teff_low, teff_high), (logg_low, logg_high) = kiel_range(rules)
+    axis.set_xlim(teff_high, teff_low)
+    axis.set_ylim(logg_high, logg_low)
     axis.set_xlabel("Teff (K)")
     axis.set_ylabel("log g")
     axis.set_title(f"{release.name}: {rows.shape[0]} {'Flag = 1 ' if good_only else ''}spectra")

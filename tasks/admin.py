@@ -89,6 +89,8 @@ class ProcessingRunAdmin(admin.ModelAdmin):
         return [*self.fields] if obj is not None else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
+        if change:
+            return  # nothing of a run can be edited here (get_readonly_fields); actions act on it
         # A new run is made by its service: stages in pipeline order, chunk defaults, checks.
         created = processing_run_create(**{name: form.cleaned_data[name] for name in CONFIGURATION},
                                          created_by=request.user)

@@ -128,3 +128,17 @@ def test_adding_a_run_in_the_admin_goes_through_its_service(admin_client, curato
     assert run.stages == ["predict", "release"] and run.created_by == curator and run.state == "pending"
     page = admin_client.get(f"/admin/tasks/processingrun/{run.pk}/change/").content.decode()
     assert 'name="stages"' not in page  # the configuration is fixed once the run exists
+
+
+def test_saving_an_existing_run_in_the_admin_changes_nothing(admin_client, curator):
+    from inference.models import ModelVersion
+    from tasks.models import ProcessingRun
+    from tasks.services import processing_run_create
+
+    from .conftest import make_model
+
+    formal, alternate = make_model(ModelVersion.Role.FORMAL), make_model(ModelVersion.Role.ALTERNATE)
+    run = processing_run_create(stages=["predict"], formal_model=formal, alternate_model=alternate, name="kept")
+    response = admin_client.post(f"/admin/tasks/processingrun/{run.pk}/change/", {"name": "other", "_save": "Save"})
+    assert response.status_code == 302
+    assert ProcessingRun.objects.count() == 1 and ProcessingRun.objects.get().name == "kept"

@@ -111,3 +111,21 @@ def job_run(job_id: str) -> str:
                    overflow=result.overflow):
         path.unlink(missing_ok=True)  # aborted or deleted meanwhile
     return TapJob.objects.filter(pk=job_id).values_list("phase", flat=True).first() or "DELETED"
+
+
+def job_execution_duration_set(*, job: TapJob, seconds: float) -> TapJob:
+    """Set a PENDING job's time limit (UWS EXECUTIONDURATION): at most the async timeout
+    ``TAP_ASYNC_TIMEOUT_S``, which is also what 0 or a negative value means."""
+    hard = float(vo_setting("TAP_ASYNC_TIMEOUT_S"))
+    job.execution_duration = hard if seconds <= 0 else min(seconds, hard)
+    job.save(update_fields=["execution_duration"])
+    return job
+
+
+def job_destruction_set(*, job: TapJob, when) -> TapJob:
+    """Set a job's destruction time (UWS DESTRUCTION): at most ``TAP_JOB_RETENTION_S``
+    after it was created."""
+    latest = job.created_at + timedelta(seconds=vo_setting("TAP_JOB_RETENTION_S"))
+    job.destruction = min(when, latest)
+    job.save(update_fields=["destruction"])
+    return job

@@ -2,7 +2,7 @@
 and tables. Plain Django views (the VO protocols are not the REST API's)."""
 
 import time
-from datetime import UTC, timedelta
+from datetime import UTC
 from xml.sax.saxutils import escape, quoteattr
 
 from django.db import connection
@@ -15,9 +15,17 @@ from django.views.decorators.csrf import csrf_exempt
 from . import vosi
 from .adql import AdqlError
 from .conf import vo_setting
-from .services import expire_jobs, job_abort, job_create, job_delete, job_start
 from .models import TapJob
 from .query import TapUnavailable, run_query
+from .services import (
+    expire_jobs,
+    job_abort,
+    job_create,
+    job_delete,
+    job_destruction_set,
+    job_execution_duration_set,
+    job_start,
+)
 from .votable import CSV_CONTENT_TYPE, VOTABLE_CONTENT_TYPE, error_votable, results_csv, results_votable_pieces
 
 Phase = TapJob.Phase
@@ -278,9 +286,7 @@ def job_execution_duration(request, job_id):
             return _error("EXECUTIONDURATION must be a number of seconds", 400)
         if job.phase != Phase.PENDING:
             return _error("only a PENDING job can be changed", 400)
-        hard = float(vo_setting("TAP_ASYNC_TIMEOUT_S"))
-        job.execution_duration = hard if value <= 0 else min(value, hard)
-        job.save(update_fields=["execution_duration"])
+        job_execution_duration_set(job=job, seconds=value)
         return HttpResponseRedirect(_job_url(request, job), status=303)
     return _text(int(job.execution_duration))
 
@@ -294,9 +300,7 @@ def job_destruction(request, job_id):
             return _error("DESTRUCTION must be an ISO 8601 time", 400)
         if timezone.is_naive(value):
             value = timezone.make_aware(value, UTC)
-        latest = job.created_at + timedelta(seconds=vo_setting("TAP_JOB_RETENTION_S"))
-        job.destruction = min(value, latest)
-        job.save(update_fields=["destruction"])
+        job_destruction_set(job=job, when=value)
         return HttpResponseRedirect(_job_url(request, job), status=303)
     return _text(_iso(job.destruction))
 
