@@ -7,10 +7,17 @@
 the release's entries. The star table (one row per star) has the same formats but the
 paper's at ``/api/v1/releases/<name>/stars/export/`` and ``stars/export.<extension>``, with
 the filters of its API list. Errors are JSON.
+
+A whole table of a published release (no filter) is read from the file written when the
+release was published (:mod:`inference.services.release_files`), with its SHA-256 as the
+ETag; until that file exists, and for every filtered download, the rows stream from the
+database.
 """
 
+import base64
+
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.http import FileResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -21,10 +28,11 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from .columns import STAR_COLUMNS
-from .downloads import FORMATS, csvw_metadata
+from .downloads import FORMATS, csvw_metadata, download_file_name
 from .filters import CatalogEntryFilterSet, CatalogStarFilterSet
 from .models import CatalogEntry, CatalogStar
 from .selectors import release_entries, release_stars, releases_visible
+from .services.release_files import ENTRIES, STARS, release_file_get
 
 
 class DownloadRenderer(renderers.BaseRenderer):
@@ -53,7 +61,7 @@ class CatalogDownloadView(GenericAPIView):
     pagination_class = None
     formats: tuple[str, ...] = tuple(FORMATS)
     rows_of = staticmethod(release_entries)  # the release's rows that are downloaded
-    file_suffix = ""
+    table = ENTRIES  # which of the release's written files serve an unfiltered download
     metadata_view = "release-export-metadata"  # the CSV's sidecar
     url_format: str | None = None  # the format an ``export.<extension>`` URL fixes
 
@@ -79,13 +87,33 @@ class CatalogDownloadView(GenericAPIView):
         entries = self.filter_queryset(self.rows_of(release=release))
         fmt = FORMATS[request.accepted_renderer.format]
         applied = {key: value for key, value in request.query_params.items() if key != "format"}
+        if not applied:
+            written = release_file_get(release=release, table=self.table, format_name=fmt.name)
+            if written is not None:
+                return self._file_response(request, release, fmt, written)
         response = StreamingHttpResponse(
             fmt.stream(release, entries, applied, settings.EXPORT_CHUNK_SIZE), content_type=fmt.media_type
         )
+        return self._described(response, request, release, fmt)
+
+    def _file_response(self, request, release, fmt, written):
+        """The whole published table from its written file, with its SHA-256 as the ETag
+        and as ``Repr-Digest`` (RFC 9530)."""
+        etag = f'"{written.sha256}"'
+        if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+            response = HttpResponseNotModified()
+            response["ETag"] = etag
+            return response
+        response = FileResponse(open(written.path, "rb"), content_type=fmt.media_type)
+        response["ETag"] = etag
+        response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(written.sha256)).decode()}:"
+        return self._described(response, request, release, fmt)
+
+    def _described(self, response, request, release, fmt):
         if fmt.media_type.startswith("text/"):
             response["Content-Type"] = f"{fmt.media_type}; charset=utf-8"
-        suffix = "-paper" if fmt.name == "csv-paper" else ""
-        response["Content-Disposition"] = f'attachment; filename="spcanet-{release.name}{self.file_suffix}{suffix}.{fmt.extension}"'
+        name = download_file_name(release, fmt, stars=self.table == STARS)
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         if fmt.name == "csv":
             sidecar = reverse(self.metadata_view, kwargs={"release_name": release.name}, request=request)
             response["Link"] = f'<{sidecar}>; rel="describedby"; type="application/csvw+json"'
@@ -168,7 +196,7 @@ class StarDownloadView(CatalogDownloadView):
     queryset = CatalogStar.objects.none()
     filterset_class = CatalogStarFilterSet
     rows_of = staticmethod(release_stars)
-    file_suffix = "-stars"
+    table = STARS
     metadata_view = "release-stars-export-metadata"
 
 

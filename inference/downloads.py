@@ -638,6 +638,14 @@ class DownloadFormat:
     stream: Callable[[CatalogRelease, QuerySet, dict, int], Iterator[str | bytes]]
 
 
+def download_file_name(release: CatalogRelease, fmt: DownloadFormat, *, stars: bool = False) -> str:
+    """The file name of a download of ``release`` (its star table where ``stars``) in ``fmt``:
+    the name a browser saves and the name of the release's written file."""
+    table = "-stars" if stars else ""
+    paper = "-paper" if fmt.name == "csv-paper" else ""
+    return f"spcanet-{release.name}{table}{paper}.{fmt.extension}"
+
+
 def _stream_csv_paper(release, entries, filters, chunk_size):
     return stream_csv(release, entries, filters, chunk_size, paper=True)
 

@@ -8,6 +8,7 @@ from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 
 from .columns import STAR_COLUMNS, api_field_help
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
+from .services.release_files import ENTRIES, release_files_list
 
 
 @extend_schema_field(OpenApiTypes.URI)
@@ -37,6 +38,19 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         ]
 
 
+class ReleaseFileSerializer(serializers.Serializer):
+    """One written whole-table file of a published release (inference.services.release_files)."""
+
+    name = serializers.CharField(help_text="File name (as in SHA256SUMS).")
+    table = serializers.ChoiceField(choices=["entries", "stars"])
+    format = serializers.CharField(help_text="The download format (the `format` query value).")
+    rows = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    written = serializers.DateTimeField()
+    url = serializers.URLField(help_text="The download that serves this file.")
+
+
 class CatalogReleaseSerializer(serializers.ModelSerializer):
     formal_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
     alternate_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
@@ -49,14 +63,30 @@ class CatalogReleaseSerializer(serializers.ModelSerializer):
     stars = serializers.HyperlinkedIdentityField(
         view_name="release-star-list", lookup_field="name", lookup_url_kwarg="release_name", read_only=True
     )
+    files = serializers.SerializerMethodField(
+        help_text="The whole tables written as files, which unfiltered downloads are served from, with checksums."
+    )
 
     class Meta:
         model = CatalogRelease
         fields = [
             "id", "name", "description", "status", "formal_model", "alternate_model", "rules",
             "entry_count", "good_count", "star_count", "good_star_count", "entries", "stars", "kiel_diagram",
-            "created_at", "published_at",
+            "created_at", "published_at", "files",
         ]
+
+    @extend_schema_field(ReleaseFileSerializer(many=True))
+    def get_files(self, release: CatalogRelease) -> list[dict]:
+        """The release's written whole-table files (none for a draft, or before they are written)."""
+        request = self.context.get("request")
+        files = []
+        for written in release_files_list(release=release):
+            view = "release-download" if written.table == ENTRIES else "release-stars-download"
+            url = reverse(view, kwargs={"release_name": release.name}, request=request) + f"?format={written.format}"
+            files.append({"name": written.name, "table": written.table, "format": written.format,
+                          "rows": written.rows, "bytes": written.bytes, "sha256": written.sha256,
+                          "written": written.written, "url": url})
+        return files
 
 
 class LabelSetSerializer(serializers.ModelSerializer):

@@ -23,7 +23,9 @@ from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from inference.models import CatalogRelease
 from inference.selectors import catalog_counts
+from inference.services.release_files import release_files_write
 from spectra.array_store import ArrayStoreError
 
 from .reconcile import processing_runs_reconcile
@@ -127,6 +129,18 @@ def reconcile_runs() -> dict[str, list[int]]:
     summary = processing_runs_reconcile()
     return {"advanced": summary.advanced, "requeued": summary.requeued_lost_workers,
             "failed": summary.failed_lost_workers, "resent": summary.resent_lost_messages}
+
+
+@shared_task(name="tasks.release_file_write", acks_late=True, ignore_result=True,
+             autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, retry_backoff_max=300, max_retries=5)
+def release_file_write(release_id: int, table: str, format_name: str) -> str | None:
+    """Write one whole-table file of a published release (inference.services.release_files).
+    A release deleted meanwhile is skipped; until the file exists, its downloads stream."""
+    release = CatalogRelease.objects.filter(pk=release_id).first()
+    if release is None or not release.is_published:
+        return None
+    written = release_files_write(release=release, tables=(table,), formats=(format_name,))
+    return written[0].name if written else None
 
 
 @worker_ready.connect

@@ -1,6 +1,7 @@
 """Writes of the inference app: label sets, catalog releases and their entries."""
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from django.db import connection, transaction
@@ -18,6 +19,7 @@ from ..catalog_rules import combine_models
 from ..models import CatalogEntry, CatalogRelease, CatalogStar, ModelVersion
 from ..selectors import release_build_chunks, release_build_numeric_chunks
 from ..star_combine import stars_combine
+from .release_files import STARS, release_files_discard, release_files_schedule
 
 
 class ReleaseImmutableError(Exception):
@@ -432,10 +434,12 @@ def catalog_stars_follow_merge(*, merged: dict[int, int]) -> None:
     releases the merged stars' rows go and the kept stars are combined again from all
     their spectra. Published rows never change their values: a row follows its star to the
     kept one, or, where the kept star already has a row in that release, keeps its values
-    with no star (NULL), so that a published release keeps both rows as published.
+    with no star (NULL), so that a published release keeps both rows as published; that
+    release's written star-table files are discarded and written again.
     """
     rows = CatalogStar.objects.filter(star_id__in=list(merged))
     rebuild: dict[int, set[int]] = {}
+    republished: set[int] = set()
     for row_id, release_id, star_id, published in rows.values_list(
         "pk", "release_id", "star_id", "release__status"
     ).order_by("pk"):
@@ -445,10 +449,20 @@ def catalog_stars_follow_merge(*, merged: dict[int, int]) -> None:
             rebuild.setdefault(release_id, set()).add(kept)
         elif CatalogStar.objects.filter(release_id=release_id, star_id=kept).exists():
             CatalogStar.objects.filter(pk=row_id).update(star=None)
+            republished.add(release_id)
         else:
             CatalogStar.objects.filter(pk=row_id).update(star_id=kept)
+            republished.add(release_id)
+    # The written star-table files of those published releases go, and are written again.
+    for release in CatalogRelease.objects.filter(pk__in=list(republished)):
+        transaction.on_commit(partial(_star_files_renew, release))
     for release in CatalogRelease.objects.filter(pk__in=list(rebuild)):
         catalog_stars_build(release=release, star_ids=sorted(rebuild[release.pk]))
+
+
+def _star_files_renew(release: CatalogRelease) -> None:
+    release_files_discard(release=release, table=STARS)
+    release_files_schedule(release=release, tables=(STARS,))
 
 
 @transaction.atomic
@@ -462,6 +476,7 @@ def catalog_release_publish(*, release: CatalogRelease) -> CatalogRelease:
     locked.status = CatalogRelease.Status.PUBLISHED
     locked.published_at = timezone.now()
     locked.save(update_fields=["status", "published_at"])
+    release_files_schedule(release=locked)
     return locked
 
 

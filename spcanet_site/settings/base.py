@@ -151,6 +151,10 @@ CONE_SEARCH_MAX_RADIUS_DEG = env.float("CONE_SEARCH_MAX_RADIUS_DEG", default=5.0
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=1000)
 # Rows fetched per database round trip while streaming an export.
 EXPORT_CHUNK_SIZE = env.int("EXPORT_CHUNK_SIZE", default=5000)
+# A published release's whole tables in every download format, written once by the workers
+# (inference.services.release_files). Shared by the workers and the web servers.
+RELEASE_FILES_ROOT = Path(env.str("RELEASE_FILES_ROOT", default=str(VAR_DIR / "releases")))
+RELEASE_FILES_ON_PUBLISH = env.bool("RELEASE_FILES_ON_PUBLISH", default=True)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
@@ -174,6 +178,7 @@ CELERY_TASK_ROUTES = {
     "tasks.ingest_chunk": {"queue": CELERY_CPU_QUEUE},
     "tasks.reconcile_runs": {"queue": CELERY_CPU_QUEUE},
     "tasks.release_chunk": {"queue": CELERY_CPU_QUEUE},
+    "tasks.release_file_write": {"queue": CELERY_CPU_QUEUE},
     "tasks.predict_chunk": {"queue": CELERY_GPU_QUEUE},
 }
 # A message a worker took but never acknowledged (it died) goes back to the queue after

@@ -30,5 +30,8 @@ STORAGES = {
 _TEST_VAR = Path(tempfile.mkdtemp(prefix="spcanet-test-"))
 SPECTRA_ARRAY_ROOT = Path(env.str("SPECTRA_ARRAY_ROOT", default=str(_TEST_VAR / "arrays")))
 MODEL_ARTIFACT_ROOT = Path(env.str("MODEL_ARTIFACT_ROOT", default=str(_TEST_VAR / "models")))
+RELEASE_FILES_ROOT = Path(env.str("RELEASE_FILES_ROOT", default=str(_TEST_VAR / "releases")))
+# Tests that publish write no release files unless they test them.
+RELEASE_FILES_ON_PUBLISH = env.bool("RELEASE_FILES_ON_PUBLISH", default=False)
 STATIC_ROOT = _TEST_VAR / "static"
 STATIC_ROOT.mkdir()
