@@ -279,7 +279,11 @@ def _job_id(response) -> str:
 def _listed_ids(client) -> list[str]:
     response = client.get("/tap/async")
     assert response.status_code == 200
-    return re.findall(r'<uws:jobref id="([^"]+)"', response.content.decode())
+    return _listed_ids_in(response.content.decode())
+
+
+def _listed_ids_in(job_list: str) -> list[str]:
+    return re.findall(r'<uws:jobref id="([^"]+)"', job_list)
 
 
 _JOB_RESOURCES = ("", "/phase", "/executionduration", "/destruction", "/quote", "/owner", "/error", "/parameters",
@@ -446,3 +450,59 @@ def test_vo_queries_count_against_the_anonymous_rate_limit(client, release):
     assert codes == [200, 200]
     assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
     assert b"throttled" in refused.content and refused["Content-Type"].startswith("application/x-votable+xml")
+
+
+def test_the_job_list_takes_the_uws_filters(release, django_user_model):
+    """UWS 1.1 job-list filters: PHASE (repeatable), AFTER (creation time), LAST (most
+    recently started first); a bad value is a 400 naming the parameter."""
+    from django.test import Client
+
+    from vo.models import TapJob
+
+    alice = Client()
+    alice.force_login(django_user_model.objects.create_user("alice", password="x"))
+    query = {"LANG": "ADQL", "QUERY": "SELECT TOP 2 ra FROM spcanet.entries ORDER BY ra"}
+    first, second, third = (_job_id(alice.post("/tap/async", query)) for _ in range(3))
+    for job_id in (third, second):  # second started last
+        assert alice.post(f"/tap/async/{job_id}/phase", {"PHASE": "RUN"}).status_code == 303
+    assert TapJob.objects.get(pk=second).phase == TapJob.objects.get(pk=third).phase == "COMPLETED"
+
+    def listed(params) -> list[str]:
+        response = alice.get("/tap/async", params)
+        assert response.status_code == 200, response.content
+        return _listed_ids_in(response.content.decode())
+
+    assert listed({}) == [first, second, third]  # in creation order
+    assert listed({"PHASE": "PENDING"}) == [first]
+    assert listed({"phase": ["completed", "PENDING"]}) == [first, second, third]
+    after = TapJob.objects.get(pk=first).created_at.isoformat()
+    assert listed({"AFTER": after}) == [second, third]
+    assert listed({"AFTER": "2000-01-01T00:00:00Z", "PHASE": "COMPLETED"}) == [second, third]
+    assert listed({"LAST": 1}) == [second]
+    assert listed({"LAST": 5}) == [second, third]  # started jobs only, most recent first
+    for bad in ({"PHASE": "DONE"}, {"AFTER": "yesterday"}, {"LAST": "0"}, {"LAST": "x"}):
+        response = alice.get("/tap/async", bad)
+        assert response.status_code == 400 and next(iter(bad)) in response.content.decode()
+
+
+def test_a_deleted_account_takes_its_jobs_and_their_result_files(release, django_user_model,
+                                                                  django_capture_on_commit_callbacks):
+    from pathlib import Path
+
+    from django.test import Client
+
+    from vo.models import TapJob
+
+    carol = django_user_model.objects.create_user("carol", password="x")
+    client = Client()
+    client.force_login(carol)
+    query = {"LANG": "ADQL", "QUERY": "SELECT TOP 2 ra FROM spcanet.entries ORDER BY ra", "PHASE": "RUN"}
+    kept, gone = (_job_id(client.post("/tap/async", query)) for _ in range(2))
+    paths = {job_id: Path(TapJob.objects.get(pk=job_id).result_path) for job_id in (kept, gone)}
+    assert all(path.is_file() for path in paths.values())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(f"/tap/async/{gone}").status_code == 303
+    assert not paths[gone].exists() and paths[kept].is_file()
+    with django_capture_on_commit_callbacks(execute=True):
+        carol.delete()
+    assert not TapJob.objects.filter(pk=kept).exists() and not paths[kept].exists()

@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate, pre_migrate
+from django.db.models.signals import post_delete, post_migrate, pre_migrate
 
 
 def _drop_views(sender, using="default", **kwargs):
@@ -24,6 +24,12 @@ def _setup(sender, using="default", **kwargs):
                       stacklevel=1)
 
 
+def _job_deleted(sender, instance, **kwargs):
+    from .services import job_result_discard
+
+    job_result_discard(instance)
+
+
 class VoConfig(AppConfig):
     """IVOA services over the published releases: Simple Cone Search, TAP (sync and
     async, UWS), VOSI."""
@@ -36,3 +42,5 @@ class VoConfig(AppConfig):
         # The views read inference's tables: out of the way of any migration, back after.
         pre_migrate.connect(_drop_views, sender=self, dispatch_uid="vo-drop-views")
         post_migrate.connect(_setup, sender=self, dispatch_uid="vo-setup")
+        # However a job goes (deleted, expired, or with its owner's account), its result file goes too.
+        post_delete.connect(_job_deleted, sender=self.get_model("TapJob"), dispatch_uid="vo-job-result")

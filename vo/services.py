@@ -56,9 +56,20 @@ def job_abort(job: TapJob) -> None:
 
 def job_delete(job: TapJob) -> None:
     job_abort(job)
-    if job.result_path:
-        Path(job.result_path).unlink(missing_ok=True)
+    job.refresh_from_db(fields=["phase"])  # aborted: its query is cancelled already
     job.delete()
+
+
+def job_result_discard(job: TapJob) -> None:
+    """After a job's row is deleted (by :func:`job_delete`, by its expiry, or with its
+    owner's account): cancel its query if it still runs, and remove its result file once
+    the deletion commits."""
+    if job.phase == Phase.EXECUTING and job.backend_pid and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_cancel_backend(%s)", [job.backend_pid])
+    if job.result_path:
+        path = Path(job.result_path)
+        transaction.on_commit(lambda: path.unlink(missing_ok=True))
 
 
 def expire_jobs() -> int:

@@ -198,6 +198,41 @@ def _job(request, job_id) -> TapJob:
     return job
 
 
+JOB_LIST_MAX = 1000
+
+
+def _jobs_filtered(jobs, query) -> list[TapJob]:
+    """The job list's filters (UWS 1.1, 2.2.3.1), parameter names in any case: ``PHASE``
+    (repeatable, any of them), ``AFTER`` (created after an ISO 8601 time), ``LAST`` (the
+    most recently started jobs, most recent first); at most ``JOB_LIST_MAX`` jobs."""
+    params: dict[str, list[str]] = {}
+    for key, values in query.lists():
+        params.setdefault(key.upper(), []).extend(values)
+    phases = [phase.upper() for phase in params.get("PHASE", [])]
+    unknown = sorted(set(phases) - set(Phase.values))
+    if unknown:
+        raise ValueError(f"PHASE must be one of {', '.join(Phase.values)}, got {', '.join(unknown)[:80]}")
+    if phases:
+        jobs = jobs.filter(phase__in=phases)
+    if params.get("AFTER"):
+        after = parse_datetime(params["AFTER"][-1].strip())
+        if after is None:
+            raise ValueError(f"AFTER must be an ISO 8601 time, got {params['AFTER'][-1][:40]!r}")
+        if timezone.is_naive(after):
+            after = timezone.make_aware(after, UTC)
+        jobs = jobs.filter(created_at__gt=after)
+    jobs = jobs.order_by("created_at")
+    if params.get("LAST"):
+        try:
+            last = int(params["LAST"][-1])
+        except ValueError:
+            last = -1
+        if last < 1:
+            raise ValueError(f"LAST must be a positive integer, got {params['LAST'][-1][:40]!r}")
+        jobs = jobs.filter(started_at__isnull=False).order_by("-started_at")[:min(last, JOB_LIST_MAX)]
+    return list(jobs[:JOB_LIST_MAX])
+
+
 @csrf_exempt
 def job_list(request):
     if request.method == "POST":
@@ -212,7 +247,10 @@ def job_list(request):
         return HttpResponseRedirect(_job_url(request, job), status=303)
     expire_jobs()
     caller = _caller(request)
-    mine = TapJob.objects.filter(owner=caller)[:100] if caller is not None else []
+    try:
+        mine = _jobs_filtered(TapJob.objects.filter(owner=caller), request.GET) if caller is not None else []
+    except ValueError as error:
+        return _error(str(error), 400)
     refs = "".join(
         f'  <uws:jobref id="{job.pk}" xlink:href={quoteattr(_job_url(request, job))}>'
         f"<uws:phase>{job.phase}</uws:phase><uws:ownerId>{escape(caller.get_username())}</uws:ownerId>"
