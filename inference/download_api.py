@@ -10,14 +10,14 @@ the filters of its API list. Errors are JSON.
 
 A whole table of a published release (no filter) is read from the file written when the
 release was published (:mod:`inference.services.release_files`), with its SHA-256 as the
-ETag; until that file exists, and for every filtered download, the rows stream from the
+ETag and byte ranges (a broken download resumes); until that file exists, and for every filtered download, the rows stream from the
 database.
 """
 
 import base64
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponseNotModified, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -104,7 +104,23 @@ class CatalogDownloadView(GenericAPIView):
             response = HttpResponseNotModified()
             response["ETag"] = etag
             return response
-        response = FileResponse(open(written.path, "rb"), content_type=fmt.media_type)
+        wanted = None
+        if request.headers.get("If-Range", etag) == etag:  # a range of another version is the whole file
+            try:
+                wanted = byte_range(request.headers.get("Range", ""), written.bytes)
+            except RangeNotSatisfiable:
+                response = HttpResponse(status=416)
+                response["Content-Range"] = f"bytes */{written.bytes}"
+                return response
+        if wanted is None:
+            response = FileResponse(open(written.path, "rb"), content_type=fmt.media_type)
+        else:
+            start, end = wanted
+            response = StreamingHttpResponse(_file_slice(written.path, start, end - start + 1),
+                                             content_type=fmt.media_type, status=206)
+            response["Content-Range"] = f"bytes {start}-{end}/{written.bytes}"
+            response["Content-Length"] = str(end - start + 1)
+        response["Accept-Ranges"] = "bytes"
         response["ETag"] = etag
         response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(written.sha256)).decode()}:"
         return self._described(response, request, release, fmt)
@@ -118,6 +134,44 @@ class CatalogDownloadView(GenericAPIView):
             sidecar = reverse(self.metadata_view, kwargs={"release_name": release.name}, request=request)
             response["Link"] = f'<{sidecar}>; rel="describedby"; type="application/csvw+json"'
         return response
+
+
+class RangeNotSatisfiable(Exception):
+    """A ``Range`` no byte of the file satisfies (RFC 9110, 15.5.17)."""
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one byte range (first, last; inclusive) a ``Range`` header asks of a file of
+    ``size`` bytes (RFC 9110, 14.1.2), or None to answer with the whole file: no header,
+    another unit, a malformed value, or several ranges. Raises RangeNotSatisfiable where
+    the range lies wholly past the end."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == "") or first == last == "":
+        return None
+    if first == "":  # the last ``last`` bytes
+        if int(last) == 0:
+            raise RangeNotSatisfiable(header)
+        return max(0, size - int(last)), size - 1
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(header)
+    return start, size - 1 if last == "" else min(int(last), size - 1)
+
+
+def _file_slice(path, start: int, length: int, block: int = 1 << 20):
+    with open(path, "rb") as file:
+        file.seek(start)
+        while length > 0:
+            data = file.read(min(block, length))
+            if not data:
+                return
+            length -= len(data)
+            yield data
 
 
 _ERRORS = {

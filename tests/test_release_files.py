@@ -137,6 +137,32 @@ def test_a_client_holding_the_file_gets_not_modified(release, files_root):
     assert other.status_code == 200
 
 
+def test_a_broken_download_resumes_with_a_byte_range(release, files_root):
+    release_files_write(release=release, tables=(ENTRIES,), formats=("fits",))
+    whole, response = get(release, ENTRIES, "fits")
+    assert response.status_code == 200 and response["Accept-Ranges"] == "bytes"
+    size, etag = len(whole), response["ETag"]
+    url = URL[ENTRIES].format(name=release.name)
+
+    def ranged(value: str, **headers):
+        return Client().get(url, {"format": "fits"}, HTTP_RANGE=value, **headers)
+
+    for value, first, last in (("bytes=1000-", 1000, size - 1), ("bytes=10-2889", 10, 2889),
+                               ("bytes=-100", size - 100, size - 1), (f"bytes=5-{size + 50}", 5, size - 1)):
+        part = ranged(value, HTTP_IF_RANGE=etag)
+        assert part.status_code == 206, value
+        assert part["Content-Range"] == f"bytes {first}-{last}/{size}"
+        assert b"".join(part.streaming_content) == whole[first:last + 1]
+        assert int(part["Content-Length"]) == last - first + 1
+    assert ranged(f"bytes={size}-").status_code == 416
+    assert ranged(f"bytes={size}-")["Content-Range"] == f"bytes */{size}"
+    # Several ranges, another unit, nonsense, or a range of another version: the whole file.
+    for value, headers in (("bytes=0-1,5-6", {}), ("rows=0-10", {}), ("bytes=x-y", {}),
+                           ("bytes=0-10", {"HTTP_IF_RANGE": '"other"'})):
+        full = ranged(value, **headers)
+        assert full.status_code == 200 and b"".join(full.streaming_content) == whole, value
+
+
 def test_a_damaged_or_missing_file_is_not_served(release, files_root):
     release_files_write(release=release)
     csv_file = release_files_dir(release) / f"spcanet-{release.name}.csv"
