@@ -366,7 +366,7 @@ def _fill_rows_parallel(flux, ivar, mean, components, model_sigma, full, outlier
 
 
 def _compiled(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: int, fill: bool,
-              with_good: bool) -> tuple[np.ndarray, np.ndarray]:
+              with_good: bool, parallel: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     flux = np.asarray(flux, dtype=np.float32)
     ivar = np.asarray(ivar, dtype=np.float32)
     if flux.shape != ivar.shape or flux.ndim != 3 or flux.shape[1] != 2:
@@ -382,7 +382,7 @@ def _compiled(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: 
     arguments = (flux, ivar, np.ascontiguousarray(basis.mean, dtype=np.float32), components,
                  np.ascontiguousarray(basis.model_sigma, dtype=np.float32), full, float(basis.outlier_sigma),
                  int(iterations), _RIDGE, fill, out, good)
-    if PARALLEL and flux.shape[0] >= 2 * _CHUNK:
+    if (PARALLEL if parallel is None else parallel) and flux.shape[0] >= 2 * _CHUNK:
         with _PARALLEL_LOCK:  # numba's workqueue layer (where OpenMP and TBB are missing) runs one call at a time
             _fill_rows_parallel(*arguments, _CHUNK)
     else:
@@ -423,7 +423,7 @@ def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations
     return _compiled(flux, ivar, basis, iterations, fill=False, with_good=True)
 
 
-def fill_masked(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndarray:
+def fill_masked(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, *, parallel: bool | None = None) -> np.ndarray:
     """Flux with masked pixels (ivar 0) and outliers replaced by the model's reconstruction.
 
     Parameters
@@ -432,6 +432,10 @@ def fill_masked(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndar
         Normalised flux and inverse variance, as the preprocessing writes them.
     basis : FillBasis
         From ``fit_fill_basis`` on the training spectra.
+    parallel : bool, optional
+        Rows on numba's threads (True) or on the calling thread alone (False, for a
+        caller that runs the fill beside other work); None: ``PARALLEL``. The result
+        is the same bytes either way.
 
     Returns
     -------
@@ -443,7 +447,7 @@ def fill_masked(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndar
     ValueError
         As ``reconstruct``.
     """
-    return _compiled(flux, ivar, basis, 2, fill=True, with_good=False)[0]
+    return _compiled(flux, ivar, basis, 2, fill=True, with_good=False, parallel=parallel)[0]
 
 
 def fill_masked_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) -> np.ndarray:
