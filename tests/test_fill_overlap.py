@@ -1,6 +1,7 @@
-"""Prediction fills batch k + 1 on a worker thread while the network predicts batch k
-(inference/network/estimator.py): the same fill bytes and the same predictions as filling
-all spectra first and predicting them in one call."""
+"""Prediction fills batch k + 1 on a worker thread while the network predicts batch k, and
+the fill's kernel writes the network's inputs itself (inference/network/estimator.py,
+inputs.py): the same fill bytes, the same inputs and the same predictions as filling all
+spectra first, shifting and clipping them, and predicting them in one call."""
 
 import threading
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from inference.network import estimator as estimator_module
-from inference.network.inputs import fill_masked, fit_fill_basis
+from inference.network.architecture import BLUE_INPUT, RED_INPUT
+from inference.network.estimator import network_inputs
+from inference.network.inputs import fill_masked, fill_masked_shifted, fit_fill_basis
 from tests.test_network_inputs import PIXELS, low_rank_spectra, masked_like_the_pipeline
 
 
@@ -33,6 +36,25 @@ def test_fill_on_the_calling_thread_alone_gives_the_same_bytes_as_on_numbas_thre
     assert not np.array_equal(threaded, arrays[:, 0])  # something was filled
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_fill_written_as_network_inputs_equals_the_fill_shifted_and_clipped(parallel):
+    basis = fit_fill_basis(*masked_like_the_pipeline(low_rank_spectra(200, seed=34)[1], seed=35), n_components=5,
+                           outlier_sigma=5.0)
+    arrays = _arrays(300, seed=36)
+    flux, ivar = arrays[:, 0].copy(), arrays[:, 1]
+    flux[5, 1, 30] = np.nan  # non-finite: treated as masked, filled
+    for clip in (1.0, 0.2):
+        shifted = fill_masked_shifted(flux, ivar, basis, clip, parallel=parallel)
+        expected = network_inputs(fill_masked(flux, ivar, basis, parallel=parallel), clip)
+        assert shifted.dtype == np.float32 and shifted.shape == flux.shape
+        assert np.array_equal(shifted[:, 0, :, None], expected[BLUE_INPUT])
+        assert np.array_equal(shifted[:, 1, :, None], expected[RED_INPUT])
+        assert np.all(np.isfinite(shifted)) and np.all(np.abs(shifted) <= np.float32(clip))
+        assert np.any(shifted == -np.float32(clip)) == (clip < 0.5)  # line cores deeper than 0.2, none deeper than 1
+    with pytest.raises(ValueError, match="clip"):
+        fill_masked_shifted(flux, ivar, basis, 0.0)
+
+
 @pytest.fixture(scope="module")
 def network():
     from inference.network.config import NetworkConfig, TrainingConfig
@@ -53,17 +75,16 @@ def test_overlapped_prediction_equals_filling_everything_first(network, monkeypa
     batch_size = 16  # 5 batches, the last one short
     calls = []
 
-    def recording_fill(flux, ivar, basis, *, parallel=None):
+    def recording_fill(flux, ivar, basis, clip, *, parallel=None):
         calls.append((flux.shape[0], parallel, threading.current_thread() is threading.main_thread()))
-        return fill_masked(flux, ivar, basis, parallel=parallel)
+        return fill_masked_shifted(flux, ivar, basis, clip, parallel=parallel)
 
-    monkeypatch.setattr(estimator_module, "fill_masked", recording_fill)
+    monkeypatch.setattr(estimator_module, "fill_masked_shifted", recording_fill)
     predicted = network.predict(arrays, batch_size=batch_size)
     # Each batch filled on the worker thread, on that thread alone.
     assert calls == [(16, False, False)] * 4 + [(11, False, False)]
-    calls.clear()
-    inputs = network._inputs(arrays)  # all spectra filled at once (numba's threads), then one predict
-    assert calls == [(75, None, True)]
+    # All spectra filled at once, shifted and clipped by network_inputs, then one predict.
+    inputs = network_inputs(fill_masked(arrays[:, 0], arrays[:, 1], network.fill_basis), network.network.input_clip)
     expected = network.scaler.inverse(network._require_model().predict(inputs, batch_size=batch_size, verbose=0))
     assert predicted.shape == (75, 3)
     assert np.array_equal(predicted, expected)

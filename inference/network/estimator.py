@@ -20,7 +20,7 @@ import numpy as np
 from .architecture import BLUE_INPUT, RED_INPUT, build_spcanet
 from .artifact import Artifact
 from .config import NetworkConfig, TrainingConfig
-from .inputs import FillBasis, fill_masked, fit_fill_basis
+from .inputs import FillBasis, fill_masked_shifted, fit_fill_basis
 from .linear import fit_ridge
 from .scaling import LabelScaler
 from .uncertainty import ContextNoiseModel, SnrNoiseModel, noise_model_from_dict, noise_sigma
@@ -298,7 +298,9 @@ class SPCANet:
     def _inputs(self, arrays: np.ndarray, parallel: bool | None = None) -> dict[str, np.ndarray]:
         """The network's inputs from (n, 2, 2, pixels) [flux, ivar] or (n, 2, pixels) flux.
 
-        ``parallel`` is ``fill_masked``'s (None: the fill's default, numba's threads).
+        With a fill basis the fill's kernel writes the inputs themselves
+        (``fill_masked_shifted``: the values of ``network_inputs`` of the filled flux);
+        ``parallel`` is the fill's (None: its default, numba's threads).
 
         Raises
         ------
@@ -310,7 +312,8 @@ class SPCANet:
             if ivar is None:
                 raise ValueError("this model fills masked pixels from its spectrum basis and needs the ivar: "
                                  "give (n, 2, 2, pixels) [flux, ivar] arrays, as the array shards hold them")
-            flux = fill_masked(flux, ivar, self.fill_basis, parallel=parallel)
+            shifted = fill_masked_shifted(flux, ivar, self.fill_basis, self.network.input_clip, parallel=parallel)
+            return {BLUE_INPUT: shifted[:, 0, :, None], RED_INPUT: shifted[:, 1, :, None]}
         return network_inputs(flux, self.network.input_clip)
 
     def predict(self, flux: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -230,13 +230,15 @@ def _gram_add(components, pixels, count, gather, out):  # pragma: no cover
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, iterations, ridge, fill,
-               out, out_good, start, stop):  # pragma: no cover
+               shift_clip, out, out_good, start, stop):  # pragma: no cover
     """Rows start..stop-1: the weighted fit, the outlier rejection and the fill of ``reconstruct``.
 
     flux, ivar (n, 2, half) float32 (any strides); mean, model_sigma (2 half,) float32;
     components (k, 2 half) float32 C-contiguous; full (2, k, k) float64, each arm's
     components @ components.T. Writes ``out`` (n, 2, half) float32: the flux with
-    untrusted pixels replaced by the model (``fill``) or the model itself; and, when
+    untrusted pixels replaced by the model (``fill``) or the model itself, or with
+    ``shift_clip`` > 0 that value less 1 clipped to [-shift_clip, shift_clip] (NaN: 0),
+    the network's input as ``estimator.network_inputs`` makes it; and, when
     ``out_good`` has n rows, the trusted pixels.
 
     Each arm's normal matrix is its weight times (full arm's C C^T less the sum over its
@@ -265,6 +267,7 @@ def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, i
     rhs = np.zeros(k, dtype=np.float64)
     coefficients = np.zeros(k, dtype=np.float64)
     threshold = np.float32(outlier_sigma * outlier_sigma)
+    clip = np.float32(shift_clip)
     rounds = max(1, iterations) if outlier_sigma > 0 else 1
     for r in range(start, stop):
         for a in range(2):
@@ -348,7 +351,16 @@ def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, i
         for a in range(2):
             for j in range(half):
                 q = a * half + j
-                out[r, a, j] = x[q] if (fill and good[q]) else model[q]
+                value = x[q] if (fill and good[q]) else model[q]
+                if shift_clip > 0:
+                    value = value - np.float32(1.0)
+                    if math.isnan(value):
+                        value = np.float32(0.0)
+                    elif value > clip:
+                        value = clip
+                    elif value < -clip:
+                        value = -clip
+                out[r, a, j] = value
         if out_good.shape[0] == n:
             for a in range(2):
                 for j in range(half):
@@ -357,16 +369,16 @@ def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, i
 
 @njit(cache=True, nogil=True, parallel=True)
 def _fill_rows_parallel(flux, ivar, mean, components, model_sigma, full, outlier_sigma, iterations, ridge, fill,
-                        out, out_good, chunk):  # pragma: no cover
+                        shift_clip, out, out_good, chunk):  # pragma: no cover
     """``_fill_rows`` over chunks of rows on numba's threads."""
     n = flux.shape[0]
     for c in prange((n + chunk - 1) // chunk):
         _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, iterations, ridge, fill,
-                   out, out_good, c * chunk, min(n, (c + 1) * chunk))
+                   shift_clip, out, out_good, c * chunk, min(n, (c + 1) * chunk))
 
 
 def _compiled(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: int, fill: bool,
-              with_good: bool, parallel: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+              with_good: bool, parallel: bool | None = None, shift_clip: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     flux = np.asarray(flux, dtype=np.float32)
     ivar = np.asarray(ivar, dtype=np.float32)
     if flux.shape != ivar.shape or flux.ndim != 3 or flux.shape[1] != 2:
@@ -381,7 +393,7 @@ def _compiled(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations: 
     good = np.empty(flux.shape if with_good else (0, 2, half), dtype=np.bool_)
     arguments = (flux, ivar, np.ascontiguousarray(basis.mean, dtype=np.float32), components,
                  np.ascontiguousarray(basis.model_sigma, dtype=np.float32), full, float(basis.outlier_sigma),
-                 int(iterations), _RIDGE, fill, out, good)
+                 int(iterations), _RIDGE, fill, float(shift_clip), out, good)
     if (PARALLEL if parallel is None else parallel) and flux.shape[0] >= 2 * _CHUNK:
         with _PARALLEL_LOCK:  # numba's workqueue layer (where OpenMP and TBB are missing) runs one call at a time
             _fill_rows_parallel(*arguments, _CHUNK)
@@ -472,6 +484,40 @@ def fill_masked_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis) 
     """
     model, good = reconstruct_reference(flux, ivar, basis)
     return np.where(good, np.asarray(flux, dtype=np.float32), model).astype(np.float32)
+
+
+def fill_masked_shifted(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, clip: float, *,
+                        parallel: bool | None = None) -> np.ndarray:
+    """``fill_masked`` less 1, clipped to [-clip, clip]: the network's input, in one pass.
+
+    The same values as ``np.clip(fill_masked(flux, ivar, basis) - 1, -clip, clip)`` with
+    NaN as 0 (``estimator.network_inputs``), written by the fill's kernel instead of by
+    whole-array passes over its output.
+
+    Parameters
+    ----------
+    flux, ivar : (n, 2, pixels) float32
+        Normalised flux and inverse variance, as the preprocessing writes them.
+    basis : FillBasis
+        From ``fit_fill_basis`` on the training spectra.
+    clip : float
+        The clip, > 0 (``NetworkConfig.input_clip``).
+    parallel : bool, optional
+        As ``fill_masked``.
+
+    Returns
+    -------
+    (n, 2, pixels) float32
+        The filled flux less 1, clipped.
+
+    Raises
+    ------
+    ValueError
+        As ``reconstruct``, or if ``clip`` is not > 0.
+    """
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip}")
+    return _compiled(flux, ivar, basis, 2, fill=True, with_good=False, parallel=parallel, shift_clip=clip)[0]
 
 
 def _leading_components(centred: np.ndarray, k: int, oversample: int = 10, power: int = 3) -> np.ndarray:
