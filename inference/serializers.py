@@ -3,6 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from core.api.serializers import DirectRepresentationMixin
 from core.flags import CATALOG_FLAGS, LABEL_FLAGS
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 
@@ -20,8 +21,15 @@ class SpectrumArraysLinkField(serializers.Field):
         super().__init__(**kwargs)
         self.fmt = fmt
 
+    _ID = 918273645546372819  # stands for the id in the URL reversed once per request
+
     def to_representation(self, spectrum_id):
-        return reverse(f"spectrum-arrays-{self.fmt}", kwargs={"pk": spectrum_id}, request=self.context.get("request"))
+        request = self.context.get("request")
+        cached = getattr(self, "_template", None)
+        if cached is None or cached[0] is not request:
+            url = reverse(f"spectrum-arrays-{self.fmt}", kwargs={"pk": self._ID}, request=request)
+            cached = self._template = (request, url.replace(str(self._ID), "{}"))
+        return cached[1].format(int(spectrum_id))
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -109,7 +117,7 @@ _ENTRY_FIELDS = [
 ]
 
 
-class CatalogEntrySerializer(serializers.ModelSerializer):
+class CatalogEntrySerializer(DirectRepresentationMixin, serializers.ModelSerializer):
     flag_names = serializers.SerializerMethodField()
     spectrum_arrays_json = SpectrumArraysLinkField(fmt="json", source="spectrum_id")
     spectrum_arrays_fits = SpectrumArraysLinkField(fmt="fits", source="spectrum_id")
@@ -133,7 +141,7 @@ class CatalogEntryDetailSerializer(CatalogEntrySerializer):
         fields = [*_ENTRY_FIELDS, "formal_labels", "alternate_labels"]
 
 
-class CatalogStarSerializer(serializers.ModelSerializer):
+class CatalogStarSerializer(DirectRepresentationMixin, serializers.ModelSerializer):
     """One star of a release: its Flag = 1 spectra combined, and links to its best spectrum."""
 
     best_spectrum_arrays_json = SpectrumArraysLinkField(fmt="json", source="best_spectrum_id")

@@ -135,3 +135,33 @@ def test_schema_and_docs_are_served(client, db):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200 and b"teff_min" in schema.content and b"cone_radius" in schema.content
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_rows_read_straight_off_the_model_equal_drf_s_own_representation(release):
+    """The entry and star serializers read plain fields directly (core.api.serializers);
+    every row, nulls included, must equal what DRF's generic path gives."""
+    from rest_framework import serializers
+    from rest_framework.request import Request
+    from rest_framework.reverse import reverse
+    from rest_framework.test import APIRequestFactory
+
+    from inference.models import CatalogEntry, CatalogStar
+    from inference.serializers import CatalogEntrySerializer, CatalogStarSerializer
+
+    request = Request(APIRequestFactory().get("/api/v1/releases/r1/entries/"))
+    for serializer_class, rows in ((CatalogEntrySerializer, CatalogEntry.objects.filter(release=release)),
+                                   (CatalogStarSerializer, CatalogStar.objects.filter(release=release))):
+        rows = list(rows.order_by("id"))
+        assert len(rows) >= 3
+        direct = serializer_class(rows, many=True, context={"request": request}).data
+        generic = [serializers.ModelSerializer.to_representation(serializer_class(context={"request": request}), row)
+                   for row in rows]
+        assert [dict(row) for row in direct] == [dict(row) for row in generic]
+        assert any(value is None for row in direct for value in row.values())  # nulls were compared
+        assert all(row["id"] == obj.pk for row, obj in zip(direct, rows, strict=True))
+        if serializer_class is CatalogEntrySerializer:
+            entry_rows = direct
+    for row, entry in zip(entry_rows, CatalogEntry.objects.filter(release=release).order_by("id"), strict=True):
+        for fmt in ("json", "fits"):  # the link reversed once per request, filled in per row
+            assert row[f"spectrum_arrays_{fmt}"] == reverse(
+                f"spectrum-arrays-{fmt}", kwargs={"pk": entry.spectrum_id}, request=request)
