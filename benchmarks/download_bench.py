@@ -86,17 +86,24 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="Keep an existing 'bench' release instead of rebuilding.")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"Comma-separated, from {', '.join(FORMATS)}.")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ways", default="streamed,write,file",
+                        help="Comma-separated, from streamed, write, file ('file' needs the files: write or --files-root).")
+    parser.add_argument("--files-root", help="Where the release files are written and read (default: a temporary one).")
     args = parser.parse_args()
 
     release = bench_release(args.database_url, args.rows, args.seed, reuse=args.reuse)
     rows = release.entry_count
     print(f"database {args.database_url}, release bench: {rows:,} rows")
     print(f"{'format':<10} {'way':<8} {'rows/s':>10} {'':<20} {'time':>8} {'size':>10}")
-    with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as files_root:
+    ways = args.ways.split(",")
+    with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as temporary:
+        files_root = args.files_root or temporary
         for fmt in args.formats.split(","):
             goal = GOALS.get(fmt)
             for way, script, root in (("streamed", _DOWNLOAD, empty), ("write", _WRITE, files_root),
                                       ("file", _DOWNLOAD, files_root)):
+                if way not in ways:
+                    continue
                 load = os.getloadavg()[0]  # the machine's other work: the figures are wall time
                 elapsed, size, base_mb, peak_mb = in_subprocess(script, args.database_url, fmt, root, way)
                 goal_text = f" (goal >= {goal:,})" if goal and way != "write" else ""

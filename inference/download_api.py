@@ -113,7 +113,7 @@ class CatalogDownloadView(GenericAPIView):
                 response["Content-Range"] = f"bytes */{written.bytes}"
                 return response
         if wanted is None:
-            response = FileResponse(open(written.path, "rb"), content_type=fmt.media_type)
+            response = ReleaseFileResponse(open(written.path, "rb"), content_type=fmt.media_type)
         else:
             start, end = wanted
             response = StreamingHttpResponse(_file_slice(written.path, start, end - start + 1),
@@ -134,6 +134,13 @@ class CatalogDownloadView(GenericAPIView):
             sidecar = reverse(self.metadata_view, kwargs={"release_name": release.name}, request=request)
             response["Link"] = f'<{sidecar}>; rel="describedby"; type="application/csvw+json"'
         return response
+
+
+class ReleaseFileResponse(FileResponse):
+    """A release file in blocks of 1 MiB (Django's 4 KiB held a 216 MB file to 113 MB/s
+    where the server hands out blocks rather than ``wsgi.file_wrapper``)."""
+
+    block_size = 1 << 20
 
 
 class RangeNotSatisfiable(Exception):
