@@ -16,7 +16,7 @@ from functools import cache
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from inference.models import LabelSet
@@ -179,13 +179,25 @@ def processing_run_advance(*, run_id: int) -> None:
                 failed=Count("pk", filter=Q(state=ProcessingChunk.State.FAILED)),
                 done=Count("pk", filter=Q(state=ProcessingChunk.State.DONE)),
                 total=Count("pk", filter=~Q(state=ProcessingChunk.State.SKIPPED)))
+            files = run.chunks.filter(stage=Stage.INGEST, state=ProcessingChunk.State.DONE).aggregate(
+                failed=Sum("failed_items"), written=Sum("items"), unchanged=Sum("skipped_items"))
+            notes = []
             if counts["failed"]:
                 # Never reported as success: what failed is counted, and retry_failed can redo it.
                 run.state = ProcessingRun.State.PARTIAL if counts["done"] else ProcessingRun.State.FAILED
-                summary = f"{counts['failed']} of {counts['total']} chunks failed"
-                run.reason = f"{summary}; {run.reason}" if run.reason else summary
+                notes.append(f"{counts['failed']} of {counts['total']} chunks failed")
             else:
                 run.state = ProcessingRun.State.SUCCEEDED
+            if files["failed"]:
+                # Files that could not be read are recorded by ingest; a run that read none failed.
+                read = (files["written"] or 0) + (files["unchanged"] or 0)
+                notes.append(f"{files['failed']} input file(s) could not be read" if read
+                             else f"none of the {files['failed']} input file(s) could be read")
+                if not read and run.state == ProcessingRun.State.SUCCEEDED:
+                    run.state = ProcessingRun.State.FAILED
+            if notes:
+                summary = "; ".join(notes)
+                run.reason = f"{summary}; {run.reason}" if run.reason else summary
             run.finished_at = now
         run.save()
         if created:

@@ -68,6 +68,7 @@ def test_the_embedded_pipeline_runs_every_stage_and_a_rerun_does_nothing(tmp_pat
     failed_files = SourceFile.objects.filter(status="failed")
     assert progress["stages"]["ingest"]["files_failed"] == failed_files.count() >= 1
     assert failed_files.filter(path__endswith="broken.fits").exists()  # recorded, and the chunk went on
+    assert run.reason.startswith(f"{failed_files.count()} input file(s) could not be read")  # and said
     predictable = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED).count()
     assert predictable > 20 and progress["stages"]["predict"]["spectra"] == predictable
     assert progress["stages"]["predict"]["done"] == int(np.ceil(predictable / 20))
@@ -149,6 +150,23 @@ def test_runs_are_checked_and_controlled_through_the_api(tmp_path, settings, cur
     assert run["state"] == "succeeded" and run["progress"]["chunks"]["done"] == 1
     assert client.post(f"/api/v1/processing-runs/{run['id']}/retry/").json()["queued_chunks"] == 0
     assert client.post(f"/api/v1/processing-runs/{run['id']}/cancel/").json()["skipped_chunks"] == 0
+
+
+@pytest.mark.django_db
+def test_a_run_whose_inputs_all_fail_to_read_ends_failed_and_says_why(tmp_path, settings,
+                                                                     django_capture_on_commit_callbacks):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    (survey / "broken.fits").write_text("not FITS")
+    (survey / "empty.fits").write_bytes(b"")
+    run = processing_run_create(stages=["ingest"], paths=[str(survey)], measure_rv=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        processing_run_start(run=run)
+    run.refresh_from_db()
+    assert run.state == ProcessingRun.State.FAILED
+    assert run.reason == "none of the 2 input file(s) could be read"
+    assert list(run.chunks.values_list("state", "failed_items")) == [("done", 2)]
 
 
 @pytest.mark.django_db
