@@ -248,3 +248,12 @@ def test_a_worker_writes_the_files_of_a_release_published_through_the_broker(
     finally:
         _send_to_workers(None)
         _stop(worker)
+
+
+def test_a_deleted_release_takes_its_files(release, files_root, django_capture_on_commit_callbacks):
+    release_files_write(release=release, tables=(ENTRIES,), formats=("csv",))
+    directory = release_files_dir(release)
+    assert (directory / "SHA256SUMS").is_file()
+    with django_capture_on_commit_callbacks(execute=True):
+        release.delete()
+    assert not directory.exists()

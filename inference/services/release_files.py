@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -213,6 +214,13 @@ def release_files_discard(*, release: CatalogRelease, table: str) -> list[str]:
                 (directory / name).unlink(missing_ok=True)
                 removed.append(name)
     return sorted(removed)
+
+
+def release_files_remove(release: CatalogRelease) -> None:
+    """After ``release``'s row is deleted: remove its directory of files once the deletion
+    commits."""
+    directory = release_files_dir(release)
+    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 
 def release_files_schedule(*, release: CatalogRelease, tables: tuple[str, ...] = (ENTRIES, STARS)) -> None:
