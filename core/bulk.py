@@ -25,6 +25,9 @@ UPSERT_BATCH_ROWS = 20_000
 SMALL_UPSERT_ROWS = 2_000
 
 
+# Bytes of a binary COPY parsed at a time when reading numeric rows (_CopyRecords).
+COPY_BLOCK_BYTES = 1 << 22
+
 # How COPY spells SQL NULL; an empty field stays an empty string.
 COPY_NULL = r"\N"
 
@@ -253,7 +256,12 @@ def numeric_columns(queryset, fields: Sequence[str]) -> np.ndarray:
 
 def keyed_numeric_columns(queryset, key: str | None, fields: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """A non-NULL integer key column as exact int64 (n,) and numeric columns as float64
-    (n, len(fields)), NULL as NaN; ``key`` None gives an empty key array."""
+    (n, len(fields)), NULL as NaN; ``key`` None gives an empty key array.
+
+    On PostgreSQL the rows come through one binary COPY, parsed block by block as they
+    arrive (:class:`_CopyRecords`), so memory holds the result and one block, not the
+    whole COPY as well.
+    """
     names = ([key] if key else []) + list(fields)
     queryset = queryset.values_list(*names)
     offset = 1 if key else 0
@@ -268,20 +276,88 @@ def keyed_numeric_columns(queryset, key: str | None, fields: Sequence[str]) -> t
         f"CAST(t.{alias} AS bigint)" if i < offset else f"COALESCE(CAST(t.{alias} AS double precision), 'NaN'::float8)"
         for i, alias in enumerate(aliases)
     )
-    buffer = io.BytesIO()
+    dtypes = [(alias, "i8" if i < offset else "f8") for i, alias in enumerate(aliases)]
+
+    def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = np.empty((records.size, len(fields)), dtype=np.float64)
+        for j, (alias, _) in enumerate(dtypes[offset:]):
+            values[:, j] = records[alias]
+        keys = records[aliases[0]].astype(np.int64) if key else np.empty(0, dtype=np.int64)
+        return keys, values
+
+    blocks = _copy_blocks(f"SELECT {select} FROM ({{inner}}) AS t({', '.join(aliases)})", sql, params, dtypes,
+                          columns)
+    if not blocks:
+        return np.empty(0, dtype=np.int64), np.empty((0, len(fields)), dtype=np.float64)
+    return np.concatenate([k for k, _ in blocks]), np.concatenate([v for _, v in blocks])
+
+
+class _CopyRecords(io.RawIOBase):
+    """The receiving end of a binary ``COPY ... TO STDOUT``: whole rows become numpy blocks
+    (``convert`` of the wire records) as the bytes arrive, about ``block_bytes`` at a time.
+
+    Every row must hold the ``dtypes`` given, 8 bytes each and no NULL; anything else
+    raises RuntimeError (PostgreSQL's binary COPY format: a 19-byte header and its
+    extension area; per row a 16-bit field count and per field a 32-bit length; a 16-bit
+    -1 at the end).
+    """
+
+    def __init__(self, dtypes: Sequence[tuple[str, str]], convert, block_bytes: int | None = None):
+        self.wire = np.dtype([("count", ">i2")] + [
+            item for name, code in dtypes for item in ((f"_l_{name}", ">i4"), (name, f">{code}"))
+        ])
+        self.names = [name for name, _ in dtypes]
+        self.convert, self.block_bytes = convert, block_bytes or COPY_BLOCK_BYTES
+        self.pending = bytearray()
+        self.header_read = False
+        self.blocks: list = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.pending += data
+        if len(self.pending) >= self.block_bytes:
+            self._rows(final=False)
+        return len(data)
+
+    def finish(self) -> list:
+        self._rows(final=True)
+        if bytes(self.pending) != b"\xff\xff":
+            raise RuntimeError("the binary COPY's rows are not of the expected layout (a NULL or another type)")
+        return self.blocks
+
+    def _rows(self, *, final: bool) -> None:
+        if not self.header_read:
+            if len(self.pending) < 19:
+                return
+            header = 19 + struct.unpack(">i", self.pending[15:19])[0]
+            if len(self.pending) < header:
+                return
+            del self.pending[:header]
+            self.header_read = True
+        available = len(self.pending) - (2 if final else 0)
+        n = max(available, 0) // self.wire.itemsize
+        if not n:
+            return
+        records = np.frombuffer(bytes(self.pending[:n * self.wire.itemsize]), dtype=self.wire)
+        if np.any(records["count"] != len(self.names)) or any(
+            np.any(records[f"_l_{name}"] != 8) for name in self.names
+        ):
+            raise RuntimeError("the binary COPY's rows are not of the expected layout (a NULL or another type)")
+        del self.pending[:n * self.wire.itemsize]
+        self.blocks.append(self.convert(records))
+
+
+def _copy_blocks(select: str, sql: str, params: Sequence, dtypes: Sequence[tuple[str, str]], convert) -> list:
+    """The blocks ``convert`` makes of ``COPY (select) TO STDOUT WITH (FORMAT binary)``, where
+    ``{inner}`` in ``select`` stands for ``sql`` with its ``params``."""
+    sink = _CopyRecords(dtypes, convert)
     with connection.cursor() as cursor:
         inner = cursor.cursor.mogrify(sql, params).decode()
-        copy_sql = f"COPY (SELECT {select} FROM ({inner}) AS t({', '.join(aliases)})) TO STDOUT WITH (FORMAT binary)"
-        cursor.cursor.copy_expert(copy_sql, buffer)
-    payload = buffer.getvalue()
-    header = 11 + 4 + 4 + struct.unpack(">i", payload[15:19])[0]
-    layout = [("count", ">i2")] + [
-        item for i in range(len(names)) for item in ((f"l{i}", ">i4"), (f"v{i}", ">i8" if i < offset else ">f8"))
-    ]
-    records = np.frombuffer(payload[header:-2], dtype=np.dtype(layout))
-    keys = records["v0"].astype(np.int64) if key else np.empty(0, dtype=np.int64)
-    values = np.column_stack([records[f"v{i}"].astype(np.float64) for i in range(offset, len(names))])
-    return keys, values.reshape(-1, len(fields))
+        # replace, not format: the query's own text may hold braces
+        cursor.cursor.copy_expert(f"COPY ({select.replace('{inner}', inner)}) TO STDOUT WITH (FORMAT binary)", sink)
+    return sink.finish()
 
 
 # numpy dtypes of the columns that temp_table_fill writes, and their PostgreSQL types.
@@ -326,33 +402,22 @@ def temp_table_fill(name: str, columns: Mapping[str, np.ndarray]) -> int:
 
 
 def query_numeric_records(sql: str, params: Sequence, dtypes: Sequence[tuple[str, str]]) -> np.ndarray:
-    """The rows of a PostgreSQL ``SELECT`` as a numpy record array, through one binary COPY.
+    """The rows of a PostgreSQL ``SELECT`` as a numpy record array, through one binary COPY
+    parsed block by block as it arrives.
 
     ``dtypes`` names each selected column and its type, ``"i8"`` (bigint) or ``"f8"``
     (double precision), in the order selected; the query must give exactly those types
     and no NULL (``COALESCE`` them: NaN for floats, a value the caller knows for ids).
-    Returns (n,) records with those fields in native byte order.
+    Returns (n,) records with those fields in native byte order. Raises RuntimeError where
+    a row is of another layout.
     """
-    names = [name for name, _ in dtypes]
-    wire = np.dtype([("count", ">i2")] + [
-        item for name, code in dtypes for item in ((f"_l_{name}", ">i4"), (name, f">{code}"))
-    ])
-    buffer = io.BytesIO()
-    with connection.cursor() as cursor:
-        inner = cursor.cursor.mogrify(sql, params).decode()
-        cursor.cursor.copy_expert(f"COPY ({inner}) TO STDOUT WITH (FORMAT binary)", buffer)
-    payload = buffer.getvalue()
-    del buffer
-    header = 11 + 4 + 4 + struct.unpack(">i", payload[15:19])[0]
-    body = payload[header:-2]
-    if len(body) % wire.itemsize or payload[-2:] != b"\xff\xff":
-        raise RuntimeError("the binary COPY's rows are not of the expected layout (a NULL or another type)")
-    records = np.frombuffer(body, dtype=wire)
-    if records.size and (np.any(records["count"] != len(dtypes)) or any(
-        np.any(records[f"_l_{name}"] != 8) for name in names
-    )):
-        raise RuntimeError("the binary COPY's rows are not of the expected layout (a NULL or another type)")
-    out = np.empty(records.size, dtype=np.dtype([(name, f"={code}") for name, code in dtypes]))
-    for name in names:
-        out[name] = records[name]
-    return out
+    native = np.dtype([(name, f"={code}") for name, code in dtypes])
+
+    def records_native(records: np.ndarray) -> np.ndarray:
+        out = np.empty(records.size, dtype=native)
+        for name, _ in dtypes:
+            out[name] = records[name]
+        return out
+
+    blocks = _copy_blocks("{inner}", sql, params, dtypes, records_native)
+    return np.concatenate(blocks) if blocks else np.empty(0, dtype=native)
