@@ -12,7 +12,6 @@ no value (left out of the loss, not treated as zero).
 import platform
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -295,12 +294,11 @@ class SPCANet:
             raise RuntimeError("the network is not trained or loaded")
         return self._model
 
-    def _inputs(self, arrays: np.ndarray, parallel: bool | None = None) -> dict[str, np.ndarray]:
+    def _inputs(self, arrays: np.ndarray) -> dict[str, np.ndarray]:
         """The network's inputs from (n, 2, 2, pixels) [flux, ivar] or (n, 2, pixels) flux.
 
         With a fill basis the fill's kernel writes the inputs themselves
-        (``fill_masked_shifted``: the values of ``network_inputs`` of the filled flux);
-        ``parallel`` is the fill's (None: its default, numba's threads).
+        (``fill_masked_shifted``: the values of ``network_inputs`` of the filled flux).
 
         Raises
         ------
@@ -312,7 +310,7 @@ class SPCANet:
             if ivar is None:
                 raise ValueError("this model fills masked pixels from its spectrum basis and needs the ivar: "
                                  "give (n, 2, 2, pixels) [flux, ivar] arrays, as the array shards hold them")
-            shifted = fill_masked_shifted(flux, ivar, self.fill_basis, self.network.input_clip, parallel=parallel)
+            shifted = fill_masked_shifted(flux, ivar, self.fill_basis, self.network.input_clip)
             return {BLUE_INPUT: shifted[:, 0, :, None], RED_INPUT: shifted[:, 1, :, None]}
         return network_inputs(flux, self.network.input_clip)
 
@@ -341,31 +339,8 @@ class SPCANet:
         model = self._require_model()
         if flux.shape[0] == 0:
             return np.empty((0, self.network.n_labels))
-        if self.fill_basis is None or flux.shape[0] <= batch_size:
-            standardised = model.predict(self._inputs(flux), batch_size=batch_size, verbose=0)
-        else:
-            standardised = self._predict_overlapped(model, flux, batch_size)
+        standardised = model.predict(self._inputs(flux), batch_size=batch_size, verbose=0)
         return self.scaler.inverse(standardised)
-
-    def _predict_overlapped(self, model: keras.Model, flux: np.ndarray, batch_size: int) -> np.ndarray:
-        """``model.predict`` batch by batch, the next batch's inputs (the fill) made meanwhile.
-
-        The fill of batch k + 1 runs on a worker thread, on that thread alone (the kernel
-        releases the GIL), while the network predicts batch k (TensorFlow releases it too).
-        The batches are ``predict``'s own, so the outputs are the same.
-        """
-        if _split_arrays(flux)[1] is None:
-            self._inputs(flux[:1])  # raises: no ivar for the fill
-        starts = range(0, flux.shape[0], batch_size)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spcanet-fill") as pool:
-            pending = pool.submit(self._inputs, flux[:batch_size], False)
-            outputs = []
-            for start in starts:
-                inputs = pending.result()
-                if start + batch_size < flux.shape[0]:
-                    pending = pool.submit(self._inputs, flux[start + batch_size:start + 2 * batch_size], False)
-                outputs.append(model.predict(inputs, batch_size=batch_size, verbose=0))
-        return np.concatenate(outputs, axis=0)
 
     def predict_with_uncertainty(self, flux: np.ndarray, snr: np.ndarray, masked: np.ndarray | None = None,
                                  coadd: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

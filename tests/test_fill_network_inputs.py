@@ -1,14 +1,10 @@
-"""Prediction fills batch k + 1 on a worker thread while the network predicts batch k, and
-the fill's kernel writes the network's inputs itself (inference/network/estimator.py,
-inputs.py): the same fill bytes, the same inputs and the same predictions as filling all
-spectra first, shifting and clipping them, and predicting them in one call."""
-
-import threading
+"""The fill's kernel writes the network's inputs itself (inference/network/inputs.py,
+estimator.py): the same fill bytes on one thread or numba's, and the same inputs and
+predictions as filling the spectra, then shifting and clipping them (network_inputs)."""
 
 import numpy as np
 import pytest
 
-from inference.network import estimator as estimator_module
 from inference.network.architecture import BLUE_INPUT, RED_INPUT
 from inference.network.estimator import network_inputs
 from inference.network.inputs import fill_masked, fill_masked_shifted, fit_fill_basis
@@ -70,29 +66,13 @@ def network():
     return net
 
 
-def test_overlapped_prediction_equals_filling_everything_first(network, monkeypatch):
+def test_prediction_equals_filling_then_shifting_and_clipping(network):
     arrays = _arrays(75, seed=43)
-    batch_size = 16  # 5 batches, the last one short
-    calls = []
-
-    def recording_fill(flux, ivar, basis, clip, *, parallel=None):
-        calls.append((flux.shape[0], parallel, threading.current_thread() is threading.main_thread()))
-        return fill_masked_shifted(flux, ivar, basis, clip, parallel=parallel)
-
-    monkeypatch.setattr(estimator_module, "fill_masked_shifted", recording_fill)
-    predicted = network.predict(arrays, batch_size=batch_size)
-    # Each batch filled on the worker thread, on that thread alone.
-    assert calls == [(16, False, False)] * 4 + [(11, False, False)]
-    # All spectra filled at once, shifted and clipped by network_inputs, then one predict.
-    inputs = network_inputs(fill_masked(arrays[:, 0], arrays[:, 1], network.fill_basis), network.network.input_clip)
-    expected = network.scaler.inverse(network._require_model().predict(inputs, batch_size=batch_size, verbose=0))
-    assert predicted.shape == (75, 3)
-    assert np.array_equal(predicted, expected)
-
-
-def test_overlapped_prediction_still_needs_the_ivar(network):
-    arrays = _arrays(40, seed=44)
+    for batch_size in (16, 1024):  # 5 batches, the last one short; one batch
+        predicted = network.predict(arrays, batch_size=batch_size)
+        inputs = network_inputs(fill_masked(arrays[:, 0], arrays[:, 1], network.fill_basis), network.network.input_clip)
+        expected = network.scaler.inverse(network._require_model().predict(inputs, batch_size=batch_size, verbose=0))
+        assert predicted.shape == (75, 3)
+        assert np.array_equal(predicted, expected)
     with pytest.raises(ValueError, match="needs the ivar"):
         network.predict(arrays[:, 0], batch_size=16)
-    # A batch as large as the input: one call, as before.
-    assert network.predict(arrays, batch_size=64).shape == (40, 3)
