@@ -15,6 +15,7 @@ database.
 """
 
 import base64
+import re
 
 from django.conf import settings
 from django.http import FileResponse, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
@@ -32,7 +33,7 @@ from .downloads import FORMATS, csvw_metadata, download_file_name
 from .filters import CatalogEntryFilterSet, CatalogStarFilterSet
 from .models import CatalogEntry, CatalogStar
 from .selectors import release_entries, release_stars, releases_visible
-from .services.release_files import ENTRIES, STARS, release_file_get
+from .services.release_files import ENTRIES, STARS, release_file_open
 
 
 class DownloadRenderer(renderers.BaseRenderer):
@@ -88,19 +89,20 @@ class CatalogDownloadView(GenericAPIView):
         fmt = FORMATS[request.accepted_renderer.format]
         applied = {key: value for key, value in request.query_params.items() if key != "format"}
         if not applied:
-            written = release_file_get(release=release, table=self.table, format_name=fmt.name)
-            if written is not None:
-                return self._file_response(request, release, fmt, written)
+            opened = release_file_open(release=release, table=self.table, format_name=fmt.name)
+            if opened is not None:
+                return self._file_response(request, release, fmt, *opened)
         response = StreamingHttpResponse(
             fmt.stream(release, entries, applied, settings.EXPORT_CHUNK_SIZE), content_type=fmt.media_type
         )
         return self._described(response, request, release, fmt)
 
-    def _file_response(self, request, release, fmt, written):
-        """The whole published table from its written file, with its SHA-256 as the ETag
-        and as ``Repr-Digest`` (RFC 9530)."""
+    def _file_response(self, request, release, fmt, written, file):
+        """The whole published table from its written file (opened), with its SHA-256 as
+        the ETag and as ``Repr-Digest`` (RFC 9530)."""
         etag = f'"{written.sha256}"'
-        if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            file.close()
             response = HttpResponseNotModified()
             response["ETag"] = etag
             return response
@@ -109,14 +111,15 @@ class CatalogDownloadView(GenericAPIView):
             try:
                 wanted = byte_range(request.headers.get("Range", ""), written.bytes)
             except RangeNotSatisfiable:
+                file.close()
                 response = HttpResponse(status=416)
                 response["Content-Range"] = f"bytes */{written.bytes}"
                 return response
         if wanted is None:
-            response = ReleaseFileResponse(open(written.path, "rb"), content_type=fmt.media_type)
+            response = ReleaseFileResponse(file, content_type=fmt.media_type)
         else:
             start, end = wanted
-            response = StreamingHttpResponse(_file_slice(written.path, start, end - start + 1),
+            response = StreamingHttpResponse(_file_slice(file, start, end - start + 1),
                                              content_type=fmt.media_type, status=206)
             response["Content-Range"] = f"bytes {start}-{end}/{written.bytes}"
             response["Content-Length"] = str(end - start + 1)
@@ -143,6 +146,16 @@ class ReleaseFileResponse(FileResponse):
     block_size = 1 << 20
 
 
+_RANGE = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)  # one range; not both ends empty (checked below)
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header matches ``etag`` (RFC 9110, 13.1.2: ``*``, or
+    any listed tag by the weak comparison)."""
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return "*" in tags or etag in [tag.removeprefix("W/") for tag in tags]
+
+
 class RangeNotSatisfiable(Exception):
     """A ``Range`` no byte of the file satisfies (RFC 9110, 15.5.17)."""
 
@@ -155,11 +168,12 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == "") or first == last == "":
+    matched = _RANGE.fullmatch(spec.strip())
+    if matched is None or matched.groups() == ("", ""):
         return None
+    first, last = matched.groups()
     if first == "":  # the last ``last`` bytes
-        if int(last) == 0:
+        if int(last) == 0 or size == 0:
             raise RangeNotSatisfiable(header)
         return max(0, size - int(last)), size - 1
     start = int(first)
@@ -170,8 +184,8 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     return start, size - 1 if last == "" else min(int(last), size - 1)
 
 
-def _file_slice(path, start: int, length: int, block: int = 1 << 20):
-    with open(path, "rb") as file:
+def _file_slice(file, start: int, length: int, block: int = 1 << 20):
+    with file:
         file.seek(start)
         while length > 0:
             data = file.read(min(block, length))

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from django.test import Client
 
+from inference.download_api import RangeNotSatisfiable, byte_range
 from inference.downloads import FORMATS
 from inference.selectors import release_entries, release_stars
 from inference.services import release_files
@@ -257,3 +258,46 @@ def test_a_deleted_release_takes_its_files(release, files_root, django_capture_o
     with django_capture_on_commit_callbacks(execute=True):
         release.delete()
     assert not directory.exists()
+
+
+def test_odd_range_and_conditional_headers(release, files_root):
+    release_files_write(release=release, tables=(ENTRIES,), formats=("csv",))
+    whole, response = get(release, ENTRIES, "csv")
+    etag, url = response["ETag"], URL[ENTRIES].format(name=release.name)
+    for value in ("bytes=\u00b2-", "bytes=-\u00b2", "bytes=-", "bytes= 1 - 2 3"):  # malformed: the whole file
+        full = Client().get(url, {"format": "csv"}, HTTP_RANGE=value)
+        assert full.status_code == 200 and b"".join(full.streaming_content) == whole, value
+    for tag in ("*", f"W/{etag}", f'"other", {etag}'):  # RFC 9110: any tag, weakly compared, or *
+        assert Client().get(url, {"format": "csv"}, HTTP_IF_NONE_MATCH=tag).status_code == 304, tag
+    with pytest.raises(RangeNotSatisfiable):  # an empty file has no last bytes
+        byte_range("bytes=-5", 0)
+
+
+def test_two_writers_of_one_file_leave_the_bytes_its_checksum_describes(release, files_root, monkeypatch):
+    original = release_files._write_one
+    calls = []
+
+    def interleaved(release_, table, fmt, *args):
+        calls.append(fmt.name)
+        if len(calls) == 1:  # a second writer (a redelivered task, the command) runs meanwhile
+            release_files_write(release=release_, tables=(table,), formats=(fmt.name,))
+        return original(release_, table, fmt, *args)
+
+    monkeypatch.setattr(release_files, "_write_one", interleaved)
+    release_files_write(release=release, tables=(ENTRIES,), formats=("votable",))
+    written = release_file_get(release=release, table=ENTRIES, format_name="votable")
+    assert len(calls) == 2
+    assert hashlib.sha256(written.path.read_bytes()).hexdigest() == written.sha256
+    assert not [p for p in release_files_dir(release).iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_release_name_that_is_not_a_slug_is_refused(release, files_root):
+    from inference.services.release import catalog_release_create
+
+    for name in ("..", "a/../..", "", "line\nbreak"):
+        with pytest.raises(ValueError, match="slug"):
+            catalog_release_create(name=name, formal_model=release.formal_model,
+                                   alternate_model=release.alternate_model)
+    release.name = ".."  # written around the services
+    with pytest.raises(ValueError, match="not a slug"):
+        release_files_dir(release)

@@ -474,6 +474,7 @@ def test_the_job_list_takes_the_uws_filters(release, django_user_model):
 
     assert listed({}) == [first, second, third]  # in creation order
     assert listed({"PHASE": "PENDING"}) == [first]
+    assert listed({"PHASE": "HELD"}) == []  # a UWS phase this service's jobs never reach
     assert listed({"phase": ["completed", "PENDING"]}) == [first, second, third]
     after = TapJob.objects.get(pk=first).created_at.isoformat()
     assert listed({"AFTER": after}) == [second, third]

@@ -199,19 +199,23 @@ def _job(request, job_id) -> TapJob:
 
 
 JOB_LIST_MAX = 1000
+# Every phase UWS 1.1 names; this service's jobs are never HELD, SUSPENDED, ARCHIVED or UNKNOWN.
+UWS_PHASES = ("PENDING", "QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED", "UNKNOWN", "HELD", "SUSPENDED",
+              "ARCHIVED")
 
 
 def _jobs_filtered(jobs, query) -> list[TapJob]:
     """The job list's filters (UWS 1.1, 2.2.3.1), parameter names in any case: ``PHASE``
     (repeatable, any of them), ``AFTER`` (created after an ISO 8601 time), ``LAST`` (the
-    most recently started jobs, most recent first); at most ``JOB_LIST_MAX`` jobs."""
+    most recently started jobs, most recent first); without LAST, the ``JOB_LIST_MAX``
+    most recently created, oldest first."""
     params: dict[str, list[str]] = {}
     for key, values in query.lists():
         params.setdefault(key.upper(), []).extend(values)
     phases = [phase.upper() for phase in params.get("PHASE", [])]
-    unknown = sorted(set(phases) - set(Phase.values))
+    unknown = sorted(set(phases) - set(UWS_PHASES))
     if unknown:
-        raise ValueError(f"PHASE must be one of {', '.join(Phase.values)}, got {', '.join(unknown)[:80]}")
+        raise ValueError(f"PHASE must be one of {', '.join(UWS_PHASES)}, got {', '.join(unknown)[:80]}")
     if phases:
         jobs = jobs.filter(phase__in=phases)
     if params.get("AFTER"):
@@ -221,7 +225,6 @@ def _jobs_filtered(jobs, query) -> list[TapJob]:
         if timezone.is_naive(after):
             after = timezone.make_aware(after, UTC)
         jobs = jobs.filter(created_at__gt=after)
-    jobs = jobs.order_by("created_at")
     if params.get("LAST"):
         try:
             last = int(params["LAST"][-1])
@@ -229,8 +232,8 @@ def _jobs_filtered(jobs, query) -> list[TapJob]:
             last = -1
         if last < 1:
             raise ValueError(f"LAST must be a positive integer, got {params['LAST'][-1][:40]!r}")
-        jobs = jobs.filter(started_at__isnull=False).order_by("-started_at")[:min(last, JOB_LIST_MAX)]
-    return list(jobs[:JOB_LIST_MAX])
+        return list(jobs.filter(started_at__isnull=False).order_by("-started_at")[:min(last, JOB_LIST_MAX)])
+    return list(jobs.order_by("-created_at")[:JOB_LIST_MAX])[::-1]  # the most recent, oldest first
 
 
 @csrf_exempt

@@ -4,6 +4,8 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
@@ -47,7 +49,12 @@ def catalog_release_create(
     created_by=None,
     rules: CatalogRules | None = None,
 ) -> CatalogRelease:
-    """Register a draft release of the two models' combined labels."""
+    """Register a draft release of the two models' combined labels. Raises ValueError for
+    a name that is not a slug (it names the release's URLs and its directory of files)."""
+    try:
+        validate_slug(name)
+    except ValidationError as error:
+        raise ValueError(f"release name {name[:80]!r}: {error.messages[0]}") from None
     catalog_release_models_check(formal_model=formal_model, alternate_model=alternate_model)
     rules = rules or catalog_rules_current()
     return CatalogRelease.objects.create(

@@ -25,7 +25,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -47,6 +49,7 @@ TABLES: dict[str, tuple] = {
     STARS: (release_stars, tuple(name for name in FORMATS if name != "csv-paper")),  # Table 2 is per spectrum
 }
 MANIFEST, CHECKSUMS, LOCK = "manifest.json", "SHA256SUMS", ".lock"
+SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,13 @@ class ReleaseFile:
 
 
 def release_files_dir(release: CatalogRelease) -> Path:
-    """The directory of ``release``'s files (``settings.RELEASE_FILES_ROOT/<name>``)."""
+    """The directory of ``release``'s files (``settings.RELEASE_FILES_ROOT/<name>``).
+
+    Raises ValueError for a name that is not a slug (release names are; this guards the
+    file system against one written around the services).
+    """
+    if not SLUG.fullmatch(release.name or ""):
+        raise ValueError(f"release name {release.name[:80]!r} is not a slug: no files for it")
     return Path(settings.RELEASE_FILES_ROOT) / release.name
 
 
@@ -97,6 +106,48 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+@contextmanager
+def _manifest_shared(directory: Path) -> Iterator[dict | None]:
+    """The release directory's manifest under a shared lock (None where there is none):
+    no file is replaced or removed while it is held."""
+    try:
+        lock = open(directory / LOCK)
+    except FileNotFoundError:
+        yield None
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield _manifest_read(directory)
+
+
+def release_file_open(*, release: CatalogRelease, table: str, format_name: str):
+    """``(ReleaseFile, open binary file)`` of ``release``'s written ``table`` in
+    ``format_name``, or None (as :func:`release_file_get`). The file is opened under the
+    manifest's lock, so its bytes are the ones the manifest's checksum describes even if it
+    is replaced or removed while it is read."""
+    if not release.is_published:
+        return None
+    directory = release_files_dir(release)
+    name = download_file_name(release, FORMATS[format_name], stars=table == STARS)
+    with _manifest_shared(directory) as manifest:
+        entry = (manifest or {}).get("files", {}).get(name)
+        if entry is None or entry["format"] != format_name or entry["table"] != table:
+            return None
+        try:
+            file = open(directory / name, "rb")
+        except FileNotFoundError:
+            return None
+    if os.fstat(file.fileno()).st_size != entry["bytes"]:
+        file.close()
+        return None
+    return _release_file(entry, directory, name), file
+
+
+def _release_file(entry: dict, directory: Path, name: str) -> ReleaseFile:
+    return ReleaseFile(path=directory / name, name=name, **{key: entry[key] for key in
+                                                           ("table", "format", "rows", "bytes", "sha256", "written")})
+
+
 def release_file_get(*, release: CatalogRelease, table: str, format_name: str) -> ReleaseFile | None:
     """The written file of ``release``'s ``table`` in ``format_name``, or None where there is
     none (not written yet, discarded, the release not published, or the file on disk no
@@ -114,8 +165,7 @@ def release_file_get(*, release: CatalogRelease, table: str, format_name: str) -
             return None
     except FileNotFoundError:
         return None
-    return ReleaseFile(path=path, name=name, **{key: entry[key] for key in
-                                                ("table", "format", "rows", "bytes", "sha256", "written")})
+    return _release_file(entry, directory, name)
 
 
 def release_files_list(*, release: CatalogRelease) -> list[ReleaseFile]:
@@ -159,12 +209,15 @@ def release_files_write(*, release: CatalogRelease, tables: tuple[str, ...] = (E
                 continue
             with _manifest_locked(directory) as manifest:
                 generation = manifest["generations"].get(table, 0)
-            written = _write_one(release, table, FORMATS[format_name], rows_of, chunk_size, directory)
+            written, partial = _write_one(release, table, FORMATS[format_name], rows_of, chunk_size, directory)
             with _manifest_locked(directory) as manifest:
                 if manifest["generations"].get(table, 0) != generation:
-                    written.path.unlink(missing_ok=True)
+                    partial.unlink(missing_ok=True)
                     logger.info("release %s: %s discarded while it was written", release.name, written.name)
                     continue
+                # Renamed into place with its manifest entry, under the lock: a reader sees
+                # the old file with the old checksum or the new with the new.
+                os.replace(partial, written.path)
                 entry = asdict(written)
                 del entry["path"], entry["name"]
                 manifest["files"][written.name] = entry
@@ -172,21 +225,23 @@ def release_files_write(*, release: CatalogRelease, tables: tuple[str, ...] = (E
     return recorded
 
 
-def _write_one(release, table, fmt, rows_of, chunk_size, directory: Path) -> ReleaseFile:
+def _write_one(release, table, fmt, rows_of, chunk_size, directory: Path) -> tuple[ReleaseFile, Path]:
+    """Write one file under a temporary name of its own (two writers never share one);
+    return what it is and that temporary path, which the caller renames into place."""
     name = download_file_name(release, fmt, stars=table == STARS)
-    path = directory / name
-    partial = path.with_name(f".{name}.partial")
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=directory)
+    partial = Path(temporary)
     digest = hashlib.sha256()
     size = 0
-    # One snapshot for the count and every row written (where this opens the transaction).
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        rows = rows_of(release=release)
-        count = rows.count()
-        with open(partial, "wb") as out:
+    try:
+        # One snapshot for the count and every row written (where this opens the transaction).
+        outermost = not connection.in_atomic_block
+        with transaction.atomic(), open(handle, "wb") as out:
+            if outermost and connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = rows_of(release=release)
+            count = rows.count()
             for piece in fmt.stream(release, rows, {}, chunk_size):
                 data = piece.encode() if isinstance(piece, str) else piece
                 digest.update(data)
@@ -194,9 +249,14 @@ def _write_one(release, table, fmt, rows_of, chunk_size, directory: Path) -> Rel
                 out.write(data)
             out.flush()
             os.fsync(out.fileno())
-    os.replace(partial, path)
-    return ReleaseFile(table=table, format=fmt.name, name=name, rows=count, bytes=size, sha256=digest.hexdigest(),
-                       written=datetime.now(UTC).isoformat(timespec="seconds"), path=path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.chmod(partial, 0o644)  # mkstemp makes it private; the web servers read it
+    written = ReleaseFile(table=table, format=fmt.name, name=name, rows=count, bytes=size,
+                          sha256=digest.hexdigest(), written=datetime.now(UTC).isoformat(timespec="seconds"),
+                          path=directory / name)
+    return written, partial
 
 
 def release_files_discard(*, release: CatalogRelease, table: str) -> list[str]:
