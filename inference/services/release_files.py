@@ -152,30 +152,29 @@ def release_file_get(*, release: CatalogRelease, table: str, format_name: str) -
     """The written file of ``release``'s ``table`` in ``format_name``, or None where there is
     none (not written yet, discarded, the release not published, or the file on disk no
     longer the size the manifest records)."""
-    if not release.is_published:
+    opened = release_file_open(release=release, table=table, format_name=format_name)
+    if opened is None:
         return None
-    directory = release_files_dir(release)
-    name = download_file_name(release, FORMATS[format_name], stars=table == STARS)
-    entry = _manifest_read(directory)["files"].get(name)
-    if entry is None or entry["format"] != format_name or entry["table"] != table:
-        return None
-    path = directory / name
-    try:
-        if path.stat().st_size != entry["bytes"]:
-            return None
-    except FileNotFoundError:
-        return None
-    return _release_file(entry, directory, name)
+    written, file = opened
+    file.close()
+    return written
 
 
 def release_files_list(*, release: CatalogRelease) -> list[ReleaseFile]:
-    """Every file of ``release`` that :func:`release_file_get` would serve, by name."""
+    """Every file of ``release`` that :func:`release_file_get` would serve, by name (one
+    read of the manifest)."""
+    if not release.is_published:
+        return []
+    directory = release_files_dir(release)
     found = []
-    for table, (_, formats) in TABLES.items():
-        for format_name in formats:
-            written = release_file_get(release=release, table=table, format_name=format_name)
-            if written is not None:
-                found.append(written)
+    with _manifest_shared(directory) as manifest:
+        for name, entry in (manifest or {}).get("files", {}).items():
+            try:
+                size = (directory / name).stat().st_size
+            except FileNotFoundError:
+                continue
+            if size == entry["bytes"]:
+                found.append(_release_file(entry, directory, name))
     return sorted(found, key=lambda written: written.name)
 
 
