@@ -33,7 +33,7 @@ from .downloads import FORMATS, csvw_metadata, download_file_name
 from .filters import CatalogEntryFilterSet, CatalogStarFilterSet
 from .models import CatalogEntry, CatalogStar
 from .selectors import release_entries, release_stars, releases_visible
-from .services.release_files import ENTRIES, STARS, release_file_open
+from .services.release_files import ENTRIES, STARS, TABLES, release_file_open
 
 
 class DownloadRenderer(renderers.BaseRenderer):
@@ -275,7 +275,7 @@ class StarDownloadView(CatalogDownloadView):
     metadata_view = "release-stars-export-metadata"
 
 
-STAR_FORMATS: tuple[str, ...] = tuple(name for name in FORMATS if name != "csv-paper")  # Table 2 is per spectrum
+STAR_FORMATS: tuple[str, ...] = TABLES[STARS][1]  # every format but the paper's: Table 2 is per spectrum
 _STAR_TABLE = "The release's star table (one row per star)"
 StarExportView = download_view(STAR_FORMATS, name="StarExportView", base=StarDownloadView, what=_STAR_TABLE)
 STAR_FIXED_FORMAT_VIEWS = {

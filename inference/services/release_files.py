@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.core.validators import slug_re
 from django.db import connection, transaction
 
 from ..downloads import FORMATS, download_file_name
@@ -49,7 +49,6 @@ TABLES: dict[str, tuple] = {
     STARS: (release_stars, tuple(name for name in FORMATS if name != "csv-paper")),  # Table 2 is per spectrum
 }
 MANIFEST, CHECKSUMS, LOCK = "manifest.json", "SHA256SUMS", ".lock"
-SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def release_files_dir(release: CatalogRelease) -> Path:
     Raises ValueError for a name that is not a slug (release names are; this guards the
     file system against one written around the services).
     """
-    if not SLUG.fullmatch(release.name or ""):
+    if not slug_re.match(release.name or ""):
         raise ValueError(f"release name {release.name[:80]!r} is not a slug: no files for it")
     return Path(settings.RELEASE_FILES_ROOT) / release.name
 
