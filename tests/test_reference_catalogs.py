@@ -7,14 +7,17 @@ import csv
 import numpy as np
 import pytest
 from astropy.table import Table, vstack
+from django.conf import settings
 
 from core.bulk import keyed_numeric_columns
+from core.crossmatch import crossmatch, match_notes
 from core.labels import LABEL_FIELDS
 from inference.models import ReferenceCatalog, ReferenceLabel
 from inference.selectors import training_set_select
 from inference.services.reference import reference_catalog_import
 from spectra.models import Spectrum, Star
 from spectra.refcat.reading import CatalogReadError, exact_ids
+from spectra.selectors import _declination_zones, _stars_positions, stars_crossmatch
 from validation.formats import SurveyFormatError
 from validation.models import ReferenceStar
 from validation.quality import (
@@ -257,3 +260,49 @@ def test_galah_dr3_columns_as_published_and_its_per_label_flags(tmp_path):
     assert stars[ids[0]].mg_h == pytest.approx(0.1) and stars[ids[0]].gaia_source_id == GAIA_ID
     assert stars[ids[2]].flagged_labels == ["mg_h"]
     assert stars[ids[3]].flagged_labels == ["mg_h", "si_h"]  # snr_c3_iraf <= 30: too low for abundances
+
+
+def test_the_match_zone_by_zone_in_declination_equals_the_whole_table_match():
+    """Stars across the sky, reference rows at them, beside them, at zone edges, sharing Gaia
+    ids (one partner far away in another zone, one id on two stars): matched with zones of
+    7 stars, the result is the whole-table match, star by star, notes included."""
+    rng = np.random.default_rng(5)
+    n = 60
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    dec[:6] = [89.9995, -89.9995, 0.0, 0.0, 30.0, 30.0]
+    ra[2:4] = [359.9999, 0.0001]  # two stars across RA 0
+    gaia = [int(1e18) + i if i % 3 else None for i in range(n)]
+    gaia[10] = gaia[11]  # one Gaia id on two stars
+    stars = Star.objects.bulk_create([Star(designation=f"S{i}", gaia_source_id=g, ra=float(r), dec=float(d))
+                                      for i, (g, r, d) in enumerate(zip(gaia, ra, dec, strict=True))])
+    edges = _declination_zones(7)
+    assert edges.size - 1 >= 8  # the test crosses zones
+    ref_ra, ref_dec, ref_gaia = [], [], []
+    for i, star in enumerate(stars):
+        offset = rng.uniform(0, 2.5) / 3600.0 if i % 2 else rng.uniform(3.5, 6) / 3600.0
+        ref_ra.append(star.ra)
+        ref_dec.append(float(np.clip(star.dec + offset, -90, 90)))
+        ref_gaia.append(star.gaia_source_id if i % 4 else None)
+    for edge in edges[1:-1]:  # rows on both sides of every zone edge, at a star on the other side
+        below = Star.objects.create(designation="edge", ra=100.0, dec=float(edge - 1.0 / 3600.0))
+        ref_ra += [100.0, 100.0]
+        ref_dec += [float(edge + 1.0 / 3600), float(edge - 0.5 / 3600)]
+        ref_gaia += [None, below.gaia_source_id]
+    for at, partner in ((20, gaia[40]), (10, gaia[11])):  # an id whose star is far away; the id on two stars
+        ref_ra.append(float(ra[at]))
+        ref_dec.append(float(dec[at]))
+        ref_gaia.append(partner)
+    ref_ra, ref_dec = np.array(ref_ra), np.array(ref_dec)
+
+    zoned = stars_crossmatch(gaia=ref_gaia, ra=ref_ra, dec=ref_dec, zone_stars=7)
+    everything = _stars_positions()
+    radius, gaia_max = settings.REFERENCE_MATCH_RADIUS_ARCSEC, settings.REFERENCE_GAIA_MATCH_MAX_ARCSEC
+    whole = crossmatch(np.array([g or 0 for g in ref_gaia]), ref_ra, ref_dec, everything["gaia_source_id"],
+                       everything["ra"], everything["dec"], radius_arcsec=radius, gaia_max_arcsec=gaia_max)
+    expected_star = np.where(whole.star_index >= 0, everything["id"][whole.star_index], -1)
+    assert zoned.star_id.tolist() == expected_star.tolist()
+    assert [m for m in zoned.method] == [["", "gaia", "position"][k] for k in whole.method]
+    np.testing.assert_allclose(zoned.separation_arcsec, whole.separation_arcsec, rtol=0, atol=1e-9)
+    assert zoned.note.tolist() == match_notes(whole, radius, gaia_max).tolist()
+    assert zoned.by_gaia > 5 and zoned.by_position > 5 and zoned.gaia_refused >= 1
+    assert (zoned.star_id == -1).sum() > 5
