@@ -243,6 +243,18 @@ def table_analyze(model: type[models.Model]) -> None:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
+def tables_vacuum(*models_: type[models.Model]) -> bool:
+    """VACUUM tables on PostgreSQL after a large bulk insert, so that their pages are marked
+    all-visible and index-only scans read no rows (an insert alone leaves that to
+    autovacuum, later). VACUUM cannot run inside a transaction: there it is left to
+    autovacuum and False is returned; True when it ran."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM " + ", ".join(connection.ops.quote_name(m._meta.db_table) for m in models_))
+    return True
+
+
 def numeric_columns(queryset, fields: Sequence[str]) -> np.ndarray:
     """(n, len(fields)) float64 of a queryset's numeric columns, NULL as NaN.
 

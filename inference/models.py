@@ -163,8 +163,12 @@ class CatalogEntry(LabelValues, LabelErrors):
             models.UniqueConstraint(fields=["release", "spectrum"], name="entry_unique_release_spectrum")
         ]
         indexes = [
-            models.Index(fields=["release", "flag", "teff"], name="entry_rel_flag_teff_idx"),
-            models.Index(fields=["release", "dec", "ra"], name="entry_rel_dec_ra_idx"),
+            # A page's ids come from an index alone (an index-only scan) for the common selection
+            # (Flag, Teff, log g, [Fe/H], S/N) and for a cone; then only the page's rows are read
+            # (core/api/pagination.py).
+            models.Index(fields=["release", "flag", "teff"], include=["logg", "fe_h", "snr_blue", "snr_red", "id"],
+                         name="entry_rel_flag_teff_idx"),
+            models.Index(fields=["release", "dec", "ra"], include=["id"], name="entry_rel_dec_ra_idx"),
             models.Index(fields=["release", "gaia_source_id"], name="entry_rel_gaia_idx"),
             models.Index(fields=["release", "designation"], name="entry_rel_desig_idx"),
             models.Index(fields=["release", "medres_specid"], name="entry_rel_specid_idx"),
@@ -226,8 +230,9 @@ class CatalogStar(LabelValues, LabelErrors, LabelChi2):
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["release", "star"], name="catalogstar_unique_release_star")]
         indexes = [
-            models.Index(fields=["release", "flag", "teff"], name="cstar_rel_flag_teff_idx"),
-            models.Index(fields=["release", "dec", "ra"], name="cstar_rel_dec_ra_idx"),
+            models.Index(fields=["release", "flag", "teff"], include=["logg", "fe_h", "id"],
+                         name="cstar_rel_flag_teff_idx"),
+            models.Index(fields=["release", "dec", "ra"], include=["id"], name="cstar_rel_dec_ra_idx"),
             models.Index(fields=["release", "gaia_source_id"], name="cstar_rel_gaia_idx"),
             models.Index(fields=["release", "designation"], name="cstar_rel_desig_idx"),
         ]

@@ -59,6 +59,41 @@ def test_cursor_pagination_walks_every_row_once(client, release):
     assert len(seen) == 5 == len(set(seen))
 
 
+def test_filtered_pages_forward_and_back_hold_what_one_query_returns(client, release_factory):
+    """Pages read as ids first, rows after (core/api/pagination.py): a filtered walk with
+    pages of 3, forward then back, holds exactly the filtered rows in id order, each row
+    whole; the rows are read by primary key, the page's ids only."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from inference.models import CatalogEntry
+
+    teff = [4500.0 + 37.0 * i for i in range(20)]
+    spectra = make_spectra([(10.0 + i, 5.0) for i in range(20)])
+    release = release_factory(spectra, label_rows(teff), label_rows(teff))
+    wanted = list(CatalogEntry.objects.filter(release=release, teff__gte=4600, teff__lte=5100, flag=1)
+                  .order_by("id").values("id", "teff", "medres_specid"))
+    assert 8 <= len(wanted) < 20
+    url, forward = f"/api/v1/releases/{release.name}/entries/?page_size=3&teff_min=4600&teff_max=5100&flag=1", []
+    while url:
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(url).json()
+        forward.append(page)
+        url = page["next"]
+    rows = [row for page in forward for row in page["results"]]
+    assert [(r["id"], r["teff"], r["medres_specid"]) for r in rows] == [tuple(w.values()) for w in wanted]
+    statements = [q["sql"] for q in queries.captured_queries if 'FROM "inference_catalogentry"' in q["sql"]]
+    assert len(statements) == 2  # the last page: its ids, then its rows by id
+    assert statements[0].startswith('SELECT "inference_catalogentry"."id" AS "pk" FROM')
+    assert '"inference_catalogentry"."id" IN (' in statements[1]
+    backward, url = [], forward[-1]["previous"]
+    while url:
+        page = client.get(url).json()
+        backward = page["results"] + backward
+        url = page["previous"]
+    assert [r["id"] for r in backward + forward[-1]["results"]] == [w["id"] for w in wanted]
+
+
 @pytest.mark.parametrize(
     ("centre", "radius"),
     [((10.0, 10.0), 0.01), ((0.0, 0.0), 0.2), ((359.95, 0.0), 0.11), ((200.0, -5.0), 3.0), ((123.0, 89.9), 5.0)],

@@ -41,3 +41,29 @@ def test_an_empty_result_and_a_null_in_the_rows(stars):
     Star.objects.filter(pk=stars.first().pk).update(gaia_source_id=None)
     with pytest.raises(RuntimeError, match="not of the expected layout"):
         query_numeric_records("SELECT gaia_source_id FROM spectra_star ORDER BY id", [], [("gaia_source_id", "i8")])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vacuum_marks_inserted_pages_all_visible_and_is_left_to_autovacuum_inside_a_transaction():
+    """After a bulk insert, an index-only scan reads no row once the table is vacuumed
+    (core.bulk.tables_vacuum); inside a transaction VACUUM cannot run and is not tried."""
+    from django.db import connection, transaction
+
+    from core.bulk import tables_vacuum
+
+    Star.objects.bulk_create([Star(designation=f"V{i}", ra=1.0, dec=float(i) / 100) for i in range(2000)])
+
+    def heap_fetches() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) SELECT dec, ra FROM spectra_star WHERE dec >= 0")
+            plan = cursor.fetchone()[0][0]["Plan"]
+            cursor.execute("RESET enable_seqscan; RESET enable_bitmapscan")
+        assert plan["Node Type"] == "Index Only Scan", plan["Node Type"]
+        return plan["Heap Fetches"]
+
+    assert heap_fetches() >= 2000
+    with transaction.atomic():
+        assert tables_vacuum(Star) is False
+    assert tables_vacuum(Star) is True
+    assert heap_fetches() == 0

@@ -8,8 +8,40 @@ from rest_framework.pagination import Cursor, CursorPagination
 from core.api.filters import int64_parse
 
 
+class _IdsThenRows:
+    """A queryset whose slices are read in two statements: the slice's ids, then its rows.
+
+    The ids of a filtered, id-ordered page can come from an index alone (an index-only scan
+    of an index that includes the filtered columns and the id), where the one-statement
+    query reads the whole row of every match to sort them; the rows are then read by
+    primary key, only the page's. The rows are those of the same queryset, so a page
+    holds exactly what the one-statement query would return. Only the methods
+    ``CursorPagination.paginate_queryset`` calls are wrapped.
+    """
+
+    def __init__(self, queryset):
+        self.queryset = queryset
+
+    def __getattr__(self, name):
+        return getattr(self.queryset, name)
+
+    def order_by(self, *fields):
+        return _IdsThenRows(self.queryset.order_by(*fields))
+
+    def filter(self, *args, **kwargs):
+        return _IdsThenRows(self.queryset.filter(*args, **kwargs))
+
+    def __getitem__(self, index: slice) -> list:
+        ids = list(self.queryset.values_list("pk", flat=True)[index])
+        rows = {row.pk: row for row in self.queryset.filter(pk__in=ids)} if ids else {}
+        return [rows[pk] for pk in ids if pk in rows]  # a row deleted in between is left out
+
+
 class CatalogCursorPagination(CursorPagination):
-    """Stable, constant-time pages over tables of millions of rows (no COUNT, no OFFSET)."""
+    """Stable, constant-time pages over tables of millions of rows (no COUNT, no OFFSET).
+
+    A page's ids are read first and its rows after (:class:`_IdsThenRows`).
+    """
 
     ordering = "id"
     page_size_query_param = "page_size"
@@ -61,3 +93,6 @@ class CatalogCursorPagination(CursorPagination):
         except ValueError:
             raise NotFound(self.invalid_cursor_message) from None
         return Cursor(offset=cursor.offset, reverse=cursor.reverse, position=position)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        return super().paginate_queryset(_IdsThenRows(queryset), request, view)

@@ -10,7 +10,14 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from core.bulk import bulk_upsert, keyed_numeric_columns, query_numeric_records, table_analyze, temp_table_fill
+from core.bulk import (
+    bulk_upsert,
+    keyed_numeric_columns,
+    query_numeric_records,
+    table_analyze,
+    tables_vacuum,
+    temp_table_fill,
+)
 from core.flags import CATALOG_FLAGS
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 from core.rules import CatalogRules, catalog_rules_current
@@ -128,6 +135,8 @@ def catalog_release_build(
     release.good_count = entries.filter(flag=1).count()
     release.save(update_fields=["entry_count", "good_count"])
     catalog_stars_build(release=release)
+    if written >= ANALYZE_AFTER_ROWS:
+        tables_vacuum(CatalogEntry, CatalogStar)  # the API's pages then read ids from the indexes alone
     return written
 
 
