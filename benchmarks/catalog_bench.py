@@ -67,6 +67,23 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+# PostgreSQL settings the figures depend on (a release read from the buffers or from disk;
+# checkpoints during a build), printed beside them.
+SERVER_SETTINGS = ("shared_buffers", "effective_cache_size", "max_wal_size", "checkpoint_timeout")
+
+
+def server_settings() -> str:
+    """The PostgreSQL server's SERVER_SETTINGS, one line: 'shared_buffers 128MB, ...'."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        values = []
+        for name in SERVER_SETTINGS:
+            cursor.execute(f"SHOW {name}")
+            values.append(f"{name} {cursor.fetchone()[0]}")
+    return ", ".join(values)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -204,7 +221,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    print(f"database {args.database_url}")
+    print(f"database {args.database_url} ({server_settings()})")
     release = CatalogRelease.objects.filter(name="bench").first()
     if args.reuse and release is not None:
         print(f"reusing release bench ({release.entry_count:,} rows); no write figures this run")

@@ -15,6 +15,11 @@ on random spectra: their labels mean nothing, their cost per spectrum is the rea
     .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --files 600 --ways 1,2   # a subset
     .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --files 600 --ways 2 \
         --stages ingest,predict --chunk-files 64 --chunk-spectra 2048 --no-validation          # chunk sizes
+    .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --ways 1,2 --threads 1          # a core per process
+
+``--threads N`` caps every library's threads per process at N (by default TensorFlow and
+numba each use every core, so one process already loads both cores of a 2-core machine and
+a second process has no core of its own).
 """
 
 import argparse
@@ -33,6 +38,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 STAGES = ("ingest", "predict", "release")
+# Threads per process: TensorFlow's two pools, numba's kernels, BLAS, the ingest's preprocessing threads.
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                    "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "INGEST_THREADS")
 # The survey's validation catalogs (make_mock_survey) and their formats.
 VALIDATION_CATALOGS = (("apogee_like.fits", "apogee-dr14"), ("galah_like.fits", "galah-dr2"), ("rave_like.csv", "rave-dr5"))
 
@@ -50,6 +58,9 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES), help="Pipeline stages to run, in order.")
     parser.add_argument("--no-validation", action="store_true", help="Skip the validation after the release.")
     parser.add_argument("--ways", default="inprocess,1,2", help="Which runs: inprocess, 1, 2 (worker processes).")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="Threads per process (TensorFlow, numba, BLAS, ingest); 0: the libraries' defaults "
+                             "(every core in each process).")
     args = parser.parse_args()
     args.stages = [s for s in STAGES if s in args.stages.split(",")]
     args.validate = "release" in args.stages and not args.no_validation
@@ -59,6 +70,11 @@ def main() -> None:
     os.environ["MODEL_ARTIFACT_ROOT"] = str(args.var_dir / "models")
     os.environ["CELERY_TASK_ALWAYS_EAGER"] = "true"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.threads:
+        # Read by the libraries when they start: set before any of them is imported here,
+        # and inherited by the worker processes.
+        for variable in THREAD_VARIABLES:
+            os.environ[variable] = str(args.threads)
     from catalog_bench import ensure_database, setup_django
 
     ensure_database(args.database)
@@ -76,7 +92,8 @@ def main() -> None:
     args.paths = files[: args.files] if args.files else [str(args.survey / "fits")]
     print(f"survey {args.survey}: {len(files) if not args.files else min(args.files, len(files)):,} files; "
           f"chunks of {args.chunk_files} files and {args.chunk_spectra} spectra; stages {','.join(args.stages)}"
-          f"{' + validation' if args.validate else ''}; {os.cpu_count()} CPUs", flush=True)
+          f"{' + validation' if args.validate else ''}; {os.cpu_count()} CPUs; "
+          f"{f'{args.threads} thread(s) per process' if args.threads else 'default threads'}", flush=True)
     results = {}
     for way in args.ways.split(","):
         reset(args)

@@ -25,7 +25,8 @@ The two models are one network trained for one epoch on random spectra (as
 every predicted spectrum, so the cost is that of two models, and they agree, so rows
 get Flag = 1 as in a real release. Their labels mean nothing. Everything created is
 removed at the end (rows, shards, models, the mock survey) unless ``--keep``;
-``--cleanup`` only removes what an earlier ``--keep`` run left.
+``--cleanup`` only removes what an earlier ``--keep`` run left; ``--api-only`` measures the
+API alone on the release it left (to compare server settings).
 
     .venv/bin/python benchmarks/scale_bench.py --spectra 100000,1000000
 """
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from catalog_bench import peak_rss_mb  # noqa: E402
+from catalog_bench import peak_rss_mb, server_settings  # noqa: E402
 
 # Tables the benchmark fills, emptied before it starts and when it ends.
 TABLES = (
@@ -324,7 +325,7 @@ def api_latency(release, requests: int, seed: int) -> dict[str, list[float]]:
 
 
 def run_size(target: int, args, models) -> dict:
-    from catalog_bench import export_in_subprocess, percentile
+    from catalog_bench import export_in_subprocess
 
     from spectra.models import Spectrum
 
@@ -358,16 +359,24 @@ def run_size(target: int, args, models) -> dict:
     out["export"] = {"rows": rows, "seconds": elapsed, "peak": peak_mb}
     print(f"CSV export: {rows:,} rows in {elapsed:.1f} s = {rows / elapsed:,.0f} rows/s, {size / 1e6:,.0f} MB, "
           f"peak RSS {peak_mb:,.0f} MB (start-up {base_mb:,.0f} MB); {load()}", flush=True)
+    out["api"] = api_report(release, args)
+    return out
+
+
+def api_report(release, args) -> dict[str, tuple[float, float]]:
+    """Measure and print the API's p50 and p95 (ms) per kind of request."""
+    from catalog_bench import percentile
+
     timings = api_latency(release, args.requests, args.seed)
     full, requests, good = timings.pop("full pages")
-    out["api"] = {}
+    figures = {}
     for name, values in timings.items():
         ms = [v * 1000 for v in values]
-        out["api"][name] = (percentile(ms, 50), percentile(ms, 95))
+        figures[name] = (percentile(ms, 50), percentile(ms, 95))
         print(f"API {name}: p50 {percentile(ms, 50):.1f} ms, p95 {percentile(ms, 95):.1f} ms "
               f"({len(ms)} requests)", flush=True)
     print(f"  ({full} of {requests} filtered pages full; {good:,} Flag = 1 rows with S/N > 20; {load()})", flush=True)
-    return out
+    return figures
 
 
 def main() -> None:
@@ -383,6 +392,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="Keep the rows, shards and survey at the end.")
     parser.add_argument("--cleanup", action="store_true", help="Only remove what an earlier --keep run left.")
+    parser.add_argument("--api-only", action="store_true",
+                        help="Only the API figures, on the release an earlier --keep run left (server settings apart).")
     args = parser.parse_args()
 
     os.environ["SPCANET_VAR_DIR"] = str(args.var_dir)
@@ -396,12 +407,22 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    if args.api_only:
+        from inference.models import CatalogRelease
+
+        release = CatalogRelease.objects.filter(name="bench").first()
+        if release is None:
+            parser.error(f"no release 'bench' in {args.database_url}: run with --keep first")
+        print(f"database {args.database_url} ({server_settings()}); release bench: {release.entry_count:,} entries; "
+              f"{load()}", flush=True)
+        api_report(release, args)
+        return
     survey = args.var_dir / "mock"
     clean(args.var_dir, survey=args.cleanup)
     if args.cleanup:
         print(f"removed the benchmark's rows from {args.database_url} and {args.var_dir}")
         return
-    print(f"database {args.database_url}; {load()}", flush=True)
+    print(f"database {args.database_url} ({server_settings()}); {load()}", flush=True)
     results = []
     try:
         ingest_mock(survey, args.mock_stars)
