@@ -246,9 +246,10 @@ def table_analyze(model: type[models.Model]) -> None:
 def tables_vacuum(*models_: type[models.Model]) -> bool:
     """VACUUM tables on PostgreSQL after a large bulk insert, so that their pages are marked
     all-visible and index-only scans read no rows (an insert alone leaves that to
-    autovacuum, later). VACUUM cannot run inside a transaction: there it is left to
-    autovacuum and False is returned; True when it ran."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    autovacuum, later). VACUUM cannot run inside a transaction (an atomic block, or
+    autocommit turned off): there it is left to autovacuum and False is returned; True
+    when it ran."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
         return False
     with connection.cursor() as cursor:
         cursor.execute("VACUUM " + ", ".join(connection.ops.quote_name(m._meta.db_table) for m in models_))

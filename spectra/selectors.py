@@ -1,5 +1,6 @@
 """Reads of the spectra app."""
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +63,7 @@ def _declination_zones(zone_stars: int) -> np.ndarray:
         if n_zones > 1:
             cursor.execute(f"SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY dec) FROM {table}",
                            [[k / n_zones for k in range(1, n_zones)]])
-            inner = sorted(set(cursor.fetchone()[0]))
+            inner = sorted({float(e) for e in cursor.fetchone()[0] if e is not None and math.isfinite(e)})
     return np.array([-90.0, *inner, 90.0], dtype=np.float64)
 
 
@@ -78,7 +79,9 @@ def stars_crossmatch(
     stars: a zone's rows are matched against its stars within the larger of the two radii
     of its edges, and against every star sharing one of their Gaia ids, wherever it is
     (so a refused id match is still reported). That is every star the whole-table match
-    could choose, so the matches are the same.
+    could choose, so the matches are the same, except between stars at exactly the same
+    separation from a row, where the search tree may pick either. Stars with a NaN or
+    out-of-range declination are in no zone (the whole-table match raises on them).
     """
     radius, gaia_max = settings.REFERENCE_MATCH_RADIUS_ARCSEC, settings.REFERENCE_GAIA_MATCH_MAX_ARCSEC
     ref_gaia = np.array([g or 0 for g in gaia], dtype=np.int64)

@@ -94,6 +94,42 @@ def test_filtered_pages_forward_and_back_hold_what_one_query_returns(client, rel
     assert [r["id"] for r in backward + forward[-1]["results"]] == [w["id"] for w in wanted]
 
 
+class _AfterTheIds:
+    """Runs ``statement`` right after a page's ids statement: a change another transaction
+    commits between the two statements of a page."""
+
+    def __init__(self, table: str, statement: str, params: list):
+        self.marker, self.statement, self.params, self.done = f'SELECT "{table}"."id" AS "pk"', statement, params, False
+
+    def __call__(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not self.done and sql.startswith(self.marker):
+            self.done = True
+            with context["connection"].cursor() as cursor:
+                cursor.execute(self.statement, self.params)
+        return result
+
+
+@pytest.mark.parametrize("change", ["delete", "leave the filter"])
+def test_a_row_changed_between_a_page_s_two_statements_does_not_end_the_pagination(client, release_factory, change):
+    """A page whose row was deleted, or stopped matching, after its ids were read is read
+    again in one statement: a full page and its next link, not a short last page."""
+    from django.db import connection
+
+    teff = [4500.0 + 10.0 * i for i in range(10)]
+    release = release_factory(make_spectra([(10.0 + i, 5.0) for i in range(10)]), label_rows(teff), label_rows(teff))
+    victim = release.entries.order_by("id")[1].pk
+    statement = ("DELETE FROM inference_catalogentry WHERE id = %s" if change == "delete"
+                 else "UPDATE inference_catalogentry SET teff = 9000 WHERE id = %s")
+    wrapper = _AfterTheIds("inference_catalogentry", statement, [victim])
+    with connection.execute_wrapper(wrapper):
+        page = client.get(f"/api/v1/releases/{release.name}/entries/?page_size=3&teff_max=5000").json()
+    assert wrapper.done
+    expected = list(release.entries.filter(teff__lte=5000).order_by("id").values_list("id", flat=True))
+    assert len(expected) == 9
+    assert [row["id"] for row in page["results"]] == expected[:3] and page["next"] is not None
+
+
 @pytest.mark.parametrize(
     ("centre", "radius"),
     [((10.0, 10.0), 0.01), ((0.0, 0.0), 0.2), ((359.95, 0.0), 0.11), ((200.0, -5.0), 3.0), ((123.0, 89.9), 5.0)],

@@ -65,5 +65,11 @@ def test_vacuum_marks_inserted_pages_all_visible_and_is_left_to_autovacuum_insid
     assert heap_fetches() >= 2000
     with transaction.atomic():
         assert tables_vacuum(Star) is False
+    transaction.set_autocommit(False)
+    try:
+        assert tables_vacuum(Star) is False  # a transaction open outside atomic()
+    finally:
+        transaction.rollback()
+        transaction.set_autocommit(True)
     assert tables_vacuum(Star) is True
     assert heap_fetches() == 0

@@ -14,8 +14,10 @@ class _IdsThenRows:
     The ids of a filtered, id-ordered page can come from an index alone (an index-only scan
     of an index that includes the filtered columns and the id), where the one-statement
     query reads the whole row of every match to sort them; the rows are then read by
-    primary key, only the page's. The rows are those of the same queryset, so a page
-    holds exactly what the one-statement query would return. Only the methods
+    primary key, only the page's, through the same queryset. When a row changed between
+    the two statements (deleted, or no longer matching the filters), the slice is read
+    again in one statement: a short page would otherwise end the pagination early. So a
+    page holds what the one-statement query returns. Only the methods
     ``CursorPagination.paginate_queryset`` calls are wrapped.
     """
 
@@ -34,7 +36,9 @@ class _IdsThenRows:
     def __getitem__(self, index: slice) -> list:
         ids = list(self.queryset.values_list("pk", flat=True)[index])
         rows = {row.pk: row for row in self.queryset.filter(pk__in=ids)} if ids else {}
-        return [rows[pk] for pk in ids if pk in rows]  # a row deleted in between is left out
+        if len(rows) < len(ids):
+            return list(self.queryset[index])
+        return [rows[pk] for pk in ids]
 
 
 class CatalogCursorPagination(CursorPagination):
