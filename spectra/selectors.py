@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import connection
 
 from core.bulk import query_numeric_records
-from core.crossmatch import MATCH_GAIA, MATCH_POSITION, CrossMatch, crossmatch, match_notes
+from core.crossmatch import MATCH_GAIA, MATCH_NONE, MATCH_POSITION, CrossMatch, crossmatch, match_notes
 
 from .array_store import ArrayStore
 from .arrays_formats import SpectrumArrays
@@ -88,7 +88,7 @@ def stars_crossmatch(
     ref_ra, ref_dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
     n_ref = ref_gaia.shape[0]
     star_id = np.full(n_ref, -1, dtype=np.int64)
-    method = np.zeros(n_ref, dtype=np.int8)
+    method = np.full(n_ref, MATCH_NONE, dtype=np.int8)
     separation = np.full(n_ref, np.nan)
     rejected = np.full(n_ref, np.nan)
     if connection.vendor == "postgresql" and n_ref:
@@ -113,7 +113,7 @@ def stars_crossmatch(
         method[rows] = result.method
         separation[rows] = result.separation_arcsec
         rejected[rows] = result.gaia_rejected_arcsec
-    result = CrossMatch(star_id, method, separation, rejected)
+    result = CrossMatch(star_id, method, separation, rejected)  # the zones' outcomes, for match_notes (star ids, not indices)
     return StarMatches(
         star_id=star_id,
         method=MATCH_METHOD_NAMES[method],
