@@ -304,7 +304,7 @@ def _network_predictions(data, variant, train, cv, test_rows, seed) -> np.ndarra
 
 
 def preprocess_config(args):
-    """The PreprocessConfig of the command line's continuum options (others: the defaults)."""
+    """The PreprocessConfig of the command line's continuum and mask options (others: the defaults)."""
     from dataclasses import replace
 
     from spectra.processing.pipeline import PreprocessConfig
@@ -312,7 +312,10 @@ def preprocess_config(args):
     config = PreprocessConfig()
     chosen = {"order": args.continuum_order, "reject_below": args.continuum_below,
               "reject_above": args.continuum_above, "max_iterations": args.continuum_passes}
-    return replace(config, continuum=replace(config.continuum, **{k: v for k, v in chosen.items() if v is not None}))
+    config = replace(config, continuum=replace(config.continuum, **{k: v for k, v in chosen.items() if v is not None}))
+    if args.coadd_ormask is not None:
+        config = replace(config, coadd_ormask_excludes=args.coadd_ormask == "exclude")
+    return config
 
 
 def main() -> None:
@@ -331,6 +334,9 @@ def main() -> None:
     continuum.add_argument("--continuum-below", type=float, default=None, help="Rejection below the fit, sigma.")
     continuum.add_argument("--continuum-above", type=float, default=None, help="Rejection above the fit, sigma.")
     continuum.add_argument("--continuum-passes", type=int, default=None, help="Passes of fit and rejection.")
+    parser.add_argument("--coadd-ormask", choices=("exclude", "keep"), default=None,
+                        help="Coadd pixels with ORMASK bits: masked, or kept where flux and ivar are positive "
+                             "(PreprocessConfig.coadd_ormask_excludes; default: the project's).")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spcanet_site.settings.base")
     with tempfile.TemporaryDirectory(prefix="fidelity-") as scratch:
@@ -340,7 +346,7 @@ def main() -> None:
         else:
             print(f"survey: {survey} (existing)")
         config = preprocess_config(args)
-        print(f"continuum: {config.continuum}")
+        print(f"continuum: {config.continuum}; coadd ORMASK excludes: {config.coadd_ormask_excludes}")
         data = load(survey, args.rv, config)
         good = data["processed"] & (data["snr"] >= args.min_snr).all(axis=1)
         print(f"spectra used: {good.sum()} of {good.size} (processed, S/N >= {args.min_snr:g} in both arms)")

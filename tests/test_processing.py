@@ -10,7 +10,7 @@ from spectra.processing.batch import pack_arms
 from spectra.processing.continuum import ContinuumConfig, fit_continuum
 from spectra.processing.grids import GRIDS, PIXELS_PER_ARM
 from spectra.processing.kernels import C_KMS
-from spectra.processing.pipeline import preprocess
+from spectra.processing.pipeline import PreprocessConfig, preprocess
 from spectra.processing.resample import resample_to_grid
 from spectra.processing.rv import air_to_vacuum, measure_rv, vacuum_to_air
 from spectra.processing.snr import arm_snr
@@ -51,6 +51,42 @@ def test_masked_pixels_and_missing_coverage_are_carried_not_filled():
     near = np.abs(grid - bad_wave) < step  # grid pixels with the bad pixel as a neighbour
     assert near.any() and np.all(ivar[0, near] == 0)
     assert np.all(ivar[0, (grid > 4961) & ~near] > 0)
+
+
+def test_coadd_ormask_keeps_positive_pixels_only_when_asked_and_never_in_exposures():
+    rng = np.random.default_rng(3)
+
+    def arm_with_masks():
+        arm = linear_arm(start=4960.0, ivar=0.01)
+        arm.flux += rng.normal(0.0, 10.0, arm.flux.size).astype(np.float32)  # S/N ~100, the noise its ivar says
+        arm.mask[1000:1010] = 1  # masked, flux still good
+        arm.mask[2000:2010] = 1
+        arm.flux[2000:2010] = 0.0  # masked zero-flux block (seen in real coadds), ivar kept
+        return arm
+
+    packed = pack_arms([arm_with_masks(), arm_with_masks()], np.array([True, False]))
+    assert packed.usable[0, 1000:1010].all() and not packed.usable[0, 2000:2010].any()
+    assert not packed.usable[1, 1000:1010].any() and not packed.usable[1, 2000:2010].any()
+    assert not pack_arms([arm_with_masks()]).usable[0, 1000:1010].any()
+
+    def spectrum(kind):
+        red = linear_arm(start=6300.0, stop=6850.0, ivar=0.01)
+        red.flux += rng.normal(0.0, 10.0, red.flux.size).astype(np.float32)
+        return RawSpectrum(kind, None if kind == "coadd" else 1, None, arm_with_masks(), red)
+
+    spectra = [spectrum("coadd"), spectrum("exposure")]
+    rv = np.zeros((2, 2))
+    # Symmetric rejection: on a featureless noisy line the paper's 1-sigma-below rejection runs away.
+    continuum = ContinuumConfig(reject_below=3.0, reject_above=3.0)
+    default = preprocess(spectra, rv_supplied=rv, config=PreprocessConfig(continuum=continuum))
+    assert default.flags.tolist() == [0, 0]
+    masked_default = (default.ivar[:, 0] == 0).sum(axis=1)
+    kept = preprocess(spectra, rv_supplied=rv, config=PreprocessConfig(continuum=continuum, coadd_ormask_excludes=False))
+    masked_kept = (kept.ivar[:, 0] == 0).sum(axis=1)
+    assert masked_kept[0] < masked_default[0]  # the coadd's good masked pixels are back
+    assert masked_kept[1] == masked_default[1]  # an exposure's PIXMASK always masks
+    at_block = np.abs(GRIDS["blue"] - spectra[0].blue.wavelength[2005]) < 0.3
+    assert np.all(kept.ivar[0, 0, at_block] == 0)  # the zero-flux block stays masked
 
 
 def test_rows_of_a_batch_do_not_influence_each_other():

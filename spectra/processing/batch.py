@@ -21,7 +21,8 @@ class PackedArms:
     ivar : ndarray, shape (N, L), float32
         Inverse variance of the flux (0 on padding and unusable pixels).
     usable : ndarray, shape (N, L), bool
-        Finite positive ivar, finite flux and no mask bit (``spectra.io.types.Arm.usable``).
+        Finite positive ivar, finite flux and no mask bit (``spectra.io.types.Arm.usable``);
+        on the rows of ``mask_kept``, a masked pixel with positive flux too.
     length : ndarray, shape (N,), int64
         Real pixels per row (0 for a missing arm).
     """
@@ -43,13 +44,18 @@ class PackedArms:
         return self.length > 1
 
 
-def pack_arms(arms: list) -> PackedArms:
+def pack_arms(arms: list, mask_kept: np.ndarray | None = None) -> PackedArms:
     """Pack ``spectra.io.Arm`` objects (None for a missing arm) into arrays.
 
     Parameters
     ----------
     arms : list of Arm or None
         N arms on their native pixels (``spectra.io.types.Arm``); None for a missing arm.
+    mask_kept : ndarray, shape (N,), bool, optional
+        Rows whose mask bits do not by themselves make a pixel unusable: there a pixel
+        with a mask bit stays usable when its flux is finite and positive and its ivar
+        positive (``PreprocessConfig.coadd_ormask_excludes``). None: every mask bit
+        makes its pixel unusable.
 
     Returns
     -------
@@ -71,4 +77,7 @@ def pack_arms(arms: list) -> PackedArms:
             ivar[row, :size] = arm.ivar
             mask[row, :size] = arm.mask
     usable = (ivar > 0) & (mask == 0) & np.isfinite(flux)  # Arm.usable, for the whole block
+    if mask_kept is not None and np.any(mask_kept):
+        rows = np.flatnonzero(np.asarray(mask_kept, dtype=bool))
+        usable[rows] |= (ivar[rows] > 0) & (flux[rows] > 0) & np.isfinite(flux[rows])
     return PackedArms(wavelength, flux, ivar, usable, length)

@@ -52,6 +52,14 @@ class PreprocessConfig:
         Normalised cross-correlation peak below which a measured RV sets RV_UNRELIABLE.
     continuum : ContinuumConfig
         The continuum fit's settings (its ``min_kept_fraction`` sets CONTINUUM_FIT_POOR).
+    coadd_ormask_excludes : bool
+        True: a coadd pixel with any ORMASK bit is masked (LAMOST's convention for coadds,
+        ../shared/data/README.md). False: a coadd pixel with ORMASK bits stays usable when
+        its flux and ivar are positive (ORMASK is set where any one exposure was masked,
+        and the coadd's flux there comes from the others); junk the mask marked is then
+        left to the continuum fit's rejection and the outlier rejection at the network's
+        input. Exposures' PIXMASK always masks. Chosen by measurement: docs/preprocessing.md,
+        "Which coadd pixels are masked".
     """
 
     # The flags' thresholds (core.rules.SpectrumRules, where they are defined and described).
@@ -61,6 +69,7 @@ class PreprocessConfig:
     max_rv_arm_difference: float = SpectrumRules.max_rv_arm_difference
     min_rv_peak: float = SpectrumRules.min_rv_peak
     continuum: ContinuumConfig = field(default_factory=ContinuumConfig)
+    coadd_ormask_excludes: bool = True
 
 
 @dataclass
@@ -168,10 +177,11 @@ def _preprocess_chunk(spectra, supplied, templates, config, out: PreprocessedBat
     rv_err = np.full((n, 2), np.nan)
     rv_measured = np.zeros(n, dtype=bool)
     processed = np.ones(n, dtype=bool)
+    mask_kept = None if config.coadd_ormask_excludes else np.array([s.kind == "coadd" for s in spectra], dtype=bool)
     for a, arm_name in enumerate(ARMS):
         arms = [spectrum.arm(arm_name) for spectrum in spectra]
         problems = [spectrum.problems[arm_name] for spectrum in spectra]
-        packed = pack_arms(arms)
+        packed = pack_arms(arms, mask_kept)
         missing = ~packed.present
         mark(missing, "MISSING_BLUE_ARM" if arm_name == "blue" else "MISSING_RED_ARM")
         mark([any(p == "nonfinite" for p in arm_problems) for arm_problems in problems], "NONFINITE_VALUES")
