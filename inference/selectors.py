@@ -132,7 +132,10 @@ def release_build_numeric_chunks(*, release: CatalogRelease, chunk_size: int) ->
         + f" FROM {LabelSet._meta.db_table} f"
         f" JOIN {Spectrum._meta.db_table} s ON s.id = f.spectrum_id"
         f" LEFT JOIN {LabelSet._meta.db_table} a ON a.spectrum_id = f.spectrum_id AND a.model_version_id = %s"
-        " WHERE f.model_version_id = %s AND f.spectrum_id > %s ORDER BY f.spectrum_id LIMIT %s"
+        " AND a.spectrum_id > %s"
+        # The bound on every side of the joins: without it a merge join reads the spectra
+        # and the alternate labels from the first one on, every chunk (quadratic in chunks).
+        " WHERE f.model_version_id = %s AND f.spectrum_id > %s AND s.id > %s ORDER BY f.spectrum_id LIMIT %s"
     )
     dtypes = [("spectrum_id", "i8"), ("formal_id", "i8"), ("alternate_id", "i8"), ("flags", "i8"),
               ("snr_blue", "f8"), ("snr_red", "f8")]
@@ -140,7 +143,8 @@ def release_build_numeric_chunks(*, release: CatalogRelease, chunk_size: int) ->
     last_spectrum = 0
     while True:
         rows = query_numeric_records(
-            sql, [release.alternate_model_id, release.formal_model_id, last_spectrum, chunk_size], dtypes)
+            sql, [release.alternate_model_id, last_spectrum, release.formal_model_id, last_spectrum, last_spectrum,
+                  chunk_size], dtypes)
         if rows.size == 0:
             return
         last_spectrum = int(rows["spectrum_id"][-1])
