@@ -15,11 +15,16 @@ from core.flags import FlagWord
 
 
 def table_row_estimate(model) -> int | None:
-    """The planner's row estimate of a table (PostgreSQL), without a full count."""
+    """The planner's row estimate of a table (PostgreSQL), without a full count; of a
+    partitioned table, the sum over its partitions (its own is not kept up to date)."""
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [model._meta.db_table])
+        cursor.execute(
+            "SELECT COALESCE((SELECT sum(c.reltuples) FILTER (WHERE c.reltuples >= 0) FROM pg_partition_tree(%s::regclass) t "
+            "JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf), "
+            "(SELECT reltuples FROM pg_class WHERE oid = %s::regclass))::bigint",
+            [model._meta.db_table, model._meta.db_table])
         row = cursor.fetchone()
     return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from core.flags import CATALOG_FLAGS
-from inference.models import CatalogEntry, LabelSet, ModelVersion
+from inference.models import CatalogEntry, CatalogStar, LabelSet, ModelVersion
 from inference.services.prediction import labelsets_upsert
 from inference.services.release import (
     ReleaseImmutableError,
@@ -59,6 +60,156 @@ def test_release_build_copies_identity_and_keeps_spectra_without_alternate(relea
     assert "MODELS_DISAGREE_TEFF" in CATALOG_FLAGS.names(lonely.flag_bits)
     catalog_release_build(release=release)  # re-running rewrites, never duplicates
     assert CatalogEntry.objects.filter(release=release).count() == 2
+
+
+def _partition_rows(release, model=CatalogEntry) -> list[tuple[int, int]]:
+    from inference.partitions import partition_name
+
+    key = "spectrum_id" if model is CatalogEntry else "star_id"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, {key} FROM ONLY {partition_name(model, release.pk)} ORDER BY id")
+        return cursor.fetchall()
+
+
+def _index_count(table: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", [table])
+        return cursor.fetchone()[0]
+
+
+def test_a_release_build_swaps_in_a_partition_of_its_own_and_keeps_row_ids(release_factory):
+    from inference.partitions import partition_name, partitioned
+
+    if not partitioned(CatalogEntry):
+        pytest.skip("the entry table is partitioned on PostgreSQL only")
+    spectra = make_spectra([(10.0, 10.0), (20.0, 20.0), (30.0, 30.0)])
+    values = label_rows([5000.0, 5100.0, 5200.0])
+    other = release_factory(spectra, values, values, name="other")
+    release = release_factory(spectra[:2], values[:2], values[:2], publish=False)
+    first, first_stars = _partition_rows(release), _partition_rows(release, CatalogStar)
+    assert [spectrum for _, spectrum in first] == [spectra[0].pk, spectra[1].pk]  # ids in spectrum order
+    assert [star for _, star in first_stars] == [spectra[0].star_id, spectra[1].star_id]
+    # Every index of the tables, and the same ones on the other release's partitions.
+    for model, count in ((CatalogEntry, 11), (CatalogStar, 9)):
+        assert _index_count(partition_name(model, release.pk)) == _index_count(model._meta.db_table) == count
+        assert _index_count(partition_name(model, other.pk)) == count
+    other_rows, other_stars = _partition_rows(other), _partition_rows(other, CatalogStar)
+
+    # A newly predicted spectrum: the rebuild keeps the ids of the entries it keeps, in spectrum order.
+    labelsets_upsert(model_version=release.formal_model, spectrum_ids=np.array([spectra[2].pk]),
+                     values=values[2:], errors=np.full((1, 15), 0.1))
+    assert catalog_release_build(release=release) == 3
+    second = _partition_rows(release)
+    assert second[:2] == first and second[2][1] == spectra[2].pk and second[2][0] > first[1][0]
+    stars = _partition_rows(release, CatalogStar)
+    assert stars[:2] == first_stars and stars[2][1] == spectra[2].star_id
+    assert CatalogEntry.objects.filter(release=release).count() == 3
+    assert CatalogStar.objects.filter(release=release).count() == 3
+    # another release's rows are never touched
+    assert (_partition_rows(other), _partition_rows(other, CatalogStar)) == (other_rows, other_stars)
+    pk = release.pk
+    with connection.cursor() as cursor:
+        for model in (CatalogEntry, CatalogStar):
+            cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s", [partition_name(model, pk) + "%"])
+            assert cursor.fetchone()[0] == 1  # no table of the build left behind
+        release.delete()
+        for model in (CatalogEntry, CatalogStar):
+            cursor.execute("SELECT to_regclass(%s)", [partition_name(model, pk)])
+            assert cursor.fetchone()[0] is None  # the partitions went with the release
+    assert CatalogEntry.objects.filter(release=other).count() == 3
+
+
+def test_a_build_in_small_chunks_writes_what_one_chunk_writes(release_factory):
+    from inference.services.release import catalog_stars_build
+
+    spectra = make_spectra([(10.0 + i, 10.0) for i in range(7)])
+    values = label_rows([4800.0 + 50 * i for i in range(7)])
+    release = release_factory(spectra[:5], values[:5], values[:5] + 10.0, publish=False)
+    labelsets_upsert(  # two spectra of the formal model alone, in the middle of the id range
+        model_version=release.formal_model, spectrum_ids=np.array([spectra[5].pk, spectra[6].pk]),
+        values=values[5:], errors=np.full((2, 15), 0.1))
+    columns = ["spectrum_id", "formal_labels_id", "alternate_labels_id", "designation", "flag", "flag_bits", "teff"]
+
+    def state():
+        entries = list(CatalogEntry.objects.filter(release=release).order_by("spectrum_id").values_list(*columns))
+        stars = list(CatalogStar.objects.filter(release=release).order_by("star_id")
+                     .values_list("star_id", "n_spectra", "best_spectrum_id", "best_medres_specid", "teff"))
+        return entries, stars
+
+    catalog_release_build(release=release)
+    whole = state()
+    assert len(whole[0]) == 7 and sum(1 for row in whole[0] if row[2] is None) == 2
+    catalog_release_build(release=release, chunk_size=2)  # 4 chunks: each bounds its joins to its own ids
+    catalog_stars_build(release=release, chunk_stars=2)
+    assert state() == whole
+
+
+@pytest.mark.django_db(transaction=True)  # the reader is another connection: the release must be committed
+def test_a_rebuild_gives_way_to_a_long_reader_instead_of_queueing_every_reader(release_factory, monkeypatch):
+    import psycopg2
+
+    from inference import partitions
+
+    if not partitions.partitioned(CatalogEntry):
+        pytest.skip("the entry table is partitioned on PostgreSQL only")
+    monkeypatch.setattr(partitions, "SWAP_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(partitions, "SWAP_ATTEMPTS", 2)
+    monkeypatch.setattr(partitions, "SWAP_RETRY_PAUSE_S", 0.05)
+    spectra = make_spectra([(10.0, 10.0), (20.0, 20.0)])
+    values = label_rows([5000.0, 5100.0])
+    release = release_factory(spectra, values, values, publish=False)
+    before = _partition_rows(release)
+    settings = connection.settings_dict
+    reader = psycopg2.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
+                              host=settings["HOST"] or None, port=settings["PORT"] or None)
+    try:
+        with reader.cursor() as cursor:  # a long download: the entry table read in an open transaction
+            cursor.execute("LOCK TABLE inference_catalogentry IN ACCESS SHARE MODE")
+        with pytest.raises(OperationalError, match="lock timeout"):
+            catalog_release_build(release=release)
+        assert _partition_rows(release) == before
+    finally:
+        reader.close()
+    assert catalog_release_build(release=release) == 2  # once the reader is gone
+    assert _partition_rows(release) == before
+
+
+def test_rows_the_orm_wrote_before_a_build_are_replaced_by_it():
+    from inference.services.release import catalog_release_create
+
+    spectra = make_spectra([(10.0, 10.0), (20.0, 20.0)])
+    formal, alternate = make_model(ModelVersion.Role.FORMAL), make_model(ModelVersion.Role.ALTERNATE)
+    values = label_rows([5000.0, 5100.0])
+    for model in (formal, alternate):
+        labelsets_upsert(model_version=model, spectrum_ids=np.array([s.pk for s in spectra]), values=values,
+                         errors=np.full((2, 15), 0.1))
+    release = catalog_release_create(name="orm", formal_model=formal, alternate_model=alternate)
+    CatalogEntry.objects.create(  # before any build: on PostgreSQL, into the default partition
+        release=release, spectrum=spectra[0], designation="stale", medres_specid="x", medid_blue="x", medid_red="x",
+        ra=0.0, dec=0.0, flag=0, flag_bits=0)
+    assert catalog_release_build(release=release) == 2
+    entries = CatalogEntry.objects.filter(release=release).order_by("spectrum_id")
+    assert [e.spectrum_id for e in entries] == [spectra[0].pk, spectra[1].pk]
+    assert entries[0].designation == spectra[0].star.designation and entries[0].flag == 1
+
+
+def test_a_build_whose_keys_do_not_hold_leaves_the_release_as_it_was(release_factory):
+    from inference.partitions import partitioned, staging_attach, staging_create
+
+    if not partitioned(CatalogEntry):
+        pytest.skip("the entry table is partitioned on PostgreSQL only")
+    spectra = make_spectra([(10.0, 10.0)])
+    release = release_factory(spectra, label_rows([5000.0]), label_rows([5000.0]), publish=False)
+    before = _partition_rows(release)
+    staging = staging_create(CatalogEntry, release.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {staging} (id, release_id, spectrum_id, designation, medres_specid, medid_blue, medid_red, "
+            "ra, dec, flag, flag_bits) VALUES (nextval(pg_get_serial_sequence('inference_catalogentry', 'id')), "
+            "%s, %s, 'x', 'x', 'x', 'x', 0, 0, 0, 0)", [release.pk, spectra[0].pk + 10_000])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        staging_attach(CatalogEntry, release.pk)
+    assert _partition_rows(release) == before
 
 
 def test_published_release_is_immutable(release_factory, curator):

@@ -26,6 +26,7 @@ from spectra.services.curation import curation_records_write
 
 from ..catalog_rules import combine_models
 from ..models import CatalogEntry, CatalogRelease, CatalogStar, ModelVersion
+from ..partitions import partitioned, release_build_lock, staging_attach, staging_create, staging_drop
 from ..selectors import release_build_chunks, release_build_numeric_chunks
 from ..star_combine import stars_combine
 from .release_files import STARS, release_files_discard, release_files_schedule
@@ -122,19 +123,19 @@ def catalog_release_build(
         .values_list("spectrum_id", flat=True),
         dtype=np.int64,
     )
-    if connection.vendor == "postgresql":
-        written = _entries_build_postgresql(release, rules, curated, chunk_size or RELEASE_BUILD_CHUNK_SPECTRA, progress)
-    else:
-        written = _entries_build_orm(release, rules, curated, chunk_size or 20_000, progress)
-    if written >= ANALYZE_AFTER_ROWS:
-        # Fresh planner statistics: with the new release's rows unknown to the planner, the
-        # star build's reads and its anti-join would scan the release once per star.
-        table_analyze(CatalogEntry)
-    entries = CatalogEntry.objects.filter(release=release)
-    release.entry_count = entries.count()
-    release.good_count = entries.filter(flag=1).count()
-    release.save(update_fields=["entry_count", "good_count"])
-    catalog_stars_build(release=release)
+    with release_build_lock(release.pk):
+        if partitioned(CatalogEntry):
+            written = _entries_build_postgresql(
+                release, rules, curated, chunk_size or RELEASE_BUILD_CHUNK_SPECTRA, progress)
+        else:
+            written = _entries_build_orm(release, rules, curated, chunk_size or 20_000, progress)
+        # (The PostgreSQL build analysed the release's new partition: with its rows unknown to
+        # the planner, the star build's reads would scan it once per star.)
+        entries = CatalogEntry.objects.filter(release=release)
+        release.entry_count = entries.count()
+        release.good_count = entries.filter(flag=1).count()
+        release.save(update_fields=["entry_count", "good_count"])
+        catalog_stars_build(release=release)
     if written >= ANALYZE_AFTER_ROWS:
         tables_vacuum(CatalogEntry, CatalogStar)  # the API's pages then read ids from the indexes alone
     return written
@@ -197,27 +198,36 @@ def _entries_build_postgresql(release, rules, curated, chunk_size, progress) -> 
 
     Each chunk's inputs come from one query (:func:`release_build_numeric_chunks`); the
     rules run on them in numpy; the results go by binary COPY into a temporary table and
-    one ``INSERT ... SELECT ... ON CONFLICT (release, spectrum) DO UPDATE`` writes the
-    entries, joining the identity, position, S/N and RV columns from the spectrum and
-    its star inside the database, so no row becomes a Python object.
+    one ``INSERT ... SELECT`` writes them into a table of the build's own
+    (``inference.partitions``), joining the identity, position, S/N and RV columns from
+    the spectrum and its star inside the database, so no row becomes a Python object. An
+    entry keeps its id through a rebuild; a new one draws the next id, in spectrum order.
+    When every chunk is written, the table is indexed, its keys checked, and it replaces
+    the release's rows at once (``staging_attach``); entries of spectra this build no
+    longer covers go with the old rows. The caller holds the release's build lock.
     """
     quote = connection.ops.quote_name
+    table = CatalogEntry._meta.db_table
     labels = [*LABEL_FIELDS, *LABEL_ERROR_FIELDS]
-    targets = ["release_id", "spectrum_id", "formal_labels_id", "alternate_labels_id", *_ENTRY_IDENTITY_SQL,
+    targets = ["id", "release_id", "spectrum_id", "formal_labels_id", "alternate_labels_id", *_ENTRY_IDENTITY_SQL,
                "flag", "flag_bits", *labels]
-    sources = ["%s", "t.spectrum_id", "t.formal_labels_id", "NULLIF(t.alternate_labels_id, 0)",
+    sources = [f"COALESCE(old.id, nextval(pg_get_serial_sequence('{table}', 'id')))", "%s", "t.spectrum_id",
+               "t.formal_labels_id", "NULLIF(t.alternate_labels_id, 0)",
                *_ENTRY_IDENTITY_SQL.values(), "t.flag", "t.flag_bits",
                *(f"NULLIF(t.{quote(c)}, 'NaN'::float8)" for c in labels)]
-    updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in targets if c not in ("release_id", "spectrum_id"))
+    written = 0
+    staging = staging_create(CatalogEntry, release.pk)
     insert_sql = (
-        f"INSERT INTO {CatalogEntry._meta.db_table} ({', '.join(quote(c) for c in targets)}) "
+        f"INSERT INTO {staging} ({', '.join(quote(c) for c in targets)}) "
         f"SELECT {', '.join(sources)} FROM _release_build t "
         f"JOIN {Spectrum._meta.db_table} s ON s.id = t.spectrum_id JOIN {Star._meta.db_table} st ON st.id = s.star_id "
-        # In spectrum order, as the ORM build wrote them: entry ids (the downloads' order) follow the spectra.
-        "ORDER BY t.spectrum_id "
-        f"ON CONFLICT (release_id, spectrum_id) DO UPDATE SET {updates}"
+        f"LEFT JOIN {table} old ON old.release_id = %s AND old.spectrum_id = t.spectrum_id "
+        # The chunk's spectrum-id range bounds every side: without it a merge join reads the
+        # spectra and the old entries from the first one on, every chunk.
+        "AND old.spectrum_id BETWEEN %s AND %s WHERE s.id BETWEEN %s AND %s "
+        # In spectrum order (new ids are drawn after the sort): entry ids, the downloads' order, follow the spectra.
+        "ORDER BY t.spectrum_id"
     )
-    written = 0
     try:
         for chunk in release_build_numeric_chunks(release=release, chunk_size=chunk_size):
             combined = _chunk_combined(chunk, rules, curated)
@@ -235,12 +245,17 @@ def _entries_build_postgresql(release, rules, curated, chunk_size, progress) -> 
             with transaction.atomic():
                 n = temp_table_fill("_release_build", columns)
                 with connection.cursor() as cursor:
-                    cursor.execute(insert_sql, [release.pk])
+                    low, high = int(chunk.spectrum_ids.min()), int(chunk.spectrum_ids.max())
+                    cursor.execute(insert_sql, [release.pk, release.pk, low, high, low, high])
                     if cursor.rowcount != n:
                         raise RuntimeError(f"release build wrote {cursor.rowcount} entries for {n} spectra")
             written += n
             if progress is not None:
                 progress(n)
+        staging_attach(CatalogEntry, release.pk)
+    except BaseException:
+        staging_drop(CatalogEntry, release.pk)  # (inside a transaction its rollback does it)
+        raise
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS _release_build")
@@ -253,7 +268,6 @@ STAR_BUILD_CHUNK_STARS = 5_000
 _EXACT_FLOAT_INT = 2**53
 
 
-@transaction.atomic
 def catalog_stars_build(
     *, release: CatalogRelease, star_ids: list[int] | None = None, chunk_stars: int | None = None
 ) -> int:
@@ -267,8 +281,14 @@ def catalog_stars_build(
     table can only be built once, where it has none (a release published before star
     tables existed: ``manage.py build_star_tables``); the entries it derives from are
     frozen, so that first build is what a build at publication would have written.
-    Returns the number of star rows written.
+    Returns the number of star rows written. On PostgreSQL a whole table is written apart
+    and swapped in for the release's old rows (``inference.partitions``).
     """
+    with release_build_lock(release.pk), transaction.atomic():
+        return _stars_build(release, star_ids, chunk_stars)
+
+
+def _stars_build(release: CatalogRelease, star_ids: list[int] | None, chunk_stars: int | None) -> int:
     locked = CatalogRelease.objects.select_for_update().get(pk=release.pk)
     existing = CatalogStar.objects.filter(release=locked)
     if locked.is_published and existing.exists():
@@ -284,19 +304,20 @@ def catalog_stars_build(
             entries.order_by().values_list("spectrum__star_id", flat=True).distinct(), dtype=np.int64))
     else:
         wanted = np.unique(np.asarray(star_ids, dtype=np.int64))
+    swapped = star_ids is None and partitioned(CatalogStar)
     if connection.vendor == "postgresql":
         written, present = _stars_write_postgresql(
-            locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL, every=star_ids is None)
+            locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL, every=star_ids is None, swap=swapped)
     else:
         written, present = _stars_write_orm(locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS)
-    if written >= ANALYZE_AFTER_ROWS:
+    if written >= ANALYZE_AFTER_ROWS and not swapped:
         table_analyze(CatalogStar)  # else the anti-join below may run as a nested loop over stale estimates
-    if star_ids is None:
+    if star_ids is None and not swapped:  # (swapped in, the rows are exactly the stars with entries)
         # NOT EXISTS (an anti-join), not NOT IN: PostgreSQL runs NOT IN over a subquery
         # larger than work_mem once per row.
         has_entry = CatalogEntry.objects.filter(release=locked, spectrum__star_id=OuterRef("star_id"))
         existing.exclude(Exists(has_entry)).delete()
-    else:
+    elif star_ids is not None:
         kept = np.concatenate(present) if present else np.empty(0, dtype=np.int64)
         existing.filter(star_id__in=wanted.tolist()).exclude(star_id__in=kept.tolist()).delete()
     locked.star_count = existing.count()
@@ -364,13 +385,15 @@ STAR_BUILD_CHUNK_STARS_POSTGRESQL = 20_000
 
 
 def _stars_write_postgresql(
-    locked: CatalogRelease, wanted: np.ndarray, chunk_stars: int, *, every: bool
+    locked: CatalogRelease, wanted: np.ndarray, chunk_stars: int, *, every: bool, swap: bool = False
 ) -> tuple[int, list[np.ndarray]]:
     """The star rows on PostgreSQL: entries in by binary COPY, rows out by COPY and one INSERT.
 
     ``wanted`` is sorted. When ``every`` (the whole table), a chunk is the star-id range
     of its stars (an index range on the spectrum's star); otherwise the listed stars.
-    The star's identity and the best spectrum's medres_specid are joined in SQL.
+    The star's identity and the best spectrum's medres_specid are joined in SQL. Rows are
+    upserts into the table, or with ``swap`` plain inserts into a table of the build's own
+    that then replaces the release's rows (``inference.partitions``; a row keeps its id).
     """
     quote = connection.ops.quote_name
     labels = [*LABEL_FIELDS, *LABEL_ERROR_FIELDS]
@@ -380,7 +403,10 @@ def _stars_write_postgresql(
         "SELECT s.star_id::bigint, e.spectrum_id::bigint, e.flag::bigint, COALESCE(e.snr_blue, 'NaN'::float8), "
         "COALESCE(e.snr_red, 'NaN'::float8), "
         + ", ".join(f"COALESCE(e.{quote(c)}, 'NaN'::float8)" for c in labels)
-        + f" FROM {entry_table} e JOIN {spectrum_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s AND "
+        # Each spectrum's entry by its index (OFFSET 0 keeps the subquery a nested loop): a
+        # plain join scanned the release's whole partition for every chunk of stars.
+        + f" FROM {spectrum_table} s CROSS JOIN LATERAL (SELECT * FROM {entry_table} x WHERE x.release_id = %s"
+        " AND x.spectrum_id = s.id OFFSET 0) e WHERE "
     )
     dtypes = [("star_id", "i8"), ("spectrum_id", "i8"), ("flag", "i8"), ("snr_blue", "f8"), ("snr_red", "f8")]
     dtypes += [(f"v{i}", "f8") for i in range(2 * n_labels)]
@@ -391,13 +417,25 @@ def _stars_write_postgresql(
                "t.n_spectra_all", "t.flag", "t.best_spectrum_id", "b.medres_specid",
                *(f"NULLIF(t.{quote(c)}, 'NaN'::float8)" for c in star_columns)]
     updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in targets if c not in ("release_id", "star_id"))
-    insert_sql = (
-        f"INSERT INTO {CatalogStar._meta.db_table} ({', '.join(quote(c) for c in targets)}) "
-        f"SELECT {', '.join(sources)} FROM _star_build t JOIN {Star._meta.db_table} st ON st.id = t.star_id "
-        f"JOIN {entry_table} b ON b.release_id = %s AND b.spectrum_id = t.best_spectrum_id "
-        "ORDER BY t.star_id "
-        f"ON CONFLICT (release_id, star_id) DO UPDATE SET {updates}"
-    )
+    star_table = CatalogStar._meta.db_table
+    # The chunk's star-id range bounds the star and old-row sides (a merge join would read
+    # them from the first star on, every chunk).
+    joins = (f"FROM _star_build t JOIN {Star._meta.db_table} st ON st.id = t.star_id AND st.id BETWEEN %s AND %s "
+             f"JOIN {entry_table} b ON b.release_id = %s AND b.spectrum_id = t.best_spectrum_id ")
+    if swap:
+        into = staging_create(CatalogStar, locked.pk)
+        insert_sql = (
+            f"INSERT INTO {into} (id, {', '.join(quote(c) for c in targets)}) "
+            f"SELECT COALESCE(old.id, nextval(pg_get_serial_sequence('{star_table}', 'id'))), {', '.join(sources)} "
+            f"{joins}LEFT JOIN {star_table} old ON old.release_id = %s AND old.star_id = t.star_id "
+            "AND old.star_id BETWEEN %s AND %s ORDER BY t.star_id"  # new ids are drawn after the sort: in star order
+        )
+    else:
+        insert_sql = (
+            f"INSERT INTO {star_table} ({', '.join(quote(c) for c in targets)}) "
+            f"SELECT {', '.join(sources)} {joins}ORDER BY t.star_id "
+            f"ON CONFLICT (release_id, star_id) DO UPDATE SET {updates}"
+        )
     written = 0
     present: list[np.ndarray] = []
     try:
@@ -431,10 +469,18 @@ def _stars_write_postgresql(
                 out[f"{label.field}_chi2r"] = combined.chi2r[:, i]
             m = temp_table_fill("_star_build", out)
             with connection.cursor() as cursor:
-                cursor.execute(insert_sql, [locked.pk, locked.pk])
+                low, high = int(combined.star_ids.min()), int(combined.star_ids.max())
+                parameters = [locked.pk, low, high, locked.pk] + ([locked.pk, low, high] if swap else [])
+                cursor.execute(insert_sql, parameters)
                 if cursor.rowcount != m:
                     raise RuntimeError(f"star table build wrote {cursor.rowcount} rows for {m} stars")
             written += m
+        if swap:
+            staging_attach(CatalogStar, locked.pk)
+    except BaseException:
+        if swap:
+            staging_drop(CatalogStar, locked.pk)
+        raise
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS _star_build")
