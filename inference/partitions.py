@@ -16,7 +16,7 @@ import secrets
 import time
 from contextlib import contextmanager
 
-from django.db import OperationalError, connection, models, transaction
+from django.db import DatabaseError, OperationalError, connection, models, transaction
 
 # First key of the two-key advisory lock that serialises the builds of one release.
 _BUILD_LOCK_SPACE = 0x5043_4542  # "PCEB"
@@ -54,6 +54,16 @@ def release_build_lock(release_id: int):
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_BUILD_LOCK_SPACE, int(release_id)])
 
 
+def release_build_xact_locks(release_ids) -> None:
+    """Take the build locks of these releases until the current transaction ends (in id
+    order, so that two callers never wait for each other); waits for their builds."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for release_id in sorted({int(r) for r in release_ids}):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_BUILD_LOCK_SPACE, release_id])
+
+
 def _staging(model: type[models.Model], release_id: int) -> str:
     return f"{partition_name(model, release_id)}_build"
 
@@ -66,21 +76,38 @@ def staging_create(model: type[models.Model], release_id: int) -> str:
     left by a build that died is dropped first.
     """
     staging = _staging(model, release_id)
+    _drop_briefly(staging)
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {staging}")
         cursor.execute(
             f"CREATE TABLE {staging} (LIKE {model._meta.db_table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
     return staging
 
 
+def _drop_briefly(name: str) -> None:
+    """DROP TABLE IF EXISTS, waiting at most ``SWAP_LOCK_TIMEOUT_MS`` for its locks.
+
+    A table with foreign keys takes, to be dropped, the tables its keys reference (spectra,
+    stars, label sets, releases) for a moment: a long reader of any of those must not make
+    their readers queue behind the drop. Raises ``django.db.OperationalError`` when the
+    locks were not had.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = {int(SWAP_LOCK_TIMEOUT_MS)}")
+        cursor.execute(f"DROP TABLE IF EXISTS {name}")
+        cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+
+
 def staging_drop(model: type[models.Model], release_id: int) -> None:
-    """Drop what a failed build left. Inside a transaction (an atomic block) nothing is done:
-    its rollback drops the table, and a statement in a failed transaction would raise; a
-    table left anyway is dropped by the release's next build."""
+    """Drop what a failed build left, never raising (the build's own error is the one to
+    see). Inside a transaction (an atomic block) nothing is done: its rollback drops the
+    table, and a statement in a failed transaction would raise. A table left anyway (or
+    whose referenced tables stayed busy) is dropped by the release's next build."""
     if connection.in_atomic_block:
         return
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {_staging(model, release_id)}")
+    try:
+        _drop_briefly(_staging(model, release_id))
+    except DatabaseError:
+        pass  # the referenced tables are busy: the release's next build drops it
 
 
 def staging_attach(model: type[models.Model], release_id: int) -> None:

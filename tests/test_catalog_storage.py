@@ -1,6 +1,9 @@
+import time
+
 import numpy as np
 import pytest
 from django.db import IntegrityError, OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from core.flags import CATALOG_FLAGS
 from inference.models import CatalogEntry, CatalogStar, LabelSet, ModelVersion
@@ -163,15 +166,53 @@ def test_a_rebuild_gives_way_to_a_long_reader_instead_of_queueing_every_reader(r
     reader = psycopg2.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
                               host=settings["HOST"] or None, port=settings["PORT"] or None)
     try:
-        with reader.cursor() as cursor:  # a long download: the entry table read in an open transaction
-            cursor.execute("LOCK TABLE inference_catalogentry IN ACCESS SHARE MODE")
-        with pytest.raises(OperationalError, match="lock timeout"):
-            catalog_release_build(release=release)
-        assert _partition_rows(release) == before
+        # A long download reading the entry table, or a reader of the spectra (dropping the old
+        # partition drops its key's triggers on the tables it references): the build gives
+        # way after its attempts, and its cleanup does not wait either.
+        for table in ("inference_catalogentry", "spectra_spectrum"):
+            with reader.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
+            start = time.perf_counter()
+            with pytest.raises(OperationalError, match="lock timeout"):
+                catalog_release_build(release=release)
+            assert time.perf_counter() - start < 30
+            assert _partition_rows(release) == before
+            reader.rollback()
     finally:
         reader.close()
     assert catalog_release_build(release=release) == 2  # once the reader is gone
     assert _partition_rows(release) == before
+
+
+def test_a_curation_waits_for_a_build_of_its_release_before_touching_rows(release_factory, curator):
+    import psycopg2
+
+    from inference import partitions
+
+    if connection.vendor != "postgresql":
+        pytest.skip("builds take a PostgreSQL advisory lock")
+    spectra = make_spectra([(10.0, 10.0)])
+    release = release_factory(spectra, label_rows([5000.0]), label_rows([5000.0]), publish=False)
+    entry = CatalogEntry.objects.get(release=release)
+    settings = connection.settings_dict
+    builder = psycopg2.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
+                               host=settings["HOST"] or None, port=settings["PORT"] or None)
+    try:
+        with builder.cursor() as cursor:  # a build of the release holds its lock
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [partitions._BUILD_LOCK_SPACE, release.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = 300")
+        with CaptureQueriesContext(connection) as queries, pytest.raises(OperationalError, match="lock timeout"), \
+                transaction.atomic():
+            catalog_entries_curate(user=curator, ids=[entry.pk], flagged=True, reason="during a build")
+    finally:
+        builder.close()
+    # It waited before locking any row: the build's swap and a row lock taken first would
+    # wait for each other.
+    assert not any("FOR UPDATE" in query["sql"] or "UPDATE " in query["sql"] for query in queries.captured_queries)
+    entry.refresh_from_db()
+    assert entry.flag == 1 and CurationRecord.objects.count() == 0  # nothing was touched
+    assert catalog_entries_curate(user=curator, ids=[entry.pk], flagged=True, reason="after the build") == 1
 
 
 def test_rows_the_orm_wrote_before_a_build_are_replaced_by_it():

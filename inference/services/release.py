@@ -26,7 +26,14 @@ from spectra.services.curation import curation_records_write
 
 from ..catalog_rules import combine_models
 from ..models import CatalogEntry, CatalogRelease, CatalogStar, ModelVersion
-from ..partitions import partitioned, release_build_lock, staging_attach, staging_create, staging_drop
+from ..partitions import (
+    partitioned,
+    release_build_lock,
+    release_build_xact_locks,
+    staging_attach,
+    staging_create,
+    staging_drop,
+)
 from ..selectors import release_build_chunks, release_build_numeric_chunks
 from ..star_combine import stars_combine
 from .release_files import STARS, release_files_discard, release_files_schedule
@@ -112,18 +119,21 @@ def catalog_release_build(
     from the entries afterwards (:func:`catalog_stars_build`). Returns the number of
     entries written.
     """
-    if release.is_published:
-        raise ReleaseImmutableError(f"release {release.name} is published and cannot be rebuilt")
-    rules = CatalogRules.from_mapping(release.rules)
-    curator_mask = np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
-    curated = np.fromiter(
-        CatalogEntry.objects.filter(release=release)
-        .alias(_curated=F("flag_bits").bitand(int(curator_mask)))
-        .exclude(_curated=0)
-        .values_list("spectrum_id", flat=True),
-        dtype=np.int64,
-    )
     with release_build_lock(release.pk):
+        # Read under the lock: a curation or a publication that landed while this build
+        # waited for another is seen.
+        release.refresh_from_db(fields=["status", "rules"])
+        if release.is_published:
+            raise ReleaseImmutableError(f"release {release.name} is published and cannot be rebuilt")
+        rules = CatalogRules.from_mapping(release.rules)
+        curator_mask = np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
+        curated = np.fromiter(
+            CatalogEntry.objects.filter(release=release)
+            .alias(_curated=F("flag_bits").bitand(int(curator_mask)))
+            .exclude(_curated=0)
+            .values_list("spectrum_id", flat=True),
+            dtype=np.int64,
+        )
         if partitioned(CatalogEntry):
             written = _entries_build_postgresql(
                 release, rules, curated, chunk_size or RELEASE_BUILD_CHUNK_SPECTRA, progress)
@@ -546,10 +556,14 @@ def catalog_release_publish(*, release: CatalogRelease) -> CatalogRelease:
 def catalog_entries_curate(*, user, ids: list[int], flagged: bool, reason: str) -> int:
     """Set or clear CURATOR_FLAGGED on entries of draft releases, recomputing Flag.
 
-    Entries of a published release are refused: a published release never changes.
+    Entries of a published release are refused: a published release never changes. A
+    build of one of the entries' releases running meanwhile is waited for (its build lock,
+    taken first: the build's swap and this update would otherwise wait for each other).
     """
     if not reason.strip():
         raise ValueError("a curation needs a reason")
+    release_build_xact_locks(
+        CatalogEntry.objects.filter(pk__in=ids).order_by().values_list("release_id", flat=True).distinct())
     published = set(
         CatalogEntry.objects.filter(pk__in=ids, release__status=CatalogRelease.Status.PUBLISHED).values_list(
             "release__name", flat=True
