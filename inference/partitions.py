@@ -86,10 +86,10 @@ def staging_create(model: type[models.Model], release_id: int) -> str:
 def _drop_briefly(name: str) -> None:
     """DROP TABLE IF EXISTS, waiting at most ``SWAP_LOCK_TIMEOUT_MS`` for its locks.
 
-    A table with foreign keys takes, to be dropped, the tables its keys reference (spectra,
-    stars, label sets, releases) for a moment: a long reader of any of those must not make
-    their readers queue behind the drop. Raises ``django.db.OperationalError`` when the
-    locks were not had.
+    A build's table with its own foreign keys takes, to be dropped, the tables its keys
+    reference (spectra, stars, label sets, releases) for a moment; an attached partition
+    takes its parent. A long reader of any of those must not make their readers queue
+    behind the drop. Raises ``django.db.OperationalError`` when the locks were not had.
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = {int(SWAP_LOCK_TIMEOUT_MS)}")
@@ -154,9 +154,10 @@ def staging_attach(model: type[models.Model], release_id: int) -> None:
             time.sleep(SWAP_RETRY_PAUSE_S * (attempt + 1))
 
 
-# Dropping a release's old partition needs the table to itself for a moment. A query that
-# holds it for long (a large download) must not make every reader queue behind the swap:
-# the swap waits this long for its locks, then gives way and tries again, a few times.
+# Dropping a release's old partition needs the table to itself for a moment, and attaching
+# the new one the tables its keys reference. A query that holds one of them for long (a
+# large download) must not make every reader queue behind the swap: the swap waits this
+# long for its locks, then gives way and tries again, a few times.
 SWAP_LOCK_TIMEOUT_MS = 5_000
 SWAP_ATTEMPTS = 6
 SWAP_RETRY_PAUSE_S = 2.0
@@ -181,11 +182,15 @@ def _swap(table: str, partition: str, staging: str, release_id: int) -> None:
 
 
 def partitions_drop(release_id: int) -> None:
-    """Drop release ``release_id``'s partitions (after its rows went with the release)."""
+    """Drop release ``release_id``'s partitions (after its rows went with the release).
+
+    Each drop waits at most ``SWAP_LOCK_TIMEOUT_MS`` for its locks (``_drop_briefly``);
+    raises ``django.db.OperationalError`` when they were not had, which undoes the
+    deletion that called it.
+    """
     from .models import CatalogEntry, CatalogStar
 
     for model in (CatalogEntry, CatalogStar):
         if partitioned(model):
-            with connection.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS {partition_name(model, release_id)}")
-                cursor.execute(f"DROP TABLE IF EXISTS {_staging(model, release_id)}")
+            _drop_briefly(partition_name(model, release_id))
+            _drop_briefly(_staging(model, release_id))

@@ -182,6 +182,19 @@ def test_a_rebuild_gives_way_to_a_long_reader_instead_of_queueing_every_reader(r
         reader.close()
     assert catalog_release_build(release=release) == 2  # once the reader is gone
     assert _partition_rows(release) == before
+    # Deleting the release drops its partitions: with a long reader of the entries, that gives way too.
+    reader = psycopg2.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
+                              host=settings["HOST"] or None, port=settings["PORT"] or None)
+    try:
+        with reader.cursor() as cursor:
+            cursor.execute("LOCK TABLE inference_catalogentry IN ACCESS SHARE MODE")
+        with pytest.raises(OperationalError, match="lock timeout"):
+            release.delete()
+    finally:
+        reader.close()
+    assert _partition_rows(release) == before  # the deletion was undone whole
+    release.delete()
+    assert not CatalogEntry.objects.exists()
 
 
 def test_a_curation_waits_for_a_build_of_its_release_before_touching_rows(release_factory, curator):
