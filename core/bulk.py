@@ -243,16 +243,17 @@ def table_analyze(model: type[models.Model]) -> None:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
-def tables_vacuum(*models_: type[models.Model]) -> bool:
+def tables_vacuum(*tables: type[models.Model] | str) -> bool:
     """VACUUM tables on PostgreSQL after a large bulk insert, so that their pages are marked
     all-visible and index-only scans read no rows (an insert alone leaves that to
-    autovacuum, later). VACUUM cannot run inside a transaction (an atomic block, or
-    autocommit turned off): there it is left to autovacuum and False is returned; True
-    when it ran."""
+    autovacuum, later). ``tables`` are models or table names (a partition). VACUUM cannot
+    run inside a transaction (an atomic block, or autocommit turned off): there it is left
+    to autovacuum and False is returned; True when it ran."""
     if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
         return False
+    names = [table if isinstance(table, str) else table._meta.db_table for table in tables]
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM " + ", ".join(connection.ops.quote_name(m._meta.db_table) for m in models_))
+        cursor.execute("VACUUM " + ", ".join(connection.ops.quote_name(name) for name in names))
     return True
 
 

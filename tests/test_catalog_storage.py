@@ -228,6 +228,25 @@ def test_a_curation_waits_for_a_build_of_its_release_before_touching_rows(releas
     assert catalog_entries_curate(user=curator, ids=[entry.pk], flagged=True, reason="after the build") == 1
 
 
+@pytest.mark.django_db(transaction=True)  # VACUUM runs outside a transaction only
+def test_a_large_build_vacuums_its_own_partitions(release_factory, monkeypatch):
+    from inference import partitions
+    from inference.services import release as release_service
+
+    if not partitions.partitioned(CatalogEntry):
+        pytest.skip("the entry table is partitioned on PostgreSQL only")
+    monkeypatch.setattr(release_service, "ANALYZE_AFTER_ROWS", 1)  # a build this small counts as large
+    spectra = make_spectra([(10.0 + i, 10.0) for i in range(3)])
+    values = label_rows([5000.0, 5100.0, 5200.0])
+    release = release_factory(spectra, values, values, publish=False)
+    with connection.cursor() as cursor:
+        for model in (CatalogEntry, CatalogStar):
+            # Its pages are all-visible (only VACUUM sets that), so index-only scans read no rows.
+            cursor.execute("SELECT relallvisible FROM pg_class WHERE relname = %s",
+                           [partitions.partition_name(model, release.pk)])
+            assert cursor.fetchone()[0] > 0
+
+
 def test_rows_the_orm_wrote_before_a_build_are_replaced_by_it():
     from inference.services.release import catalog_release_create
 

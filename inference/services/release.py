@@ -27,6 +27,7 @@ from spectra.services.curation import curation_records_write
 from ..catalog_rules import combine_models
 from ..models import CatalogEntry, CatalogRelease, CatalogStar, ModelVersion
 from ..partitions import (
+    partition_name,
     partitioned,
     release_build_lock,
     release_build_xact_locks,
@@ -147,7 +148,12 @@ def catalog_release_build(
         release.save(update_fields=["entry_count", "good_count"])
         catalog_stars_build(release=release)
     if written >= ANALYZE_AFTER_ROWS:
-        tables_vacuum(CatalogEntry, CatalogStar)  # the API's pages then read ids from the indexes alone
+        # The API's pages then read ids from the indexes alone. Only this release's partitions:
+        # the others' pages are all-visible already.
+        tables = [CatalogEntry, CatalogStar]
+        if partitioned(CatalogEntry):  # (both tables are, by one migration)
+            tables = [partition_name(model, release.pk) for model in tables]
+        tables_vacuum(*tables)
     return written
 
 
