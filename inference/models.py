@@ -134,7 +134,9 @@ class CatalogEntry(LabelValues, LabelErrors):
     catalog can be filtered and exported from this one table.
     """
 
-    release = models.ForeignKey(CatalogRelease, on_delete=models.CASCADE, related_name="entries")
+    # No index of its own: every index of the table leads with the release (and each
+    # release's rows are a partition of their own on PostgreSQL).
+    release = models.ForeignKey(CatalogRelease, on_delete=models.CASCADE, related_name="entries", db_index=False)
     spectrum = models.ForeignKey(Spectrum, on_delete=models.PROTECT, related_name="catalog_entries")
     formal_labels = models.ForeignKey(LabelSet, null=True, on_delete=models.PROTECT, related_name="+")
     alternate_labels = models.ForeignKey(LabelSet, null=True, on_delete=models.PROTECT, related_name="+")
@@ -206,7 +208,8 @@ class CatalogStar(LabelValues, LabelErrors, LabelChi2):
     Identity and position are the star's when the table was built.
     """
 
-    release = models.ForeignKey(CatalogRelease, on_delete=models.CASCADE, related_name="stars")
+    # No index of its own: every index of the table leads with the release.
+    release = models.ForeignKey(CatalogRelease, on_delete=models.CASCADE, related_name="stars", db_index=False)
     star = models.ForeignKey(
         "spectra.Star", null=True, blank=True, on_delete=models.PROTECT, related_name="catalog_rows",
         help_text="NULL only in a published release whose star was later merged into one that has its own row.",
