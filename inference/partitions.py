@@ -14,8 +14,10 @@ scale", gives the figures.
 import re
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 from django.db import DatabaseError, OperationalError, connection, models, transaction
 
 # First key of the two-key advisory lock that serialises the builds of one release.
@@ -64,7 +66,23 @@ def release_build_xact_locks(release_ids) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_BUILD_LOCK_SPACE, release_id])
 
 
-def _staging(model: type[models.Model], release_id: int) -> str:
+def ids_draw(model: type[models.Model], n: int) -> np.ndarray:
+    """``n`` new ids from the sequence of ``model``'s table, increasing: (n,) int64.
+
+    A build draws each chunk's ids before the chunk is written, in chunk order, so that
+    new rows get ids in key order even when chunks are written at once on several
+    connections. Ids a chunk does not use (its rows keep their old ids) are never used.
+    """
+    from core.bulk import query_numeric_records
+
+    drawn = query_numeric_records(
+        f"SELECT nextval(pg_get_serial_sequence('{model._meta.db_table}', 'id'))::bigint "
+        "FROM generate_series(1, %s)", [int(n)], [("id", "i8")])["id"]
+    return np.sort(drawn)
+
+
+def staging_name(model: type[models.Model], release_id: int) -> str:
+    """The name of the table a build of release ``release_id`` writes ``model``'s rows into."""
     return f"{partition_name(model, release_id)}_build"
 
 
@@ -75,7 +93,7 @@ def staging_create(model: type[models.Model], release_id: int) -> str:
     identity (the build draws ids from the table's sequence), no index, no key. A table
     left by a build that died is dropped first.
     """
-    staging = _staging(model, release_id)
+    staging = staging_name(model, release_id)
     _drop_briefly(staging)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -105,48 +123,108 @@ def staging_drop(model: type[models.Model], release_id: int) -> None:
     if connection.in_atomic_block:
         return
     try:
-        _drop_briefly(_staging(model, release_id))
+        _drop_briefly(staging_name(model, release_id))
     except DatabaseError:
         pass  # the referenced tables are busy: the release's next build drops it
 
 
-def staging_attach(model: type[models.Model], release_id: int) -> None:
-    """Index the build's table, check its keys, and swap it in as release ``release_id``'s rows.
+def staging_index(model: type[models.Model], release_id: int, *, unique_only: bool = False) -> None:
+    """Make on the build's table the keys and indexes of ``model``'s table it lacks yet.
 
-    Every index, unique constraint and foreign key of the table is made on the build's
-    table first (readers go on reading the old rows meanwhile), so that attaching it
-    finds them all and only records them. The swap, in one transaction: the release's
-    rows in the default partition are deleted, its old partition dropped, the new table
-    renamed and attached; it waits at most ``SWAP_LOCK_TIMEOUT_MS`` for its locks and is
-    tried ``SWAP_ATTEMPTS`` times. Raises ``django.db.IntegrityError`` when a key does not
-    hold, of the new rows or of rows written earlier in an enclosing transaction, and
-    ``django.db.OperationalError`` when the locks were not had; the release's rows are
-    then unchanged (the build's table is left for the caller to drop).
+    Every index, unique constraint and foreign key of the table, and a CHECK that its
+    rows are release ``release_id``'s (so that attaching it needs no scan), each made
+    once for the whole table: a sort per index, a join per key. With ``unique_only``,
+    only the CHECK and the unique constraints (the build's table can then be read by
+    its key while the rest is made, on another connection). The first call analyses the table.
+    Raises ``django.db.IntegrityError`` when a key does not hold.
     """
-    table, partition, staging = model._meta.db_table, partition_name(model, release_id), _staging(model, release_id)
+    table, staging = model._meta.db_table, staging_name(model, release_id)
     token = secrets.token_hex(4)  # index names are unique per schema; the old partition's are still there
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT conname, contype, pg_get_constraintdef(oid), conindid FROM pg_constraint "
-            "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype, conname", [table])
+            "SELECT conname, contype, pg_get_constraintdef(oid), conindid, pg_get_indexdef(conindid) "
+            "FROM pg_constraint WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype, conname",
+            [table])
         constraints = cursor.fetchall()
-        backing = {index for _, kind, _, index in constraints if kind in ("p", "u")}
+        backing = {index for _, kind, _, index, _ in constraints if kind in ("p", "u")}
         cursor.execute(
             "SELECT indexrelid, pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass "
             "ORDER BY indexrelid", [table])
         indexes = [definition for index, definition in cursor.fetchall() if index not in backing]
-        cursor.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {staging}_release CHECK (release_id = {int(release_id)})")
-        for i, (_, kind, definition, _) in enumerate(constraints):
-            cursor.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {table}_{token}_{i}_{kind} {definition}")
-        for i, definition in enumerate(indexes):
-            match = _INDEX_DEFINITION.match(definition)
-            if match is None:
-                raise RuntimeError(f"unexpected index definition on {table}: {definition}")
-            cursor.execute(f"CREATE {match.group(1) or ''}INDEX {table}_{token}_{i}_i ON {staging} {match.group(2)}")
-        cursor.execute(f"ANALYZE {staging}")
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass", [staging])
+        made = {definition for _, definition in cursor.fetchall()}
+        check = f"{staging}_release"
+        cursor.execute("SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s", [staging, check])
+        first = cursor.fetchone() is None
+        if first:
+            cursor.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {check} CHECK (release_id = {int(release_id)})")
+        for i, (_, kind, definition, _, index_definition) in enumerate(constraints):
+            if definition in made or (unique_only and kind != "u"):
+                continue
+            name = f"{table}_{token}_{i}_{kind}"
+            if kind in ("p", "u"):
+                # Its index first, under a lock that lets readers of the table on (another
+                # connection may read it by its unique key meanwhile), then the constraint
+                # takes it over at once.
+                match = _INDEX_DEFINITION.match(index_definition)
+                if match is None or "DEFERRABLE" in definition:
+                    raise RuntimeError(f"unexpected key on {table}: {definition}")
+                cursor.execute(f"CREATE UNIQUE INDEX {name} ON {staging} {match.group(2)}")
+                cursor.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {name} "
+                               f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} USING INDEX {name}")
+            else:
+                cursor.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {name} {definition}")
+        if not unique_only:
+            cursor.execute(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass", [staging])
+            made_indexes = {_INDEX_DEFINITION.match(d).group(2) for (d,) in cursor.fetchall()
+                            if _INDEX_DEFINITION.match(d)}
+            for i, definition in enumerate(indexes):
+                match = _INDEX_DEFINITION.match(definition)
+                if match is None:
+                    raise RuntimeError(f"unexpected index definition on {table}: {definition}")
+                if match.group(2) in made_indexes:
+                    continue
+                cursor.execute(
+                    f"CREATE {match.group(1) or ''}INDEX {table}_{token}_{i}_i ON {staging} {match.group(2)}")
+        if first:
+            cursor.execute(f"ANALYZE {staging}")
+
+
+def staging_attach(
+    models_: type[models.Model] | Sequence[type[models.Model]],
+    release_id: int,
+    *,
+    before_swap: Callable[[], None] | None = None,
+) -> None:
+    """Index the build's tables, check their keys, and swap them in as release ``release_id``'s rows.
+
+    ``models_``: one model, or several whose tables are swapped in one transaction (a
+    reader sees all the old rows or all the new ones). Every index, unique constraint and
+    foreign key of a table is made on the build's table first (:func:`staging_index`;
+    readers go on reading the old rows meanwhile), so that attaching it finds them all
+    and only records them. The swap, in one transaction: ``before_swap`` runs first (to
+    lock and check what the caller needs; its error ends the attach), then per table the
+    release's rows in the default partition are deleted, its old partition dropped, the
+    new table renamed and attached. The transaction waits at most
+    ``SWAP_LOCK_TIMEOUT_MS`` for each lock and is tried ``SWAP_ATTEMPTS`` times. Raises
+    ``django.db.IntegrityError`` when a key does not hold, of the new rows or of rows
+    written earlier in an enclosing transaction, and ``django.db.OperationalError`` when
+    the locks were not had; the release's rows are then unchanged (the build's tables are
+    left for the caller to drop).
+    """
+    chosen = [models_] if isinstance(models_, type) else list(models_)
+    for model in chosen:
+        staging_index(model, release_id)
     for attempt in range(SWAP_ATTEMPTS):
         try:
-            _swap(table, partition, staging, int(release_id))
+            with transaction.atomic():
+                if before_swap is not None:
+                    before_swap()
+                for model in chosen:
+                    _swap(model._meta.db_table, partition_name(model, release_id), staging_name(model, release_id),
+                          int(release_id))
             return
         except OperationalError as error:
             if getattr(error.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE or attempt == SWAP_ATTEMPTS - 1:
@@ -193,4 +271,4 @@ def partitions_drop(release_id: int) -> None:
     for model in (CatalogEntry, CatalogStar):
         if partitioned(model):
             _drop_briefly(partition_name(model, release_id))
-            _drop_briefly(_staging(model, release_id))
+            _drop_briefly(staging_name(model, release_id))

@@ -15,6 +15,7 @@ from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from core.rules import CatalogRules
 from spectra.models import Spectrum, Star
 
+from .catalog_rules import AGREEMENT_COLUMNS
 from .models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion, ReferenceCatalog, ReferenceLabel
 
 # Release names are slugs (CatalogRelease.name).
@@ -100,31 +101,59 @@ def release_build_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterato
 
 @dataclass
 class ReleaseNumericChunk:
-    """The numeric inputs of a release for a run of spectra (PostgreSQL's build)."""
+    """What the catalog rules read of a run of spectra (PostgreSQL's build).
+
+    The published values are copied from the formal label set inside the database; the
+    rules need only the labels the Flag depends on (``catalog_rules.AGREEMENT_COLUMNS``).
+    """
 
     spectrum_ids: np.ndarray  # (n,) int64, increasing
     formal_ids: np.ndarray  # (n,) int64
     alternate_ids: np.ndarray  # (n,) int64, 0 where the alternate model has no labels
-    formal: np.ndarray  # (n, 15) float64
-    formal_errors: np.ndarray  # (n, 15) float64
-    alternate: np.ndarray  # (n, 15) float64, NaN where the alternate model has no labels
+    formal: np.ndarray  # (n, 3) float64: Teff, log g, [Fe/H]; NaN where none
+    alternate: np.ndarray  # (n, 3) float64, NaN where the alternate model has no labels
     snr_blue: np.ndarray  # (n,) float64
     snr_red: np.ndarray  # (n,) float64
     spectrum_flags: np.ndarray  # (n,) int64
 
 
-def release_build_numeric_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterator[ReleaseNumericChunk]:
-    """The numeric inputs of a release, chunk by chunk in spectrum order (PostgreSQL only).
+# Upper bound of the last chunk of a build: spectra given labels while the build runs are in it.
+_LAST_SPECTRUM_ID = 2**63 - 1
 
-    One query a chunk, keyset-paginated on the formal model's (model_version, spectrum)
-    index and read by a binary COPY into numpy (no Python row objects): the formal labels,
-    the alternate model's labels of the same spectra (LEFT JOIN), the spectrum's flags and
-    S/N. The text identity columns never leave the database: the writer joins them.
+
+def release_build_chunk_bounds(*, release: CatalogRelease, chunk_size: int) -> list[tuple[int, int, int]]:
+    """The spectrum-id ranges a build reads, ``chunk_size`` formal label sets each (PostgreSQL only).
+
+    Returns ``(low, high, n)`` per chunk: the chunk is the formal model's label sets with
+    ``low < spectrum_id <= high``, ``n`` of them when this was read. One index-only scan
+    of the formal model's (model_version, spectrum) index. The ranges cover every
+    spectrum id above 0 (the last one reaches the largest bigint), so chunks can be read
+    in any order and at once (:func:`release_build_numeric_chunk`).
+    """
+    ends = query_numeric_records(
+        f"SELECT spectrum_id::bigint, n FROM (SELECT spectrum_id, row_number() OVER (ORDER BY spectrum_id) AS n, "
+        f"count(*) OVER () AS total FROM {LabelSet._meta.db_table} WHERE model_version_id = %s) x "
+        "WHERE n %% %s = 0 OR n = total",
+        [release.formal_model_id, int(chunk_size)], [("spectrum_id", "i8"), ("n", "i8")])
+    bounds, low, before = [], 0, 0
+    for i, (high, n) in enumerate(zip(ends["spectrum_id"].tolist(), ends["n"].tolist(), strict=True)):
+        bounds.append((low, _LAST_SPECTRUM_ID if i == ends.size - 1 else high, n - before))
+        low, before = high, n
+    return bounds
+
+
+def release_build_numeric_chunk(*, release: CatalogRelease, low: int, high: int) -> ReleaseNumericChunk:
+    """What the catalog rules read of the spectra with ``low < id <= high`` (PostgreSQL only).
+
+    One query read by a binary COPY into numpy (no Python row objects): the ids of the
+    formal model's label set and of the alternate model's (LEFT JOIN) and their Teff,
+    log g and [Fe/H], the spectrum's flags and S/N, in spectrum order. The other labels
+    and the text identity columns never leave the database: the writer copies them.
     """
     quote = connection.ops.quote_name
-    n_labels = len(LABEL_FIELDS)
-    formal = [f"COALESCE(f.{quote(c)}, 'NaN'::float8)" for c in (*LABEL_FIELDS, *LABEL_ERROR_FIELDS)]
-    alternate = [f"COALESCE(a.{quote(c)}, 'NaN'::float8)" for c in LABEL_FIELDS]
+    agreement = LABEL_FIELDS[:AGREEMENT_COLUMNS]
+    formal = [f"COALESCE(f.{quote(c)}, 'NaN'::float8)" for c in agreement]
+    alternate = [f"COALESCE(a.{quote(c)}, 'NaN'::float8)" for c in agreement]
     sql = (
         "SELECT f.spectrum_id::bigint, f.id::bigint, COALESCE(a.id, 0)::bigint, s.flags::bigint, "
         "COALESCE(s.snr_blue, 'NaN'::float8), COALESCE(s.snr_red, 'NaN'::float8), "
@@ -132,36 +161,29 @@ def release_build_numeric_chunks(*, release: CatalogRelease, chunk_size: int) ->
         + f" FROM {LabelSet._meta.db_table} f"
         f" JOIN {Spectrum._meta.db_table} s ON s.id = f.spectrum_id"
         f" LEFT JOIN {LabelSet._meta.db_table} a ON a.spectrum_id = f.spectrum_id AND a.model_version_id = %s"
-        " AND a.spectrum_id > %s"
-        # The bound on every side of the joins: without it a merge join reads the spectra
+        " AND a.spectrum_id > %s AND a.spectrum_id <= %s"
+        # The bounds on every side of the joins: without them a merge join reads the spectra
         # and the alternate labels from the first one on, every chunk (quadratic in chunks).
-        " WHERE f.model_version_id = %s AND f.spectrum_id > %s AND s.id > %s ORDER BY f.spectrum_id LIMIT %s"
+        " WHERE f.model_version_id = %s AND f.spectrum_id > %s AND f.spectrum_id <= %s AND s.id > %s AND s.id <= %s"
+        " ORDER BY f.spectrum_id"
     )
     dtypes = [("spectrum_id", "i8"), ("formal_id", "i8"), ("alternate_id", "i8"), ("flags", "i8"),
               ("snr_blue", "f8"), ("snr_red", "f8")]
-    dtypes += [(f"v{i}", "f8") for i in range(3 * n_labels)]
-    last_spectrum = 0
-    while True:
-        rows = query_numeric_records(
-            sql, [release.alternate_model_id, last_spectrum, release.formal_model_id, last_spectrum, last_spectrum,
-                  chunk_size], dtypes)
-        if rows.size == 0:
-            return
-        last_spectrum = int(rows["spectrum_id"][-1])
-        labels = np.column_stack([rows[f"v{i}"] for i in range(3 * n_labels)])
-        yield ReleaseNumericChunk(
-            spectrum_ids=rows["spectrum_id"].copy(),
-            formal_ids=rows["formal_id"].copy(),
-            alternate_ids=rows["alternate_id"].copy(),
-            formal=labels[:, :n_labels],
-            formal_errors=labels[:, n_labels : 2 * n_labels],
-            alternate=labels[:, 2 * n_labels :],
-            snr_blue=rows["snr_blue"].copy(),
-            snr_red=rows["snr_red"].copy(),
-            spectrum_flags=rows["flags"].copy(),
-        )
-        if rows.size < chunk_size:
-            return
+    dtypes += [(f"v{i}", "f8") for i in range(2 * AGREEMENT_COLUMNS)]
+    rows = query_numeric_records(
+        sql, [release.alternate_model_id, low, high, release.formal_model_id, low, high, low, high], dtypes)
+    labels = np.column_stack([rows[f"v{i}"] for i in range(2 * AGREEMENT_COLUMNS)]).reshape(
+        rows.size, 2 * AGREEMENT_COLUMNS)
+    return ReleaseNumericChunk(
+        spectrum_ids=rows["spectrum_id"].copy(),
+        formal_ids=rows["formal_id"].copy(),
+        alternate_ids=rows["alternate_id"].copy(),
+        formal=labels[:, :AGREEMENT_COLUMNS],
+        alternate=labels[:, AGREEMENT_COLUMNS:],
+        snr_blue=rows["snr_blue"].copy(),
+        snr_red=rows["snr_red"].copy(),
+        spectrum_flags=rows["flags"].copy(),
+    )
 
 
 def release_entries(*, release: CatalogRelease) -> QuerySet[CatalogEntry]:

@@ -342,3 +342,76 @@ def test_repeated_keys_in_one_upsert_keep_the_last_row():
     labelsets_upsert(model_version=model, spectrum_ids=ids, values=values, errors=np.full_like(values, 0.1))
     rows = dict(LabelSet.objects.filter(model_version=model).values_list("spectrum_id", "teff"))
     assert rows == {spectra[0].pk: 4200.0, spectra[1].pk: 4100.0}
+
+
+@pytest.mark.django_db(transaction=True)  # the build's workers are other connections: the rows must be committed
+def test_a_build_on_several_connections_writes_the_rules_values_in_spectrum_order(monkeypatch, settings):
+    import threading
+
+    from core.rules import CatalogRules
+    from inference.catalog_rules import combine_models
+    from inference.partitions import partition_name, partitioned
+    from inference.services import release as release_service
+    from inference.services.release import catalog_release_create
+
+    if not partitioned(CatalogEntry):
+        pytest.skip("the parallel build is PostgreSQL's")
+    spectra = make_spectra([(10.0 + i, 10.0) for i in range(9)])
+    formal = label_rows([4800.0, 5000.0, 7000.0, 5200.0, 3000.0, 5400.0, 5600.0, 6900.0, 5100.0])
+    formal[3, 7] = np.nan  # a label the model did not give
+    alternate = formal + 10.0
+    alternate[5, 0] += 400.0  # the models disagree
+    ids = np.array([s.pk for s in spectra])
+    errors = np.full_like(formal, 0.05)
+    models = make_model(ModelVersion.Role.FORMAL, "p-formal"), make_model(ModelVersion.Role.ALTERNATE, "p-alternate")
+    labelsets_upsert(model_version=models[0], spectrum_ids=ids, values=formal, errors=errors)
+    labelsets_upsert(model_version=models[1], spectrum_ids=ids[:8], values=alternate[:8], errors=errors[:8])
+    release = catalog_release_create(name="parallel", formal_model=models[0], alternate_model=models[1])
+    threads = set()
+    chunk_read = release_service.release_build_numeric_chunk
+
+    def recorded(**kwargs):
+        threads.add(threading.current_thread().name)
+        return chunk_read(**kwargs)
+
+    monkeypatch.setattr(release_service, "release_build_numeric_chunk", recorded)
+    settings.RELEASE_BUILD_CONNECTIONS = 2
+    assert catalog_release_build(release=release, chunk_size=2) == 9  # 5 chunks on 2 connections
+    assert len(threads) == 2 and threading.current_thread().name not in threads
+
+    expected = combine_models(formal, np.where(np.arange(9)[:, None] < 8, alternate, np.nan), errors,
+                              np.full(9, 50.0), np.full(9, 100.0), np.zeros(9, dtype=np.int64), CatalogRules())
+    from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
+
+    entries = list(CatalogEntry.objects.filter(release=release).order_by("spectrum_id"))
+    assert [e.spectrum_id for e in entries] == ids.tolist()
+    assert sorted(e.pk for e in entries) == [e.pk for e in entries]  # new ids in spectrum order
+    for i, entry in enumerate(entries):
+        assert (entry.flag, entry.flag_bits) == (expected.flag[i], expected.bits[i])
+        for j, field in enumerate(LABEL_FIELDS):
+            want = expected.values[i, j]
+            assert getattr(entry, field) == (None if np.isnan(want) else pytest.approx(want)), (i, field)
+        for j, field in enumerate(LABEL_ERROR_FIELDS):
+            want = expected.errors[i, j]
+            assert getattr(entry, field) == (None if np.isnan(want) else pytest.approx(want)), (i, field)
+    assert entries[2].c_h is None and entries[2].c_h_err is None and entries[2].teff == 7000.0  # hot: withheld
+    assert entries[8].alternate_labels_id is None and entries[8].flag == 0
+
+    def state():
+        rows = list(CatalogEntry.objects.filter(release=release).order_by("spectrum_id").values_list(
+            "id", "spectrum_id", "flag", "flag_bits", *LABEL_FIELDS, *LABEL_ERROR_FIELDS))
+        stars = list(CatalogStar.objects.filter(release=release).order_by("star_id").values_list(
+            "id", "star_id", "n_spectra", "best_spectrum_id", "best_medres_specid", "teff", "teff_err", "flag"))
+        return rows, stars
+
+    release.refresh_from_db()
+    parallel = state()
+    assert (release.entry_count, release.good_count) == (9, int(expected.flag.sum()))
+    assert (release.star_count, release.good_star_count) == (9, int(expected.flag.sum()))
+    with transaction.atomic():  # inside a transaction: one connection, one chunk after another
+        catalog_release_build(release=release)
+    assert state() == parallel  # and the rebuild kept every id
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s OR relname LIKE %s",
+                       [partition_name(CatalogEntry, release.pk) + "_%", partition_name(CatalogStar, release.pk) + "_%"])
+        assert cursor.fetchone()[0] == 0  # no table of the build left behind

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import connection, transaction
@@ -13,6 +14,8 @@ from django.utils import timezone
 from core.bulk import (
     bulk_upsert,
     keyed_numeric_columns,
+    postgresql_bulk_session,
+    postgresql_jit_off,
     query_numeric_records,
     table_analyze,
     tables_vacuum,
@@ -20,13 +23,15 @@ from core.bulk import (
 )
 from core.flags import CATALOG_FLAGS
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
+from core.parallel import beside, map_on_connections
 from core.rules import CatalogRules, catalog_rules_current
 from spectra.models import CurationRecord, Spectrum, Star
 from spectra.services.curation import curation_records_write
 
-from ..catalog_rules import combine_models
-from ..models import CatalogEntry, CatalogRelease, CatalogStar, ModelVersion
+from ..catalog_rules import WITHHELD_WHEN_HOT, catalog_flags, combine_models
+from ..models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
 from ..partitions import (
+    ids_draw,
     partition_name,
     partitioned,
     release_build_lock,
@@ -34,8 +39,10 @@ from ..partitions import (
     staging_attach,
     staging_create,
     staging_drop,
+    staging_index,
+    staging_name,
 )
-from ..selectors import release_build_chunks, release_build_numeric_chunks
+from ..selectors import release_build_chunk_bounds, release_build_chunks, release_build_numeric_chunk
 from ..star_combine import stars_combine
 from .release_files import STARS, release_files_discard, release_files_schedule
 
@@ -117,8 +124,8 @@ def catalog_release_build(
     has not predicted fails the agreement rules (Flag = 0) instead of being dropped.
     An entry a curator flagged in this draft (``catalog_entries_curate``) keeps its
     CURATOR_FLAGGED bit and Flag = 0 through the rebuild. The star table is rebuilt
-    from the entries afterwards (:func:`catalog_stars_build`). Returns the number of
-    entries written.
+    from the entries afterwards (as :func:`catalog_stars_build` does). Returns the number
+    of entries written.
     """
     with release_build_lock(release.pk):
         # Read under the lock: a curation or a publication that landed while this build
@@ -136,17 +143,15 @@ def catalog_release_build(
             dtype=np.int64,
         )
         if partitioned(CatalogEntry):
-            written = _entries_build_postgresql(
+            written = _release_build_postgresql(
                 release, rules, curated, chunk_size or RELEASE_BUILD_CHUNK_SPECTRA, progress)
         else:
             written = _entries_build_orm(release, rules, curated, chunk_size or 20_000, progress)
-        # (The PostgreSQL build analysed the release's new partition: with its rows unknown to
-        # the planner, the star build's reads would scan it once per star.)
-        entries = CatalogEntry.objects.filter(release=release)
-        release.entry_count = entries.count()
-        release.good_count = entries.filter(flag=1).count()
-        release.save(update_fields=["entry_count", "good_count"])
-        catalog_stars_build(release=release)
+            entries = CatalogEntry.objects.filter(release=release)
+            release.entry_count = entries.count()
+            release.good_count = entries.filter(flag=1).count()
+            release.save(update_fields=["entry_count", "good_count"])
+            catalog_stars_build(release=release)
     if written >= ANALYZE_AFTER_ROWS:
         # The API's pages then read ids from the indexes alone. Only this release's partitions:
         # the others' pages are all-visible already.
@@ -158,16 +163,21 @@ def catalog_release_build(
 
 
 def _chunk_combined(chunk, rules, curated: np.ndarray):
-    """The catalog rules on one chunk of a build; a curator's flag survives the rebuild."""
+    """The catalog rules on one chunk of the ORM build; a curator's flag survives the rebuild."""
     combined = combine_models(
         chunk.formal, chunk.alternate, chunk.formal_errors,
         chunk.snr_blue, chunk.snr_red, chunk.spectrum_flags, rules,
     )
-    if curated.size:
-        kept = np.isin(chunk.spectrum_ids, curated)
-        combined.bits[kept] |= np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
-        combined.flag[kept] = 0
+    _curated_keep(combined, chunk.spectrum_ids, curated)
     return combined
+
+
+def _curated_keep(flags, spectrum_ids: np.ndarray, curated: np.ndarray) -> None:
+    """CURATOR_FLAGGED and Flag = 0, in place, on the rows of the spectra a curator flagged."""
+    if curated.size:
+        kept = np.isin(spectrum_ids, curated)
+        flags.bits[kept] |= np.int64(CATALOG_FLAGS["CURATOR_FLAGGED"].mask)
+        flags.flag[kept] = 0
 
 
 def _entries_build_orm(release, rules, curated, chunk_size, progress) -> int:
@@ -209,72 +219,130 @@ _ENTRY_IDENTITY_SQL = {
 }
 
 
-def _entries_build_postgresql(release, rules, curated, chunk_size, progress) -> int:
+def _entries_write_postgresql(release, rules, curated, chunk_size, progress) -> tuple[int, int]:
     """The entries on PostgreSQL: numeric columns in and out by binary COPY, text joined in SQL.
 
-    Each chunk's inputs come from one query (:func:`release_build_numeric_chunks`); the
-    rules run on them in numpy; the results go by binary COPY into a temporary table and
-    one ``INSERT ... SELECT`` writes them into a table of the build's own
-    (``inference.partitions``), joining the identity, position, S/N and RV columns from
-    the spectrum and its star inside the database, so no row becomes a Python object. An
-    entry keeps its id through a rebuild; a new one draws the next id, in spectrum order.
-    When every chunk is written, the table is indexed, its keys checked, and it replaces
-    the release's rows at once (``staging_attach``); entries of spectra this build no
-    longer covers go with the old rows. The caller holds the release's build lock.
+    The spectra are cut into ranges of ``chunk_size`` (:func:`release_build_chunk_bounds`),
+    written on ``settings.RELEASE_BUILD_CONNECTIONS`` connections at once (``map_on_connections``;
+    one after another inside a transaction). Each chunk's inputs come from one query
+    (:func:`release_build_numeric_chunk`); the rules run on them in numpy
+    (:func:`inference.catalog_rules.catalog_flags`); Flag and its bits go by binary COPY
+    into a temporary table and one ``INSERT ... SELECT`` writes the rows into a table of
+    the build's own (``inference.partitions``), copying the formal model's labels, and the
+    identity, position, S/N and RV columns of the spectrum and its star, inside the
+    database, so no row becomes a Python object. An entry keeps its id through a rebuild; a new one takes an
+    id drawn for its chunk before any chunk is written, in spectrum order. The caller
+    holds the release's build lock, and indexes the table and swaps it in
+    (``staging_attach``: entries of spectra this build no longer covers go with the old
+    rows). Returns the number of entries written and of those with Flag = 1.
     """
     quote = connection.ops.quote_name
     table = CatalogEntry._meta.db_table
     labels = [*LABEL_FIELDS, *LABEL_ERROR_FIELDS]
     targets = ["id", "release_id", "spectrum_id", "formal_labels_id", "alternate_labels_id", *_ENTRY_IDENTITY_SQL,
                "flag", "flag_bits", *labels]
-    sources = [f"COALESCE(old.id, nextval(pg_get_serial_sequence('{table}', 'id')))", "%s", "t.spectrum_id",
-               "t.formal_labels_id", "NULLIF(t.alternate_labels_id, 0)",
+    hot = int(CATALOG_FLAGS["HOT_STAR_NO_ABUNDANCES"].mask)
+    # A spectrum given labels after the ids were drawn (the last chunk reaches every id
+    # above) takes one from the sequence. The published values are the formal model's
+    # (catalog_rules.combine_models), copied here; those the rules withhold are NULL.
+    sources = [f"COALESCE(old.id, NULLIF(t.new_id, 0), nextval(pg_get_serial_sequence('{table}', 'id')))", "%s",
+               "t.spectrum_id", "t.formal_labels_id", "NULLIF(t.alternate_labels_id, 0)",
                *_ENTRY_IDENTITY_SQL.values(), "t.flag", "t.flag_bits",
-               *(f"NULLIF(t.{quote(c)}, 'NaN'::float8)" for c in labels)]
-    written = 0
+               *(f"CASE WHEN t.flag_bits & {hot} = 0 THEN f.{quote(c)} END" if c in WITHHELD_WHEN_HOT
+                 else f"f.{quote(c)}" for c in labels)]
     staging = staging_create(CatalogEntry, release.pk)
     insert_sql = (
         f"INSERT INTO {staging} ({', '.join(quote(c) for c in targets)}) "
         f"SELECT {', '.join(sources)} FROM _release_build t "
+        f"JOIN {LabelSet._meta.db_table} f ON f.id = t.formal_labels_id AND f.model_version_id = %s "
+        "AND f.spectrum_id > %s AND f.spectrum_id <= %s "
         f"JOIN {Spectrum._meta.db_table} s ON s.id = t.spectrum_id JOIN {Star._meta.db_table} st ON st.id = s.star_id "
         f"LEFT JOIN {table} old ON old.release_id = %s AND old.spectrum_id = t.spectrum_id "
         # The chunk's spectrum-id range bounds every side: without it a merge join reads the
         # spectra and the old entries from the first one on, every chunk.
-        "AND old.spectrum_id BETWEEN %s AND %s WHERE s.id BETWEEN %s AND %s "
-        # In spectrum order (new ids are drawn after the sort): entry ids, the downloads' order, follow the spectra.
-        "ORDER BY t.spectrum_id"
+        "AND old.spectrum_id > %s AND old.spectrum_id <= %s WHERE s.id > %s AND s.id <= %s "
+        "ORDER BY t.spectrum_id"  # in spectrum order: the downloads' order
     )
+
+    def chunks():
+        for low, high, n in release_build_chunk_bounds(release=release, chunk_size=chunk_size):
+            yield low, high, ids_draw(CatalogEntry, n)
+
+    def write(chunk_bounds) -> tuple[int, int]:
+        low, high, new_ids = chunk_bounds
+        chunk = release_build_numeric_chunk(release=release, low=low, high=high)
+        n = chunk.spectrum_ids.shape[0]
+        if n == 0:
+            return 0, 0
+        flags = catalog_flags(
+            chunk.formal, chunk.alternate, chunk.snr_blue, chunk.snr_red, chunk.spectrum_flags, rules)
+        _curated_keep(flags, chunk.spectrum_ids, curated)
+        columns = {
+            "spectrum_id": chunk.spectrum_ids,
+            "new_id": np.pad(new_ids[:n], (0, max(0, n - new_ids.size))),  # 0: none drawn
+            "formal_labels_id": chunk.formal_ids,
+            "alternate_labels_id": chunk.alternate_ids,
+            "flag": flags.flag.astype(np.int16),
+            "flag_bits": flags.bits.astype(np.int64),
+        }
+        with transaction.atomic():
+            temp_table_fill("_release_build", columns)
+            with connection.cursor() as cursor:
+                cursor.execute(insert_sql, [release.pk, release.formal_model_id, low, high, release.pk, low, high,
+                                            low, high])
+                if cursor.rowcount != n:
+                    raise RuntimeError(f"release build wrote {cursor.rowcount} entries for {n} spectra")
+        return n, int(np.count_nonzero(flags.flag == 1))
+
+    written = good = 0
     try:
-        for chunk in release_build_numeric_chunks(release=release, chunk_size=chunk_size):
-            combined = _chunk_combined(chunk, rules, curated)
-            columns = {
-                "spectrum_id": chunk.spectrum_ids,
-                "formal_labels_id": chunk.formal_ids,
-                "alternate_labels_id": chunk.alternate_ids,
-                "flag": combined.flag.astype(np.int16),
-                "flag_bits": combined.bits.astype(np.int64),
-            }
-            for i, field in enumerate(LABEL_FIELDS):
-                columns[field] = combined.values[:, i]
-            for i, field in enumerate(LABEL_ERROR_FIELDS):
-                columns[field] = combined.errors[:, i]
-            with transaction.atomic():
-                n = temp_table_fill("_release_build", columns)
-                with connection.cursor() as cursor:
-                    low, high = int(chunk.spectrum_ids.min()), int(chunk.spectrum_ids.max())
-                    cursor.execute(insert_sql, [release.pk, release.pk, low, high, low, high])
-                    if cursor.rowcount != n:
-                        raise RuntimeError(f"release build wrote {cursor.rowcount} entries for {n} spectra")
-            written += n
-            if progress is not None:
-                progress(n)
-        staging_attach(CatalogEntry, release.pk)
-    except BaseException:
-        staging_drop(CatalogEntry, release.pk)  # (inside a transaction its rollback does it)
-        raise
+        with postgresql_jit_off():
+            for n, n_good in map_on_connections(
+                write, chunks(), connections=settings.RELEASE_BUILD_CONNECTIONS, setup=postgresql_bulk_session
+            ):
+                written, good = written + n, good + n_good
+                if progress is not None and n:
+                    progress(n)
     finally:
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # (the workers' connections are closed: their tables went with them)
             cursor.execute("DROP TABLE IF EXISTS _release_build")
+    return written, good
+
+
+def _release_build_postgresql(release, rules, curated, chunk_size, progress) -> int:
+    """Entries and stars of a release on PostgreSQL, each written into a table of the build's
+    own and swapped in (``inference.partitions``).
+
+    Once the entries are written (:func:`_entries_write_postgresql`) and their table has
+    its unique key, the star rows are computed from that table while another connection
+    makes its other indexes and keys (``beside``); then the star table is indexed and both
+    are swapped in at once, in the transaction that locks the release's row, checks it is
+    still a draft and records the counts. On any error both tables are dropped and the
+    release's rows and counts are as they were. Returns the number of entries.
+    """
+    def entries_index() -> None:
+        with postgresql_jit_off():
+            staging_index(CatalogEntry, release.pk)
+
+    def swap_with_counts() -> None:  # (in the swap's transaction)
+        locked = CatalogRelease.objects.select_for_update().get(pk=release.pk)
+        if locked.is_published:  # (published while the rows were written)
+            raise ReleaseImmutableError(f"release {locked.name} was published during its build")
+        _counts_save(locked, release, entry_count=written, good_count=good, **_staging_star_counts(release))
+
+    try:
+        written, good = _entries_write_postgresql(release, rules, curated, chunk_size, progress)
+        staging_index(CatalogEntry, release.pk, unique_only=True)  # (and analysed: the star reads use the key)
+        entries = staging_name(CatalogEntry, release.pk)
+        with beside(entries_index), postgresql_jit_off():
+            _stars_write_postgresql(release, _stars_with_entries(release, entries), STAR_BUILD_CHUNK_STARS_POSTGRESQL,
+                                    every=True, swap=True, entries=entries)
+        # Both tables at once: a reader sees the old entries and stars, or the new ones.
+        staging_attach([CatalogEntry, CatalogStar], release.pk, before_swap=swap_with_counts)
+    except BaseException:
+        staging_drop(CatalogEntry, release.pk)  # (inside a transaction its rollback does both)
+        staging_drop(CatalogStar, release.pk)
+        raise
     return written
 
 
@@ -300,46 +368,98 @@ def catalog_stars_build(
     Returns the number of star rows written. On PostgreSQL a whole table is written apart
     and swapped in for the release's old rows (``inference.partitions``).
     """
-    with release_build_lock(release.pk), transaction.atomic():
-        return _stars_build(release, star_ids, chunk_stars)
+    with release_build_lock(release.pk):
+        if star_ids is None and partitioned(CatalogStar):
+            return _stars_build_swapped(release, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL)
+        with transaction.atomic():
+            return _stars_build(release, star_ids, chunk_stars)
+
+
+def _star_table_immutable_check(release: CatalogRelease) -> None:
+    if release.is_published and CatalogStar.objects.filter(release=release).exists():
+        raise ReleaseImmutableError(f"release {release.name} is published: its star table cannot change")
+
+
+def _stars_with_entries(release: CatalogRelease, entries: str | None = None) -> np.ndarray:
+    """The stars with an entry in the release (PostgreSQL): (n,) int64, increasing. ``entries``:
+    the table to read them from (a build's own), by default the entry table."""
+    return np.unique(query_numeric_records(
+        f"SELECT DISTINCT s.star_id::bigint FROM {entries or CatalogEntry._meta.db_table} e "
+        f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s",
+        [release.pk], [("star_id", "i8")])["star_id"])
+
+
+def _stars_build_swapped(release: CatalogRelease, chunk_stars: int) -> int:
+    """The whole star table on a partitioned PostgreSQL table: written into a table of the
+    build's own (on several connections at once where no transaction encloses the call),
+    then indexed and swapped in, with the release's row locked, in one transaction."""
+    release.refresh_from_db(fields=["status"])
+    _star_table_immutable_check(release)
+
+    def swap_with_counts() -> None:  # (in the swap's transaction)
+        locked = CatalogRelease.objects.select_for_update().get(pk=release.pk)
+        _star_table_immutable_check(locked)  # (published while the rows were written)
+        _counts_save(locked, release, **_staging_star_counts(release))
+
+    try:
+        written, _ = _stars_write_postgresql(release, _stars_with_entries(release), chunk_stars, every=True, swap=True)
+        staging_attach(CatalogStar, release.pk, before_swap=swap_with_counts)
+    except BaseException:
+        staging_drop(CatalogStar, release.pk)
+        raise
+    return written
+
+
+def _staging_star_counts(release: CatalogRelease) -> dict[str, int]:
+    """The star counts of the star table a build wrote and has not swapped in yet."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE flag = 1) FROM {staging_name(CatalogStar, release.pk)}")
+        stars, good = cursor.fetchone()
+    return {"star_count": stars, "good_star_count": good}
+
+
+def _counts_save(locked: CatalogRelease, release: CatalogRelease, **counts: int) -> None:
+    """Save these counts on the locked release row, and copy them onto the caller's instance."""
+    for field, value in counts.items():
+        setattr(locked, field, value)
+        setattr(release, field, value)
+    locked.save(update_fields=list(counts))
+
+
+def _star_counts_save(locked: CatalogRelease, release: CatalogRelease) -> None:
+    existing = CatalogStar.objects.filter(release=locked)
+    _counts_save(locked, release, star_count=existing.count(), good_star_count=existing.filter(flag=1).count())
 
 
 def _stars_build(release: CatalogRelease, star_ids: list[int] | None, chunk_stars: int | None) -> int:
     locked = CatalogRelease.objects.select_for_update().get(pk=release.pk)
     existing = CatalogStar.objects.filter(release=locked)
-    if locked.is_published and existing.exists():
-        raise ReleaseImmutableError(f"release {locked.name} is published: its star table cannot change")
+    _star_table_immutable_check(locked)
     entries = CatalogEntry.objects.filter(release=locked)
     if star_ids is None and connection.vendor == "postgresql":
-        wanted = np.unique(query_numeric_records(
-            f"SELECT DISTINCT s.star_id::bigint FROM {CatalogEntry._meta.db_table} e "
-            f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s",
-            [locked.pk], [("star_id", "i8")])["star_id"])
+        wanted = _stars_with_entries(locked)
     elif star_ids is None:
         wanted = np.unique(np.fromiter(
             entries.order_by().values_list("spectrum__star_id", flat=True).distinct(), dtype=np.int64))
     else:
         wanted = np.unique(np.asarray(star_ids, dtype=np.int64))
-    swapped = star_ids is None and partitioned(CatalogStar)
     if connection.vendor == "postgresql":
         written, present = _stars_write_postgresql(
-            locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL, every=star_ids is None, swap=swapped)
+            locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL, every=star_ids is None)
     else:
         written, present = _stars_write_orm(locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS)
-    if written >= ANALYZE_AFTER_ROWS and not swapped:
+    if written >= ANALYZE_AFTER_ROWS:
         table_analyze(CatalogStar)  # else the anti-join below may run as a nested loop over stale estimates
-    if star_ids is None and not swapped:  # (swapped in, the rows are exactly the stars with entries)
+    if star_ids is None:
         # NOT EXISTS (an anti-join), not NOT IN: PostgreSQL runs NOT IN over a subquery
         # larger than work_mem once per row.
         has_entry = CatalogEntry.objects.filter(release=locked, spectrum__star_id=OuterRef("star_id"))
         existing.exclude(Exists(has_entry)).delete()
-    elif star_ids is not None:
+    else:
         kept = np.concatenate(present) if present else np.empty(0, dtype=np.int64)
         existing.filter(star_id__in=wanted.tolist()).exclude(star_id__in=kept.tolist()).delete()
-    locked.star_count = existing.count()
-    locked.good_star_count = existing.filter(flag=1).count()
-    locked.save(update_fields=["star_count", "good_star_count"])
-    release.star_count, release.good_star_count = locked.star_count, locked.good_star_count
+    _star_counts_save(locked, release)
     return written
 
 
@@ -401,20 +521,25 @@ STAR_BUILD_CHUNK_STARS_POSTGRESQL = 20_000
 
 
 def _stars_write_postgresql(
-    locked: CatalogRelease, wanted: np.ndarray, chunk_stars: int, *, every: bool, swap: bool = False
+    locked: CatalogRelease, wanted: np.ndarray, chunk_stars: int, *, every: bool, swap: bool = False,
+    entries: str | None = None,
 ) -> tuple[int, list[np.ndarray]]:
     """The star rows on PostgreSQL: entries in by binary COPY, rows out by COPY and one INSERT.
 
     ``wanted`` is sorted. When ``every`` (the whole table), a chunk is the star-id range
     of its stars (an index range on the spectrum's star); otherwise the listed stars.
     The star's identity and the best spectrum's medres_specid are joined in SQL. Rows are
-    upserts into the table, or with ``swap`` plain inserts into a table of the build's own
-    that then replaces the release's rows (``inference.partitions``; a row keeps its id).
+    upserts into the table, or with ``swap`` plain inserts into a table of the build's own,
+    which the caller then swaps in for the release's old rows (``inference.partitions``;
+    a row keeps its id, a new one takes an id drawn for its chunk, in star order). The
+    chunks are written on ``settings.RELEASE_BUILD_CONNECTIONS`` connections at once where no
+    transaction encloses the call (``map_on_connections``). ``entries``: the table the
+    entries are read from (a build's own, with its unique key), by default the entry table.
     """
     quote = connection.ops.quote_name
     labels = [*LABEL_FIELDS, *LABEL_ERROR_FIELDS]
     n_labels = len(LABEL_FIELDS)
-    entry_table, spectrum_table = CatalogEntry._meta.db_table, Spectrum._meta.db_table
+    entry_table, spectrum_table = entries or CatalogEntry._meta.db_table, Spectrum._meta.db_table
     select = (
         "SELECT s.star_id::bigint, e.spectrum_id::bigint, e.flag::bigint, COALESCE(e.snr_blue, 'NaN'::float8), "
         "COALESCE(e.snr_red, 'NaN'::float8), "
@@ -440,11 +565,12 @@ def _stars_write_postgresql(
              f"JOIN {entry_table} b ON b.release_id = %s AND b.spectrum_id = t.best_spectrum_id ")
     if swap:
         into = staging_create(CatalogStar, locked.pk)
+        # A star that gained a spectrum after the ids were drawn takes one from the sequence.
         insert_sql = (
             f"INSERT INTO {into} (id, {', '.join(quote(c) for c in targets)}) "
-            f"SELECT COALESCE(old.id, nextval(pg_get_serial_sequence('{star_table}', 'id'))), {', '.join(sources)} "
-            f"{joins}LEFT JOIN {star_table} old ON old.release_id = %s AND old.star_id = t.star_id "
-            "AND old.star_id BETWEEN %s AND %s ORDER BY t.star_id"  # new ids are drawn after the sort: in star order
+            f"SELECT COALESCE(old.id, NULLIF(t.new_id, 0), nextval(pg_get_serial_sequence('{star_table}', 'id'))), "
+            f"{', '.join(sources)} {joins}LEFT JOIN {star_table} old ON old.release_id = %s "
+            "AND old.star_id = t.star_id AND old.star_id BETWEEN %s AND %s ORDER BY t.star_id"
         )
     else:
         insert_sql = (
@@ -452,53 +578,68 @@ def _stars_write_postgresql(
             f"SELECT {', '.join(sources)} {joins}ORDER BY t.star_id "
             f"ON CONFLICT (release_id, star_id) DO UPDATE SET {updates}"
         )
-    written = 0
-    present: list[np.ndarray] = []
-    try:
+
+    def chunks():
         for start in range(0, wanted.size, chunk_stars):
             chunk = wanted[start : start + chunk_stars]
-            if every:
-                rows = query_numeric_records(
-                    select + "s.star_id BETWEEN %s AND %s", [locked.pk, int(chunk[0]), int(chunk[-1])], dtypes)
-            else:
-                rows = query_numeric_records(select + "s.star_id = ANY(%s)", [locked.pk, chunk.tolist()], dtypes)
-            if rows.size == 0:
-                continue
-            rows = rows[np.argsort(rows["spectrum_id"], kind="stable")]
-            values = np.column_stack([rows[f"v{i}"] for i in range(2 * n_labels)])
-            combined = stars_combine(
-                rows["star_id"], rows["spectrum_id"], rows["flag"], rows["snr_blue"], rows["snr_red"],
-                values[:, :n_labels], values[:, n_labels:],
-            )
-            del rows, values
-            present.append(combined.star_ids)
-            out: dict = {
-                "star_id": combined.star_ids,
-                "n_spectra": combined.n_spectra.astype(np.int64),
-                "n_spectra_all": combined.n_spectra_all.astype(np.int64),
-                "flag": (combined.n_spectra > 0).astype(np.int16),
-                "best_spectrum_id": combined.best_spectrum_ids.astype(np.int64),
-            }
-            for i, label in enumerate(LABELS):
-                out[label.field] = combined.values[:, i]
-                out[label.error_field] = combined.errors[:, i]
-                out[f"{label.field}_chi2r"] = combined.chi2r[:, i]
-            m = temp_table_fill("_star_build", out)
+            yield chunk, (ids_draw(CatalogStar, chunk.size) if swap else None)
+
+    def write(item) -> tuple[int, np.ndarray]:
+        chunk, new_ids = item
+        if every:
+            rows = query_numeric_records(
+                select + "s.star_id BETWEEN %s AND %s", [locked.pk, int(chunk[0]), int(chunk[-1])], dtypes)
+        else:
+            rows = query_numeric_records(select + "s.star_id = ANY(%s)", [locked.pk, chunk.tolist()], dtypes)
+        if rows.size == 0:
+            return 0, np.empty(0, dtype=np.int64)
+        rows = rows[np.argsort(rows["spectrum_id"], kind="stable")]
+        values = np.column_stack([rows[f"v{i}"] for i in range(2 * n_labels)])
+        combined = stars_combine(
+            rows["star_id"], rows["spectrum_id"], rows["flag"], rows["snr_blue"], rows["snr_red"],
+            values[:, :n_labels], values[:, n_labels:],
+        )
+        del rows, values
+        m = combined.star_ids.size
+        out: dict = {"star_id": combined.star_ids}
+        if swap:
+            out["new_id"] = np.pad(new_ids[:m], (0, max(0, m - new_ids.size)))  # 0: none drawn
+        out.update({
+            "n_spectra": combined.n_spectra.astype(np.int64),
+            "n_spectra_all": combined.n_spectra_all.astype(np.int64),
+            "flag": (combined.n_spectra > 0).astype(np.int16),
+            "best_spectrum_id": combined.best_spectrum_ids.astype(np.int64),
+        })
+        for i, label in enumerate(LABELS):
+            out[label.field] = combined.values[:, i]
+            out[label.error_field] = combined.errors[:, i]
+            out[f"{label.field}_chi2r"] = combined.chi2r[:, i]
+        low, high = int(combined.star_ids.min()), int(combined.star_ids.max())
+        parameters = [locked.pk, low, high, locked.pk] + ([locked.pk, low, high] if swap else [])
+        with transaction.atomic():
+            temp_table_fill("_star_build", out)
             with connection.cursor() as cursor:
-                low, high = int(combined.star_ids.min()), int(combined.star_ids.max())
-                parameters = [locked.pk, low, high, locked.pk] + ([locked.pk, low, high] if swap else [])
                 cursor.execute(insert_sql, parameters)
                 if cursor.rowcount != m:
                     raise RuntimeError(f"star table build wrote {cursor.rowcount} rows for {m} stars")
-            written += m
-        if swap:
-            staging_attach(CatalogStar, locked.pk)
+        return m, combined.star_ids
+
+    written = 0
+    present: list[np.ndarray] = []
+    try:
+        with postgresql_jit_off():
+            for m, star_ids in map_on_connections(
+                write, chunks(), connections=settings.RELEASE_BUILD_CONNECTIONS, setup=postgresql_bulk_session
+            ):
+                written += m
+                if m:
+                    present.append(star_ids)
     except BaseException:
         if swap:
             staging_drop(CatalogStar, locked.pk)
         raise
     finally:
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # (the workers' connections are closed: their tables went with them)
             cursor.execute("DROP TABLE IF EXISTS _star_build")
     return written, present
 

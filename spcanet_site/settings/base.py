@@ -151,6 +151,10 @@ CONE_SEARCH_MAX_RADIUS_DEG = env.float("CONE_SEARCH_MAX_RADIUS_DEG", default=5.0
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=1000)
 # Rows fetched per database round trip while streaming an export.
 EXPORT_CHUNK_SIZE = env.int("EXPORT_CHUNK_SIZE", default=5000)
+# Connections a release build writes its chunks on at once (entries, then stars), each a
+# PostgreSQL backend and so a CPU core of the database server; the build holds one more
+# for itself and one for the entries' indexes. 1: one connection, one chunk after another.
+RELEASE_BUILD_CONNECTIONS = env.int("RELEASE_BUILD_CONNECTIONS", default=2)
 # A published release's whole tables in every download format, written once by the workers
 # (inference.services.release_files). Shared by the workers and the web servers.
 RELEASE_FILES_ROOT = Path(env.str("RELEASE_FILES_ROOT", default=str(VAR_DIR / "releases")))
