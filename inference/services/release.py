@@ -335,8 +335,7 @@ def _release_build_postgresql(release, rules, curated, chunk_size, progress) -> 
         staging_index(CatalogEntry, release.pk, unique_only=True)  # (and analysed: the star reads use the key)
         entries = staging_name(CatalogEntry, release.pk)
         with beside(entries_index), postgresql_jit_off():
-            _stars_write_postgresql(release, _stars_with_entries(release, entries), STAR_BUILD_CHUNK_STARS_POSTGRESQL,
-                                    every=True, swap=True, entries=entries)
+            _stars_write_postgresql(release, None, STAR_BUILD_CHUNK_STARS_POSTGRESQL, swap=True, entries=entries)
         # Both tables at once: a reader sees the old entries and stars, or the new ones.
         staging_attach([CatalogEntry, CatalogStar], release.pk, before_swap=swap_with_counts)
     except BaseException:
@@ -380,13 +379,24 @@ def _star_table_immutable_check(release: CatalogRelease) -> None:
         raise ReleaseImmutableError(f"release {release.name} is published: its star table cannot change")
 
 
-def _stars_with_entries(release: CatalogRelease, entries: str | None = None) -> np.ndarray:
-    """The stars with an entry in the release (PostgreSQL): (n,) int64, increasing. ``entries``:
-    the table to read them from (a build's own), by default the entry table."""
-    return np.unique(query_numeric_records(
-        f"SELECT DISTINCT s.star_id::bigint FROM {entries or CatalogEntry._meta.db_table} e "
-        f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s",
-        [release.pk], [("star_id", "i8")])["star_id"])
+def _star_chunk_bounds(release: CatalogRelease, chunk_stars: int, entries: str | None = None) -> list[tuple]:
+    """Star-id ranges of the stars with an entry in the release, ``chunk_stars`` each (PostgreSQL).
+
+    Returns ``(low, high, n)`` per chunk: its stars are those with ``low < id <= high``,
+    ``n`` of them. ``entries``: the table to read the entries from (a build's own), by
+    default the entry table. Only the bounds are held, never every star's id, so memory
+    does not grow with the number of stars.
+    """
+    ends = query_numeric_records(
+        "SELECT star_id, n FROM (SELECT star_id, row_number() OVER (ORDER BY star_id) AS n, count(*) OVER () AS total "
+        f"FROM (SELECT DISTINCT s.star_id::bigint FROM {entries or CatalogEntry._meta.db_table} e "
+        f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s) d) x "
+        "WHERE n %% %s = 0 OR n = total", [release.pk, int(chunk_stars)], [("star_id", "i8"), ("n", "i8")])
+    bounds, low, before = [], 0, 0
+    for high, n in zip(ends["star_id"].tolist(), ends["n"].tolist(), strict=True):
+        bounds.append((low, high, n - before))
+        low, before = high, n
+    return bounds
 
 
 def _stars_build_swapped(release: CatalogRelease, chunk_stars: int) -> int:
@@ -402,7 +412,7 @@ def _stars_build_swapped(release: CatalogRelease, chunk_stars: int) -> int:
         _counts_save(locked, release, **_staging_star_counts(release))
 
     try:
-        written, _ = _stars_write_postgresql(release, _stars_with_entries(release), chunk_stars, every=True, swap=True)
+        written, _ = _stars_write_postgresql(release, None, chunk_stars, swap=True)
         staging_attach(CatalogStar, release.pk, before_swap=swap_with_counts)
     except BaseException:
         staging_drop(CatalogStar, release.pk)
@@ -438,15 +448,14 @@ def _stars_build(release: CatalogRelease, star_ids: list[int] | None, chunk_star
     _star_table_immutable_check(locked)
     entries = CatalogEntry.objects.filter(release=locked)
     if star_ids is None and connection.vendor == "postgresql":
-        wanted = _stars_with_entries(locked)
+        wanted = None  # (every star with an entry, read range by range)
     elif star_ids is None:
         wanted = np.unique(np.fromiter(
             entries.order_by().values_list("spectrum__star_id", flat=True).distinct(), dtype=np.int64))
     else:
         wanted = np.unique(np.asarray(star_ids, dtype=np.int64))
     if connection.vendor == "postgresql":
-        written, present = _stars_write_postgresql(
-            locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL, every=star_ids is None)
+        written, present = _stars_write_postgresql(locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL)
     else:
         written, present = _stars_write_orm(locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS)
     if written >= ANALYZE_AFTER_ROWS:
@@ -521,13 +530,14 @@ STAR_BUILD_CHUNK_STARS_POSTGRESQL = 20_000
 
 
 def _stars_write_postgresql(
-    locked: CatalogRelease, wanted: np.ndarray, chunk_stars: int, *, every: bool, swap: bool = False,
+    locked: CatalogRelease, wanted: np.ndarray | None, chunk_stars: int, *, swap: bool = False,
     entries: str | None = None,
 ) -> tuple[int, list[np.ndarray]]:
     """The star rows on PostgreSQL: entries in by binary COPY, rows out by COPY and one INSERT.
 
-    ``wanted`` is sorted. When ``every`` (the whole table), a chunk is the star-id range
-    of its stars (an index range on the spectrum's star); otherwise the listed stars.
+    ``wanted``: the stars, sorted; None for every star with an entry (the whole table),
+    whose chunks are then star-id ranges (:func:`_star_chunk_bounds`; an index range on
+    the spectrum's star).
     The star's identity and the best spectrum's medres_specid are joined in SQL. Rows are
     upserts into the table, or with ``swap`` plain inserts into a table of the build's own,
     which the caller then swaps in for the release's old rows (``inference.partitions``;
@@ -535,6 +545,8 @@ def _stars_write_postgresql(
     chunks are written on ``settings.RELEASE_BUILD_CONNECTIONS`` connections at once where no
     transaction encloses the call (``map_on_connections``). ``entries``: the table the
     entries are read from (a build's own, with its unique key), by default the entry table.
+    Returns the number of rows written and, for listed stars, the ids of the stars that
+    got one.
     """
     quote = connection.ops.quote_name
     labels = [*LABEL_FIELDS, *LABEL_ERROR_FIELDS]
@@ -580,15 +592,18 @@ def _stars_write_postgresql(
         )
 
     def chunks():
+        if wanted is None:
+            for low, high, n in _star_chunk_bounds(locked, chunk_stars, entries):
+                yield (low, high), (ids_draw(CatalogStar, n) if swap else None)
+            return
         for start in range(0, wanted.size, chunk_stars):
             chunk = wanted[start : start + chunk_stars]
             yield chunk, (ids_draw(CatalogStar, chunk.size) if swap else None)
 
     def write(item) -> tuple[int, np.ndarray]:
         chunk, new_ids = item
-        if every:
-            rows = query_numeric_records(
-                select + "s.star_id BETWEEN %s AND %s", [locked.pk, int(chunk[0]), int(chunk[-1])], dtypes)
+        if wanted is None:
+            rows = query_numeric_records(select + "s.star_id > %s AND s.star_id <= %s", [locked.pk, *chunk], dtypes)
         else:
             rows = query_numeric_records(select + "s.star_id = ANY(%s)", [locked.pk, chunk.tolist()], dtypes)
         if rows.size == 0:
@@ -632,7 +647,7 @@ def _stars_write_postgresql(
                 write, chunks(), connections=settings.RELEASE_BUILD_CONNECTIONS, setup=postgresql_bulk_session
             ):
                 written += m
-                if m:
+                if m and wanted is not None:  # (only a partial build needs them: the whole table's would grow with N)
                     present.append(star_ids)
     except BaseException:
         if swap:
