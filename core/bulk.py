@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 # Rows sent per COPY / bulk_create round trip; bounds memory on very large writes.
@@ -252,11 +252,29 @@ def postgresql_jit_off():
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('jit'), set_config('jit', 'off', false)")
         before = cursor.fetchone()[0]
+    with statement_after(f"SELECT set_config('jit', '{before}', false)"):
+        yield
+
+
+@contextmanager
+def statement_after(sql: str):
+    """Run ``sql`` on this connection when the block ends (a cleanup).
+
+    When the block raised, a failure of ``sql`` is ignored, so that it never hides the
+    block's error (in a failed transaction no statement can run; its rollback undoes
+    what the block did in it).
+    """
     try:
         yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('jit', %s, false)", [before])
+    except BaseException:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        except DatabaseError:
+            pass
+        raise
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
 
 
 # Temporary buffers of a connection that only moves chunks through temporary tables: a
@@ -265,17 +283,21 @@ def postgresql_jit_off():
 BULK_TEMP_BUFFERS = "64MB"
 
 
-def postgresql_bulk_session() -> None:
+def postgresql_bulk_session(lock_timeout_ms: int | None = None) -> None:
     """Set up a fresh connection that writes chunks through temporary tables (a worker's own).
 
     JIT off (:func:`postgresql_jit_off`) and ``temp_buffers`` of ``BULK_TEMP_BUFFERS``
-    for the rest of the session. PostgreSQL refuses the latter once the session has
+    for the rest of the session, and ``lock_timeout_ms`` when given (a worker's wait for a
+    lock is a wait PostgreSQL's deadlock detector cannot see whole: the caller waits for
+    the worker in Python). PostgreSQL refuses ``temp_buffers`` once the session has
     touched a temporary table: call it before. Other databases: nothing is changed.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET jit = off")
             cursor.execute("SET temp_buffers = %s", [BULK_TEMP_BUFFERS])
+            if lock_timeout_ms is not None:
+                cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
 
 
 def table_analyze(model: type[models.Model]) -> None:

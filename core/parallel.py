@@ -36,8 +36,10 @@ def map_on_connections(
     Each item runs in a worker thread on that thread's own connection: ``work`` must
     commit its own writes (an atomic block of its own) and write nothing the other items
     read. ``setup`` runs once on each worker's own connection before its first item (a
-    session setting); never on the caller's connection. The first error stops the reading of further items; it is raised
-    here once the running items have ended. The workers' connections are closed at the end.
+    session setting); never on the caller's connection. The first error stops the reading
+    of further items; it is raised here once the running items have ended. The workers'
+    connections are closed when the generator ends, is closed, or is dropped (a ``for``
+    loop over the call, left early, drops it).
 
     A caller inside a transaction (an atomic block), or ``connections`` <= 1, gets every
     item run here, one after another, on this connection: another connection would not

@@ -41,10 +41,16 @@ def partitioned(model: type[models.Model]) -> bool:
 
 @contextmanager
 def release_build_lock(release_id: int):
-    """Hold a session advisory lock on one release for a whole build (its chunks may commit
-    apart); a build waits for another of the same release. The lock is re-entrant. Other
-    databases: nothing is locked."""
+    """Hold the advisory lock of one release for a whole build; a build waits for another of
+    the same release. The lock is re-entrant. Outside a transaction it is a session lock,
+    released when the block ends (the build's chunks commit apart); inside one (an atomic
+    block) it lasts until that transaction ends, so that a failed transaction, in which
+    no statement can run, cannot keep it. Other databases: nothing is locked."""
     if connection.vendor != "postgresql":
+        yield
+        return
+    if connection.in_atomic_block:
+        release_build_xact_locks([release_id])
         yield
         return
     with connection.cursor() as cursor:
@@ -176,15 +182,15 @@ def staging_index(model: type[models.Model], release_id: int, *, unique_only: bo
             else:
                 cursor.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {name} {definition}")
         if not unique_only:
-            cursor.execute(
-                "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass", [staging])
-            made_indexes = {_INDEX_DEFINITION.match(d).group(2) for (d,) in cursor.fetchall()
-                            if _INDEX_DEFINITION.match(d)}
+            cursor.execute(  # (those not behind a key: a key's index is no plain index of the parent's)
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)", [staging])
+            made_indexes = {match.groups() for (d,) in cursor.fetchall() if (match := _INDEX_DEFINITION.match(d))}
             for i, definition in enumerate(indexes):
                 match = _INDEX_DEFINITION.match(definition)
                 if match is None:
                     raise RuntimeError(f"unexpected index definition on {table}: {definition}")
-                if match.group(2) in made_indexes:
+                if match.groups() in made_indexes:
                     continue
                 cursor.execute(
                     f"CREATE {match.group(1) or ''}INDEX {table}_{token}_{i}_i ON {staging} {match.group(2)}")

@@ -197,6 +197,7 @@ def test_a_rebuild_gives_way_to_a_long_reader_instead_of_queueing_every_reader(r
     assert not CatalogEntry.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # built outside a transaction: its build lock is released when it ends
 def test_a_curation_waits_for_a_build_of_its_release_before_touching_rows(release_factory, curator):
     import psycopg2
 
@@ -213,10 +214,10 @@ def test_a_curation_waits_for_a_build_of_its_release_before_touching_rows(releas
     try:
         with builder.cursor() as cursor:  # a build of the release holds its lock
             cursor.execute("SELECT pg_advisory_lock(%s, %s)", [partitions._BUILD_LOCK_SPACE, release.pk])
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL lock_timeout = 300")
         with CaptureQueriesContext(connection) as queries, pytest.raises(OperationalError, match="lock timeout"), \
                 transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = 300")
             catalog_entries_curate(user=curator, ids=[entry.pk], flagged=True, reason="during a build")
     finally:
         builder.close()
@@ -415,3 +416,103 @@ def test_a_build_on_several_connections_writes_the_rules_values_in_spectrum_orde
         cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s OR relname LIKE %s",
                        [partition_name(CatalogEntry, release.pk) + "_%", partition_name(CatalogStar, release.pk) + "_%"])
         assert cursor.fetchone()[0] == 0  # no table of the build left behind
+
+
+def _slowed_chunks(monkeypatch, seconds: float) -> None:
+    from inference.services import release as release_service
+
+    read = release_service.release_build_numeric_chunk
+
+    def slow(**kwargs):
+        time.sleep(seconds)
+        return read(**kwargs)
+
+    monkeypatch.setattr(release_service, "release_build_numeric_chunk", slow)
+
+
+def _in_thread(work):
+    import threading
+
+    outcome: dict = {}
+
+    def run():
+        from django.db import connection as own
+
+        try:
+            outcome["result"] = work()
+        except BaseException as error:  # noqa: BLE001 (read by the test)
+            outcome["error"] = error
+        finally:
+            own.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def _build_in_thread(release):
+    from inference.models import CatalogRelease
+
+    return _in_thread(lambda: catalog_release_build(release=CatalogRelease.objects.get(pk=release.pk), chunk_size=2))
+
+
+@pytest.mark.django_db(transaction=True)  # a build on other connections, and concurrent sessions
+def test_a_merge_or_a_curation_during_a_build_waits_for_it_and_both_succeed(release_factory, curator, monkeypatch,
+                                                                            settings):
+    from spectra.services.star_identity import stars_merge_duplicates
+
+    settings.RELEASE_BUILD_CONNECTIONS = 2
+    # Spectra 0 and 1 are of one star ingested twice (0.36 arcsec apart): a merge moves spectrum 1.
+    spectra = make_spectra([(10.0, 10.0), (10.0, 10.0001), *((20.0 + i, 20.0) for i in range(8))])
+    values = label_rows([5000.0 + 10 * i for i in range(10)])
+    release = release_factory(spectra, values, values, publish=False)
+    entry = CatalogEntry.objects.filter(release=release, spectrum=spectra[5]).get()
+    _slowed_chunks(monkeypatch, 0.3)  # 5 chunks on 2 connections: about a second of writing
+
+    build, built = _build_in_thread(release)
+    time.sleep(0.4)
+    merge, merged = _in_thread(lambda: stars_merge_duplicates(radius_arcsec=1.0))
+    build.join(60)
+    merge.join(60)
+    assert not build.is_alive() and not merge.is_alive()
+    assert "error" not in built and "error" not in merged, (built, merged)
+    assert merged["result"]["spectra_moved"] == 1
+    # The merge ran after the build: the star table follows it.
+    stars = dict(CatalogStar.objects.filter(release=release).values_list("star_id", "n_spectra"))
+    assert stars[spectra[0].star_id] == 2 and spectra[1].star_id not in stars
+
+    build, built = _build_in_thread(release)
+    time.sleep(0.4)  # the curation comes while the chunks are written
+    curated = catalog_entries_curate(user=curator, ids=[entry.pk], flagged=True, reason="bad sky subtraction")
+    build.join(60)
+    assert "error" not in built, built
+    assert curated == 1
+    entry.refresh_from_db()
+    assert entry.flag == 0 and entry.flag_bits & CATALOG_FLAGS["CURATOR_FLAGGED"].mask
+
+
+@pytest.mark.django_db(transaction=True)  # the advisory locks are looked up from another transaction
+def test_a_failed_build_inside_a_transaction_raises_its_own_error_and_keeps_no_lock(release_factory, monkeypatch):
+    from inference.services import release as release_service
+
+    spectra = make_spectra([(10.0 + i, 10.0) for i in range(6)])
+    values = label_rows([5000.0 + 10 * i for i in range(6)])
+    release = release_factory(spectra, values, values, publish=False)
+    read, calls = release_service.release_build_numeric_chunk, []
+
+    def failing(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 / 0")  # fails the transaction: no statement runs after it
+        return read(**kwargs)
+
+    monkeypatch.setattr(release_service, "release_build_numeric_chunk", failing)
+    with pytest.raises(Exception, match="division by zero"):
+        with transaction.atomic():
+            catalog_release_build(release=release, chunk_size=2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        assert cursor.fetchone()[0] == 0
+    monkeypatch.undo()
+    assert catalog_release_build(release=release) == 6  # the release can be built again

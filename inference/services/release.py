@@ -7,7 +7,7 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
@@ -17,6 +17,7 @@ from core.bulk import (
     postgresql_bulk_session,
     postgresql_jit_off,
     query_numeric_records,
+    statement_after,
     table_analyze,
     tables_vacuum,
     temp_table_fill,
@@ -31,6 +32,7 @@ from spectra.services.curation import curation_records_write
 from ..catalog_rules import WITHHELD_WHEN_HOT, catalog_flags, combine_models
 from ..models import CatalogEntry, CatalogRelease, CatalogStar, LabelSet, ModelVersion
 from ..partitions import (
+    LOCK_NOT_AVAILABLE,
     ids_draw,
     partition_name,
     partitioned,
@@ -295,18 +297,30 @@ def _entries_write_postgresql(release, rules, curated, chunk_size, progress) -> 
         return n, int(np.count_nonzero(flags.flag == 1))
 
     written = good = 0
-    try:
-        with postgresql_jit_off():
-            for n, n_good in map_on_connections(
-                write, chunks(), connections=settings.RELEASE_BUILD_CONNECTIONS, setup=postgresql_bulk_session
-            ):
-                written, good = written + n, good + n_good
-                if progress is not None and n:
-                    progress(n)
-    finally:
-        with connection.cursor() as cursor:  # (the workers' connections are closed: their tables went with them)
-            cursor.execute("DROP TABLE IF EXISTS _release_build")
+    # (The workers' connections are closed at the end: their tables go with them.)
+    with statement_after("DROP TABLE IF EXISTS _release_build"), postgresql_jit_off():
+        for n, n_good in map_on_connections(
+            write, chunks(), connections=settings.RELEASE_BUILD_CONNECTIONS, setup=_build_worker_session
+        ):
+            written, good = written + n, good + n_good
+            if progress is not None and n:
+                progress(n)
     return written, good
+
+
+# A build's worker connections and the one indexing beside them wait at most this long for
+# a lock: the build's own connection waits for them in Python, where PostgreSQL's deadlock
+# detector cannot see it, so a transaction that holds what a worker needs while it waits
+# for the build's lock would otherwise make both wait forever. A worker's reads and
+# writes take no lock anyone holds for long: running out of time fails the build with a
+# clear error. The indexing gives way much sooner and leaves what it did not make to the
+# build's own connection, where a deadlock is seen and ends one of the two.
+BUILD_WORKER_LOCK_TIMEOUT_MS = 60_000
+BUILD_BESIDE_LOCK_TIMEOUT_MS = 1_000
+
+
+def _build_worker_session() -> None:
+    postgresql_bulk_session(lock_timeout_ms=BUILD_WORKER_LOCK_TIMEOUT_MS)
 
 
 def _release_build_postgresql(release, rules, curated, chunk_size, progress) -> int:
@@ -321,8 +335,18 @@ def _release_build_postgresql(release, rules, curated, chunk_size, progress) -> 
     release's rows and counts are as they were. Returns the number of entries.
     """
     def entries_index() -> None:
-        with postgresql_jit_off():
+        if connection.in_atomic_block:  # (run on this connection, after the stars: no wait unseen)
             staging_index(CatalogEntry, release.pk)
+            return
+        with connection.cursor() as cursor:  # (a connection of its own, closed after)
+            cursor.execute("SET jit = off")
+            cursor.execute(f"SET lock_timeout = {BUILD_BESIDE_LOCK_TIMEOUT_MS}")
+        try:
+            staging_index(CatalogEntry, release.pk)
+        except OperationalError as error:
+            if getattr(error.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            # What is not made yet is made by the swap's staging_attach, on the build's connection.
 
     def swap_with_counts() -> None:  # (in the swap's transaction)
         locked = CatalogRelease.objects.select_for_update().get(pk=release.pk)
@@ -642,9 +666,10 @@ def _stars_write_postgresql(
     written = 0
     present: list[np.ndarray] = []
     try:
-        with postgresql_jit_off():
+        # (The workers' connections are closed at the end: their tables go with them.)
+        with statement_after("DROP TABLE IF EXISTS _star_build"), postgresql_jit_off():
             for m, star_ids in map_on_connections(
-                write, chunks(), connections=settings.RELEASE_BUILD_CONNECTIONS, setup=postgresql_bulk_session
+                write, chunks(), connections=settings.RELEASE_BUILD_CONNECTIONS, setup=_build_worker_session
             ):
                 written += m
                 if m and wanted is not None:  # (only a partial build needs them: the whole table's would grow with N)
@@ -653,9 +678,6 @@ def _stars_write_postgresql(
         if swap:
             staging_drop(CatalogStar, locked.pk)
         raise
-    finally:
-        with connection.cursor() as cursor:  # (the workers' connections are closed: their tables went with them)
-            cursor.execute("DROP TABLE IF EXISTS _star_build")
     return written, present
 
 
@@ -714,20 +736,31 @@ def catalog_release_publish(*, release: CatalogRelease) -> CatalogRelease:
     return locked
 
 
-@transaction.atomic
 def catalog_entries_curate(*, user, ids: list[int], flagged: bool, reason: str) -> int:
     """Set or clear CURATOR_FLAGGED on entries of draft releases, recomputing Flag.
 
     Entries of a published release are refused: a published release never changes. A
-    build of one of the entries' releases running meanwhile is waited for (its build lock,
-    taken first: the build's swap and this update would otherwise wait for each other).
+    build of one of the entries' releases running meanwhile is waited for: its build lock
+    is taken first in the curation's transaction, before any entry is read in it (reading
+    the entries holds their tables until the transaction ends, and the build's swap needs
+    them to itself: each would wait for the other). The entries' releases are looked up
+    before that transaction; called inside a transaction of the caller's, that lookup is
+    part of it.
     """
     if not reason.strip():
         raise ValueError("a curation needs a reason")
-    release_build_xact_locks(
+    releases = list(  # (an entry never changes release)
         CatalogEntry.objects.filter(pk__in=ids).order_by().values_list("release_id", flat=True).distinct())
+    with transaction.atomic():
+        release_build_xact_locks(releases)
+        return _entries_curate(user=user, ids=ids, releases=releases, flagged=flagged, reason=reason)
+
+
+def _entries_curate(*, user, ids: list[int], releases: list[int], flagged: bool, reason: str) -> int:
+    # (The release ids let PostgreSQL read those releases' partitions alone.)
+    entries = CatalogEntry.objects.filter(pk__in=ids, release_id__in=releases)
     published = set(
-        CatalogEntry.objects.filter(pk__in=ids, release__status=CatalogRelease.Status.PUBLISHED).values_list(
+        entries.filter(release__status=CatalogRelease.Status.PUBLISHED).values_list(
             "release__name", flat=True
         )
     )
@@ -736,7 +769,7 @@ def catalog_entries_curate(*, user, ids: list[int], flagged: bool, reason: str) 
     mask = CATALOG_FLAGS["CURATOR_FLAGGED"].mask
     reject = CATALOG_FLAGS.reject_mask()
     changes, updated = [], []
-    for entry in CatalogEntry.objects.select_for_update().filter(pk__in=ids).only("pk", "flag_bits", "flag"):
+    for entry in entries.select_for_update().only("pk", "flag_bits", "flag"):
         before = entry.flag_bits
         after = before | mask if flagged else before & ~mask
         if after != before:
@@ -750,7 +783,7 @@ def catalog_entries_curate(*, user, ids: list[int], flagged: bool, reason: str) 
     )
     # The stars of the changed entries are combined again, so the star table follows Flag.
     touched: dict[int, set[int]] = {}
-    for release_id, star_id in CatalogEntry.objects.filter(pk__in=[pk for pk, _, _ in changes]).values_list(
+    for release_id, star_id in entries.filter(pk__in=[pk for pk, _, _ in changes]).values_list(
         "release_id", "spectrum__star_id"
     ):
         touched.setdefault(release_id, set()).add(star_id)

@@ -81,7 +81,8 @@ def stars_merge_duplicates(*, radius_arcsec: float, dry_run: bool = False, band_
     """
     from astropy.coordinates import SkyCoord, search_around_sky  # imported when merging, not with the site
 
-    from inference.models import ReferenceLabel
+    from inference.models import CatalogRelease, ReferenceLabel
+    from inference.partitions import release_build_xact_locks
     from inference.services.release import catalog_stars_follow_merge
     from validation.models import ReferenceStar
 
@@ -113,7 +114,13 @@ def stars_merge_duplicates(*, radius_arcsec: float, dry_run: bool = False, band_
     if dry_run or not merged:
         summary["spectra_moved"] = Spectrum.objects.filter(star_id__in=list(merged)).count()
         return summary
+    # The draft releases' builds are waited for first in the transaction: moving spectra and
+    # then waiting for a build (the star tables follow the merge) would hold the spectra its
+    # key checks wait for. Their ids are read before it: a read of the release table in it
+    # would hold what the build's swap needs.
+    drafts = list(CatalogRelease.objects.exclude(status=CatalogRelease.Status.PUBLISHED).values_list("pk", flat=True))
     with transaction.atomic():
+        release_build_xact_locks(drafts)
         for duplicate, kept in merged.items():
             summary["spectra_moved"] += Spectrum.objects.filter(star_id=duplicate).update(star_id=kept)
             ReferenceStar.objects.filter(star_id=duplicate).update(star_id=kept)
