@@ -479,6 +479,32 @@ def temp_table_fill(name: str, columns: Mapping[str, np.ndarray]) -> int:
     return n
 
 
+# The largest bigint: the upper bound of a last key range left open.
+LARGEST_BIGINT = 2**63 - 1
+
+
+def key_range_bounds(keys_sql: str, params: Sequence, chunk_size: int, *, last_open: bool = False) -> list[tuple]:
+    """Cut a set of keys into ranges of ``chunk_size`` keys, counted in PostgreSQL.
+
+    ``keys_sql`` selects one column, ``key`` (bigint, distinct, never NULL). Returns
+    ``(low, high, n)`` per range, in key order: the range holds the keys with
+    ``low < key <= high``, ``n`` of them when this was read; the first ``low`` is 0 (keys
+    are positive ids). With ``last_open`` the last range reaches the largest bigint, so
+    keys added meanwhile fall in it. Only the bounds leave the database (one row per
+    range), so memory does not grow with the number of keys; the ranges can be read in any
+    order and at once.
+    """
+    ends = query_numeric_records(
+        "SELECT key, n FROM (SELECT key, row_number() OVER (ORDER BY key) AS n, count(*) OVER () AS total "
+        f"FROM ({keys_sql}) AS k) AS x WHERE n %% %s = 0 OR n = total",
+        [*params, int(chunk_size)], [("key", "i8"), ("n", "i8")])
+    bounds, low, before = [], 0, 0
+    for i, (high, n) in enumerate(zip(ends["key"].tolist(), ends["n"].tolist(), strict=True)):
+        bounds.append((low, LARGEST_BIGINT if last_open and i == ends.size - 1 else high, n - before))
+        low, before = high, n
+    return bounds
+
+
 def query_numeric_records(sql: str, params: Sequence, dtypes: Sequence[tuple[str, str]]) -> np.ndarray:
     """The rows of a PostgreSQL ``SELECT`` as a numpy record array, through one binary COPY
     parsed block by block as it arrives.

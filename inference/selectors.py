@@ -9,7 +9,7 @@ import numpy as np
 from django.db import connection
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
-from core.bulk import query_numeric_records
+from core.bulk import key_range_bounds, query_numeric_records
 from core.flags import SPECTRUM_FLAGS
 from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS
 from core.rules import CatalogRules
@@ -117,29 +117,19 @@ class ReleaseNumericChunk:
     spectrum_flags: np.ndarray  # (n,) int64
 
 
-# Upper bound of the last chunk of a build: spectra given labels while the build runs are in it.
-_LAST_SPECTRUM_ID = 2**63 - 1
-
-
 def release_build_chunk_bounds(*, release: CatalogRelease, chunk_size: int) -> list[tuple[int, int, int]]:
     """The spectrum-id ranges a build reads, ``chunk_size`` formal label sets each (PostgreSQL only).
 
     Returns ``(low, high, n)`` per chunk: the chunk is the formal model's label sets with
-    ``low < spectrum_id <= high``, ``n`` of them when this was read. One index-only scan
-    of the formal model's (model_version, spectrum) index. The ranges cover every
-    spectrum id above 0 (the last one reaches the largest bigint), so chunks can be read
-    in any order and at once (:func:`release_build_numeric_chunk`).
+    ``low < spectrum_id <= high``, ``n`` of them when this was read
+    (``core.bulk.key_range_bounds``: one index-only scan of the formal model's
+    (model_version, spectrum) index). The last range reaches the largest bigint, so
+    spectra given labels while the build runs are in it; the chunks can be read in any
+    order and at once (:func:`release_build_numeric_chunk`).
     """
-    ends = query_numeric_records(
-        f"SELECT spectrum_id::bigint, n FROM (SELECT spectrum_id, row_number() OVER (ORDER BY spectrum_id) AS n, "
-        f"count(*) OVER () AS total FROM {LabelSet._meta.db_table} WHERE model_version_id = %s) x "
-        "WHERE n %% %s = 0 OR n = total",
-        [release.formal_model_id, int(chunk_size)], [("spectrum_id", "i8"), ("n", "i8")])
-    bounds, low, before = [], 0, 0
-    for i, (high, n) in enumerate(zip(ends["spectrum_id"].tolist(), ends["n"].tolist(), strict=True)):
-        bounds.append((low, _LAST_SPECTRUM_ID if i == ends.size - 1 else high, n - before))
-        low, before = high, n
-    return bounds
+    return key_range_bounds(
+        f"SELECT spectrum_id::bigint AS key FROM {LabelSet._meta.db_table} WHERE model_version_id = %s",
+        [release.formal_model_id], chunk_size, last_open=True)
 
 
 def release_build_numeric_chunk(*, release: CatalogRelease, low: int, high: int) -> ReleaseNumericChunk:

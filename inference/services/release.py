@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from core.bulk import (
     bulk_upsert,
+    key_range_bounds,
     keyed_numeric_columns,
     postgresql_bulk_session,
     postgresql_jit_off,
@@ -408,19 +409,12 @@ def _star_chunk_bounds(release: CatalogRelease, chunk_stars: int, entries: str |
 
     Returns ``(low, high, n)`` per chunk: its stars are those with ``low < id <= high``,
     ``n`` of them. ``entries``: the table to read the entries from (a build's own), by
-    default the entry table. Only the bounds are held, never every star's id, so memory
-    does not grow with the number of stars.
+    default the entry table. Only the bounds are held, never every star's id
+    (``core.bulk.key_range_bounds``), so memory does not grow with the number of stars.
     """
-    ends = query_numeric_records(
-        "SELECT star_id, n FROM (SELECT star_id, row_number() OVER (ORDER BY star_id) AS n, count(*) OVER () AS total "
-        f"FROM (SELECT DISTINCT s.star_id::bigint FROM {entries or CatalogEntry._meta.db_table} e "
-        f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s) d) x "
-        "WHERE n %% %s = 0 OR n = total", [release.pk, int(chunk_stars)], [("star_id", "i8"), ("n", "i8")])
-    bounds, low, before = [], 0, 0
-    for high, n in zip(ends["star_id"].tolist(), ends["n"].tolist(), strict=True):
-        bounds.append((low, high, n - before))
-        low, before = high, n
-    return bounds
+    return key_range_bounds(
+        f"SELECT DISTINCT s.star_id::bigint AS key FROM {entries or CatalogEntry._meta.db_table} e "
+        f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s", [release.pk], chunk_stars)
 
 
 def _stars_build_swapped(release: CatalogRelease, chunk_stars: int) -> int:
