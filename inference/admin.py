@@ -1,7 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 
 from core.admin import (
     CurationActionForm,
@@ -23,6 +25,7 @@ from .models import (
     ReferenceCatalog,
     ReferenceLabel,
 )
+from .partitions import ReleaseBusyError
 from .services.release import (
     ReleaseImmutableError,
     catalog_entries_curate,
@@ -134,6 +137,39 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return obj is None or not obj.is_published
+
+    def get_deleted_objects(self, objs, request):
+        """What the deletion page lists: the releases, and how many rows of each kind go with
+        them (entries, star rows, validation results: the release's own rows, counted, not
+        listed one by one, as a release holds millions). A published release is refused."""
+        releases = list(objs)
+        perms_needed = {str(self.opts.verbose_name)} if any(
+            not self.has_delete_permission(request, release) for release in releases) else set()
+        ids = [release.pk for release in releases]
+        model_count = {str(self.opts.verbose_name_plural): len(releases)}
+        for relation in self.opts.related_objects:  # (all CASCADE, none with rows of its own below)
+            count = relation.related_model._default_manager.filter(**{f"{relation.field.name}__in": ids}).count()
+            if count:
+                model_count[str(relation.related_model._meta.verbose_name_plural)] = count
+        listed = [f"{capfirst(self.opts.verbose_name)}: {release}" for release in releases]
+        return listed, model_count, perms_needed, []
+
+    # A release being built is not deleted (its deletion is undone whole): say so on the page.
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ReleaseBusyError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            opts = self.opts
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id],
+                                                current_app=self.admin_site.name))
+
+    def changelist_view(self, request, extra_context=None):
+        try:
+            return super().changelist_view(request, extra_context)
+        except ReleaseBusyError as error:  # (the bulk deletion action)
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         if change:

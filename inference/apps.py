@@ -1,5 +1,11 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, pre_delete
+
+
+def _release_deleting(sender, instance, **kwargs):
+    from .partitions import release_build_running_refuse
+
+    release_build_running_refuse(instance.pk, instance.name)  # (in the deletion's transaction)
 
 
 def _release_deleted(sender, instance, **kwargs):
@@ -16,4 +22,5 @@ class InferenceConfig(AppConfig):
 
     def ready(self):
         # However a release goes, its written files and its partitions go with it.
+        pre_delete.connect(_release_deleting, sender=self.get_model("CatalogRelease"), dispatch_uid="release-busy")
         post_delete.connect(_release_deleted, sender=self.get_model("CatalogRelease"), dispatch_uid="release-files")

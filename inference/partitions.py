@@ -62,6 +62,26 @@ def release_build_lock(release_id: int):
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_BUILD_LOCK_SPACE, int(release_id)])
 
 
+class ReleaseBusyError(Exception):
+    """Raised when a release is deleted while a build of it (or of its star table) runs."""
+
+
+def release_build_running_refuse(release_id: int, name: str) -> None:
+    """Raise :class:`ReleaseBusyError` when a build of release ``release_id`` holds its lock.
+
+    Called where a release is deleted (``pre_delete``): the deletion would drop the
+    partitions and the tables the build writes into under it. Otherwise takes the build
+    lock until the deletion's transaction ends, so that a build asked for meanwhile waits
+    and then finds the release gone. Other databases: nothing is checked.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [_BUILD_LOCK_SPACE, int(release_id)])
+        if not cursor.fetchone()[0]:
+            raise ReleaseBusyError(f"release {name} is being built; delete it once its build has ended")
+
+
 def release_build_xact_locks(release_ids) -> None:
     """Take the build locks of these releases until the current transaction ends (in id
     order, so that two callers never wait for each other); waits for their builds."""

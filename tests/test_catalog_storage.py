@@ -229,6 +229,85 @@ def test_a_curation_waits_for_a_build_of_its_release_before_touching_rows(releas
     assert catalog_entries_curate(user=curator, ids=[entry.pk], flagged=True, reason="after the build") == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the builder is another connection: the release must be committed
+def test_a_release_being_built_is_not_deleted_and_a_build_after_its_deletion_says_so(release_factory, curator):
+    import threading
+
+    import psycopg2
+    from django.contrib.messages import get_messages
+    from django.test import Client
+
+    from inference import partitions
+    from inference.models import CatalogRelease
+    from inference.partitions import ReleaseBusyError
+
+    if connection.vendor != "postgresql":
+        pytest.skip("builds take a PostgreSQL advisory lock")
+    spectra = make_spectra([(10.0, 10.0), (20.0, 20.0)])
+    values = label_rows([5000.0, 5100.0])
+    release = release_factory(spectra, values, values, publish=False)
+    before = _partition_rows(release)
+    settings = connection.settings_dict
+
+    def other_connection():
+        return psycopg2.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
+                                host=settings["HOST"] or None, port=settings["PORT"] or None)
+
+    builder = other_connection()
+    client = Client()
+    client.force_login(curator)
+    try:
+        with builder.cursor() as cursor:  # a build of the release holds its lock
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [partitions._BUILD_LOCK_SPACE, release.pk])
+        with pytest.raises(ReleaseBusyError, match=f"release {release.name} is being built"):
+            release.delete()
+        # The admin's page and its bulk action say why, and delete nothing.
+        response = client.post(f"/admin/inference/catalogrelease/{release.pk}/delete/", {"post": "yes"})
+        assert response.status_code == 302 and response.url.endswith(f"/catalogrelease/{release.pk}/change/")
+        assert any("is being built" in str(m) for m in get_messages(response.wsgi_request))
+        response = client.post("/admin/inference/catalogrelease/", {
+            "action": "delete_selected", "_selected_action": [str(release.pk)], "post": "yes"})
+        assert response.status_code == 302
+        assert any("is being built" in str(m) for m in get_messages(response.wsgi_request))
+        assert CatalogRelease.objects.filter(pk=release.pk).exists() and _partition_rows(release) == before
+    finally:
+        builder.close()
+
+    # A build asked for while the release is being deleted waits for the deletion, then says
+    # the release is gone (not that a table of the build is missing).
+    deleting = other_connection()
+    try:
+        with deleting.cursor() as cursor:  # a deletion's transaction holds the lock until it ends
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [partitions._BUILD_LOCK_SPACE, release.pk])
+            assert cursor.fetchone()[0]
+            cursor.execute("DELETE FROM inference_catalogentry WHERE release_id = %s", [release.pk])
+            cursor.execute("DELETE FROM inference_catalogstar WHERE release_id = %s", [release.pk])
+            cursor.execute("DELETE FROM inference_catalogrelease WHERE id = %s", [release.pk])
+        errors = []
+
+        def build():
+            try:
+                catalog_release_build(release=release)
+            except Exception as error:  # noqa: BLE001 (what the build says is the point)
+                errors.append(error)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=build)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting for the deletion
+        deleting.commit()
+        thread.join(30)
+    finally:
+        deleting.close()
+    assert len(errors) == 1 and isinstance(errors[0], CatalogRelease.DoesNotExist)
+    assert f"release {release.name} was deleted before its build began" in str(errors[0])
+    release.pk = None
+    assert not CatalogEntry.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)  # VACUUM runs outside a transaction only
 def test_a_large_build_vacuums_its_own_partitions(release_factory, monkeypatch):
     from inference import partitions

@@ -279,6 +279,23 @@ def test_curators_delete_draft_releases_but_never_published_ones(curator, releas
     published = release_factory([second], label_rows([5000.0]), label_rows([5000.0]), name="pub")
     assert model_admin.has_delete_permission(request, draft)
     assert not model_admin.has_delete_permission(request, published)
+    client = Client()
+    client.force_login(curator)
+    # The confirmation page counts the rows that go with a release instead of listing them.
+    page = client.get(f"/admin/inference/catalogrelease/{draft.pk}/delete/")
+    assert page.status_code == 200 and "Catalog entries: 1" in page.content.decode()
+    # The bulk action refuses a selection holding a published release, whole.
+    response = client.post("/admin/inference/catalogrelease/", {
+        "action": "delete_selected", "_selected_action": [str(draft.pk), str(published.pk)], "post": "yes"})
+    assert response.status_code == 403
+    assert client.post(f"/admin/inference/catalogrelease/{published.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert CatalogRelease.objects.filter(pk__in=[draft.pk, published.pk]).count() == 2
+    # A draft and its rows go (its entries, which no admin deletes one by one, with it).
+    response = client.post(f"/admin/inference/catalogrelease/{draft.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not CatalogRelease.objects.filter(pk=draft.pk).exists()
+    assert not CatalogEntry.objects.filter(release_id=draft.pk).exists()
+    assert CatalogEntry.objects.filter(release=published).count() == 1
 
 
 def test_delete_urls_and_the_bulk_delete_action_are_refused(curator, release):

@@ -133,7 +133,10 @@ def catalog_release_build(
     with release_build_lock(release.pk):
         # Read under the lock: a curation or a publication that landed while this build
         # waited for another is seen.
-        release.refresh_from_db(fields=["status", "rules"])
+        try:
+            release.refresh_from_db(fields=["status", "rules"])
+        except CatalogRelease.DoesNotExist:
+            raise CatalogRelease.DoesNotExist(f"release {release.name} was deleted before its build began") from None
         if release.is_published:
             raise ReleaseImmutableError(f"release {release.name} is published and cannot be rebuilt")
         rules = CatalogRules.from_mapping(release.rules)
@@ -393,6 +396,8 @@ def catalog_stars_build(
     and swapped in for the release's old rows (``inference.partitions``).
     """
     with release_build_lock(release.pk):
+        if not CatalogRelease.objects.filter(pk=release.pk).exists():  # (deleted while this waited)
+            raise CatalogRelease.DoesNotExist(f"release {release.name} was deleted before its star table was built")
         if star_ids is None and partitioned(CatalogStar):
             return _stars_build_swapped(release, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL)
         with transaction.atomic():
