@@ -12,6 +12,7 @@ from inference.services.release import (
     ReleaseImmutableError,
     catalog_entries_curate,
     catalog_release_build,
+    catalog_release_create,
     catalog_release_publish,
 )
 from spectra.models import CurationRecord
@@ -34,6 +35,34 @@ def test_labelset_upsert_never_duplicates_and_stores_nan_as_null():
     assert rows.count() == 3
     assert [r.teff for r in rows] == [4810.0, 4910.0, 5010.0]
     assert rows[1].o_h is None and rows[0].o_h == pytest.approx(-0.2)
+
+
+def test_a_build_refreshes_the_planner_statistics_of_label_sets_written_since_they_were_taken(release_factory):
+    import json
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+    n = 400
+    spectra = make_spectra([(10.0 + 0.01 * i, 10.0) for i in range(n)])
+    values = label_rows([5000.0] * n)
+    release_factory(spectra, values, values, name="old", publish=False)  # (its build takes the statistics)
+    # A new pair of models predicts the same spectra: the statistics have never seen their label sets.
+    formal, alternate = make_model(ModelVersion.Role.FORMAL, "new-formal"), make_model(ModelVersion.Role.ALTERNATE, "new-alt")
+    ids = np.array([s.pk for s in spectra])
+    for model in (formal, alternate):
+        labelsets_upsert(model_version=model, spectrum_ids=ids, values=values, errors=np.full_like(values, 0.05))
+
+    def estimate() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (FORMAT JSON) SELECT id FROM inference_labelset WHERE model_version_id = %s",
+                           [formal.pk])
+            plan = cursor.fetchone()[0]
+        return (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]["Plan Rows"]
+
+    assert estimate() < n / 10  # what made the build join every pair of label sets (README, "Release build")
+    release = catalog_release_create(name="new", formal_model=formal, alternate_model=alternate)
+    assert catalog_release_build(release=release) == n
+    assert estimate() > n / 2
 
 
 def test_labelset_upsert_rejects_wrong_shapes():

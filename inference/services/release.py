@@ -15,6 +15,7 @@ from core.bulk import (
     bulk_upsert,
     key_range_bounds,
     keyed_numeric_columns,
+    planner_statistics_refresh,
     postgresql_bulk_session,
     postgresql_jit_off,
     query_numeric_records,
@@ -358,6 +359,8 @@ def _release_build_postgresql(release, rules, curated, chunk_size, progress) -> 
             raise ReleaseImmutableError(f"release {locked.name} was published during its build")
         _counts_save(locked, release, entry_count=written, good_count=good, **_staging_star_counts(release))
 
+    planner_statistics_refresh({  # (what the build's joins and id ranges read)
+        LabelSet: ["model_version_id", "spectrum_id"], Spectrum: ["id", "star_id"], Star: ["id"]})
     try:
         written, good = _entries_write_postgresql(release, rules, curated, chunk_size, progress)
         staging_index(CatalogEntry, release.pk, unique_only=True)  # (and analysed: the star reads use the key)
@@ -434,6 +437,7 @@ def _stars_build_swapped(release: CatalogRelease, chunk_stars: int) -> int:
         _star_table_immutable_check(locked)  # (published while the rows were written)
         _counts_save(locked, release, **_staging_star_counts(release))
 
+    planner_statistics_refresh({Spectrum: ["id", "star_id"], Star: ["id"]})
     try:
         written, _ = _stars_write_postgresql(release, None, chunk_stars, swap=True)
         staging_attach(CatalogStar, release.pk, before_swap=swap_with_counts)
