@@ -318,8 +318,10 @@ def planner_statistics_refresh(columns: dict[type[models.Model], Sequence[str]])
     release build of 31,275 spectra: 12.4 s, 0.5 s once analysed). Autovacuum's own
     threshold (10% of a table changed) never fires for a new data release's label sets in
     a table that already holds many times as many. ANALYZE samples a fixed number of rows
-    (300 x ``default_statistics_target``), so its cost does not grow with the table.
-    Other databases: nothing is done.
+    (300 x ``default_statistics_target``), so its cost does not grow with the table. It
+    needs the tables' owner (the role that ran the migrations): for another role PostgreSQL
+    skips it with a warning and the statistics stay as they were. Other databases: nothing
+    is done.
     """
     if connection.vendor != "postgresql":
         return

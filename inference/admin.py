@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import router, transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -136,7 +137,7 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
         return fields
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return obj is None or not obj.is_published
+        return super().has_delete_permission(request, obj) and (obj is None or not obj.is_published)
 
     def get_deleted_objects(self, objs, request):
         """What the deletion page lists: the releases, and how many rows of each kind go with
@@ -154,11 +155,30 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
         listed = [f"{capfirst(self.opts.verbose_name)}: {release}" for release in releases]
         return listed, model_count, perms_needed, []
 
-    # A release being built is not deleted (its deletion is undone whole): say so on the page.
+    # The checks above read the releases unlocked: a release published meanwhile, or being
+    # built, is refused again under the row locks the publication takes too, and the whole
+    # deletion (its log entries included) is undone; the page says why.
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            self._drafts_lock(CatalogRelease.objects.filter(pk=obj.pk))
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            self._drafts_lock(queryset)
+            super().delete_queryset(request, queryset)
+
+    @staticmethod
+    def _drafts_lock(queryset) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        for release in CatalogRelease.objects.filter(pk__in=ids).order_by("pk").select_for_update():
+            if release.is_published:
+                raise ReleaseImmutableError(f"release {release.name} is published and cannot be deleted")
+
     def delete_view(self, request, object_id, extra_context=None):
         try:
             return super().delete_view(request, object_id, extra_context)
-        except ReleaseBusyError as error:
+        except (ReleaseBusyError, ReleaseImmutableError) as error:
             self.message_user(request, str(error), messages.ERROR)
             opts = self.opts
             return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id],
@@ -166,8 +186,12 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         try:
+            if request.method == "POST" and request.POST.get("action") == "delete_selected":
+                # (Django's bulk deletion logs the deletions before it deletes: one transaction)
+                with transaction.atomic(using=router.db_for_write(self.model)):
+                    return super().changelist_view(request, extra_context)
             return super().changelist_view(request, extra_context)
-        except ReleaseBusyError as error:  # (the bulk deletion action)
+        except (ReleaseBusyError, ReleaseImmutableError) as error:
             self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 

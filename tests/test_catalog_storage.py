@@ -272,7 +272,7 @@ def test_a_release_being_built_is_not_deleted_and_a_build_after_its_deletion_say
 
     if connection.vendor != "postgresql":
         pytest.skip("builds take a PostgreSQL advisory lock")
-    spectra = make_spectra([(10.0, 10.0), (20.0, 20.0)])
+    *spectra, last = make_spectra([(10.0, 10.0), (20.0, 20.0), (30.0, 30.0)])
     values = label_rows([5000.0, 5100.0])
     release = release_factory(spectra, values, values, publish=False)
     before = _partition_rows(release)
@@ -303,38 +303,44 @@ def test_a_release_being_built_is_not_deleted_and_a_build_after_its_deletion_say
         builder.close()
 
     # A build asked for while the release is being deleted waits for the deletion, then says
-    # the release is gone (not that a table of the build is missing).
-    deleting = other_connection()
-    try:
-        with deleting.cursor() as cursor:  # a deletion's transaction holds the lock until it ends
-            cursor.execute("BEGIN")
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [partitions._BUILD_LOCK_SPACE, release.pk])
-            assert cursor.fetchone()[0]
-            cursor.execute("DELETE FROM inference_catalogentry WHERE release_id = %s", [release.pk])
-            cursor.execute("DELETE FROM inference_catalogstar WHERE release_id = %s", [release.pk])
-            cursor.execute("DELETE FROM inference_catalogrelease WHERE id = %s", [release.pk])
-        errors = []
+    # the release is gone (not that a table of the build is missing); the star table's too.
+    from inference.services.release import catalog_stars_build
 
-        def build():
+    other = release_factory([last], label_rows([5000.0]), label_rows([5000.0]), name="other", publish=False)
+    for doomed, builder, said in ((release, catalog_release_build, "was deleted before its build began"),
+                                  (other, catalog_stars_build, "was deleted before its star table was built")):
+        deleted, finish, errors = threading.Event(), threading.Event(), []
+
+        def delete(doomed=doomed, deleted=deleted, finish=finish):
             try:
-                catalog_release_build(release=release)
+                with transaction.atomic():
+                    CatalogRelease.objects.get(pk=doomed.pk).delete()
+                    deleted.set()
+                    finish.wait(30)  # (the deletion's transaction stays open meanwhile)
+            finally:
+                connection.close()
+
+        def build(doomed=doomed, builder=builder, errors=errors):
+            try:
+                builder(release=doomed)
             except Exception as error:  # noqa: BLE001 (what the build says is the point)
                 errors.append(error)
             finally:
                 connection.close()
 
-        thread = threading.Thread(target=build)
-        thread.start()
+        deleting = threading.Thread(target=delete)
+        deleting.start()
+        assert deleted.wait(30)
+        building = threading.Thread(target=build)
+        building.start()
         time.sleep(0.5)
-        assert thread.is_alive()  # waiting for the deletion
-        deleting.commit()
-        thread.join(30)
-    finally:
-        deleting.close()
-    assert len(errors) == 1 and isinstance(errors[0], CatalogRelease.DoesNotExist)
-    assert f"release {release.name} was deleted before its build began" in str(errors[0])
-    release.pk = None
-    assert not CatalogEntry.objects.exists()
+        assert building.is_alive()  # waiting for the deletion's transaction
+        finish.set()
+        deleting.join(30)
+        building.join(30)
+        assert len(errors) == 1 and isinstance(errors[0], CatalogRelease.DoesNotExist), errors
+        assert f"release {doomed.name} {said}" in str(errors[0])
+    assert not CatalogEntry.objects.exists() and not CatalogStar.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)  # VACUUM runs outside a transaction only

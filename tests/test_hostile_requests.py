@@ -298,6 +298,51 @@ def test_curators_delete_draft_releases_but_never_published_ones(curator, releas
     assert CatalogEntry.objects.filter(release=published).count() == 1
 
 
+def test_a_release_published_after_the_admin_checked_it_is_not_deleted(curator, release_factory, monkeypatch):
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.messages import get_messages
+
+    model_admin = admin.site._registry[CatalogRelease]
+    first, second = make_spectra([(1.0, 1.0), (2.0, 2.0)])
+    draft = release_factory([first], label_rows([5000.0]), label_rows([5000.0]), name="d1", publish=False)
+    other = release_factory([second], label_rows([5000.0]), label_rows([5000.0]), name="d2", publish=False)
+    logged = model_admin.log_deletions
+
+    def publish_meanwhile(request, queryset):  # (after the page's checks, before the deletion)
+        logged(request, queryset)
+        CatalogRelease.objects.filter(pk=draft.pk).update(status=CatalogRelease.Status.PUBLISHED)
+
+    monkeypatch.setattr(model_admin, "log_deletions", publish_meanwhile)
+    client = Client()
+    client.force_login(curator)
+    for post in ({"url": f"/admin/inference/catalogrelease/{draft.pk}/delete/", "data": {"post": "yes"}},
+                 {"url": "/admin/inference/catalogrelease/", "data": {
+                     "action": "delete_selected", "_selected_action": [str(draft.pk), str(other.pk)], "post": "yes"}}):
+        CatalogRelease.objects.filter(pk=draft.pk).update(status=CatalogRelease.Status.DRAFT)
+        response = client.post(post["url"], post["data"])
+        assert response.status_code == 302
+        assert any("is published and cannot be deleted" in str(m) for m in get_messages(response.wsgi_request))
+        assert CatalogRelease.objects.filter(pk__in=[draft.pk, other.pk]).count() == 2  # undone whole
+        assert CatalogEntry.objects.filter(release=draft).count() == 1
+        assert not LogEntry.objects.exists()  # nor logged as deleted
+
+
+def test_staff_without_the_delete_permission_delete_no_release(django_user_model, release_factory):
+    from django.contrib.auth.models import Permission
+
+    (spectrum,) = make_spectra([(1.0, 1.0)])
+    draft = release_factory([spectrum], label_rows([5000.0]), label_rows([5000.0]), name="draft", publish=False)
+    viewer = django_user_model.objects.create_user("viewer", password="viewer-pass-1234", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_catalogrelease"))
+    client = Client()
+    client.force_login(viewer)
+    assert client.get(f"/admin/inference/catalogrelease/{draft.pk}/delete/").status_code == 403
+    assert client.post(f"/admin/inference/catalogrelease/{draft.pk}/delete/", {"post": "yes"}).status_code == 403
+    client.post("/admin/inference/catalogrelease/", {
+        "action": "delete_selected", "_selected_action": [str(draft.pk)], "post": "yes"})
+    assert CatalogRelease.objects.filter(pk=draft.pk).exists() and CatalogEntry.objects.filter(release=draft).exists()
+
+
 def test_delete_urls_and_the_bulk_delete_action_are_refused(curator, release):
     client = Client()
     client.force_login(curator)
