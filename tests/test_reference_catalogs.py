@@ -169,6 +169,36 @@ def test_gaia_ids_are_exact_from_csv_to_match(tmp_path):
     assert (reference.gaia_source_id, reference.star_id, reference.match_method) == (GAIA_ID, star.pk, "gaia")
 
 
+def test_an_imported_catalog_is_in_the_planners_statistics(tmp_path):
+    import json
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+    n = 600
+    rows = [[f"2M{i}", f"{10 + i * 0.01:.6f}", "5.0", "", "5000", "2.5", "good"] for i in range(n)]
+    _write_labels_csv(tmp_path / "labels.csv", rows)
+    mapping = {"id": "APOGEE_ID", "ra": "RA", "dec": "DEC", "labels": {"teff": "TEFF", "logg": "LOGG"},
+               "quality": {"column": "quality_flag", "good": ["good"]}}
+    reference_catalog_import(name="first", path=tmp_path / "labels.csv", mapping=mapping)
+    reference_catalog_import(name="second", path=tmp_path / "labels.csv", mapping=mapping)
+    survey = reference_survey_import(name="survey", path=tmp_path / "labels.csv", mapping={
+        "survey": "custom", "id_column": "APOGEE_ID", "ra_column": "RA", "dec_column": "DEC",
+        "labels": {"teff": ["TEFF", "direct"]}})
+
+    def estimate(table: str, column: str, value: int) -> float:
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) SELECT id FROM {table} WHERE {column} = %s", [value])
+            plan = cursor.fetchone()[0]
+        return (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]["Plan Rows"]
+
+    # Both tables' rows of the newest catalog are estimated as they are, not at a few rows.
+    second = ReferenceCatalog.objects.get(name="second")
+    assert estimate("inference_referencelabel", "catalog_id", second.pk) > n / 2
+    assert estimate("validation_referencestar", "survey_id", survey.pk) > n / 2
+
+
 def test_ids_that_cannot_be_exact_are_refused_not_rounded(tmp_path):
     assert exact_ids(np.array(["1886955093649969280", "", "-1", "17.0"]), "g") == [GAIA_ID, None, None, 17]
     assert exact_ids(np.array([GAIA_ID, 0], dtype=np.int64), "g") == [GAIA_ID, None]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from django.db import transaction
 
-from core.bulk import keyed_numeric_columns, table_analyze
+from core.bulk import keyed_numeric_columns
 from core.labels import LABEL_FIELDS
 from inference.models import CatalogEntry, CatalogRelease
 from spectra.refcat.matching import reference_rows_match
@@ -62,8 +62,6 @@ def reference_survey_import(
         stored = reference_rows_store(model=ReferenceStar, parent_field="survey_id", parent_id=survey.pk, columns=columns)
         survey.import_notes = {**survey.import_notes, "rows_written": stored["written"], "rows_deleted": stored["deleted"]}
         survey.save(update_fields=["import_notes"])
-    if stored["written"] or stored["deleted"]:
-        table_analyze(ReferenceStar)  # fresh statistics, or the planner guesses a few rows and loops
     reference_survey_match(survey=survey)
     survey.refresh_from_db()
     return survey

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from django.db import transaction
 
-from core.bulk import bulk_upsert
+from core.bulk import bulk_upsert, table_analyze
 
 
 def _python(value):
@@ -28,7 +28,8 @@ def _column_values(values: Sequence | np.ndarray) -> list:
 
 
 def reference_rows_store(*, model, parent_field: str, parent_id: int, columns: dict) -> dict[str, int]:
-    """Upsert the new and changed rows of one catalog, delete the rows it no longer has.
+    """Upsert the new and changed rows of one catalog, delete the rows it no longer has, and
+    refresh the table's planner statistics when any row changed.
 
     Parameters
     ----------
@@ -63,4 +64,8 @@ def reference_rows_store(*, model, parent_field: str, parent_id: int, columns: d
             for start in range(0, len(gone_list), 50_000):
                 deleted += model.objects.filter(**{parent_field: parent_id},
                                                 source_id__in=gone_list[start : start + 50_000]).delete()[0]
+    if chosen.size or deleted:
+        # Fresh statistics, or the planner guesses a few rows for a new catalog's and loops
+        # (the training set's and the validation's joins read them next).
+        table_analyze(model)
     return {"written": int(chosen.size), "unchanged": int(len(source_ids) - chosen.size), "deleted": deleted}
