@@ -65,7 +65,10 @@ def _cell_table(title: str, cells: list[dict]) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--survey", type=Path, required=True, help="Mock survey directory with truth_spectra.csv.")
+    parser.add_argument("--survey", type=Path, required=True,
+                        help="Mock survey directory with truth_spectra.csv (a harsh one of --stars is generated there "
+                             "when missing, as fidelity_bench.py does).")
+    parser.add_argument("--stars", type=int, default=400, help="Stars of a generated survey (~10 spectra each).")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--min-snr", type=float, default=10.0)
     parser.add_argument("--max-epochs", type=int, default=40)
@@ -86,6 +89,8 @@ def main() -> None:
     from inference.network.splits import TRAIN, split_two_models
     from inference.network.uncertainty import ContextNoiseModel, SnrNoiseModel, calibration_cells, masked_fraction
 
+    if not (args.survey / "truth_spectra.csv").exists():
+        fidelity_bench.make_survey(args.survey, args.stars, args.seed, harsh=True)
     data = fidelity_bench.load(args.survey, "catalog")
     snr = data["snr"].min(axis=1)
     good = data["processed"] & (snr >= args.min_snr)
