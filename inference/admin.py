@@ -160,17 +160,16 @@ class CatalogReleaseAdmin(admin.ModelAdmin):
     # deletion (its log entries included) is undone; the page says why.
     def delete_model(self, request, obj):
         with transaction.atomic():
-            self._drafts_lock(CatalogRelease.objects.filter(pk=obj.pk))
+            self._drafts_lock([obj.pk])
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
-            self._drafts_lock(queryset)
+            self._drafts_lock(list(queryset.values_list("pk", flat=True)))
             super().delete_queryset(request, queryset)
 
     @staticmethod
-    def _drafts_lock(queryset) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
+    def _drafts_lock(ids: list[int]) -> None:
         for release in CatalogRelease.objects.filter(pk__in=ids).order_by("pk").select_for_update():
             if release.is_published:
                 raise ReleaseImmutableError(f"release {release.name} is published and cannot be deleted")
