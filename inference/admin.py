@@ -79,7 +79,8 @@ class ReferenceCatalogAdmin(ReadOnlyAdmin):
 
 @admin.register(ReferenceLabel)
 class ReferenceLabelAdmin(ReadOnlyAdmin):
-    list_display = ["source_id", "catalog", "star", "match_method", "match_separation_arcsec", "quality_ok", "teff", "logg", "fe_h"]
+    list_display = ["source_id", "catalog", "star", "match_method", "match_separation_arcsec", "quality_ok", "teff", "teff_err",
+                    "logg", "logg_err", "fe_h", "fe_h_err"]
     list_select_related = ["catalog", "star"]
     list_filter = ["catalog", "quality_ok", "match_method"]
     search_fields = ["=source_id", "=gaia_source_id", "^star__designation"]

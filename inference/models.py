@@ -266,8 +266,8 @@ class ReferenceCatalog(models.Model):
         return self.name
 
 
-class ReferenceLabel(LabelValues):
-    """One star's reference labels; NULL where the reference gives no value."""
+class ReferenceLabel(LabelValues, LabelErrors):
+    """One star's reference labels and their 1-sigma errors; NULL where the reference gives no value."""
 
     class Match(models.TextChoices):
         GAIA = "gaia", "Gaia source id"

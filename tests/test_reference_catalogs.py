@@ -336,3 +336,47 @@ def test_the_match_zone_by_zone_in_declination_equals_the_whole_table_match():
     assert zoned.note.tolist() == match_notes(whole, radius, gaia_max).tolist()
     assert zoned.by_gaia > 5 and zoned.by_position > 5 and zoned.gaia_refused >= 1
     assert (zoned.star_id == -1).sum() > 5
+
+
+def test_a_catalogs_label_errors_are_read_checked_and_stored(tmp_path):
+    """Errors in the labels' convention: a [X/Fe] error combines with the [Fe/H] error in
+    quadrature; a sentinel, a blank or a non-positive error is NULL, never a number."""
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["APOGEE_ID", "RA", "DEC", "TEFF", "TEFF_ERR", "LOGG", "LOGG_ERR", "FE_H", "FE_H_ERR",
+                         "MG_FE", "MG_FE_ERR", "quality_flag"])
+        writer.writerow(["2M1", "10.0", "5.0", "5000", "35.5", "2.5", "0.06", "-0.2", "0.03", "0.1", "0.04", "good"])
+        writer.writerow(["2M2", "10.1", "5.0", "5100", "-9999", "2.6", "-0.05", "-0.1", "", "0.2", "0.05", "good"])
+        writer.writerow(["2M3", "10.2", "5.0", "5200", "0", "2.7", "nan", "0.0", "0.02", "0.1", "", "good"])
+    mapping = {"id": "APOGEE_ID", "ra": "RA", "dec": "DEC",
+               "labels": {"teff": "TEFF", "logg": "LOGG", "fe_h": "FE_H", "mg_h": ["MG_FE", "x_fe"]},
+               "errors": {"teff": "TEFF_ERR", "logg": "LOGG_ERR", "fe_h": "FE_H_ERR", "mg_h": "MG_FE_ERR"},
+               "quality": {"column": "quality_flag", "good": ["good"]}}
+    summary = reference_catalog_import(name="errors", path=tmp_path / "labels.csv", mapping=mapping)
+    assert summary.errors_absent == () and "no error column" not in str(summary)
+    rows = {row.source_id: row for row in ReferenceLabel.objects.all()}
+    first = rows["2M1"]
+    assert (first.teff_err, first.logg_err, first.fe_h_err) == (35.5, 0.06, 0.03)
+    assert first.mg_h == pytest.approx(-0.1) and first.mg_h_err == pytest.approx(np.hypot(0.04, 0.03))
+    second, third = rows["2M2"], rows["2M3"]
+    assert second.teff_err is None and second.logg_err is None and second.fe_h_err is None
+    assert second.mg_h_err is None  # [Mg/H]'s error needs [Fe/H]'s, which the row lacks
+    assert third.teff_err is None and third.logg_err is None and third.mg_h_err is None
+    assert third.fe_h_err == 0.02 and third.teff == 5200.0
+    catalog = ReferenceCatalog.objects.get(name="errors")
+    assert catalog.import_notes["errors_read"] == ["teff", "logg", "fe_h", "mg_h"]
+    assert catalog.import_notes["errors_absent"] == {}
+
+    # An error column the file lacks: the catalog imports, and says which errors it lacks.
+    summary = reference_catalog_import(name="errors", path=tmp_path / "labels.csv",
+                                       mapping={**mapping, "errors": {**mapping["errors"], "logg": "E_LOGG"}})
+    assert summary.errors_absent == ("logg",) and "no error column for logg" in str(summary)
+    assert ReferenceCatalog.objects.get(name="errors").import_notes["errors_absent"] == {"logg": "E_LOGG"}
+    assert ReferenceLabel.objects.get(source_id="2M1").logg_err is None  # not kept from the earlier import
+
+    with pytest.raises(Exception, match="errors for \\['ca_h'\\] but not their labels"):
+        reference_catalog_import(name="errors", path=tmp_path / "labels.csv",
+                                 mapping={**mapping, "errors": {"ca_h": "CA_FE_ERR"}})
+    with pytest.raises(Exception, match="is not a number"):
+        reference_catalog_import(name="errors", path=tmp_path / "labels.csv",
+                                 mapping={**mapping, "errors": {"teff": "quality_flag"}})

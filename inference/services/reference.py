@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from core.labels import LABEL_FIELDS, LABELS
+from core.labels import LABEL_ERROR_FIELDS, LABEL_FIELDS, LABELS
 from spectra.refcat.formats import CatalogFormat, CatalogFormatError, format_from_label_mapping
 from spectra.refcat.matching import reference_rows_match
 from spectra.refcat.reading import CatalogReadError, catalog_read
@@ -34,6 +34,13 @@ APOGEE_PAYNE_MAPPING: dict = {
         "teff": "TEFF",
         "logg": "LOGG",
         **{label.field: f"{label.element.upper()}_H" for label in LABELS if label.is_abundance},
+    },
+    # Each label's 1-sigma error: the noise model subtracts it from the residuals' scatter
+    # (a catalog without these columns imports, and its import notes say what it lacks).
+    "errors": {
+        "teff": "TEFF_ERR",
+        "logg": "LOGG_ERR",
+        **{label.field: f"{label.element.upper()}_H_ERR" for label in LABELS if label.is_abundance},
     },
     # Ting et al. (2019) mark reliable fits "good"; the paper trained on those only.
     "quality": {"column": "quality_flag", "good": ["good"]},
@@ -56,6 +63,7 @@ class ReferenceImportSummary:
     matched_by_position: int
     duplicates_dropped: int = 0
     gaia_refused: int = 0
+    errors_absent: tuple[str, ...] = ()  # labels the mapping gives an error column for that the file lacks
 
     def __str__(self) -> str:
         text = (f"{self.rows} reference rows, {self.good} pass the quality flag, {self.matched} matched to stars "
@@ -64,6 +72,9 @@ class ReferenceImportSummary:
             text += f"; {self.gaia_refused} Gaia-id matches refused as too far apart"
         if self.duplicates_dropped:
             text += f"; {self.duplicates_dropped} rows repeating an identifier dropped"
+        if self.errors_absent:
+            text += (f"; no error column for {', '.join(self.errors_absent)}: their uncertainties are calibrated "
+                     "without the reference's own errors")
         return text
 
 
@@ -85,6 +96,8 @@ def reference_catalog_import(*, name: str, path: str | Path, mapping: dict | Non
 
     Gaia ids are read and stored exactly (never through float64); a repeated identifier
     keeps one row (the cut's duplicate policy, else the first) and the rest are counted.
+    The labels' errors are stored where the mapping names their columns; the error columns
+    the file lacks are listed in the import notes (``errors_absent``) and the summary.
     """
     path = Path(path)
     mapping = mapping or APOGEE_PAYNE_MAPPING
@@ -109,6 +122,7 @@ def reference_catalog_import(*, name: str, path: str | Path, mapping: dict | Non
         "quality_ok": table.row_ok.tolist(),
         "flagged_labels": table.flagged_labels,
         **{field: table.labels[:, k] for k, field in enumerate(LABEL_FIELDS)},
+        **{field: table.errors[:, k] for k, field in enumerate(LABEL_ERROR_FIELDS)},
     }
     with transaction.atomic():
         catalog, _ = ReferenceCatalog.objects.update_or_create(
@@ -117,7 +131,8 @@ def reference_catalog_import(*, name: str, path: str | Path, mapping: dict | Non
                       "column_mapping": json.loads(json.dumps(mapping)),
                       "duplicate_count": table.duplicates_dropped,
                       "import_notes": {"rows_in_file": table.rows_in_file, "duplicate_rule": table.duplicate_rule,
-                                       "duplicates": table.duplicate_groups[:DUPLICATES_RECORDED]}},
+                                       "duplicates": table.duplicate_groups[:DUPLICATES_RECORDED],
+                                       "errors_read": table.present_errors, "errors_absent": table.absent_errors}},
         )
         reference_rows_store(model=ReferenceLabel, parent_field="catalog_id", parent_id=catalog.pk, columns=columns)
     return reference_catalog_match(catalog=catalog)
@@ -137,4 +152,5 @@ def reference_catalog_match(*, catalog: ReferenceCatalog) -> ReferenceImportSumm
         rows=catalog.row_count, good=catalog.good_count, matched=catalog.matched_count,
         matched_by_gaia=match.by_gaia, matched_by_position=match.by_position,
         duplicates_dropped=catalog.duplicate_count, gaia_refused=match.gaia_refused,
+        errors_absent=tuple((catalog.import_notes or {}).get("errors_absent", {})),
     )

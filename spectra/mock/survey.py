@@ -563,18 +563,24 @@ def _write_catalogs(rng, out_dir: Path, labels, stars, files, truth_rows, config
     teff, logg, feh = labels[:, 0], labels[:, 1], labels[:, 2]
     in_range = (teff > 3050) & (teff < 7950) & (logg > 0) & (logg < 5) & (feh > -1.45) & (feh < 0.45) & ~((teff < 4000) & (logg > 4))
     rows = np.flatnonzero(chosen & in_range)
-    noise = np.array([30.0, 0.05] + [0.03] * 13)
+    # Each star's errors differ (0.5-1.5x the typical 30 K, 0.05, 0.03 dex, from a generator
+    # of their own so the rest of the survey keeps its draws); the catalog states them.
+    # A "bad" row's scatter is 5x what it states, as a failed fit's is.
+    noise = np.array([30.0, 0.05] + [0.03] * 13) * np.random.default_rng([config.seed, 7]).uniform(
+        0.5, 1.5, (rows.size, len(LABELS)))
     bad = rng.random(rows.size) < 0.05
     measured = labels[rows] + rng.standard_normal((rows.size, len(LABELS))) * noise * np.where(bad, 5.0, 1.0)[:, None]
     missing = rng.random((rows.size, len(LABELS))) < 0.01  # the occasional label the pipeline did not give
     missing[:, :3] = False
     with open(out_dir / "reference_labels.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["APOGEE_ID", "RA", "DEC", "GAIA_SOURCE_ID", "TEFF", "LOGG", "FE_H", *(f"{e.upper()}_H" for e in ELEMENTS), "quality_flag"])
+        names = ["TEFF", "LOGG", "FE_H", *(f"{e.upper()}_H" for e in ELEMENTS)]
+        writer.writerow(["APOGEE_ID", "RA", "DEC", "GAIA_SOURCE_ID", *names, *(f"{n}_ERR" for n in names), "quality_flag"])
         for j, i in enumerate(rows):
             values = ["" if missing[j, k] else f"{measured[j, k]:.4f}" for k in range(len(LABELS))]
+            errors = ["" if missing[j, k] else f"{noise[j, k]:.4f}" for k in range(len(LABELS))]
             writer.writerow([_apogee_id(stars, i), f"{stars['ra'][i]:.6f}", f"{stars['dec'][i]:.6f}", stars["gaia"][i],
-                             *values, "bad" if bad[j] else "good"])
+                             *values, *errors, "bad" if bad[j] else "good"])
     injections = {}
     for survey, fraction in config.survey_fractions.items():
         injection = SURVEYS[survey]

@@ -8,7 +8,13 @@ still accepted and become one ``CatalogFormat``:
   ``flag_columns``, ``quality_cut`` (a named cut), ``sentinels``;
 * the training-label dialect (``inference``): ``id``, ``ra``, ``dec``, ``gaia_source_id``,
   ``labels {field: column}`` (values as given: Teff, log g, [X/H]; ``[column, kind]`` as in
-  the survey dialect also works), ``quality {column, good}`` (or ``quality_cut``, a named cut).
+  the survey dialect also works), ``quality {column, good}`` (or ``quality_cut``, a named cut),
+  ``errors``.
+
+The training-label dialect's ``errors {field: column}`` names the column of each label's
+1-sigma error, in the label's own convention (the error of [X/Fe] for a label given as
+[X/Fe]); the noise model takes them out of its residuals. Validation does not use a
+survey's errors, so the survey dialect has no such key.
 
 Pure; no Django.
 """
@@ -40,6 +46,7 @@ class CatalogFormat:
     record_columns: tuple[str, ...] = ()  # further raw flag columns kept with each row
     sentinels: tuple[float, ...] = DEFAULT_SENTINELS
     labels_required: bool = False  # a missing label column is an error (training) or that label is absent (surveys)
+    errors: dict[str, str] = field(default_factory=dict)  # our field -> source column of its 1-sigma uncertainty
     extra: dict = field(default_factory=dict)  # the dialect's own keys, kept for the record
 
     def __post_init__(self):
@@ -51,6 +58,11 @@ class CatalogFormat:
             raise CatalogFormatError(f"unknown label conventions {sorted(kinds)}; known: {', '.join(LABEL_KINDS)}")
         if any(kind == "x_fe" for _, kind in self.labels.values()) and self.labels.get("fe_h", ("", ""))[1] == "x_fe":
             raise CatalogFormatError("[Fe/H] cannot itself be given as [X/Fe]")
+        without_label = set(self.errors) - set(self.labels)
+        if without_label:
+            raise CatalogFormatError(f"the column mapping gives errors for {sorted(without_label)} but not their labels")
+        if not all(isinstance(column, str) and column for column in self.errors.values()):
+            raise CatalogFormatError("each entry of 'errors' names one column")
 
     def as_dict(self) -> dict:
         """The format in the survey dialect plus the quality cut spelled out (JSON-ready)."""
@@ -58,13 +70,20 @@ class CatalogFormat:
                 "ra_column": self.ra_column, "dec_column": self.dec_column, "gaia_column": self.gaia_column,
                 "labels": {k: list(v) for k, v in self.labels.items()}, "flag_columns": list(self.record_columns),
                 "quality_cut": self.quality.name, "quality": self.quality.as_dict(),
-                "sentinels": list(self.sentinels), **self.extra}
+                "sentinels": list(self.sentinels), "errors": dict(self.errors), **self.extra}
 
 
 def _cut(name: str, cuts: dict[str, QualityCut]) -> QualityCut:
     if name not in cuts:
         raise CatalogFormatError(f"unknown quality cut {name!r}; known: {', '.join(cuts)}")
     return cuts[name]
+
+
+def _errors(mapping: dict) -> dict[str, str]:
+    errors = mapping.get("errors", {})
+    if not isinstance(errors, dict):
+        raise CatalogFormatError("'errors' maps label fields to columns: {field: column}")
+    return dict(errors)
 
 
 def format_from_survey_mapping(mapping: dict, cuts: dict[str, QualityCut]) -> CatalogFormat:
@@ -110,5 +129,6 @@ def format_from_label_mapping(mapping: dict, cuts: dict[str, QualityCut]) -> Cat
         gaia_column=mapping.get("gaia_source_id"),
         labels={name: (spec, "direct") if isinstance(spec, str) else tuple(spec) for name, spec in mapping["labels"].items()},
         quality=cut, sentinels=tuple(mapping.get("sentinels", DEFAULT_SENTINELS)), labels_required=True,
+        errors=_errors(mapping),
         extra={"mapping": mapping},
     )

@@ -38,6 +38,9 @@ class CatalogTable:
     gaia: list[int | None]  # (n,) exact Gaia source ids, None where unknown
     labels: np.ndarray  # (n, 15) float64 in our convention ([X/H]), NaN where missing; before label flags
     present_labels: list[str]  # labels the file has a column for
+    errors: np.ndarray  # (n, 15) float64 1-sigma uncertainties of ``labels``, NaN where not given or not > 0
+    present_errors: list[str]  # labels whose error column the file has
+    absent_errors: dict[str, str]  # label -> error column the format names and the file lacks
     row_ok: np.ndarray  # (n,) bool: passes the per-row tests
     row_reasons: list[str]  # (n,) the failing per-row tests, '' when the row passes
     flagged_labels: list[list[str]]  # (n,) label fields with a value that a per-label test rejects
@@ -180,6 +183,32 @@ def _json_column(raw: np.ndarray) -> list:
     return python
 
 
+def _errors_read(columns: "_Columns", fmt: CatalogFormat, present: list[str],
+                 n: int) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """(n, 15) float64 errors in the labels' source convention, NaN where missing, a
+    sentinel or not > 0; the labels whose error column was read; the error columns absent.
+
+    An absent error column is not an error: the catalog is usable without it, and the
+    caller records which uncertainties it lacks.
+    """
+    errors = np.full((n, len(LABEL_FIELDS)), np.nan)
+    read, absent = [], {}
+    for name, source in fmt.errors.items():
+        if name not in present:
+            continue
+        values = columns.get(source)
+        if values is None:
+            absent[name] = source
+            continue
+        values = float_values(values, source).reshape(n, -1)[:, 0]
+        for sentinel in fmt.sentinels:
+            values = np.where(np.isclose(values, sentinel), np.nan, values)
+        with np.errstate(invalid="ignore"):
+            errors[:, LABEL_FIELDS.index(name)] = np.where(values > 0, values, np.nan)
+        read.append(name)
+    return errors, [name for name in LABEL_FIELDS if name in read], absent
+
+
 def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTable:
     """Read a catalog through its format.
 
@@ -188,6 +217,9 @@ def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTabl
     CatalogTable
         One row per identifier (repeats resolved by the format's duplicate policy and
         recorded), labels in our convention ([X/Fe] converted with the row's [Fe/H]),
+        their errors where the format names error columns (an [X/Fe] error combined with
+        the [Fe/H] error in quadrature; a missing, sentinel or non-positive error, or one
+        whose label is missing, is NaN),
         the per-row and per-label quality outcome, exact Gaia ids.
 
     Raises
@@ -228,9 +260,14 @@ def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTabl
                 values = np.where(np.isclose(values, sentinel), np.nan, values)
             labels[:, k] = values
             present.append(name)
+        errors, present_errors, absent_errors = _errors_read(columns, fmt, present, n)
         fe_h = labels[:, LABEL_FIELDS.index("fe_h")].copy()
         x_fe = [LABEL_FIELDS.index(f) for f in present if fmt.labels[f][1] == "x_fe"]
         labels[:, x_fe] = labels[:, x_fe] + fe_h[:, None]
+        # [X/H] = [X/Fe] + [Fe/H]: the two errors added in quadrature (taken as independent).
+        fe_h_error = errors[:, LABEL_FIELDS.index("fe_h")].copy()
+        errors[:, x_fe] = np.hypot(errors[:, x_fe], fe_h_error[:, None])
+        errors[~np.isfinite(labels)] = np.nan  # no error without its label
         quality = quality_evaluate(fmt.quality, columns.get, n, {f: fmt.labels[f] for f in present}, LABEL_FIELDS)
     except QualityRuleError as error:
         raise CatalogReadError(f"{path}: {error}") from error
@@ -282,6 +319,9 @@ def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTabl
         gaia=[gaia[i] for i in rows],
         labels=labels[rows],
         present_labels=present,
+        errors=errors[rows],
+        present_errors=present_errors,
+        absent_errors=absent_errors,
         row_ok=quality.row_ok[rows],
         row_reasons=[str(quality.row_reasons[i]) for i in rows],
         flagged_labels=[flagged[i] for i in rows],
