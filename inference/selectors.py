@@ -294,6 +294,7 @@ class TrainingSet:
     snr: np.ndarray  # (n,) float64, the weaker arm's S/N
     labels: np.ndarray  # (n, 15) float64, NaN where the reference has none
     coadd: np.ndarray  # (n,) bool, nightly coadd (else single exposure)
+    label_errors: np.ndarray | None = None  # (n, 15) float64 reference 1-sigma errors, NaN where unknown
 
     def __len__(self) -> int:
         return int(self.spectrum_ids.shape[0])
@@ -303,6 +304,8 @@ class TrainingSet:
         digest = hashlib.sha256()
         digest.update("\n".join(self.medres_specids).encode())
         digest.update(np.ascontiguousarray(self.labels, dtype="<f8").tobytes())
+        if self.label_errors is not None and np.isfinite(self.label_errors).any():
+            digest.update(np.ascontiguousarray(self.label_errors, dtype="<f8").tobytes())
         if codes is not None:
             digest.update(np.ascontiguousarray(codes, dtype=np.int8).tobytes())
         return digest.hexdigest()
@@ -310,18 +313,21 @@ class TrainingSet:
 
 def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRules.min_snr) -> TrainingSet:
     """Preprocessed spectra, S/N above ``min_snr`` in both arms and no REJECT flag, of
-    stars whose reference labels pass the reference's quality flag."""
+    stars whose reference labels pass the reference's quality flag, with the reference's
+    errors of those labels (NaN where it gives none)."""
+    n_labels = len(LABEL_FIELDS)
     label_rows = (
         ReferenceLabel.objects.filter(catalog=catalog, quality_ok=True, star__isnull=False)
         .order_by("star_id", "match_method", "match_separation_arcsec", "id")
-        .values_list("star_id", "flagged_labels", *LABEL_FIELDS)
+        .values_list("star_id", "flagged_labels", *LABEL_FIELDS, *LABEL_ERROR_FIELDS)
     )
     labels_by_star: dict[int, tuple] = {}
     for star_id, flagged, *values in label_rows:
         if star_id in labels_by_star:  # a star matched twice keeps its Gaia-id match, else the nearest row
             continue
         for name in flagged or ():  # a label the reference's own flags reject is not learned from
-            values[LABEL_FIELDS.index(name)] = None
+            k = LABEL_FIELDS.index(name)
+            values[k] = values[n_labels + k] = None
         labels_by_star[star_id] = tuple(values)
     spectra = list(
         Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, star_id__in=list(labels_by_star),
@@ -335,6 +341,7 @@ def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRu
         raise TrainingSetError(f"no usable spectra of stars with good labels in reference catalog {catalog.name}")
     ids, stars, names, shards, rows, snr_blue, snr_red, kinds = zip(*spectra, strict=True)
     star_ids = np.asarray(stars, dtype=np.int64)
+    values = np.array([labels_by_star[s] for s in stars], dtype=np.float64)  # None reads as NaN
     return TrainingSet(
         spectrum_ids=np.asarray(ids, dtype=np.int64),
         star_ids=star_ids,
@@ -342,6 +349,7 @@ def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRu
         shards=np.asarray(shards, dtype=object),
         rows=np.asarray(rows, dtype=np.int64),
         snr=np.minimum(np.asarray(snr_blue, dtype=np.float64), np.asarray(snr_red, dtype=np.float64)),
-        labels=np.array([labels_by_star[s] for s in stars], dtype=np.float64),
+        labels=values[:, :n_labels],
         coadd=np.asarray(kinds, dtype=object) == Spectrum.Kind.COADD,
+        label_errors=values[:, n_labels:],
     )

@@ -177,3 +177,37 @@ def test_training_without_usable_spectra_is_a_clear_error(survey):
     with pytest.raises(TrainingSetError, match="no usable spectra"):
         models_train(catalog=ReferenceCatalog.objects.get(name="payne"), name_prefix="t2", network=TINY, training=QUICK)
     assert not ModelVersion.objects.exists()
+
+
+def test_the_references_errors_reach_the_training_set_and_the_noise_model(survey):
+    """The default mapping reads APOGEE-Payne's *_ERR columns; a file without them imports
+    with the errors recorded as absent, and its noise model is fitted without them."""
+    without = reference_catalog_import(name="plain", path=survey / "reference.csv")
+    assert "teff" in without.errors_absent and "no error column for teff" in str(without)
+    assert np.isnan(training_set_select(catalog=ReferenceCatalog.objects.get(name="plain")).label_errors).all()
+
+    with open(survey / "reference.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    names = rows[0][4:-1]
+    errors = [f"{30.0 + i:.1f}" if name == "TEFF" else "0.05" for i, name in enumerate(names)]
+    with open(survey / "with_errors.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*rows[0][:-1], *(f"{name}_ERR" for name in names), rows[0][-1]])
+        for s, row in enumerate(rows[1:]):
+            row_errors = [("" if s == 5 and name == "TEFF" else e) for name, e in zip(names, errors, strict=True)]
+            writer.writerow([*row[:-1], *row_errors, row[-1]])
+    summary = reference_catalog_import(name="with-errors", path=survey / "with_errors.csv")
+    assert summary.errors_absent == ()
+    catalog = ReferenceCatalog.objects.get(name="with-errors")
+    data = training_set_select(catalog=catalog)
+    teff_error = data.label_errors[:, 0]
+    star_five = np.asarray(data.medres_specids) == "20190101-P-01-005-0"
+    assert np.isnan(teff_error[star_five]).all() and np.nanmax(teff_error) == 30.0
+    # Star 3's [N/H] is missing: its error, given in the file, is dropped with it.
+    assert np.array_equal(np.isnan(data.label_errors[:, 1:]), np.isnan(data.labels[:, 1:]))
+    assert np.isnan(data.labels[:, 4]).any() and np.all(data.label_errors[np.isfinite(data.labels[:, 1:])
+                                                                           .all(axis=1), 1:] == 0.05)
+    assert data.content_hash() != training_set_select(catalog=ReferenceCatalog.objects.get(name="plain")).content_hash()
+
+    trained = models_train(catalog=catalog, name_prefix="err", network=TINY, training=QUICK)
+    assert trained.formal.metrics["reference_errors"] == list(LABEL_FIELDS)

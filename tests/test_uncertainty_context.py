@@ -108,3 +108,73 @@ def test_artifacts_keep_their_noise_model_old_ones_the_snr_model():
     assert isinstance(new.noise_model, ContextNoiseModel)
     _, sigma, _ = new.predict_with_uncertainty(flux[:4], snr[:4], masked[:4], coadd[:4])
     np.testing.assert_allclose(sigma, net.noise_model.sigma(snr[:4], masked[:4], coadd[:4]))
+
+
+def _with_reference_errors(seed: int, n: int = 20000):
+    """Residuals against a reference whose labels carry errors of their own (0.5-1.5x 30 K
+    and 0.05 dex per star, as the catalog states them): the network's error (the target)
+    and the reference's add in quadrature."""
+    residuals, snr, masked, coadd, true_sigma = _synthetic(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    errors = np.array([30.0, 0.05]) * rng.uniform(0.5, 1.5, (n, 2))
+    errors[rng.random(n) < 0.1, 0] = np.nan  # some stars without a stated Teff error
+    against_reference = residuals + rng.normal(size=(n, 2)) * np.nan_to_num(errors)
+    return against_reference, snr, masked, coadd, errors, residuals, true_sigma
+
+
+@pytest.mark.parametrize("kind", ["snr", "context"])
+def test_the_references_own_errors_are_taken_out_of_the_uncertainty(kind):
+    against_reference, snr, masked, coadd, errors, _, true_sigma = _with_reference_errors(seed=4)
+    if kind == "snr":
+        exposures = ~coadd
+        args = (against_reference[exposures], snr[exposures])
+        with_errors = SnrNoiseModel.fit(*args, errors[exposures])
+        without = SnrNoiseModel.fit(*args)
+        truth_sigma = true_sigma[exposures]
+        sigma_with, sigma_without = with_errors.sigma(snr[exposures]), without.sigma(snr[exposures])
+        high = snr[exposures] > 100
+    else:
+        with_errors = ContextNoiseModel.fit(against_reference, snr, masked, coadd, reference_errors=errors)
+        without = ContextNoiseModel.fit(against_reference, snr, masked, coadd)
+        truth_sigma = true_sigma
+        sigma_with, sigma_without = noise_sigma(with_errors, snr, masked, coadd), noise_sigma(without, snr, masked, coadd)
+        high = snr > 100
+    # With the errors the model gives the network's own error (against the truth); without
+    # them it also holds the reference's, most where the network is best (high S/N).
+    ratio_with = np.median(sigma_with[high] / truth_sigma[high], axis=0)
+    ratio_without = np.median(sigma_without[high] / truth_sigma[high], axis=0)
+    assert ratio_with == pytest.approx([1.0, 1.0], abs=0.07)
+    assert np.all(ratio_without > 1.25), ratio_without
+
+
+def test_with_reference_errors_the_context_model_is_calibrated_against_truth_and_reference():
+    fit = _with_reference_errors(seed=5)
+    model = ContextNoiseModel.fit(fit[0], fit[1], fit[2], fit[3], reference_errors=fit[4])
+    against_reference, snr, masked, coadd, errors, residuals, _ = _with_reference_errors(seed=6)
+    sigma = noise_sigma(model, snr, masked, coadd)
+    truth_cells = calibration_cells(residuals, np.zeros_like(residuals), sigma, snr, masked, coadd,
+                                    ["teff", "logg"], min_count=150)
+    spreads = [cell["labels"][name]["z_std"] for cell in truth_cells for name in ("teff", "logg")]
+    assert len(truth_cells) >= 12 and all(0.9 <= s <= 1.1 for s in spreads), spreads
+    # Against the reference, the uncertainty and the reference's error in quadrature.
+    combined = np.hypot(sigma, np.nan_to_num(errors))
+    reference_cells = calibration_cells(against_reference, np.zeros_like(residuals), combined, snr, masked, coadd,
+                                        ["teff", "logg"], min_count=150)
+    spreads = [cell["labels"][name]["z_std"] for cell in reference_cells for name in ("teff", "logg")]
+    assert all(0.9 <= s <= 1.1 for s in spreads), spreads
+
+
+def test_stated_errors_larger_than_the_scatter_leave_an_uncertainty_above_zero():
+    rng = np.random.default_rng(7)
+    snr = np.exp(rng.uniform(np.log(10.0), np.log(300.0), 4000))
+    residuals = rng.normal(size=(4000, 1)) * 20.0
+    overstated = np.full((4000, 1), 60.0)  # three times the residuals' whole scatter
+    for model in (SnrNoiseModel.fit(residuals, snr, overstated),
+                  ContextNoiseModel.fit(residuals, snr, np.zeros(4000), np.zeros(4000, dtype=bool),
+                                        reference_errors=overstated)):
+        sigma = noise_sigma(model, snr, np.zeros(4000), np.zeros(4000, dtype=bool))
+        assert np.all(np.isfinite(sigma)) and sigma.min() > 0.25 * 20.0
+    few = SnrNoiseModel.fit(residuals[:5], snr[:5], overstated[:5])  # too few for a bin: the overall spread
+    assert few.floor[0] > 0
+    with pytest.raises(ValueError, match="shaped like the residuals"):
+        SnrNoiseModel.fit(residuals, snr, overstated[:, 0])

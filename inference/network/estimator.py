@@ -252,7 +252,8 @@ class SPCANet:
         return self
 
     def calibrate(self, cv_flux: np.ndarray, cv_labels: np.ndarray, cv_snr: np.ndarray,
-                  cv_masked: np.ndarray | None = None, cv_coadd: np.ndarray | None = None) -> "SPCANet":
+                  cv_masked: np.ndarray | None = None, cv_coadd: np.ndarray | None = None,
+                  cv_label_errors: np.ndarray | None = None) -> "SPCANet":
         """Fit the uncertainty model on the cross-validation spectra (see ``uncertainty``).
 
         With ``cv_masked`` and ``cv_coadd``, the context model (S/N, masked fraction,
@@ -270,6 +271,10 @@ class SPCANet:
             Masked fraction of each input, 0-1.
         cv_coadd : array_like, shape (n,), bool, optional
             True for coadds, False for single exposures.
+        cv_label_errors : array_like, shape (n, n_labels), float64, optional
+            The reference labels' own 1-sigma errors, NaN where unknown; subtracted from
+            the residuals' variance in quadrature, so that the uncertainties describe the
+            error against the truth, not against the reference.
 
         Returns
         -------
@@ -283,9 +288,10 @@ class SPCANet:
         """
         residuals = self.predict(cv_flux) - np.asarray(cv_labels, dtype=np.float64)
         if cv_masked is None or cv_coadd is None:
-            self.noise_model = SnrNoiseModel.fit(residuals, cv_snr)
+            self.noise_model = SnrNoiseModel.fit(residuals, cv_snr, cv_label_errors)
         else:
-            self.noise_model = ContextNoiseModel.fit(residuals, cv_snr, cv_masked, cv_coadd)
+            self.noise_model = ContextNoiseModel.fit(residuals, cv_snr, cv_masked, cv_coadd,
+                                                     reference_errors=cv_label_errors)
         return self
 
     # -- prediction -----------------------------------------------------------------

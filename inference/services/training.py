@@ -90,13 +90,19 @@ def models_train(
         log(f"{role.value}: training on {int(train.sum())} spectra, early stopping on {int(cv.sum())}")
         estimator.fit(flux[train], data.labels[train], cv_flux=flux[cv], cv_labels=data.labels[cv],
                       on_epoch=None if on_epoch is None else (lambda epoch, logs, r=role.value: on_epoch(r, epoch, logs)))
-        estimator.calibrate(flux[cv], data.labels[cv], data.snr[cv], masked[cv], data.coadd[cv])
+        estimator.calibrate(flux[cv], data.labels[cv], data.snr[cv], masked[cv], data.coadd[cv],
+                            cv_label_errors=data.label_errors[cv])
         predicted, sigma, _ = estimator.predict_with_uncertainty(flux[test], data.snr[test], masked[test],
                                                                  data.coadd[test])
         metrics = accuracy_precision(predicted, data.labels[test], data.snr[test], LABEL_FIELDS)
-        metrics["calibration"] = calibration_summary(predicted, data.labels[test], sigma, LABEL_FIELDS)
-        metrics["calibration_cells"] = calibration_cells(predicted, data.labels[test], sigma, data.snr[test],
-                                                         masked[test], data.coadd[test], LABEL_FIELDS)
+        # Checked against the reference labels: each z is divided by the uncertainty and the
+        # reference's own error (where it gives one) in quadrature.
+        against_reference = np.hypot(sigma, np.nan_to_num(data.label_errors[test], nan=0.0))
+        metrics["calibration"] = calibration_summary(predicted, data.labels[test], against_reference, LABEL_FIELDS)
+        metrics["calibration_cells"] = calibration_cells(predicted, data.labels[test], against_reference,
+                                                         data.snr[test], masked[test], data.coadd[test], LABEL_FIELDS)
+        metrics["reference_errors"] = [name for k, name in enumerate(LABEL_FIELDS)
+                                       if np.isfinite(data.label_errors[:, k]).any()]
         metrics["uncertainty"] = estimator.noise_model.as_dict()
         metrics["training"] = {key: value for key, value in estimator.history.items() if key not in ("loss", "val_loss")}
         metrics["training"]["n_test"] = int(test.sum())
