@@ -23,7 +23,11 @@ least 90%).
 With ``--labels reference`` both models learn from, and are calibrated against, the
 survey's reference catalog (``reference_labels.csv``: an APOGEE-like subset of the stars,
 good rows only, with that catalog's errors), as ``train_models`` does; the test spectra,
-of every star, are still scored against the truth.
+of every star, are still scored against the truth. The noise models then subtract the
+catalog's stated errors (``*_ERR``) from the CV residuals, as ``train_models`` does; the
+context model fitted without them is scored beside, the CV set's scatter against the
+truth is printed beside what the subtraction recovers, and the test set's z spreads are
+split into the stars the reference covers and the others.
 
     .venv/bin/python benchmarks/calibration_bench.py --survey /tmp/fid/harsh400
 """
@@ -108,12 +112,17 @@ def main() -> None:
     cv = ~test & ~train
     # What the models learn from and are calibrated against: the truth, or the survey's
     # reference catalog (its stars only, with its errors); the test set is scored against the truth.
-    learned, known = labels, np.ones(len(labels), dtype=bool)
+    learned, known, errors = labels, np.ones(len(labels), dtype=bool), None
     if args.labels == "reference":
-        learned, known = _reference_labels(args.survey, star)
+        learned, known, errors = _reference_labels(args.survey, star)
         train, cv = train & known, cv & known
         print(f"labels learned from the survey's reference catalog: {np.unique(star[known]).size} of "
-              f"{np.unique(star).size} stars")
+              f"{np.unique(star).size} stars; its stated errors "
+              + ("(median " + ", ".join(f"{name} {np.nanmedian(errors[known, k]):.3g}" for k, name in enumerate(LABELS))
+                 + ") are subtracted by the noise models" if np.isfinite(errors[known]).any()
+                 else "are not in the catalog (reference_labels.csv has no *_ERR columns)"))
+        if not np.isfinite(errors[known]).any():
+            errors = None
     print(f"spectra: {good.sum()} (S/N >= {args.min_snr:g}); train {train.sum()}, CV {cv.sum()}, test {test.sum()}; "
           f"masked fraction median: coadds {np.median(masked[coadd]):.3f}, exposures {np.median(masked[~coadd]):.3f}")
     estimator = SPCANet(NetworkConfig(n_labels=len(LABELS)), training, label_names=list(LABELS))
@@ -122,9 +131,22 @@ def main() -> None:
     print(f"SPCANet trained in {time.perf_counter() - started:.0f} s ({estimator.history['epochs']} epochs)")
     cv_residuals = estimator.predict(arrays[cv]) - learned[cv]
     predicted = estimator.predict(arrays[test])
-    models = {"S/N only (SnrNoiseModel)": SnrNoiseModel.fit(cv_residuals, snr[cv]),
+    cv_errors = None if errors is None else errors[cv]
+    if cv_errors is not None:
+        # What the noise models see on the CV spectra, per label: the scatter against the truth
+        # (unknown to them), against the reference, and the latter less the stated errors.
+        against_truth = np.std(estimator.predict(arrays[cv]) - labels[cv], axis=0)
+        stated = np.sqrt(np.nanmean(cv_errors**2, axis=0))
+        print(f"CV ({cv.sum()} spectra of {np.unique(star[cv]).size} stars): " + ", ".join(
+            f"{name} against the truth {against_truth[k]:.3g}, against the reference {np.std(cv_residuals[:, k]):.3g}, "
+            f"less the stated errors (rms {stated[k]:.3g}) "
+            f"{np.sqrt(max(np.var(cv_residuals[:, k]) - stated[k] ** 2, 0.0)):.3g}" for k, name in enumerate(LABELS)))
+    models = {"S/N only (SnrNoiseModel)": SnrNoiseModel.fit(cv_residuals, snr[cv], cv_errors),
               "context (ContextNoiseModel: S/N, masked fraction, kind)":
-                  ContextNoiseModel.fit(cv_residuals, snr[cv], masked[cv], coadd[cv])}
+                  ContextNoiseModel.fit(cv_residuals, snr[cv], masked[cv], coadd[cv], reference_errors=cv_errors)}
+    if cv_errors is not None:  # what the same residuals give with the reference's errors left in
+        models["context, the reference's errors not subtracted"] = ContextNoiseModel.fit(
+            cv_residuals, snr[cv], masked[cv], coadd[cv])
     for title, model in models.items():
         sigma = (model.sigma(snr[test], masked[test], coadd[test]) if isinstance(model, ContextNoiseModel)
                  else model.sigma(snr[test]))
@@ -135,6 +157,12 @@ def main() -> None:
         print("all test spectra: " + ", ".join(
             f"{name} z spread {np.std(z[:, k]):.2f}, {100 * np.mean(np.abs(z[:, k]) < 1):.0f}% < 1 sigma"
             for k, name in enumerate(LABELS)))
+        if args.labels == "reference":  # the stars the calibration set is like: those the reference covers
+            inside = known[test]
+            print(f"test spectra of stars in the reference catalog ({inside.sum()}): " + ", ".join(
+                f"{name} z spread {np.std(z[inside, k]):.2f}" for k, name in enumerate(LABELS))
+                + f"; of the other stars ({(~inside).sum()}): " + ", ".join(
+                f"{name} {np.std(z[~inside, k]):.2f}" for k, name in enumerate(LABELS)))
         if isinstance(model, ContextNoiseModel):
             print("coefficients (log factor per unit masked fraction, coadd vs exposure): " + ", ".join(
                 f"{name} {c[1]:+.2f} / {c[2]:+.2f}" for name, c in zip(LABELS, model.coefficients, strict=True)))
@@ -152,19 +180,25 @@ def main() -> None:
     print("\ncommand: " + " ".join([Path(sys.executable).name, *sys.argv]))
 
 
-def _reference_labels(survey: Path, star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _reference_labels(survey: Path, star: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(n, 3) float64 labels of the survey's reference catalog for each row's star (matched by
-    Gaia id, as ``reference_catalog_import`` does for these mocks), and (n,) bool: has them."""
+    Gaia id, as ``reference_catalog_import`` does for these mocks), (n,) bool: has them, and
+    (n, 3) float64 their stated errors (``*_ERR``; NaN where the catalog has none)."""
     import csv
 
+    def number(text: str | None) -> float:
+        return float(text) if text else np.nan
+
     gaia_of = {int(r["star"]): int(r["gaia_source_id"]) for r in csv.DictReader(open(survey / "truth_stars.csv"))}
-    reference = {int(r["GAIA_SOURCE_ID"]): [float(r[name.upper()]) for name in LABELS]
+    reference = {int(r["GAIA_SOURCE_ID"]): [number(r.get(name.upper() + suffix)) for suffix in ("", "_ERR")
+                                            for name in LABELS]
                  for r in csv.DictReader(open(survey / "reference_labels.csv")) if r["quality_flag"] == "good"}
-    values = np.full((star.size, len(LABELS)), np.nan)
+    values = np.full((star.size, 2 * len(LABELS)), np.nan)
     for i, s in enumerate(star):
         values[i] = reference.get(gaia_of[int(s)], values[i])
-    known = np.isfinite(values).all(axis=1)
-    return values, known
+    labels, errors = values[:, :len(LABELS)], values[:, len(LABELS):]
+    known = np.isfinite(labels).all(axis=1)
+    return labels, known, errors
 
 
 def _bin_name(low: float, high: float) -> str:
