@@ -17,8 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True, help="A short name for the catalog, e.g. apogee-payne.")
         parser.add_argument(
             "--mapping",
-            help="JSON file: {id, ra, dec, gaia_source_id, labels: {teff: COLUMN, ...}, quality: {column, good: [...]}}"
-                 " (or quality_cut: a survey's documented cut, e.g. apogee_clean). Default: the APOGEE-Payne columns.",
+            help="JSON file: {id, ra, dec, gaia_source_id, labels: {teff: COLUMN, ...}, errors: {teff: COLUMN, ...}, "
+                 "quality: {column, good: [...]}} (or quality_cut: a survey's documented cut, e.g. apogee_clean). "
+                 "Default: the APOGEE-Payne columns.",
         )
         parser.add_argument("--show-default-mapping", action="store_true", help="Print the default mapping and exit.")
 
