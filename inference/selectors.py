@@ -294,7 +294,7 @@ class TrainingSet:
     snr: np.ndarray  # (n,) float64, the weaker arm's S/N
     labels: np.ndarray  # (n, 15) float64, NaN where the reference has none
     coadd: np.ndarray  # (n,) bool, nightly coadd (else single exposure)
-    label_errors: np.ndarray | None = None  # (n, 15) float64 reference 1-sigma errors, NaN where unknown
+    label_errors: np.ndarray  # (n, 15) float64 reference 1-sigma errors, NaN where unknown
 
     def __len__(self) -> int:
         return int(self.spectrum_ids.shape[0])
@@ -304,7 +304,7 @@ class TrainingSet:
         digest = hashlib.sha256()
         digest.update("\n".join(self.medres_specids).encode())
         digest.update(np.ascontiguousarray(self.labels, dtype="<f8").tobytes())
-        if self.label_errors is not None and np.isfinite(self.label_errors).any():
+        if np.isfinite(self.label_errors).any():
             digest.update(np.ascontiguousarray(self.label_errors, dtype="<f8").tobytes())
         if codes is not None:
             digest.update(np.ascontiguousarray(codes, dtype=np.int8).tobytes())

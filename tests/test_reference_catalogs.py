@@ -347,7 +347,7 @@ def test_a_catalogs_label_errors_are_read_checked_and_stored(tmp_path):
                          "MG_FE", "MG_FE_ERR", "quality_flag"])
         writer.writerow(["2M1", "10.0", "5.0", "5000", "35.5", "2.5", "0.06", "-0.2", "0.03", "0.1", "0.04", "good"])
         writer.writerow(["2M2", "10.1", "5.0", "5100", "-9999", "2.6", "-0.05", "-0.1", "", "0.2", "0.05", "good"])
-        writer.writerow(["2M3", "10.2", "5.0", "5200", "0", "2.7", "nan", "0.0", "0.02", "0.1", "", "good"])
+        writer.writerow(["2M3", "10.2", "5.0", "5200", "0", "2.7", "inf", "0.0", "0.02", "0.1", "", "good"])
     mapping = {"id": "APOGEE_ID", "ra": "RA", "dec": "DEC",
                "labels": {"teff": "TEFF", "logg": "LOGG", "fe_h": "FE_H", "mg_h": ["MG_FE", "x_fe"]},
                "errors": {"teff": "TEFF_ERR", "logg": "LOGG_ERR", "fe_h": "FE_H_ERR", "mg_h": "MG_FE_ERR"},
@@ -373,6 +373,15 @@ def test_a_catalogs_label_errors_are_read_checked_and_stored(tmp_path):
     assert summary.errors_absent == ("logg",) and "no error column for logg" in str(summary)
     assert ReferenceCatalog.objects.get(name="errors").import_notes["errors_absent"] == {"logg": "E_LOGG"}
     assert ReferenceLabel.objects.get(source_id="2M1").logg_err is None  # not kept from the earlier import
+
+    # Without the [Fe/H] error an [X/Fe] label's [X/H] error cannot be formed: said, not hidden.
+    for errors, reason in (({**mapping["errors"], "fe_h": "E_FEH"}, "column E_FEH is absent"),
+                           ({k: v for k, v in mapping["errors"].items() if k != "fe_h"}, "names no [Fe/H] error")):
+        summary = reference_catalog_import(name="errors", path=tmp_path / "labels.csv", mapping={**mapping, "errors": errors})
+        notes = ReferenceCatalog.objects.get(name="errors").import_notes
+        assert "mg_h" in summary.errors_absent and "mg_h" not in notes["errors_read"]
+        assert reason in notes["errors_absent"]["mg_h"]
+        assert ReferenceLabel.objects.get(source_id="2M1").mg_h_err is None
 
     with pytest.raises(Exception, match="errors for \\['ca_h'\\] but not their labels"):
         reference_catalog_import(name="errors", path=tmp_path / "labels.csv",

@@ -178,3 +178,25 @@ def test_stated_errors_larger_than_the_scatter_leave_an_uncertainty_above_zero()
     assert few.floor[0] > 0
     with pytest.raises(ValueError, match="shaped like the residuals"):
         SnrNoiseModel.fit(residuals, snr, overstated[:, 0])
+
+
+def test_overstated_errors_leave_the_context_factors_and_one_wild_error_leaves_the_bin():
+    rng = np.random.default_rng(8)
+    n = 6000
+    snr = np.exp(rng.uniform(np.log(10.0), np.log(300.0), n))
+    coadd = rng.random(n) < 0.4
+    masked = np.where(coadd, rng.uniform(0.05, 0.35, n), rng.uniform(0.0, 0.06, n))
+    true_sigma = 20.0 * np.exp(1.5 * masked + 0.4 * coadd)
+    residuals = (rng.normal(size=n) * true_sigma)[:, None]
+    plain = ContextNoiseModel.fit(residuals, snr, masked, coadd)
+    overstated = ContextNoiseModel.fit(residuals, snr, masked, coadd, reference_errors=np.full((n, 1), 60.0))
+    # Errors three times the scatter: the guard keeps the model finite and its factors
+    # those the residuals show, instead of an intercept run off to minus infinity.
+    assert overstated.coefficients[0, 1:] == pytest.approx(plain.coefficients[0, 1:], abs=0.25)
+    assert overstated.coefficients[0, 0] > -3 and overstated.base.floor[0] < 1e3
+    # One placeholder error of 9999 K among 30 K ones moves the S/N model by little.
+    errors = np.full((n, 1), 5.0)
+    wild = errors.copy()
+    wild[np.argmax(snr)] = 9999.0
+    sigma, sigma_wild = (SnrNoiseModel.fit(residuals, snr, e).sigma(snr) for e in (errors, wild))
+    assert np.max(np.abs(sigma_wild / sigma - 1)) < 0.02

@@ -33,8 +33,11 @@ CALIBRATION_SNR_EDGES = np.array([10.0, 15.0, 20.0, 30.0, 45.0, 70.0, 100.0, 200
 _MIN_PER_BIN = 8
 # The reference's errors are subtracted from a bin's residual variance down to this share of
 # it at most: stated errors larger than the scatter itself are overstated, and the network's
-# own uncertainty is never set to zero.
+# own uncertainty is never set to zero. Each stated error counts for at most the bin's
+# variance, and in the context model's likelihood for at most 9x the network's own
+# variance of that spectrum (the same share).
 _MIN_NETWORK_SHARE = 0.1
+_KNOWN_CAP = (1.0 - _MIN_NETWORK_SHARE) / _MIN_NETWORK_SHARE
 
 
 def _known_variance(reference_errors: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -130,7 +133,10 @@ class SnrNoiseModel:
                 variance = np.var(residuals[chosen, k], ddof=1)
                 inverse_snr2 = np.mean(1.0 / snr[chosen] ** 2)
                 rows.append([1.0, inverse_snr2])
-                targets.append(max(variance - np.mean(known[chosen, k]), _MIN_NETWORK_SHARE * variance))
+                # No one stated error counts for more than the bin's whole variance: one
+                # overstated (or placeholder) error cannot pull the bin down.
+                stated = np.mean(np.minimum(known[chosen, k], variance))
+                targets.append(max(variance - stated, _MIN_NETWORK_SHARE * variance))
                 # Relative error of a variance estimate ~ sqrt(2 / n): weight by
                 # sqrt(n) / variance so that bins count by their precision.
                 weights.append(np.sqrt(chosen.sum()) / max(variance, 1e-12))
@@ -138,7 +144,8 @@ class SnrNoiseModel:
                 finite = np.isfinite(residuals[:, k])
                 if finite.sum() > 1:
                     variance = np.var(residuals[finite, k], ddof=1)
-                    floor[k] = np.sqrt(max(variance - np.mean(known[finite, k]), _MIN_NETWORK_SHARE * variance))
+                    stated = np.mean(np.minimum(known[finite, k], variance))
+                    floor[k] = np.sqrt(max(variance - stated, _MIN_NETWORK_SHARE * variance))
                 else:
                     floor[k] = np.nan
                 continue
@@ -273,12 +280,14 @@ def _log_linear_scale(residuals: np.ndarray, offset: np.ndarray, design: np.ndar
     """Maximum-likelihood ``c`` of ``r ~ N(0, exp(offset + design @ c)**2 + known)`` for one label.
 
     Penalised by ``ridge * |c[1:]|**2 / 2`` (not the intercept). Newton's method on the
-    negative log-likelihood ``sum(log(s**2 + known) / 2 + r**2 / (s**2 + known) / 2)``,
-    s = exp(eta), eta = offset + design @ c. With w = s**2 / (s**2 + known) and
-    z**2 = r**2 / (s**2 + known), its gradient is ``design.T @ (w (1 - z**2))``; the step
-    uses ``2 design.T @ (h design)`` with h = w**2 z**2 + w (1 - w) max(1 - z**2, 0), the
-    Hessian where it is positive (exactly the Hessian, ``2 z**2``, when ``known`` is 0, the
-    convex case).
+    negative log-likelihood ``sum(log(t) / 2 + r**2 / t / 2)`` with t = s**2 + k,
+    s = exp(eta), eta = offset + design @ c, and k = min(known, 9 s**2): the known part
+    never exceeds 90% of a residual's variance (``_MIN_NETWORK_SHARE``), or stated errors
+    larger than the residuals would drive s to 0. With w = d log(t) / d(2 eta) (s**2 / t,
+    or 1 where the cap holds) and z**2 = r**2 / t, the gradient is
+    ``design.T @ (w (1 - z**2))``; the step uses ``2 design.T @ (h design)`` with
+    h = w**2 z**2 + w (1 - w) max(1 - z**2, 0), the Hessian where it is positive (exactly
+    the Hessian, ``2 z**2``, when ``known`` is 0, the convex case).
 
     Parameters
     ----------
@@ -302,14 +311,16 @@ def _log_linear_scale(residuals: np.ndarray, offset: np.ndarray, design: np.ndar
     for _ in range(50):
         eta = offset + design @ coefficients
         model = np.exp(2.0 * eta)
-        total = model + known
-        w = model / total
+        capped = known > _KNOWN_CAP * model
+        total = np.where(capped, (1.0 + _KNOWN_CAP) * model, model + known)
+        w = np.where(capped, 1.0, model / total)
         z2 = squared / total
         gradient = design.T @ (w * (1.0 - z2)) + penalty * coefficients
         curvature = w * w * z2 + w * (1.0 - w) * np.maximum(1.0 - z2, 0.0)
         hessian = 2.0 * (design.T * curvature) @ design + np.diag(penalty) + 1e-9 * np.eye(p)
         step = np.linalg.solve(hessian, gradient)
-        # Damped: the log-likelihood is convex, but a full step from far off can overshoot.
+        # Damped: a full step from far off can overshoot (the log-likelihood is convex
+        # without known variance, not always with it).
         step *= min(1.0, 1.0 / max(np.max(np.abs(step)), 1e-12))
         coefficients -= step
         if np.max(np.abs(step)) < 1e-8:

@@ -78,6 +78,10 @@ def models_train(
         raise TrainingSetError(f"{len(data)} usable spectra are too few to split 6:2:1")
     log(f"training set: {len(data)} spectra of {np.unique(data.star_ids).size} stars; "
         f"test {int(split.test.sum())} spectra (split by {training.split_by})")
+    without_errors = [name for k, name in enumerate(LABEL_FIELDS) if not np.isfinite(data.label_errors[:, k]).any()]
+    if without_errors:
+        log(f"no reference errors for {', '.join(without_errors)}: their uncertainties keep the reference's own "
+            f"error (import the catalog with its error columns to take it out)")
     arrays = ArrayStore(settings.SPECTRA_ARRAY_ROOT).read_many(data.shards, data.rows)
     masked = masked_fraction(arrays[:, 1])  # the noise model's context, with data.coadd
     flux = arrays  # [flux, ivar]: the network fills masked pixels using the ivar
@@ -97,7 +101,8 @@ def models_train(
         metrics = accuracy_precision(predicted, data.labels[test], data.snr[test], LABEL_FIELDS)
         # Checked against the reference labels: each z is divided by the uncertainty and the
         # reference's own error (where it gives one) in quadrature.
-        against_reference = np.hypot(sigma, np.nan_to_num(data.label_errors[test], nan=0.0))
+        test_errors = data.label_errors[test]
+        against_reference = np.hypot(sigma, np.where(np.isfinite(test_errors), test_errors, 0.0))
         metrics["calibration"] = calibration_summary(predicted, data.labels[test], against_reference, LABEL_FIELDS)
         metrics["calibration_cells"] = calibration_cells(predicted, data.labels[test], against_reference,
                                                          data.snr[test], masked[test], data.coadd[test], LABEL_FIELDS)

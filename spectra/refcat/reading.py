@@ -38,7 +38,7 @@ class CatalogTable:
     gaia: list[int | None]  # (n,) exact Gaia source ids, None where unknown
     labels: np.ndarray  # (n, 15) float64 in our convention ([X/H]), NaN where missing; before label flags
     present_labels: list[str]  # labels the file has a column for
-    errors: np.ndarray  # (n, 15) float64 1-sigma uncertainties of ``labels``, NaN where not given or not > 0
+    errors: np.ndarray  # (n, 15) float64 1-sigma uncertainties of ``labels``, NaN where not given, not finite or not > 0
     present_errors: list[str]  # labels whose error column the file has
     absent_errors: dict[str, str]  # label -> error column the format names and the file lacks
     row_ok: np.ndarray  # (n,) bool: passes the per-row tests
@@ -186,7 +186,9 @@ def _json_column(raw: np.ndarray) -> list:
 def _errors_read(columns: "_Columns", fmt: CatalogFormat, present: list[str],
                  n: int) -> tuple[np.ndarray, list[str], dict[str, str]]:
     """(n, 15) float64 errors in the labels' source convention, NaN where missing, a
-    sentinel or not > 0; the labels whose error column was read; the error columns absent.
+    sentinel, not finite or not > 0; the labels whose error column was read; the error
+    columns absent (an [X/Fe] label's too when the [Fe/H] error is absent or unmapped,
+    as its [X/H] error cannot be formed).
 
     An absent error column is not an error: the catalog is usable without it, and the
     caller records which uncertainties it lacks.
@@ -204,8 +206,15 @@ def _errors_read(columns: "_Columns", fmt: CatalogFormat, present: list[str],
         for sentinel in fmt.sentinels:
             values = np.where(np.isclose(values, sentinel), np.nan, values)
         with np.errstate(invalid="ignore"):
-            errors[:, LABEL_FIELDS.index(name)] = np.where(values > 0, values, np.nan)
+            errors[:, LABEL_FIELDS.index(name)] = np.where(np.isfinite(values) & (values > 0), values, np.nan)
         read.append(name)
+    # An [X/Fe] label's error needs the [Fe/H] error: without that column there is none.
+    if "fe_h" not in read:
+        reason = (f"the [Fe/H] error column {fmt.errors['fe_h']} is absent" if "fe_h" in fmt.errors
+                  else "the mapping names no [Fe/H] error")
+        for name in [name for name in read if fmt.labels[name][1] == "x_fe"]:
+            read.remove(name)
+            absent[name] = f"{fmt.errors[name]} (an [X/Fe] error: {reason})"
     return errors, [name for name in LABEL_FIELDS if name in read], absent
 
 
@@ -218,8 +227,8 @@ def catalog_read(path: str | Path, catalog_format: CatalogFormat) -> CatalogTabl
         One row per identifier (repeats resolved by the format's duplicate policy and
         recorded), labels in our convention ([X/Fe] converted with the row's [Fe/H]),
         their errors where the format names error columns (an [X/Fe] error combined with
-        the [Fe/H] error in quadrature; a missing, sentinel or non-positive error, or one
-        whose label is missing, is NaN),
+        the [Fe/H] error in quadrature; a missing, sentinel, infinite or non-positive error,
+        or one whose label is missing, is NaN),
         the per-row and per-label quality outcome, exact Gaia ids.
 
     Raises
