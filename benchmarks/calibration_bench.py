@@ -159,10 +159,15 @@ def main() -> None:
             for k, name in enumerate(LABELS)))
         if args.labels == "reference":  # the stars the calibration set is like: those the reference covers
             inside = known[test]
-            print(f"test spectra of stars in the reference catalog ({inside.sum()}): " + ", ".join(
-                f"{name} z spread {np.std(z[inside, k]):.2f}" for k, name in enumerate(LABELS))
-                + f"; of the other stars ({(~inside).sum()}): " + ", ".join(
-                f"{name} {np.std(z[~inside, k]):.2f}" for k, name in enumerate(LABELS)))
+            low, high = np.nanmin(learned[train], axis=0), np.nanmax(learned[train], axis=0)
+            in_range = np.all((labels[test] >= low) & (labels[test] <= high), axis=1)
+            groups = {"stars in the reference catalog": inside,
+                      "other stars within the training labels' range (truth)": ~inside & in_range,
+                      "other stars outside it": ~inside & ~in_range}
+            print("test spectra of " + "; ".join(
+                f"{title} ({members.sum()}): " + ", ".join(f"{name} z spread {np.std(z[members, k]):.2f}"
+                                                             for k, name in enumerate(LABELS))
+                for title, members in groups.items() if members.sum() > 1))
         if isinstance(model, ContextNoiseModel):
             print("coefficients (log factor per unit masked fraction, coadd vs exposure): " + ", ".join(
                 f"{name} {c[1]:+.2f} / {c[2]:+.2f}" for name, c in zip(LABELS, model.coefficients, strict=True)))
