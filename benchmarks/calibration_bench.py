@@ -141,9 +141,10 @@ def main() -> None:
             f"{name} against the truth {against_truth[k]:.3g}, against the reference {np.std(cv_residuals[:, k]):.3g}, "
             f"less the stated errors (rms {stated[k]:.3g}) "
             f"{np.sqrt(max(np.var(cv_residuals[:, k]) - stated[k] ** 2, 0.0)):.3g}" for k, name in enumerate(LABELS)))
-    models = {"S/N only (SnrNoiseModel)": SnrNoiseModel.fit(cv_residuals, snr[cv], cv_errors),
+    models = {"S/N only (SnrNoiseModel)": SnrNoiseModel.fit(cv_residuals, snr[cv], cv_errors, star[cv]),
               "context (ContextNoiseModel: S/N, masked fraction, kind)":
-                  ContextNoiseModel.fit(cv_residuals, snr[cv], masked[cv], coadd[cv], reference_errors=cv_errors)}
+                  ContextNoiseModel.fit(cv_residuals, snr[cv], masked[cv], coadd[cv], reference_errors=cv_errors,
+                                        groups=star[cv])}
     if cv_errors is not None:  # what the same residuals give with the reference's errors left in
         models["context, the reference's errors not subtracted"] = ContextNoiseModel.fit(
             cv_residuals, snr[cv], masked[cv], coadd[cv])

@@ -200,3 +200,27 @@ def test_overstated_errors_leave_the_context_factors_and_one_wild_error_leaves_t
     wild[np.argmax(snr)] = 9999.0
     sigma, sigma_wild = (SnrNoiseModel.fit(residuals, snr, e).sigma(snr) for e in (errors, wild))
     assert np.max(np.abs(sigma_wild / sigma - 1)) < 0.02
+
+
+def test_few_stars_bound_how_much_of_the_variance_the_reference_errors_take_out():
+    """A bin of n stars knows its variance to sqrt(2 / n): the subtraction leaves the network
+    at least that share, so a calibration set of a dozen stars cannot claim a network
+    far better than its reference."""
+    from inference.network.uncertainty import network_share
+
+    assert network_share(np.array([1, 2, 8, 50, 200, 100000])) == pytest.approx(
+        [1.0, 1.0, 0.5, 0.2, 0.1, 0.1])
+    rng = np.random.default_rng(9)
+    stars = np.repeat(np.arange(12), 6)
+    snr = np.full(stars.size, 50.0)
+    # Residuals that the stated errors (30 K) fully explain: nothing is left for the network.
+    residuals = (rng.normal(size=12)[stars] * 30.0)[:, None]
+    errors = np.full((stars.size, 1), 30.0)
+    by_star = SnrNoiseModel.fit(residuals, snr, errors, stars).sigma(snr)[0, 0]
+    by_spectrum = SnrNoiseModel.fit(residuals, snr, errors).sigma(snr)[0, 0]
+    spread = np.std(residuals, ddof=1)
+    assert by_star == pytest.approx(np.sqrt(network_share(12)) * spread, rel=1e-6)
+    assert by_spectrum == pytest.approx(np.sqrt(network_share(72)) * spread, rel=1e-6)
+    context = ContextNoiseModel.fit(residuals, snr, np.zeros(stars.size), np.zeros(stars.size, dtype=bool),
+                                    reference_errors=errors, groups=stars)
+    assert noise_sigma(context, snr)[0, 0] >= 0.95 * by_star

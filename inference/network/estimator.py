@@ -253,7 +253,7 @@ class SPCANet:
 
     def calibrate(self, cv_flux: np.ndarray, cv_labels: np.ndarray, cv_snr: np.ndarray,
                   cv_masked: np.ndarray | None = None, cv_coadd: np.ndarray | None = None,
-                  cv_label_errors: np.ndarray | None = None) -> "SPCANet":
+                  cv_label_errors: np.ndarray | None = None, cv_groups: np.ndarray | None = None) -> "SPCANet":
         """Fit the uncertainty model on the cross-validation spectra (see ``uncertainty``).
 
         With ``cv_masked`` and ``cv_coadd``, the context model (S/N, masked fraction,
@@ -275,6 +275,9 @@ class SPCANet:
             The reference labels' own 1-sigma errors, NaN where unknown; subtracted from
             the residuals' variance in quadrature, so that the uncertainties describe the
             error against the truth, not against the reference.
+        cv_groups : array_like, shape (n,), optional
+            The star of each spectrum: how many independent residuals back each S/N bin,
+            which bounds how much of its variance the errors may take out.
 
         Returns
         -------
@@ -288,10 +291,10 @@ class SPCANet:
         """
         residuals = self.predict(cv_flux) - np.asarray(cv_labels, dtype=np.float64)
         if cv_masked is None or cv_coadd is None:
-            self.noise_model = SnrNoiseModel.fit(residuals, cv_snr, cv_label_errors)
+            self.noise_model = SnrNoiseModel.fit(residuals, cv_snr, cv_label_errors, cv_groups)
         else:
             self.noise_model = ContextNoiseModel.fit(residuals, cv_snr, cv_masked, cv_coadd,
-                                                     reference_errors=cv_label_errors)
+                                                     reference_errors=cv_label_errors, groups=cv_groups)
         return self
 
     # -- prediction -----------------------------------------------------------------

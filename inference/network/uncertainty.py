@@ -31,13 +31,34 @@ from scipy.optimize import nnls
 
 CALIBRATION_SNR_EDGES = np.array([10.0, 15.0, 20.0, 30.0, 45.0, 70.0, 100.0, 200.0, np.inf])
 _MIN_PER_BIN = 8
-# The reference's errors are subtracted from a bin's residual variance down to this share of
-# it at most: stated errors larger than the scatter itself are overstated, and the network's
-# own uncertainty is never set to zero. Each stated error counts for at most the bin's
-# variance, and in the context model's likelihood for at most 9x the network's own
-# variance of that spectrum (the same share).
+# The reference's errors are subtracted from a bin's residual variance down to a share of
+# it at most (``network_share``): at least 10%, as stated errors larger than the scatter
+# itself are overstated and the network's own uncertainty is never set to zero; and at
+# least sqrt(2 / n) for a bin of n stars, the relative standard error of its variance,
+# below which the network's part cannot be told from zero. Each stated error counts for at
+# most the bin's variance, and in the context model's likelihood for at most
+# (1 - share) / share times the network's own variance of that spectrum.
 _MIN_NETWORK_SHARE = 0.1
-_KNOWN_CAP = (1.0 - _MIN_NETWORK_SHARE) / _MIN_NETWORK_SHARE
+
+
+def network_share(n_independent: int | np.ndarray) -> np.ndarray:
+    """The smallest share of a residual variance left to the network when the reference's
+    errors are subtracted: ``max(0.1, sqrt(2 / n))``, 1 for n <= 2.
+
+    Parameters
+    ----------
+    n_independent : int or array_like of int
+        Independent residuals behind the variance: stars (a star's spectra share its
+        reference error and the network's error for it), else spectra.
+
+    Returns
+    -------
+    ndarray of float64, same shape
+        The share, 0.1-1.
+    """
+    n = np.asarray(n_independent, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.clip(np.sqrt(2.0 / np.maximum(n, 1.0)), _MIN_NETWORK_SHARE, 1.0)
 
 
 def _known_variance(reference_errors: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -88,8 +109,8 @@ class SnrNoiseModel:
     slope: np.ndarray  # (n_labels,) float64, label units x S/N
 
     @classmethod
-    def fit(cls, residuals: np.ndarray, snr: np.ndarray,
-            reference_errors: np.ndarray | None = None) -> "SnrNoiseModel":
+    def fit(cls, residuals: np.ndarray, snr: np.ndarray, reference_errors: np.ndarray | None = None,
+            groups: np.ndarray | None = None) -> "SnrNoiseModel":
         """Fit per label on residuals = prediction - reference.
 
         Parameters
@@ -102,7 +123,11 @@ class SnrNoiseModel:
             The reference labels' own 1-sigma errors, label units; NaN (or None for all)
             where unknown, read as 0. The residuals' variance is the network's plus the
             reference's, so the mean squared reference error of each bin is subtracted from
-            the bin's variance: the model then describes the error against the truth.
+            the bin's variance (down to ``network_share`` of it): the model then describes
+            the error against the truth.
+        groups : array_like, shape (n,), optional
+            The star of each spectrum: a bin's number of independent residuals for
+            ``network_share`` (None: every spectrum counts as one).
 
         Returns
         -------
@@ -120,6 +145,7 @@ class SnrNoiseModel:
         residuals = np.asarray(residuals, dtype=np.float64)
         snr = np.asarray(snr, dtype=np.float64)
         known = _known_variance(reference_errors, residuals.shape)
+        groups = np.arange(residuals.shape[0]) if groups is None else np.asarray(groups)
         n_labels = residuals.shape[1]
         floor = np.zeros(n_labels)
         slope = np.zeros(n_labels)
@@ -136,7 +162,8 @@ class SnrNoiseModel:
                 # No one stated error counts for more than the bin's whole variance: one
                 # overstated (or placeholder) error cannot pull the bin down.
                 stated = np.mean(np.minimum(known[chosen, k], variance))
-                targets.append(max(variance - stated, _MIN_NETWORK_SHARE * variance))
+                share = network_share(np.unique(groups[chosen]).size) if stated > 0 else 0.0
+                targets.append(max(variance - stated, share * variance))
                 # Relative error of a variance estimate ~ sqrt(2 / n): weight by
                 # sqrt(n) / variance so that bins count by their precision.
                 weights.append(np.sqrt(chosen.sum()) / max(variance, 1e-12))
@@ -145,7 +172,8 @@ class SnrNoiseModel:
                 if finite.sum() > 1:
                     variance = np.var(residuals[finite, k], ddof=1)
                     stated = np.mean(np.minimum(known[finite, k], variance))
-                    floor[k] = np.sqrt(max(variance - stated, _MIN_NETWORK_SHARE * variance))
+                    share = network_share(np.unique(groups[finite]).size) if stated > 0 else 0.0
+                    floor[k] = np.sqrt(max(variance - stated, share * variance))
                 else:
                     floor[k] = np.nan
                 continue
@@ -276,14 +304,15 @@ def _context_design(n: int, masked: np.ndarray | None, coadd: np.ndarray | None)
 
 
 def _log_linear_scale(residuals: np.ndarray, offset: np.ndarray, design: np.ndarray, ridge: float,
-                      known: np.ndarray | None = None) -> np.ndarray:
+                      known: np.ndarray | None = None, share: np.ndarray | float = _MIN_NETWORK_SHARE) -> np.ndarray:
     """Maximum-likelihood ``c`` of ``r ~ N(0, exp(offset + design @ c)**2 + known)`` for one label.
 
     Penalised by ``ridge * |c[1:]|**2 / 2`` (not the intercept). Newton's method on the
     negative log-likelihood ``sum(log(t) / 2 + r**2 / t / 2)`` with t = s**2 + k,
-    s = exp(eta), eta = offset + design @ c, and k = min(known, 9 s**2): the known part
-    never exceeds 90% of a residual's variance (``_MIN_NETWORK_SHARE``), or stated errors
-    larger than the residuals would drive s to 0. With w = d log(t) / d(2 eta) (s**2 / t,
+    s = exp(eta), eta = offset + design @ c, and k = min(known, a s**2), a = (1 - share) /
+    share: the known part never exceeds 1 - share of a residual's variance
+    (``network_share``), or stated errors larger than the residuals would drive s to 0.
+    With w = d log(t) / d(2 eta) (s**2 / t,
     or 1 where the cap holds) and z**2 = r**2 / t, the gradient is
     ``design.T @ (w (1 - z**2))``; the step uses ``2 design.T @ (h design)`` with
     h = w**2 z**2 + w (1 - w) max(1 - z**2, 0), the Hessian where it is positive (exactly
@@ -297,6 +326,8 @@ def _log_linear_scale(residuals: np.ndarray, offset: np.ndarray, design: np.ndar
     ridge : float
     known : (m,) float64, optional
         Variance already known to be in each residual (the reference's squared error), >= 0.
+    share : (m,) float64 or float, optional
+        The smallest share of each residual's variance left to s**2, in (0, 1].
 
     Returns
     -------
@@ -308,11 +339,12 @@ def _log_linear_scale(residuals: np.ndarray, offset: np.ndarray, design: np.ndar
     coefficients = np.zeros(p)
     squared = residuals**2
     known = np.zeros_like(squared) if known is None else known
+    cap = (1.0 - np.asarray(share, dtype=np.float64)) / np.asarray(share, dtype=np.float64)
     for _ in range(50):
         eta = offset + design @ coefficients
         model = np.exp(2.0 * eta)
-        capped = known > _KNOWN_CAP * model
-        total = np.where(capped, (1.0 + _KNOWN_CAP) * model, model + known)
+        capped = known > cap * model
+        total = np.where(capped, (1.0 + cap) * model, model + known)
         w = np.where(capped, 1.0, model / total)
         z2 = squared / total
         gradient = design.T @ (w * (1.0 - z2)) + penalty * coefficients
@@ -368,7 +400,8 @@ class ContextNoiseModel:
 
     @classmethod
     def fit(cls, residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray, coadd: np.ndarray,
-            ridge: float = CONTEXT_RIDGE, reference_errors: np.ndarray | None = None) -> "ContextNoiseModel":
+            ridge: float = CONTEXT_RIDGE, reference_errors: np.ndarray | None = None,
+            groups: np.ndarray | None = None) -> "ContextNoiseModel":
         """Fit per label on the calibration spectra.
 
         Parameters
@@ -387,6 +420,9 @@ class ContextNoiseModel:
             The reference labels' own 1-sigma errors (NaN or None: unknown, read as 0).
             Each residual's variance is modelled as sigma**2 + error**2, so the model
             describes the error against the truth (see ``SnrNoiseModel.fit``).
+        groups : (n,), optional
+            The star of each spectrum, for ``network_share`` per S/N bin (None: every
+            spectrum counts as one).
 
         Returns
         -------
@@ -407,7 +443,9 @@ class ContextNoiseModel:
         known = _known_variance(reference_errors, residuals.shape)
         design = _context_design(n, masked, coadd)
         coefficients = np.zeros((n_labels, design.shape[1]))
-        base = SnrNoiseModel.fit(residuals, snr, np.sqrt(known))
+        groups = np.arange(n) if groups is None else np.asarray(groups)
+        bin_index = np.digitize(snr, CALIBRATION_SNR_EDGES) - 1
+        base = SnrNoiseModel.fit(residuals, snr, np.sqrt(known), groups)
         for _ in range(_CONTEXT_ROUNDS):
             with np.errstate(divide="ignore", invalid="ignore"):
                 log_base = np.log(base.sigma(snr))
@@ -415,10 +453,14 @@ class ContextNoiseModel:
                 usable = np.isfinite(residuals[:, k]) & np.isfinite(log_base[:, k])
                 if usable.sum() < design.shape[1] * _MIN_PER_BIN:
                     continue
+                share = np.ones(n)  # each spectrum's share: that of its S/N bin's stars
+                for b in np.unique(bin_index[usable]):
+                    members = usable & (bin_index == b)
+                    share[members] = network_share(np.unique(groups[members]).size)
                 coefficients[k] = _log_linear_scale(residuals[usable, k], log_base[usable, k], design[usable], ridge,
-                                                    known[usable, k])
+                                                    known[usable, k], share[usable])
             factor = np.exp(design @ coefficients.T)
-            base = SnrNoiseModel.fit(residuals / factor, snr, np.sqrt(known) / factor)
+            base = SnrNoiseModel.fit(residuals / factor, snr, np.sqrt(known) / factor, groups)
         return cls(base=base, coefficients=coefficients)
 
     def sigma(self, snr: np.ndarray, masked: np.ndarray | None = None, coadd: np.ndarray | None = None) -> np.ndarray:

@@ -95,7 +95,7 @@ def models_train(
         estimator.fit(flux[train], data.labels[train], cv_flux=flux[cv], cv_labels=data.labels[cv],
                       on_epoch=None if on_epoch is None else (lambda epoch, logs, r=role.value: on_epoch(r, epoch, logs)))
         estimator.calibrate(flux[cv], data.labels[cv], data.snr[cv], masked[cv], data.coadd[cv],
-                            cv_label_errors=data.label_errors[cv])
+                            cv_label_errors=data.label_errors[cv], cv_groups=data.star_ids[cv])
         predicted, sigma, _ = estimator.predict_with_uncertainty(flux[test], data.snr[test], masked[test],
                                                                  data.coadd[test])
         metrics = accuracy_precision(predicted, data.labels[test], data.snr[test], LABEL_FIELDS)
