@@ -224,3 +224,16 @@ def test_few_stars_bound_how_much_of_the_variance_the_reference_errors_take_out(
     context = ContextNoiseModel.fit(residuals, snr, np.zeros(stars.size), np.zeros(stars.size, dtype=bool),
                                     reference_errors=errors, groups=stars)
     assert noise_sigma(context, snr)[0, 0] >= 0.95 * by_star
+
+
+def test_groups_must_describe_the_residuals():
+    residuals = np.random.default_rng(10).normal(size=(40, 1))
+    snr = np.full(40, 30.0)
+    for bad in (np.arange(39), np.array([1, "a"] * 20, dtype=object), 7):
+        with pytest.raises(ValueError, match="groups"):
+            SnrNoiseModel.fit(residuals, snr, None, bad)
+        with pytest.raises(ValueError, match="groups"):
+            ContextNoiseModel.fit(residuals, snr, np.zeros(40), np.zeros(40, dtype=bool), groups=bad)
+    as_text = SnrNoiseModel.fit(residuals, snr, np.full((40, 1), 0.5), np.repeat([f"s{i}" for i in range(8)], 5))
+    as_ints = SnrNoiseModel.fit(residuals, snr, np.full((40, 1), 0.5), np.repeat(np.arange(8), 5))
+    assert np.array_equal(as_text.floor, as_ints.floor) and np.array_equal(as_text.slope, as_ints.slope)

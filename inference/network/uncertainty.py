@@ -53,12 +53,30 @@ def network_share(n_independent: int | np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray of float64, same shape
+    ndarray of float64, same shape (0-dimensional for an int)
         The share, 0.1-1.
     """
     n = np.asarray(n_independent, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.clip(np.sqrt(2.0 / np.maximum(n, 1.0)), _MIN_NETWORK_SHARE, 1.0)
+    return np.asarray(np.clip(np.sqrt(2.0 / np.maximum(n, 1.0)), _MIN_NETWORK_SHARE, 1.0))
+
+
+def _groups(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """(n,) int64 group codes (0..k-1) from any (n,) sortable ids; one group per spectrum for None.
+
+    Raises
+    ------
+    ValueError
+        If ``groups`` is not (n,) or its ids cannot be compared.
+    """
+    if groups is None:
+        return np.arange(n, dtype=np.int64)
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups must be shaped ({n},) like the residuals, got {groups.shape}")
+    try:
+        return np.unique(groups, return_inverse=True)[1].astype(np.int64)
+    except TypeError as error:
+        raise ValueError(f"groups must be ids of one comparable type ({error})") from error
 
 
 def _known_variance(reference_errors: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -140,12 +158,13 @@ class SnrNoiseModel:
         Raises
         ------
         ValueError
-            If ``reference_errors`` is not shaped like ``residuals``.
+            If ``reference_errors`` is not shaped like ``residuals``, or ``groups`` is not
+            (n,) comparable ids.
         """
         residuals = np.asarray(residuals, dtype=np.float64)
         snr = np.asarray(snr, dtype=np.float64)
         known = _known_variance(reference_errors, residuals.shape)
-        groups = np.arange(residuals.shape[0]) if groups is None else np.asarray(groups)
+        groups = _groups(groups, residuals.shape[0])
         n_labels = residuals.shape[1]
         floor = np.zeros(n_labels)
         slope = np.zeros(n_labels)
@@ -312,8 +331,8 @@ def _log_linear_scale(residuals: np.ndarray, offset: np.ndarray, design: np.ndar
     s = exp(eta), eta = offset + design @ c, and k = min(known, a s**2), a = (1 - share) /
     share: the known part never exceeds 1 - share of a residual's variance
     (``network_share``), or stated errors larger than the residuals would drive s to 0.
-    With w = d log(t) / d(2 eta) (s**2 / t,
-    or 1 where the cap holds) and z**2 = r**2 / t, the gradient is
+    With w = d log(t) / d(2 eta) (s**2 / t, or 1 where the cap holds) and z**2 = r**2 / t,
+    the gradient is
     ``design.T @ (w (1 - z**2))``; the step uses ``2 design.T @ (h design)`` with
     h = w**2 z**2 + w (1 - w) max(1 - z**2, 0), the Hessian where it is positive (exactly
     the Hessian, ``2 z**2``, when ``known`` is 0, the convex case).
@@ -432,8 +451,8 @@ class ContextNoiseModel:
         Raises
         ------
         ValueError
-            If ``snr``, ``masked`` and ``coadd`` are not all (n,), or ``reference_errors``
-            is not shaped like ``residuals``.
+            If ``snr``, ``masked`` and ``coadd`` are not all (n,), ``reference_errors``
+            is not shaped like ``residuals``, or ``groups`` is not (n,) comparable ids.
         """
         residuals = np.asarray(residuals, dtype=np.float64)
         snr = np.asarray(snr, dtype=np.float64)
@@ -443,8 +462,9 @@ class ContextNoiseModel:
         known = _known_variance(reference_errors, residuals.shape)
         design = _context_design(n, masked, coadd)
         coefficients = np.zeros((n_labels, design.shape[1]))
-        groups = np.arange(n) if groups is None else np.asarray(groups)
-        bin_index = np.digitize(snr, CALIBRATION_SNR_EDGES) - 1
+        groups = _groups(groups, n)
+        # The first and last calibration bins take the S/N beyond them (below 10, infinite).
+        bin_index = np.clip(np.digitize(snr, CALIBRATION_SNR_EDGES) - 1, 0, CALIBRATION_SNR_EDGES.size - 2)
         base = SnrNoiseModel.fit(residuals, snr, np.sqrt(known), groups)
         for _ in range(_CONTEXT_ROUNDS):
             with np.errstate(divide="ignore", invalid="ignore"):
