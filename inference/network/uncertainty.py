@@ -4,12 +4,14 @@ Method: the residual scatter of a trained network on spectra it did not learn fr
 as the S/N falls. Per label we model its variance as ``floor**2 + (slope / snr)**2``
 (a systematic floor plus photon noise scaling as 1/S/N), with ``snr`` the weaker arm's
 S/N. The two coefficients are fitted on the cross-validation set (never the test set),
-from the variances of the residuals in S/N bins, by non-negative least squares weighted by
-the number of spectra per bin. Plain variances, not robust ones: the residuals have
-heavier tails than a Gaussian (a few stars are fitted badly), and the uncertainty is meant
-to give (prediction - truth) / uncertainty a spread of 1, which a MAD-based width does not
-(on the benchmark survey it left z spreads up to 1.9; plain variances, 0.85-1.27). The test set then checks the calibration: the
-spread of (prediction - truth) / uncertainty should be close to 1.
+from the variances of the residuals in S/N bins, by non-negative least squares, each bin
+weighted by its precision: sqrt(n) / variance, n its independent residuals (its stars
+when the stars are given, as a star's spectra share its error; else its spectra). Plain
+variances, not robust ones: the residuals have heavier tails than a Gaussian (a few stars
+are fitted badly), and the uncertainty is meant to give (prediction - truth) /
+uncertainty a spread of 1, which a MAD-based width does not (on the benchmark survey it
+left z spreads up to 1.9; plain variances, 0.85-1.27). The test set then checks the
+calibration: the spread of (prediction - truth) / uncertainty should be close to 1.
 
 The residuals are taken against the reference catalog's labels, which carry errors of
 their own: their variance is the network's plus the reference's. Where the catalog gives
@@ -144,8 +146,8 @@ class SnrNoiseModel:
             the bin's variance (down to ``network_share`` of it): the model then describes
             the error against the truth.
         groups : array_like, shape (n,), optional
-            The star of each spectrum: a bin's number of independent residuals for
-            ``network_share`` (None: every spectrum counts as one).
+            The star of each spectrum: a bin's number of independent residuals, for its
+            weight in the fit and for ``network_share`` (None: every spectrum counts as one).
 
         Returns
         -------
@@ -181,11 +183,13 @@ class SnrNoiseModel:
                 # No one stated error counts for more than the bin's whole variance: one
                 # overstated (or placeholder) error cannot pull the bin down.
                 stated = np.mean(np.minimum(known[chosen, k], variance))
-                share = network_share(np.unique(groups[chosen]).size) if stated > 0 else 0.0
+                independent = np.unique(groups[chosen]).size
+                share = network_share(independent) if stated > 0 else 0.0
                 targets.append(max(variance - stated, share * variance))
-                # Relative error of a variance estimate ~ sqrt(2 / n): weight by
+                # Relative error of a variance estimate ~ sqrt(2 / n), n independent
+                # residuals (stars: a star's spectra share its error): weight by
                 # sqrt(n) / variance so that bins count by their precision.
-                weights.append(np.sqrt(chosen.sum()) / max(variance, 1e-12))
+                weights.append(np.sqrt(independent) / max(variance, 1e-12))
             if not rows:
                 finite = np.isfinite(residuals[:, k])
                 if finite.sum() > 1:
