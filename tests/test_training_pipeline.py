@@ -124,6 +124,9 @@ def test_train_predict_release_end_to_end(survey, settings):
         assert len(metrics["by_snr"]["teff"]) == len(metrics["snr_edges"]) - 1
         assert metrics["overall"]["teff"]["n"] == metrics["training"]["n_test"] > 0
         assert metrics["calibration"]["teff"]["n"] > 0
+        # The noise model is fitted on the CV and test spectra; the test set's check is cross-fitted.
+        assert metrics["calibration_set"]["test"] == metrics["training"]["n_test"]
+        assert metrics["calibration_set"]["cv"] > 0 and "cross-fitted" in metrics["calibration_set"]["check"]
     with pytest.raises(ValueError, match="exists"):
         models_train(catalog=catalog, name_prefix="t1", network=TINY, training=QUICK)
 

@@ -7,6 +7,8 @@ from inference.network.uncertainty import (
     ContextNoiseModel,
     SnrNoiseModel,
     calibration_cells,
+    cross_fitted_sigma,
+    fit_noise_model,
     masked_fraction,
     noise_model_from_dict,
     noise_sigma,
@@ -261,3 +263,26 @@ def test_snr_bins_weigh_by_their_stars_not_their_spectra():
     by_spectrum = SnrNoiseModel.fit(residuals, snr).sigma(grid)[:, 0]
     assert np.all(np.abs(by_star / law(grid) - 1) < 0.15), by_star / law(grid)
     assert np.max(by_spectrum / law(grid)) > 1.25, by_spectrum / law(grid)
+
+
+def test_cross_fitted_uncertainties_come_from_models_fitted_without_the_star():
+    residuals, snr, masked, coadd, _ = _synthetic(3000, seed=12)
+    stars = np.arange(3000) // 3  # three spectra per star
+    scored = stars >= 700  # the last 300 stars are scored; the first 700 always calibrate
+    odd = stars == 900
+    residuals[odd] *= 200.0  # one star far off: it must not widen its own uncertainties
+    sigma = cross_fitted_sigma(residuals, snr, masked, coadd, None, stars, scored, folds=4, seed=3)
+    assert sigma.shape == (scored.sum(), 2) and np.all(np.isfinite(sigma))
+    own = sigma[stars[scored] == 900]
+    with_it = noise_sigma(fit_noise_model(residuals, snr, masked, coadd), snr[odd], masked[odd], coadd[odd])
+    without = noise_sigma(fit_noise_model(residuals[~odd], snr[~odd], masked[~odd], coadd[~odd]),
+                          snr[odd], masked[odd], coadd[odd])
+    assert np.mean(own / with_it) < 0.7, own / with_it
+    assert own == pytest.approx(without, rel=0.03)
+    # Unknown residuals calibrate nothing but can still be scored.
+    residuals[scored & (stars % 2 == 0)] = np.nan
+    assert np.all(np.isfinite(cross_fitted_sigma(residuals, snr, masked, coadd, None, stars, scored, folds=4)))
+    for bad in ({"folds": 1}, {"scored": scored.astype(int)}, {"scored": scored[1:]}):
+        with pytest.raises(ValueError):
+            cross_fitted_sigma(residuals, snr, masked, coadd, None, stars, **{"folds": 4, "scored": scored, **bad})
+

@@ -22,7 +22,7 @@ from .config import NetworkConfig, TrainingConfig
 from .inputs import FillBasis, fill_masked_shifted, fit_fill_basis
 from .linear import fit_ridge
 from .scaling import LabelScaler
-from .uncertainty import ContextNoiseModel, SnrNoiseModel, noise_model_from_dict, noise_sigma
+from .uncertainty import ContextNoiseModel, SnrNoiseModel, fit_noise_model, noise_model_from_dict, noise_sigma
 
 
 def network_inputs(flux: np.ndarray, clip: float) -> dict[str, np.ndarray]:
@@ -290,11 +290,7 @@ class SPCANet:
             If the network is not trained or loaded.
         """
         residuals = self.predict(cv_flux) - np.asarray(cv_labels, dtype=np.float64)
-        if cv_masked is None or cv_coadd is None:
-            self.noise_model = SnrNoiseModel.fit(residuals, cv_snr, cv_label_errors, cv_groups)
-        else:
-            self.noise_model = ContextNoiseModel.fit(residuals, cv_snr, cv_masked, cv_coadd,
-                                                     reference_errors=cv_label_errors, groups=cv_groups)
+        self.noise_model = fit_noise_model(residuals, cv_snr, cv_masked, cv_coadd, cv_label_errors, cv_groups)
         return self
 
     # -- prediction -----------------------------------------------------------------

@@ -3,7 +3,8 @@
 Method: the residual scatter of a trained network on spectra it did not learn from grows
 as the S/N falls. Per label we model its variance as ``floor**2 + (slope / snr)**2``
 (a systematic floor plus photon noise scaling as 1/S/N), with ``snr`` the weaker arm's
-S/N. The two coefficients are fitted on the cross-validation set (never the test set),
+S/N. The two coefficients are fitted on spectra the network did not learn from (its
+cross-validation and test sets; the test set's check is cross-fitted, ``cross_fitted_sigma``),
 from the variances of the residuals in S/N bins, by non-negative least squares, each bin
 weighted by its precision: sqrt(n) / variance, n its independent residuals (its stars
 when the stars are given, as a star's spectra share its error; else its spectra). Plain
@@ -33,6 +34,9 @@ from scipy.optimize import nnls
 
 CALIBRATION_SNR_EDGES = np.array([10.0, 15.0, 20.0, 30.0, 45.0, 70.0, 100.0, 200.0, np.inf])
 _MIN_PER_BIN = 8
+# Folds of the test stars for the cross-fitted calibration check (``cross_fitted_sigma``):
+# each check model then sees 80% of the test stars besides the CV set, near the final one.
+CALIBRATION_FOLDS = 5
 # The reference's errors are subtracted from a bin's residual variance down to a share of
 # it at most (``network_share``): at least 10%, as stated errors larger than the scatter
 # itself are overstated and the network's own uncertainty is never set to zero; and at
@@ -394,7 +398,7 @@ class ContextNoiseModel:
     (exposures) and 1.4 (coadds, ~20% masked pixels) with an S/N-only model showed that
     kind and masking predict the error beyond the S/N.
 
-    Fitted on the calibration (CV) spectra by maximum likelihood with a ridge penalty
+    Fitted on the calibration spectra by maximum likelihood with a ridge penalty
     (``CONTEXT_RIDGE``) on the masked and coadd coefficients, alternating with a refit of
     the S/N model to the residuals divided by the factor. Three coefficients per label on
     top of the two of the S/N model, so it cannot follow noise in the calibration set.
@@ -596,6 +600,85 @@ def noise_sigma(model: "SnrNoiseModel | ContextNoiseModel", snr: np.ndarray, mas
     if isinstance(model, ContextNoiseModel):
         return model.sigma(snr, masked, coadd)
     return model.sigma(snr)
+
+
+
+def fit_noise_model(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray | None = None,
+                    coadd: np.ndarray | None = None, reference_errors: np.ndarray | None = None,
+                    groups: np.ndarray | None = None) -> "SnrNoiseModel | ContextNoiseModel":
+    """The context model when ``masked`` and ``coadd`` are given, else the S/N-only model.
+
+    Parameters and errors raised as ``ContextNoiseModel.fit`` and ``SnrNoiseModel.fit``.
+    """
+    if masked is None or coadd is None:
+        return SnrNoiseModel.fit(residuals, snr, reference_errors, groups)
+    return ContextNoiseModel.fit(residuals, snr, masked, coadd, reference_errors=reference_errors, groups=groups)
+
+
+def cross_fitted_sigma(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray | None, coadd: np.ndarray | None,
+                       reference_errors: np.ndarray | None, groups: np.ndarray, scored: np.ndarray,
+                       folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Uncertainties of the scored spectra, each from a noise model fitted without its star.
+
+    The scored spectra's stars are dealt into ``folds`` folds (every spectrum of a star in
+    one); each fold's uncertainties come from a model (``fit_noise_model``) fitted on every
+    other spectrum: the unscored ones and the other folds. So spectra can both calibrate the
+    final model (fitted on all of them) and check the calibration, as k-fold
+    cross-validation does, and the check describes a model fitted on (folds - 1) / folds of
+    the scored stars besides the unscored ones.
+
+    Parameters
+    ----------
+    residuals : array_like, shape (n, n_labels), float64
+        Prediction - reference, label units; NaN where unknown (left out of the fits; such a
+        spectrum can still be scored).
+    snr, masked, coadd, reference_errors
+        As ``fit_noise_model``, for the same n spectra.
+    groups : array_like, shape (n,)
+        The star of each spectrum.
+    scored : array_like, shape (n,), bool
+        The spectra to give cross-fitted uncertainties.
+    folds : int
+        Number of folds, at least 2.
+    seed : int
+        Seed of the deal of stars into folds.
+
+    Returns
+    -------
+    ndarray, shape (scored.sum(), n_labels), float64
+        1-sigma uncertainties of the scored spectra, in their order.
+
+    Raises
+    ------
+    ValueError
+        If ``folds`` < 2, ``scored`` is not (n,) bool, or as ``fit_noise_model``.
+    """
+    residuals = np.asarray(residuals, dtype=np.float64)
+    n = residuals.shape[0]
+    scored = np.asarray(scored)
+    if scored.shape != (n,) or scored.dtype != bool:
+        raise ValueError(f"scored must be a ({n},) bool mask")
+    if folds < 2:
+        raise ValueError("cross-fitting needs at least 2 folds")
+    codes = _groups(groups, n)
+    scored_stars = np.unique(codes[scored])
+    fold_of = np.full(codes.max() + 1 if n else 0, -1, dtype=np.int64)
+    fold_of[np.random.default_rng(seed).permutation(scored_stars)] = np.arange(scored_stars.size) % folds
+    fold = np.where(scored, fold_of[codes], -1)
+
+    def rows(values, chosen):
+        return None if values is None else np.asarray(values)[chosen]
+
+    sigma = np.full((n, residuals.shape[1]), np.nan)
+    for f in range(folds):
+        held = fold == f
+        if not held.any():
+            continue
+        fit = ~held
+        model = fit_noise_model(residuals[fit], np.asarray(snr)[fit], rows(masked, fit), rows(coadd, fit),
+                                rows(reference_errors, fit), codes[fit])
+        sigma[held] = noise_sigma(model, np.asarray(snr)[held], rows(masked, held), rows(coadd, held))
+    return sigma[scored]
 
 
 CALIBRATION_MASKED_EDGES = np.array([0.0, 0.02, 0.08, 0.2, 1.0 + 1e-9])

@@ -23,7 +23,14 @@ from ..models import ModelVersion, ReferenceCatalog
 from ..network.config import NetworkConfig, TrainingConfig
 from ..network.evaluation import accuracy_precision
 from ..network.splits import TRAIN, split_two_models
-from ..network.uncertainty import calibration_cells, calibration_summary, masked_fraction
+from ..network.uncertainty import (
+    CALIBRATION_FOLDS,
+    calibration_cells,
+    calibration_summary,
+    cross_fitted_sigma,
+    fit_noise_model,
+    masked_fraction,
+)
 from ..selectors import TrainingSetError, training_set_select
 from .reference import reference_catalog_match
 
@@ -94,10 +101,18 @@ def models_train(
         log(f"{role.value}: training on {int(train.sum())} spectra, early stopping on {int(cv.sum())}")
         estimator.fit(flux[train], data.labels[train], cv_flux=flux[cv], cv_labels=data.labels[cv],
                       on_epoch=None if on_epoch is None else (lambda epoch, logs, r=role.value: on_epoch(r, epoch, logs)))
-        estimator.calibrate(flux[cv], data.labels[cv], data.snr[cv], masked[cv], data.coadd[cv],
-                            cv_label_errors=data.label_errors[cv], cv_groups=data.star_ids[cv])
-        predicted, sigma, _ = estimator.predict_with_uncertainty(flux[test], data.snr[test], masked[test],
-                                                                 data.coadd[test])
+        # The noise model is fitted on every spectrum this model did not learn from (its CV
+        # set and the shared test set); the test set's uncertainties for the calibration check
+        # are cross-fitted, each from a model fitted without its star.
+        held = ~train
+        held_predicted = estimator.predict(flux[held])
+        calibration = (held_predicted - data.labels[held], data.snr[held], masked[held], data.coadd[held],
+                       data.label_errors[held])
+        estimator.noise_model = fit_noise_model(*calibration, groups=data.star_ids[held])
+        scored = test[held]
+        sigma = cross_fitted_sigma(*calibration, groups=data.star_ids[held], scored=scored,
+                                   folds=CALIBRATION_FOLDS, seed=role_training.seed)
+        predicted = held_predicted[scored]
         metrics = accuracy_precision(predicted, data.labels[test], data.snr[test], LABEL_FIELDS)
         # Checked against the reference labels: each z is divided by the uncertainty and the
         # reference's own error (where it gives one) in quadrature.
@@ -109,6 +124,9 @@ def models_train(
         metrics["reference_errors"] = [name for k, name in enumerate(LABEL_FIELDS)
                                        if np.isfinite(data.label_errors[:, k]).any()]
         metrics["uncertainty"] = estimator.noise_model.as_dict()
+        metrics["calibration_set"] = {"cv": int(cv.sum()), "test": int(test.sum()),
+                                      "stars": int(np.unique(data.star_ids[held]).size),
+                                      "check": f"test set, cross-fitted over {CALIBRATION_FOLDS} folds of its stars"}
         metrics["training"] = {key: value for key, value in estimator.history.items() if key not in ("loss", "val_loss")}
         metrics["training"]["n_test"] = int(test.sum())
         metrics["loss_history"] = {"loss": estimator.history["loss"], "val_loss": estimator.history["val_loss"]}
