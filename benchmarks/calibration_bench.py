@@ -7,8 +7,10 @@ as the training is (``split_two_models``, 6:2:1), SPCANet is trained on the form
 training set (Teff, log g, [Fe/H]; labels are the true ones), its noise model fitted on
 the CV spectra twice, S/N only (``SnrNoiseModel``, artifacts before the context model) and
 with the context (``ContextNoiseModel``: S/N, masked fraction, kind), and both are scored
-on the test spectra. Goal: z spread 0.9-1.1 and 60-76% within 1 sigma
-in every cell.
+on the test spectra; and a third time as ``train_models`` does, on the CV and test spectra
+together, each test spectrum scored by the model fitted without its star (5 folds of the
+test stars, ``cross_fitted_sigma``). Goal: z spread 0.9-1.1 and 60-76% within 1 sigma in
+every cell.
 
 Unless ``--no-alternate``, the alternate model is trained too, on its own split and
 with the next seed (as ``train_models`` does), and the test set is scored against the goals of the catalog on
@@ -29,6 +31,13 @@ context model fitted without them is scored beside, the CV set's scatter against
 truth is printed beside what the subtraction recovers, and the test set's z spreads are
 split into the stars the reference covers and the others.
 
+With ``--cannon``, The Cannon (quadratic in all 15 labels; ``benchmarks/cannon_env.sh``)
+is trained on the ideal arrays of the formal training set's coadds (the noise-free
+spectrum plus the noise drawn for it, with its ideal ivar: what a perfect preprocessing
+would give) with the same labels, and labels the test spectra's ideal arrays; per S/N bin
+and kind its scatter is printed beside SPCANet's from the raw files (goal: SPCANet no
+worse). Its labels are kept in SURVEY-cannon under the digest of its inputs.
+
     .venv/bin/python benchmarks/calibration_bench.py --survey /tmp/fid/harsh400
 """
 
@@ -45,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 LABELS = ("teff", "logg", "fe_h")
+from core.labels import LABEL_FIELDS as ALL_LABELS  # noqa: E402  (pure Python, no Django)
 
 
 def _cell_table(title: str, cells: list[dict]) -> tuple[int, int]:
@@ -83,6 +93,15 @@ def main() -> None:
                              "(reference_labels.csv: its stars only, with its errors); scored against the truth.")
     parser.add_argument("--alternate", action=argparse.BooleanOptionalAction, default=True,
                         help="Also train the alternate model and print the catalog goals (Flag = 1 share, sigma / CRB).")
+    parser.add_argument("--cannon", action="store_true",
+                        help="Also train The Cannon (quadratic in all 15 labels) on the ideal arrays of the formal "
+                             "training set's coadds and score it on the test spectra's ideal arrays, beside SPCANet "
+                             "from the raw files (needs .venv-cannon: bash benchmarks/cannon_env.sh).")
+    parser.add_argument("--cannon-cache", type=Path, default=None,
+                        help="Where The Cannon's labels are kept between runs (default SURVEY-cannon).")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="Also write the CV and test predictions with their labels, errors and context (.npz), "
+                             "to fit noise models on them without training again.")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spcanet_site.settings.base")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -91,7 +110,14 @@ def main() -> None:
     from inference.network.config import NetworkConfig, TrainingConfig
     from inference.network.estimator import SPCANet
     from inference.network.splits import TRAIN, split_two_models
-    from inference.network.uncertainty import ContextNoiseModel, SnrNoiseModel, calibration_cells, masked_fraction
+    from inference.network.uncertainty import (
+        CALIBRATION_FOLDS,
+        ContextNoiseModel,
+        SnrNoiseModel,
+        calibration_cells,
+        cross_fitted_sigma,
+        masked_fraction,
+    )
 
     if not (args.survey / "truth_spectra.csv").exists():
         fidelity_bench.make_survey(args.survey, args.stars, args.seed, harsh=True)
@@ -132,6 +158,12 @@ def main() -> None:
     cv_residuals = estimator.predict(arrays[cv]) - learned[cv]
     predicted = estimator.predict(arrays[test])
     cv_errors = None if errors is None else errors[cv]
+    if args.save:
+        held = cv | test
+        np.savez(args.save, predicted=estimator.predict(arrays[held]), learned=learned[held], truth=labels[held],
+                 errors=np.full_like(learned[held], np.nan) if errors is None else errors[held], snr=snr[held],
+                 masked=masked[held], coadd=coadd[held], star=star[held], cv=cv[held], test=test[held],
+                 known=known[held], label_names=np.array(LABELS))
     if cv_errors is not None:
         # What the noise models see on the CV spectra, per label: the scatter against the truth
         # (unknown to them), against the reference, and the latter less the stated errors.
@@ -148,9 +180,22 @@ def main() -> None:
     if cv_errors is not None:  # what the same residuals give with the reference's errors left in
         models["context, the reference's errors not subtracted"] = ContextNoiseModel.fit(
             cv_residuals, snr[cv], masked[cv], coadd[cv])
+    # As train_models does: the noise model fitted on the CV set and the test set together
+    # (against the labels learned from; NaN, so left out, where the reference has none), each
+    # test spectrum's uncertainty from the model fitted without its star (5 folds).
+    held = cv | test
+    held_residuals = np.full((held.sum(), len(LABELS)), np.nan)
+    held_residuals[cv[held]] = cv_residuals
+    held_residuals[test[held]] = predicted - learned[test]
+    models["context, fitted on the CV and test sets, cross-fitted (train_models)"] = cross_fitted_sigma(
+        held_residuals, snr[held], masked[held], coadd[held], None if errors is None else errors[held], star[held],
+        test[held], folds=CALIBRATION_FOLDS, seed=args.seed)
     for title, model in models.items():
-        sigma = (model.sigma(snr[test], masked[test], coadd[test]) if isinstance(model, ContextNoiseModel)
-                 else model.sigma(snr[test]))
+        if isinstance(model, np.ndarray):
+            sigma = model
+        else:
+            sigma = (model.sigma(snr[test], masked[test], coadd[test]) if isinstance(model, ContextNoiseModel)
+                     else model.sigma(snr[test]))
         cells = calibration_cells(predicted, labels[test], sigma, snr[test], masked[test], coadd[test], list(LABELS),
                                   min_count=args.min_count)
         _cell_table(f"{title}, test set", cells)
@@ -183,6 +228,23 @@ def main() -> None:
         print(f"\nalternate SPCANet trained in {time.perf_counter() - started:.0f} s ({alternate.history['epochs']} epochs)")
         _goals(predicted, alternate.predict(arrays[test]), labels[test], data["crb"][good][test],
                data["snr"][good][test], coadd[test])
+    if args.cannon:
+        from network_bench import run_cannon
+
+        # The issue's peer: The Cannon trained on ideal normalised coadds (the noise-free spectrum
+        # plus the noise drawn for it, with its ideal ivar: what a perfect preprocessing would give),
+        # on every label, from the same stars and labels as the formal model.
+        every = _all_labels(args.survey, star, args.labels)
+        ideal_flux = data["ideal_flux"][good] + data["noise"][good]
+        ideal_ivar = data["ideal_ivar"][good]
+        peer_train = train & coadd & np.isfinite(every).all(axis=1)
+        print(f"\nThe Cannon: trained on the ideal arrays of {peer_train.sum()} coadds "
+              f"({np.unique(star[peer_train]).size} stars), labelling {test.sum()} test spectra's ideal arrays")
+        started = time.perf_counter()
+        peer = run_cannon(ideal_flux[peer_train], ideal_ivar[peer_train], every[peer_train], ideal_flux[test],
+                          ideal_ivar[test], ALL_LABELS, args.cannon_cache or args.survey.parent / f"{args.survey.name}-cannon")
+        print(f"The Cannon: {time.perf_counter() - started:.0f} s")
+        _against_peer(predicted, peer[:, :len(LABELS)], labels[test], data["snr"][good][test][:, 0], coadd[test])
     print("\ncommand: " + " ".join([Path(sys.executable).name, *sys.argv]))
 
 
@@ -205,6 +267,39 @@ def _reference_labels(survey: Path, star: np.ndarray) -> tuple[np.ndarray, np.nd
     labels, errors = values[:, :len(LABELS)], values[:, len(LABELS):]
     known = np.isfinite(labels).all(axis=1)
     return labels, known, errors
+
+
+def _all_labels(survey: Path, star: np.ndarray, source: str) -> np.ndarray:
+    """(n, 15) float64: every label (``core.labels``) of each row's star, true or from the
+    reference catalog's good rows (NaN where it has none)."""
+    import csv
+
+    if source == "truth":
+        rows = {int(r["star"]): [float(r[name]) for name in ALL_LABELS] for r in csv.DictReader(open(survey / "truth_stars.csv"))}
+        return np.array([rows[int(s)] for s in star], dtype=np.float64)
+    gaia_of = {int(r["star"]): int(r["gaia_source_id"]) for r in csv.DictReader(open(survey / "truth_stars.csv"))}
+    reference = {int(r["GAIA_SOURCE_ID"]): [float(r[name.upper()]) if r[name.upper()] else np.nan for name in ALL_LABELS]
+                 for r in csv.DictReader(open(survey / "reference_labels.csv")) if r["quality_flag"] == "good"}
+    missing = [np.nan] * len(ALL_LABELS)
+    return np.array([reference.get(gaia_of[int(s)], missing) for s in star], dtype=np.float64)
+
+
+def _against_peer(formal: np.ndarray, peer: np.ndarray, truth: np.ndarray, blue: np.ndarray, coadd: np.ndarray) -> None:
+    """Print, per S/N bin (blue arm) and kind, the formal model's scatter against the truth (from
+    the raw files) beside The Cannon's on the ideal arrays of the same spectra; goal: ratio <= 1."""
+    from fidelity_bench import SNR_BINS
+
+    print("SPCANet (raw files) against The Cannon (ideal arrays), scatter against the truth; goal: ratio <= 1")
+    print("| S/N | kind | n | " + " | ".join(f"{name} SPCANet | Cannon | ratio" for name in LABELS) + " |")
+    print("|---|---|---|" + "---|---|---|" * len(LABELS))
+    for low, high in zip(SNR_BINS[:-1], SNR_BINS[1:], strict=True):
+        for kind, of_kind in (("coadd", coadd), ("exposure", ~coadd)):
+            members = of_kind & (blue >= low) & (blue < high)
+            if members.sum() < 5:
+                continue
+            ours, theirs = np.std(formal[members] - truth[members], axis=0), np.std(peer[members] - truth[members], axis=0)
+            print(f"| {_bin_name(low, high)} | {kind} | {members.sum()} | " + " | ".join(
+                f"{ours[k]:.3g} | {theirs[k]:.3g} | {ours[k] / theirs[k]:.2f}" for k in range(len(LABELS))) + " |")
 
 
 def _bin_name(low: float, high: float) -> str:

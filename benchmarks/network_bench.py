@@ -44,6 +44,42 @@ PAPER_PRECISION = {
 }
 
 
+def run_cannon(train_flux: np.ndarray, train_ivar: np.ndarray, train_labels: np.ndarray, test_flux: np.ndarray,
+               test_ivar: np.ndarray, label_names, cache: Path) -> np.ndarray:
+    """The Cannon (annieslasso, quadratic in ``label_names``) trained on (n, 2, 4000) normalised
+    arrays with their labels (every label finite), then the test step on the test arrays.
+
+    Runs ``cannon_peer.py`` in ``.venv-cannon`` (``benchmarks/cannon_env.sh``; numpy < 2). The
+    Cannon is deterministic and takes minutes to tens of minutes: its labels are kept in ``cache``
+    under the digest of its inputs and of its driver, so a rerun on byte-identical arrays
+    reuses them. Returns (n_test, n_labels) float64.
+    """
+    cannon = ROOT / ".venv-cannon" / "bin" / "python"
+    if not cannon.exists():
+        raise SystemExit("The Cannon's environment is missing: run bash benchmarks/cannon_env.sh")
+    pixels = int(np.prod(train_flux.shape[1:]))
+    with tempfile.TemporaryDirectory() as scratch:
+        inputs, outputs = Path(scratch) / "in.npz", Path(scratch) / "out.npz"
+        np.savez(inputs, train_flux=train_flux.reshape(-1, pixels).astype(np.float64),
+                 train_ivar=train_ivar.reshape(-1, pixels).astype(np.float64),
+                 train_labels=np.asarray(train_labels, dtype=np.float64),
+                 test_flux=test_flux.reshape(-1, pixels).astype(np.float64),
+                 test_ivar=test_ivar.reshape(-1, pixels).astype(np.float64), label_names=np.array(list(label_names)))
+        digest = hashlib.sha256((ROOT / "benchmarks" / "cannon_peer.py").read_bytes())
+        with np.load(inputs) as saved:  # the arrays, not the file: a zip member carries its time of writing
+            for key in sorted(saved.files):
+                digest.update(key.encode() + np.ascontiguousarray(saved[key]).tobytes())
+        kept = cache / f"{digest.hexdigest()[:32]}.npz"
+        if kept.exists():
+            print(f"The Cannon: labels reused from {kept} (same inputs)")
+        else:
+            subprocess.run([str(cannon), str(ROOT / "benchmarks" / "cannon_peer.py"), str(inputs), str(outputs)],
+                           check=True)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(outputs, kept)
+    return np.load(kept)["test_labels"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--survey", type=Path, required=True, help="Mock survey directory (generated if missing).")
@@ -125,31 +161,9 @@ def report(args, formal, alternate, var_dir: Path) -> None:
               f"training {epochs['seconds']:.0f} s on {epochs['n_train']} spectra")
 
     if not args.skip_cannon:
-        cannon = ROOT / ".venv-cannon" / "bin" / "python"
-        if not cannon.exists():
-            raise SystemExit("The Cannon's environment is missing: run bash benchmarks/cannon_env.sh")
         train = (split.formal == TRAIN) & np.all(np.isfinite(data.labels), axis=1)  # The Cannon needs every label
-        with tempfile.TemporaryDirectory() as scratch:
-            inputs, outputs = Path(scratch) / "in.npz", Path(scratch) / "out.npz"
-            np.savez(inputs, train_flux=flux[train].reshape(-1, 8000).astype(np.float64),
-                     train_ivar=ivar[train].reshape(-1, 8000).astype(np.float64), train_labels=data.labels[train],
-                     test_flux=flux[test].reshape(-1, 8000).astype(np.float64),
-                     test_ivar=ivar[test].reshape(-1, 8000).astype(np.float64), label_names=np.array(LABEL_FIELDS))
-            # The Cannon is deterministic and takes ~20 minutes here: its labels are kept under the digest of
-            # its inputs and of its driver, so a rerun on byte-identical arrays reuses them.
-            digest = hashlib.sha256((ROOT / "benchmarks" / "cannon_peer.py").read_bytes())
-            with np.load(inputs) as saved:  # the arrays, not the file: a zip member carries its time of writing
-                for key in sorted(saved.files):
-                    digest.update(key.encode() + np.ascontiguousarray(saved[key]).tobytes())
-            kept = var_dir / "cannon" / f"{digest.hexdigest()[:32]}.npz"
-            if kept.exists():
-                print(f"The Cannon: labels reused from {kept} (same inputs)")
-            else:
-                subprocess.run([str(cannon), str(ROOT / "benchmarks" / "cannon_peer.py"), str(inputs),
-                                str(outputs)], check=True)
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(outputs, kept)
-            results["The Cannon"] = np.load(kept)["test_labels"]
+        results["The Cannon"] = run_cannon(flux[train], ivar[train], data.labels[train], flux[test], ivar[test],
+                                           LABEL_FIELDS, var_dir / "cannon")
 
     snr = data.snr[test]
     truth = data.labels[test]
