@@ -241,30 +241,6 @@ def test_groups_must_describe_the_residuals():
     assert np.array_equal(as_text.floor, as_ints.floor) and np.array_equal(as_text.slope, as_ints.slope)
 
 
-def test_snr_bins_weigh_by_their_stars_not_their_spectra():
-    """A bin of 2,000 spectra of two stars knows its variance no better than two residuals
-    do: given the stars, it cannot pull the S/N law away from the bins of many stars."""
-    rng = np.random.default_rng(11)
-    law = lambda snr: np.sqrt(20.0**2 + (600.0 / snr) ** 2)  # noqa: E731
-    snr, residuals, stars = [], [], []
-    for low, high in ((10, 15), (20, 30), (30, 45), (45, 70), (70, 100)):  # 40 stars each, one spectrum each
-        s = rng.uniform(low, high, 40)
-        snr.append(s)
-        residuals.append(rng.normal(size=40) * law(s))
-        stars.append(np.arange(40) + 1000 * low)
-    # Two stars with 1,000 spectra each at S/N 15-20, 1.6 times the law's scatter.
-    s = rng.uniform(15, 20, 2000)
-    snr.append(s)
-    residuals.append(rng.normal(size=2000) * 1.6 * law(s))
-    stars.append(np.repeat([1, 2], 1000))
-    snr, residuals, stars = np.concatenate(snr), np.concatenate(residuals)[:, None], np.concatenate(stars)
-    grid = np.array([12.0, 17.5, 25.0, 50.0, 85.0])
-    by_star = SnrNoiseModel.fit(residuals, snr, None, stars).sigma(grid)[:, 0]
-    by_spectrum = SnrNoiseModel.fit(residuals, snr).sigma(grid)[:, 0]
-    assert np.all(np.abs(by_star / law(grid) - 1) < 0.15), by_star / law(grid)
-    assert np.max(by_spectrum / law(grid)) > 1.25, by_spectrum / law(grid)
-
-
 def test_cross_fitted_uncertainties_come_from_models_fitted_without_the_star():
     residuals, snr, masked, coadd, _ = _synthetic(3000, seed=12)
     stars = np.arange(3000) // 3  # three spectra per star

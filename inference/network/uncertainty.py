@@ -6,13 +6,12 @@ as the S/N falls. Per label we model its variance as ``floor**2 + (slope / snr)*
 S/N. The two coefficients are fitted on spectra the network did not learn from (its
 cross-validation and test sets; the test set's check is cross-fitted, ``cross_fitted_sigma``),
 from the variances of the residuals in S/N bins, by non-negative least squares, each bin
-weighted by its precision: sqrt(n) / variance, n its independent residuals (its stars
-when the stars are given, as a star's spectra share its error; else its spectra). Plain
-variances, not robust ones: the residuals have heavier tails than a Gaussian (a few stars
-are fitted badly), and the uncertainty is meant to give (prediction - truth) /
-uncertainty a spread of 1, which a MAD-based width does not (on the benchmark survey it
-left z spreads up to 1.9; plain variances, 0.85-1.27). The test set then checks the
-calibration: the spread of (prediction - truth) / uncertainty should be close to 1.
+weighted by its precision, sqrt(n) / variance for n spectra. Plain variances, not robust
+ones: the residuals have heavier tails than a Gaussian (a few stars are fitted badly),
+and the uncertainty is meant to give (prediction - truth) / uncertainty a spread of 1,
+which a MAD-based width does not (on the benchmark survey it left z spreads up to 1.9;
+plain variances, 0.85-1.27). The test set then checks the calibration: the spread of
+(prediction - truth) / uncertainty should be close to 1.
 
 The residuals are taken against the reference catalog's labels, which carry errors of
 their own: their variance is the network's plus the reference's. Where the catalog gives
@@ -150,8 +149,8 @@ class SnrNoiseModel:
             the bin's variance (down to ``network_share`` of it): the model then describes
             the error against the truth.
         groups : array_like, shape (n,), optional
-            The star of each spectrum: a bin's number of independent residuals, for its
-            weight in the fit and for ``network_share`` (None: every spectrum counts as one).
+            The star of each spectrum: a bin's number of independent residuals for
+            ``network_share`` (None: every spectrum counts as one).
 
         Returns
         -------
@@ -187,13 +186,13 @@ class SnrNoiseModel:
                 # No one stated error counts for more than the bin's whole variance: one
                 # overstated (or placeholder) error cannot pull the bin down.
                 stated = np.mean(np.minimum(known[chosen, k], variance))
-                independent = np.unique(groups[chosen]).size
-                share = network_share(independent) if stated > 0 else 0.0
+                share = network_share(np.unique(groups[chosen]).size) if stated > 0 else 0.0
                 targets.append(max(variance - stated, share * variance))
-                # Relative error of a variance estimate ~ sqrt(2 / n), n independent
-                # residuals (stars: a star's spectra share its error): weight by
-                # sqrt(n) / variance so that bins count by their precision.
-                weights.append(np.sqrt(independent) / max(variance, 1e-12))
+                # Relative error of a variance estimate ~ sqrt(2 / n): weight by
+                # sqrt(n) / variance so that bins count by their precision. n counts the
+                # spectra: weighting by the stars instead (a star's spectra share part of
+                # its error) calibrated no better on the harsh mock (docs/network.md).
+                weights.append(np.sqrt(chosen.sum()) / max(variance, 1e-12))
             if not rows:
                 finite = np.isfinite(residuals[:, k])
                 if finite.sum() > 1:
