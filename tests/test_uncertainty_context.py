@@ -255,10 +255,15 @@ def test_cross_fitted_uncertainties_come_from_models_fitted_without_the_star():
                           snr[odd], masked[odd], coadd[odd])
     assert np.mean(own / with_it) < 0.7, own / with_it
     assert own == pytest.approx(without, rel=0.03)
+    # A scored star's unscored spectra (its CV spectra under a split by spectrum) leave
+    # its fold's fit with it: scoring one spectrum of the odd star gives the same sigma.
+    one = scored & ~(odd & (np.arange(3000) % 3 > 0))
+    alone = cross_fitted_sigma(residuals, snr, masked, coadd, None, stars, one, folds=4, seed=3)
+    assert alone[stars[one] == 900] == pytest.approx(own[:1], rel=1e-12)
     # Unknown residuals calibrate nothing but can still be scored.
     residuals[scored & (stars % 2 == 0)] = np.nan
     assert np.all(np.isfinite(cross_fitted_sigma(residuals, snr, masked, coadd, None, stars, scored, folds=4)))
-    for bad in ({"folds": 1}, {"scored": scored.astype(int)}, {"scored": scored[1:]}):
+    for bad in ({"folds": 1}, {"folds": 2.5}, {"scored": scored.astype(int)}, {"scored": scored[1:]}):
         with pytest.raises(ValueError):
             cross_fitted_sigma(residuals, snr, masked, coadd, None, stars, **{"folds": 4, "scored": scored, **bad})
 

@@ -403,10 +403,11 @@ class ContextNoiseModel:
     top of the two of the S/N model, so it cannot follow noise in the calibration set.
 
     The disagreement between the formal and alternate models is not a feature: each model
-    is calibrated on its own CV spectra, a share of which the other model trained on (their
-    splits differ, ``split_two_models``), so the disagreement there would be too small; and a
-    model's uncertainties must not change with the model it is released beside. The
-    catalog's agreement test (Flag) uses the disagreement instead.
+    is calibrated on its own CV spectra (with the shared test set), a share of which the
+    other model trained on (their splits differ, ``split_two_models``), so the disagreement
+    there would be too small; and a model's uncertainties must not change with the model
+    it is released beside. The catalog's agreement test (Flag) uses the disagreement
+    instead.
 
     Parameters
     ----------
@@ -616,12 +617,14 @@ def fit_noise_model(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray |
 
 def cross_fitted_sigma(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray | None, coadd: np.ndarray | None,
                        reference_errors: np.ndarray | None, groups: np.ndarray, scored: np.ndarray,
-                       folds: int = 5, seed: int = 0) -> np.ndarray:
+                       folds: int = CALIBRATION_FOLDS, seed: int = 0) -> np.ndarray:
     """Uncertainties of the scored spectra, each from a noise model fitted without its star.
 
     The scored spectra's stars are dealt into ``folds`` folds (every spectrum of a star in
     one); each fold's uncertainties come from a model (``fit_noise_model``) fitted on every
-    other spectrum: the unscored ones and the other folds. So spectra can both calibrate the
+    spectrum of the other stars: the unscored stars and the other folds (a scored star's
+    unscored spectra, e.g. its CV spectra under a split by spectrum, are left out of its
+    fold's fit with the rest of it). So spectra can both calibrate the
     final model (fitted on all of them) and check the calibration, as k-fold
     cross-validation does, and the check describes a model fitted on (folds - 1) / folds of
     the scored stars besides the unscored ones.
@@ -650,30 +653,33 @@ def cross_fitted_sigma(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarra
     Raises
     ------
     ValueError
-        If ``folds`` < 2, ``scored`` is not (n,) bool, or as ``fit_noise_model``.
+        If ``residuals`` is not two-dimensional, ``folds`` is not an integer >= 2,
+        ``scored`` is not (n,) bool, or as ``fit_noise_model``.
     """
     residuals = np.asarray(residuals, dtype=np.float64)
+    if residuals.ndim != 2:
+        raise ValueError(f"residuals must be (n, n_labels), got shape {residuals.shape}")
     n = residuals.shape[0]
     scored = np.asarray(scored)
     if scored.shape != (n,) or scored.dtype != bool:
         raise ValueError(f"scored must be a ({n},) bool mask")
-    if folds < 2:
-        raise ValueError("cross-fitting needs at least 2 folds")
+    if not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ValueError(f"cross-fitting needs a whole number of folds, at least 2, got {folds!r}")
     codes = _groups(groups, n)
     scored_stars = np.unique(codes[scored])
     fold_of = np.full(codes.max() + 1 if n else 0, -1, dtype=np.int64)
     fold_of[np.random.default_rng(seed).permutation(scored_stars)] = np.arange(scored_stars.size) % folds
-    fold = np.where(scored, fold_of[codes], -1)
+    star_fold = fold_of[codes]  # every spectrum of a scored star, scored or not
 
     def rows(values, chosen):
         return None if values is None else np.asarray(values)[chosen]
 
     sigma = np.full((n, residuals.shape[1]), np.nan)
     for f in range(folds):
-        held = fold == f
+        fit = star_fold != f  # none of the fold's stars' spectra calibrate its model
+        held = scored & ~fit
         if not held.any():
             continue
-        fit = ~held
         model = fit_noise_model(residuals[fit], np.asarray(snr)[fit], rows(masked, fit), rows(coadd, fit),
                                 rows(reference_errors, fit), codes[fit])
         sigma[held] = noise_sigma(model, np.asarray(snr)[held], rows(masked, held), rows(coadd, held))
