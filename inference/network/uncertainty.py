@@ -602,7 +602,6 @@ def noise_sigma(model: "SnrNoiseModel | ContextNoiseModel", snr: np.ndarray, mas
     return model.sigma(snr)
 
 
-
 def fit_noise_model(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray | None = None,
                     coadd: np.ndarray | None = None, reference_errors: np.ndarray | None = None,
                     groups: np.ndarray | None = None) -> "SnrNoiseModel | ContextNoiseModel":
@@ -623,11 +622,10 @@ def cross_fitted_sigma(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarra
     The scored spectra's stars are dealt into ``folds`` folds (every spectrum of a star in
     one); each fold's uncertainties come from a model (``fit_noise_model``) fitted on every
     spectrum of the other stars: the unscored stars and the other folds (a scored star's
-    unscored spectra, e.g. its CV spectra under a split by spectrum, are left out of its
-    fold's fit with the rest of it). So spectra can both calibrate the
-    final model (fitted on all of them) and check the calibration, as k-fold
-    cross-validation does, and the check describes a model fitted on (folds - 1) / folds of
-    the scored stars besides the unscored ones.
+    unscored spectra, e.g. its CV spectra under a split by spectrum, leave its fold's fit
+    with the rest of it). So spectra can both calibrate the final model (fitted on all of
+    them) and check the calibration, as k-fold cross-validation does; the check describes
+    a model fitted on (folds - 1) / folds of the scored stars besides the unscored ones.
 
     Parameters
     ----------
