@@ -607,7 +607,31 @@ def fit_noise_model(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarray |
                     groups: np.ndarray | None = None) -> "SnrNoiseModel | ContextNoiseModel":
     """The context model when ``masked`` and ``coadd`` are given, else the S/N-only model.
 
-    Parameters and errors raised as ``ContextNoiseModel.fit`` and ``SnrNoiseModel.fit``.
+    Parameters
+    ----------
+    residuals : array_like, shape (n, n_labels), float64
+        Prediction - reference on the calibration spectra, label units, NaN where unknown.
+    snr : array_like, shape (n,), float64
+        The weaker arm's S/N.
+    masked : array_like, shape (n,), float64, optional
+        Masked fraction of each input, 0-1.
+    coadd : array_like, shape (n,), bool, optional
+        True for nightly coadds.
+    reference_errors : array_like, shape (n, n_labels), float64, optional
+        The reference labels' own 1-sigma errors, NaN where unknown (see
+        ``SnrNoiseModel.fit``).
+    groups : array_like, shape (n,), optional
+        The star of each spectrum.
+
+    Returns
+    -------
+    ContextNoiseModel or SnrNoiseModel
+        Fitted as ``ContextNoiseModel.fit`` or ``SnrNoiseModel.fit``.
+
+    Raises
+    ------
+    ValueError
+        As those fits do, for inputs that do not describe the same spectra.
     """
     if masked is None or coadd is None:
         return SnrNoiseModel.fit(residuals, snr, reference_errors, groups)
