@@ -236,6 +236,9 @@ def test_network_learns_labels_ignores_missing_ones_and_reloads_identically(tmp_
     reloaded = SPCANet.from_artifact(artifact_read(tmp_path / relative, expected_sha256=sha256, preprocessing_version="1.0"))
     assert np.allclose(reloaded.predict(flux[600:]), predicted, atol=1e-4)
     assert reloaded.to_artifact(preprocessing_version="1.0").manifest["label_scaler"] == net.scaler.as_dict()
+    # The forward pass's batch size changes nothing beyond rounding.
+    for batch_size in (1, 7, 128, 1024):
+        assert np.allclose(reloaded.predict(flux[600:], batch_size=batch_size), predicted, rtol=1e-5, atol=1e-3)
 
 
 def test_artifacts_from_before_pooling_still_load(tmp_path):

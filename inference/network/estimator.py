@@ -327,7 +327,9 @@ class SPCANet:
         flux : ndarray, shape (n, 2, 2, pixels) or (n, 2, pixels), float32
             [flux, ivar] x [blue, red] arrays, or flux alone for a model without a fill basis.
         batch_size : int, optional
-            Spectra per forward pass.
+            Spectra per forward pass. Each batch's inputs (masked pixels filled) are made
+            just before its pass, so a chunk is never held whole as network inputs; the
+            labels do not depend on it beyond rounding.
 
         Returns
         -------
@@ -342,13 +344,23 @@ class SPCANet:
             If the model fills masked pixels and ``flux`` has no ivar.
         """
         model = self._require_model()
-        if flux.shape[0] == 0:
+        n = flux.shape[0]
+        if n == 0:
             return np.empty((0, self.network.n_labels))
-        standardised = model.predict(self._inputs(flux), batch_size=batch_size, verbose=0)
+        # Batch by batch with ``predict_on_batch``, filling each batch just before its pass,
+        # not the whole chunk filled and then ``Model.predict`` (whose input pipeline runs
+        # threads of its own beside TensorFlow's pools): on 2 cores this way was 27% faster in
+        # one process and 20-29% faster for two processes side by side (benchmarks/batch_bench.py;
+        # docs/capacity.md has the figures).
+        standardised = np.empty((n, self.network.n_labels), dtype=np.float32)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            standardised[start:stop] = model.predict_on_batch(self._inputs(flux[start:stop]))
         return self.scaler.inverse(standardised)
 
     def predict_with_uncertainty(self, flux: np.ndarray, snr: np.ndarray, masked: np.ndarray | None = None,
-                                 coadd: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                                 coadd: np.ndarray | None = None, batch_size: int = 1024,
+                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Labels, their 1-sigma uncertainties, and whether any label is outside the training range.
 
         Parameters
@@ -362,6 +374,8 @@ class SPCANet:
         coadd : array_like, shape (n,), bool, optional
             True for coadds; feeds the context noise model. An S/N-only model (older
             artifacts) ignores ``masked`` and ``coadd``.
+        batch_size : int, optional
+            Spectra per forward pass, as for ``predict``.
 
         Returns
         -------
@@ -379,7 +393,7 @@ class SPCANet:
         """
         if self.noise_model is None:
             raise RuntimeError("the network has no calibrated uncertainty model")
-        values = self.predict(flux)
+        values = self.predict(flux, batch_size)
         sigma = noise_sigma(self.noise_model, snr, masked, coadd)
         outside = np.any((values < self.label_ranges[0]) | (values > self.label_ranges[1]), axis=1)
         return values, sigma, outside
