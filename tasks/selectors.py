@@ -1,7 +1,11 @@
 """Reads of the tasks app: a run's progress, rates and ETA, from its chunks' records."""
 
+from collections.abc import Iterable
+
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
+
+from inference.models import ModelVersion
 
 from .models import ProcessingChunk, ProcessingRun
 
@@ -124,3 +128,22 @@ def progress_lines(progress: dict) -> list[str]:
             line += f"; peak {s['peak_rss_mb']:,.0f} MB per process"
         lines.append(line)
     return lines
+
+
+def model_versions_in_demand(*, names: Iterable[str] = ()) -> list[ModelVersion]:
+    """The model versions that prediction chunks will ask for next.
+
+    Those named, then the formal and alternate models of every unfinished run (pending or
+    running) with a predict stage, newest run first; each version once. What a prediction
+    worker warms when it starts (``WORKER_WARM_MODELS``, tasks.tasks). A name that no
+    version has is skipped.
+    """
+    wanted = list(ModelVersion.objects.filter(name__in=list(names)))
+    runs = ProcessingRun.objects.filter(state__in=(ProcessingRun.State.PENDING, ProcessingRun.State.RUNNING))
+    for run in runs.select_related("formal_model", "alternate_model").order_by("-created_at", "-id"):
+        if Stage.PREDICT in run.stages:  # a JSON list: filtered here, as SQLite has no JSON containment
+            wanted += [model for model in (run.formal_model, run.alternate_model) if model is not None]
+    unique = {}
+    for version in wanted:
+        unique.setdefault(version.pk, version)
+    return list(unique.values())

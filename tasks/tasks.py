@@ -14,21 +14,24 @@ killed at the hard time limit or still failing transiently after the retries.
 import logging
 import os
 import socket
+import time
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inference.models import CatalogRelease
 from inference.selectors import catalog_counts
+from inference.services.prediction import model_versions_warm
 from inference.services.release_files import release_files_write
 from spectra.array_store import ArrayStoreError
 
 from .reconcile import processing_runs_reconcile
+from .selectors import model_versions_in_demand
 from .services import (
     processing_chunk_claim,
     processing_chunk_execute,
@@ -152,3 +155,44 @@ def _reconcile_when_a_worker_starts(sender, **kwargs) -> None:
         reconcile_runs.apply_async(queue=settings.CELERY_CPU_QUEUE)
     except Exception:  # noqa: BLE001  (a broker hiccup at start must not stop the worker)
         logger.warning("could not queue the start-up reconcile", exc_info=True)
+
+
+@celeryd_after_setup.connect
+def _warm_models_in_prediction_workers(sender, instance, **kwargs) -> None:
+    """A worker that consumes the prediction queue warms its networks before it takes work
+    (``WORKER_WARM_MODELS``).
+
+    A prefork worker warms them in every pool process it starts, never in its main process
+    (TensorFlow is not fork-safe once initialised): the handler is connected here, once the
+    queues are known and after Celery's Django fixup connected its own ``worker_process_init``
+    handler (which drops the database connections a child inherits), so it runs after that
+    one, on a connection of the child's own; the pool sends a process no task before its
+    start-up is done. A solo or thread pool (a GPU worker: ``-P solo``) runs its tasks in
+    this process, which warms them now, before it starts consuming.
+    """
+    if not (settings.WORKER_WARM_MODELS and settings.CELERY_GPU_QUEUE in instance.app.amqp.queues.consume_from):
+        return
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if isinstance(instance.pool_cls, type) and issubclass(instance.pool_cls, PreforkPool):
+        worker_process_init.connect(_warm_models, weak=False, dispatch_uid="tasks.warm_models")
+    else:
+        _warm_models()
+
+
+def _warm_models(**kwargs) -> None:
+    """Load and run once, in the process that will run the tasks, the models prediction will
+    ask for next (``model_versions_in_demand``). Runs before the process takes work, so no
+    chunk waits on it; a failure is logged and leaves the loading to the first chunk, which
+    then fails or succeeds on its own terms."""
+    started = time.perf_counter()
+    try:
+        versions = model_versions_in_demand(names=settings.WORKER_WARM_MODEL_NAMES)
+        spent = model_versions_warm(model_versions=versions)
+    except Exception:  # noqa: BLE001  (a worker must start even when a model cannot be warmed)
+        logger.warning("process %s: could not warm the prediction models", os.getpid(), exc_info=True)
+        return
+    finally:
+        connections.close_all()
+    logger.info("process %s warmed %d model(s) in %.1f s: %s", os.getpid(), len(spent), time.perf_counter() - started,
+                ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spent.items()) or "none in demand")

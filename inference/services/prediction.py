@@ -86,6 +86,48 @@ def model_load(model_version: ModelVersion):
         return _loaded[model_version.artifact_sha256]
 
 
+def model_versions_warm(*, model_versions: list[ModelVersion], batch_size: int = 1024) -> dict[str, float]:
+    """Load each model version's network into this process and run it once, so that the
+    first chunk a prediction worker takes pays neither.
+
+    A fresh process pays about 10 s before its first chunk's labels (importing TensorFlow,
+    reading the artifacts, tracing the forward pass, loading the compiled masked-pixel fill;
+    docs/capacity.md); a worker that warms its models when it starts (``WORKER_WARM_MODELS``,
+    tasks.tasks) pays it before it takes work. The warm-up pass is ``batch_size + 1`` blank
+    spectra (unit flux and ivar): one full batch and one partial one, the two shapes
+    ``labelsets_predict`` gives the network.
+
+    Parameters
+    ----------
+    model_versions : list of ModelVersion
+        The versions to load (``model_load``: artifact checksum and preprocessing version checked).
+    batch_size : int, optional
+        Spectra per forward pass, as ``SPCANet.predict`` uses them by default.
+
+    Returns
+    -------
+    dict of str to float
+        Seconds spent per model version name (load and warm-up pass).
+
+    Raises
+    ------
+    ArtifactError
+        If an artifact fails its checks (``model_load``).
+    """
+    from ..network.uncertainty import masked_fraction
+
+    spent = {}
+    for version in model_versions:
+        started = time.perf_counter()
+        network = model_load(version)
+        n, pixels = batch_size + 1, network.network.pixels_per_arm
+        arrays = np.ones((n, 2, 2, pixels), dtype=np.float32)
+        network.predict_with_uncertainty(arrays, np.full(n, 30.0), masked_fraction(arrays[:, 1]),
+                                         np.zeros(n, dtype=bool), batch_size=batch_size)
+        spent[version.name] = time.perf_counter() - started
+    return spent
+
+
 def _chunks(queryset, chunk_size: int) -> Iterator[list[tuple]]:
     last = 0
     while True:

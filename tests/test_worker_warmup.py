@@ -1,0 +1,116 @@
+"""Prediction workers warm their networks when they start: which models, how, and that a
+model that cannot be warmed does not stop a worker."""
+
+import logging
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from inference.models import ModelVersion
+from inference.services import prediction
+from inference.services.prediction import model_load, model_versions_warm
+from tasks.models import ProcessingRun
+from tasks.selectors import model_versions_in_demand
+from tasks.services import processing_run_create, processing_run_start
+
+from .conftest import make_trained_models
+from .test_pipeline import ROOT, _send_to_workers, _spectra_with_arrays, _stop, _worker_environment
+from .test_pipeline_faults import _chunk_states, _follow
+
+
+def _version(name: str) -> ModelVersion:
+    return ModelVersion.objects.create(
+        name=name, role=ModelVersion.Role.FORMAL, artifact_uri=f"{name}.npz", artifact_sha256=name.ljust(64, "0"),
+        config={}, training_set_hash="0" * 64, code_version="test", preprocessing_version="1.0")
+
+
+@pytest.mark.django_db
+def test_the_models_in_demand_are_those_named_and_those_of_unfinished_runs_that_predict():
+    v = {name: _version(name) for name in ("f1", "a1", "f2", "a2", "f3", "a3", "f4", "a4", "named")}
+    older = processing_run_create(stages=["ingest", "predict", "release"], paths=["/x"], formal_model=v["f1"],
+                                  alternate_model=v["a1"], release_name="r1")
+    ProcessingRun.objects.filter(pk=older.pk).update(state=ProcessingRun.State.RUNNING)
+    processing_run_create(stages=["predict"], formal_model=v["f2"], alternate_model=v["a2"])
+    done = processing_run_create(stages=["predict"], formal_model=v["f3"], alternate_model=v["a3"])
+    ProcessingRun.objects.filter(pk=done.pk).update(state=ProcessingRun.State.SUCCEEDED)
+    processing_run_create(stages=["release"], formal_model=v["f4"], alternate_model=v["a4"], release_name="r4")
+    processing_run_create(stages=["predict"], formal_model=v["f1"], alternate_model=v["a1"])  # the same pair again
+
+    names = [m.name for m in model_versions_in_demand(names=["named", "no-such-model"])]
+
+    assert names == ["named", "f1", "a1", "f2", "a2"]
+    assert model_versions_in_demand() == [v["f1"], v["a1"], v["f2"], v["a2"]]
+
+
+@pytest.mark.django_db
+def test_warming_loads_each_network_into_the_process_and_runs_it(tmp_path, settings):
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT, prefix="warm")
+    prediction._loaded.pop(formal.artifact_sha256, None)
+    prediction._loaded.pop(alternate.artifact_sha256, None)
+
+    spent = model_versions_warm(model_versions=[formal, alternate], batch_size=8)
+
+    assert set(spent) == {"warm-formal", "warm-alternate"}
+    assert all(seconds > 0 for seconds in spent.values())
+    network = prediction._loaded[formal.artifact_sha256]
+    assert model_load(formal) is network  # the chunk's load finds it
+    assert alternate.artifact_sha256 in prediction._loaded
+
+
+@pytest.mark.django_db
+def test_a_model_that_cannot_be_warmed_is_logged_and_the_worker_starts(tmp_path, settings, caplog):
+    from tasks.tasks import _warm_models
+
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    formal, alternate = _version("gone-formal"), _version("gone-alternate")  # no artifact on disk
+    processing_run_create(stages=["predict"], formal_model=formal, alternate_model=alternate)
+
+    with caplog.at_level(logging.WARNING, logger="tasks.tasks"):
+        _warm_models()  # must not raise: the first chunk fails on its own terms
+
+    assert "could not warm the prediction models" in caplog.text
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("pool", "processes"), [("prefork", 2), ("solo", 1)])
+def test_a_prediction_worker_warms_the_models_of_pending_runs_before_it_takes_work(tmp_path, settings, pool, processes):
+    """A run created before its workers start: each process that runs tasks (a prefork
+    worker's pool processes, a solo worker itself) logs both models warmed, and the predict
+    chunks are done by those processes."""
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    n = 400
+    _spectra_with_arrays(n)
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    run = processing_run_create(stages=["predict"], formal_model=formal, alternate_model=alternate, chunk_spectra=100)
+    env, routes = _worker_environment(settings)
+    _send_to_workers(routes)
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q",
+         f"{env['CELERY_CPU_QUEUE']},{env['CELERY_GPU_QUEUE']}", "-c", str(processes), "-P", pool,
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO", "--logfile", str(log)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        warmed = []
+        while time.monotonic() < deadline and len(warmed) < processes and worker.poll() is None:
+            text = log.read_text() if log.exists() else ""
+            warmed = re.findall(r"process (\d+) warmed 2 model\(s\)", text)
+            time.sleep(0.2)
+        assert len(warmed) == processes, log.read_text() if log.exists() else "no log"
+        assert "tiny-formal" in text and "tiny-alternate" in text
+        processing_run_start(run=run)
+        _follow(run, 180)
+        assert run.state == ProcessingRun.State.SUCCEEDED, _chunk_states(run)
+    finally:
+        _send_to_workers(None)
+        _stop(worker)
+    chunk_pids = {worker.rsplit("/", 1)[-1] for worker in run.chunks.filter(stage="predict").values_list(
+        "worker", flat=True)}
+    assert chunk_pids and chunk_pids <= set(warmed)
