@@ -8,14 +8,20 @@ matched, then ``release_validate`` over every row, Flag 0 included), timed apart
 end (ingest to release), the scaling ratio 2 vs 1, the queue's overhead per chunk (1
 worker against in-process), the peak memory (VmHWM) of every process that did chunks,
 and the load average (``uptime``) before and after each way: the figures are only as
-quiet as the machine. The networks have the default architecture, trained for one epoch
-on random spectra: their labels mean nothing, their cost per spectrum is the real one.
+quiet as the machine. The networks have the default architecture with the masked-pixel
+fill, trained for one epoch on random spectra: their labels mean nothing, their cost per
+spectrum is the real one.
 
     .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --stars 5000
     .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --files 600 --ways 1,2   # a subset
     .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --files 600 --ways 2 \
         --stages ingest,predict --chunk-files 64 --chunk-spectra 2048 --no-validation          # chunk sizes
     .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --ways 1,2 --threads 1          # a core per process
+    .venv/bin/python benchmarks/pipeline_bench.py --survey /tmp/mock50k --ways 1,2 --threads 1 --cold
+
+Before each way's timed run the workers start and, unless ``--cold``, every pool process
+warms both models (tasks.tasks; the bench creates the run first, so its models are in
+demand); the warm-up time is printed apart.
 
 ``--threads N`` caps every library's threads per process at N (by default TensorFlow and
 numba each use every core, so one process already loads both cores of a 2-core machine and
@@ -58,6 +64,9 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES), help="Pipeline stages to run, in order.")
     parser.add_argument("--no-validation", action="store_true", help="Skip the validation after the release.")
     parser.add_argument("--ways", default="inprocess,1,2", help="Which runs: inprocess, 1, 2 (worker processes).")
+    parser.add_argument("--cold", action="store_true",
+                        help="Workers that do not warm their models when they start (WORKER_WARM_MODELS=false): "
+                             "the first prediction chunk of each process loads TensorFlow and the networks.")
     parser.add_argument("--threads", type=int, default=0,
                         help="Threads per process (TensorFlow, numba, BLAS, ingest); 0: the libraries' defaults "
                              "(every core in each process).")
@@ -93,7 +102,8 @@ def main() -> None:
     print(f"survey {args.survey}: {len(files) if not args.files else min(args.files, len(files)):,} files; "
           f"chunks of {args.chunk_files} files and {args.chunk_spectra} spectra; stages {','.join(args.stages)}"
           f"{' + validation' if args.validate else ''}; {os.cpu_count()} CPUs; "
-          f"{f'{args.threads} thread(s) per process' if args.threads else 'default threads'}", flush=True)
+          f"{f'{args.threads} thread(s) per process' if args.threads else 'default threads'}; "
+          f"workers {'cold' if args.cold else 'warmed before each run'}", flush=True)
     results = {}
     for way in args.ways.split(","):
         reset(args)
@@ -147,7 +157,7 @@ def reset(args) -> None:
 
 def models():
     """The two model versions, registered afresh; their artifacts are trained once per
-    ``--var-dir`` (recorded in ``bench-models.json`` beside them) and reused by every way."""
+    ``--var-dir`` (recorded in ``bench-models-fill.json`` beside them) and reused by every way."""
     import json
 
     from django.conf import settings
@@ -155,7 +165,7 @@ def models():
     from inference.models import ModelVersion
     from spectra.processing.pipeline import PREPROCESSING_VERSION
 
-    record = Path(settings.MODEL_ARTIFACT_ROOT) / "bench-models.json"
+    record = Path(settings.MODEL_ARTIFACT_ROOT) / "bench-models-fill.json"
     trained = json.loads(record.read_text()) if record.exists() else {}
     if not all((Path(settings.MODEL_ARTIFACT_ROOT) / trained.get(role.value, ["-"])[0]).exists()
                for role in ModelVersion.Role):
@@ -181,11 +191,14 @@ def train_models() -> dict[str, list[str]]:
     rng = np.random.default_rng(0)
     trained = {}
     for seed, role in enumerate(ModelVersion.Role):
-        flux = (1 + rng.normal(0, 0.02, size=(96, 2, 4000))).astype(np.float32)
+        # [flux, ivar]: the network gets its masked-pixel fill, as a network trained on the shards does.
+        arrays = np.ones((96, 2, 2, 4000), dtype=np.float32)
+        arrays[:, 0] += rng.normal(0, 0.02, size=(96, 2, 4000)).astype(np.float32)
+        arrays[:, 1] = 400.0
         labels = np.column_stack([rng.normal(5000, 400, 96), rng.normal(3, 1, 96), rng.normal(-0.2, 0.2, (96, 13))])
         net = SPCANet(NetworkConfig(), TrainingConfig(max_epochs=1, seed=seed), LABEL_FIELDS)
-        net.fit(flux[:64], labels[:64], cv_flux=flux[64:], cv_labels=labels[64:])
-        net.calibrate(flux[64:], labels[64:], np.full(32, 30.0))
+        net.fit(arrays[:64], labels[:64], cv_flux=arrays[64:], cv_labels=labels[64:])
+        net.calibrate(arrays[64:], labels[64:], np.full(32, 30.0))
         relative, sha256 = artifact_write(settings.MODEL_ARTIFACT_ROOT, net.to_artifact(
             preprocessing_version=PREPROCESSING_VERSION, role=role.value))
         trained[role.value] = [relative, sha256]
@@ -203,25 +216,32 @@ def run_once(args, way: str, formal, alternate) -> dict:
 
     load_before = load_average()
     print(f"{way}: load average before {load_before}", flush=True)
-    workers, worker_peaks = None, {}
-    if way != "inprocess":
-        env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "false", "DATABASE_URL": args.database,
-               "CELERY_BROKER_URL": args.broker}
-        subprocess.run(["redis-cli", "-u", args.broker, "FLUSHDB"], check=True, capture_output=True)
-        workers = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q", "celery,cpu,gpu", "-c", way,
-             "--without-gossip", "--without-mingle", "-l", "WARNING"],
-            cwd=ROOT, env=env, start_new_session=True)
-        app.conf.task_always_eager = False
-        time.sleep(8)  # worker start-up, outside the timed run
-    else:
-        app.conf.task_always_eager = True
+    # Created before the workers start: a worker warms the models of the runs still to do.
+    run = processing_run_create(stages=args.stages, paths=args.paths,
+                                rv_catalog_path=str(args.survey / "rv_catalog.csv"), measure_rv=False,
+                                formal_model=formal, alternate_model=alternate, release_name=f"bench-{way}",
+                                chunk_files=args.chunk_files, chunk_spectra=args.chunk_spectra)
+    workers, worker_peaks, warm_seconds = None, {}, None
     connection.close()
     try:
-        run = processing_run_create(stages=args.stages, paths=args.paths,
-                                    rv_catalog_path=str(args.survey / "rv_catalog.csv"), measure_rv=False,
-                                    formal_model=formal, alternate_model=alternate, release_name=f"bench-{way}",
-                                    chunk_files=args.chunk_files, chunk_spectra=args.chunk_spectra)
+        if way != "inprocess":
+            env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "false", "DATABASE_URL": args.database,
+                   "CELERY_BROKER_URL": args.broker, "WORKER_WARM_MODELS": "false" if args.cold else "true"}
+            subprocess.run(["redis-cli", "-u", args.broker, "FLUSHDB"], check=True, capture_output=True)
+            log = args.var_dir / f"worker-{way}.log"
+            log.unlink(missing_ok=True)
+            workers = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q", "celery,cpu,gpu", "-c", way,
+                 "--without-gossip", "--without-mingle", "-l", "INFO", "--logfile", str(log)],
+                cwd=ROOT, env=env, start_new_session=True)
+            app.conf.task_always_eager = False
+            if args.cold:
+                time.sleep(8)  # worker start-up, outside the timed run
+            else:  # until every pool process has warmed both models, outside the timed run
+                warm_seconds = wait_for_warm_workers(log, int(way), workers)
+                print(f"{way}: worker processes started and warmed both models in {warm_seconds:.1f} s", flush=True)
+        else:
+            app.conf.task_always_eager = True
         started = time.perf_counter()
         processing_run_start(run=run)
         while True:
@@ -242,7 +262,8 @@ def run_once(args, way: str, formal, alternate) -> dict:
     predicted = (stages.get("predict") or {}).get("spectra") or 0
     chunks = {stage: list(run.chunks.filter(stage=stage, state="done").values_list("seconds", "worker", "peak_rss_mb"))
               for stage in args.stages}
-    result = {"state": run.state, "spectra": spectra, "predicted": predicted, "total_seconds": total,
+    result = {"state": run.state, "warm_seconds": warm_seconds, "spectra": spectra, "predicted": predicted,
+              "total_seconds": total,
               "stage_seconds": {s: run.stage_seconds.get(s) for s in args.stages},
               "chunks": {s: len(c) for s, c in chunks.items()},
               "chunk_seconds": {s: sum(c[0] for c in rows) for s, rows in chunks.items()},
@@ -263,6 +284,21 @@ def run_once(args, way: str, formal, alternate) -> dict:
           f"{total:.1f} s ({timings})" + (f"; validation {result['validation_seconds']:.1f} s" if args.validate else "")
           + f"; load average after {result['load'][1]}", flush=True)
     return result
+
+
+def wait_for_warm_workers(log: Path, processes: int, workers: subprocess.Popen, timeout: float = 300.0) -> float:
+    """Seconds until ``processes`` pool processes have logged their warm-up (tasks.tasks), from now."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        text = log.read_text() if log.exists() else ""
+        if "could not warm" in text:
+            raise RuntimeError(f"a worker process could not warm its models; see {log}")
+        if text.count(" warmed 2 model(s) ") >= processes:
+            return time.perf_counter() - started
+        if workers.poll() is not None:
+            raise RuntimeError(f"the worker exited with {workers.returncode}; see {log}")
+        time.sleep(0.2)
+    raise RuntimeError(f"the worker processes did not warm their models in {timeout:.0f} s; see {log}")
 
 
 def validate(args, release_name: str) -> dict:
@@ -306,7 +342,9 @@ def report(results: dict, args) -> None:
         extra = (f"; validation import+match {r['validation_import_seconds']:.1f} s, validate {r['validation_seconds']:.1f} s "
                  f"({r['validation_compared']:,} spectra compared in Teff over {r['validation_surveys']} catalogs)"
                  if args.validate else "")
-        print(f"{way}: {r['total_seconds']:.1f} s; chunks " + ", ".join(f"{s} {n}" for s, n in r["chunks"].items()) + extra)
+        warm = ("" if way == "inprocess" else "; workers cold (each process loads the models at its first chunk)"
+                if r["warm_seconds"] is None else f"; workers started and warmed in {r['warm_seconds']:.1f} s before it")
+        print(f"{way}: {r['total_seconds']:.1f} s{warm}; chunks " + ", ".join(f"{s} {n}" for s, n in r["chunks"].items()) + extra)
     print("\npeak memory (VmHWM, MB) per process")
     for way, r in results.items():
         reported = {}
