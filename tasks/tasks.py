@@ -157,40 +157,68 @@ def _reconcile_when_a_worker_starts(sender, **kwargs) -> None:
         logger.warning("could not queue the start-up reconcile", exc_info=True)
 
 
+# Set in a worker's main process once its pool is up: a pool process forked after that (a
+# replacement for one that died or reached its task limit) does not warm its models (below).
+_pool_started = False
+
+
 @celeryd_after_setup.connect
 def _warm_models_in_prediction_workers(sender, instance, **kwargs) -> None:
     """A worker that consumes the prediction queue warms its networks before it takes work
     (``WORKER_WARM_MODELS``).
 
-    A prefork worker warms them in every pool process it starts, never in its main process
-    (TensorFlow is not fork-safe once initialised): the handler is connected here, once the
-    queues are known and after Celery's Django fixup connected its own ``worker_process_init``
-    handler (which drops the database connections a child inherits), so it runs after that
-    one, on a connection of the child's own; the pool sends a process no task before its
-    start-up is done. A solo or thread pool (a GPU worker: ``-P solo``) runs its tasks in
-    this process, which warms them now, before it starts consuming.
+    A prefork worker warms them in each pool process it starts with, never in its main
+    process (TensorFlow is not fork-safe once initialised): the handler is connected here,
+    once the queues are known and after Celery's Django fixup connected its own
+    ``worker_process_init`` handler (which drops the database connections a child
+    inherits), so it runs after that one, on a connection of the child's own; the pool
+    sends a process no task before its start-up is done. A replacement process, forked
+    once the worker is up, loads its models on its first prediction chunk instead: Celery
+    gives a replacement a few seconds (``worker_proc_alive_timeout``) to start, less than
+    a warm-up takes. A solo or thread pool (a GPU worker: ``-P solo``) runs its tasks in
+    this process, which warms them now, before it starts consuming. (A pool that spawns
+    instead of forking does not run this handler in its processes, which then load their
+    models on their first chunk.)
     """
     if not (settings.WORKER_WARM_MODELS and settings.CELERY_GPU_QUEUE in instance.app.amqp.queues.consume_from):
         return
     from celery.concurrency.prefork import TaskPool as PreforkPool
 
     if isinstance(instance.pool_cls, type) and issubclass(instance.pool_cls, PreforkPool):
-        worker_process_init.connect(_warm_models, weak=False, dispatch_uid="tasks.warm_models")
+        worker_process_init.connect(_warm_models_unless_a_replacement, weak=False, dispatch_uid="tasks.warm_models")
     else:
         _warm_models()
 
 
-def _warm_models(**kwargs) -> None:
+@worker_ready.connect
+def _mark_pool_started(sender, **kwargs) -> None:
+    global _pool_started
+    _pool_started = True
+
+
+def _warm_models_unless_a_replacement(**kwargs) -> None:
+    if not _pool_started:
+        _warm_models()
+
+
+def _warm_models() -> None:
     """Load and run once, in the process that will run the tasks, the models prediction will
-    ask for next (``model_versions_in_demand``). Runs before the process takes work, so no
-    chunk waits on it; a failure is logged and leaves the loading to the first chunk, which
-    then fails or succeeds on its own terms."""
+    ask for next (``model_versions_in_demand``, at most ``WORKER_WARM_MAX_MODELS``). Runs
+    before the process takes work, so no chunk waits on it. A model that cannot be warmed
+    is logged by name and left to the first chunk that needs it, which then fails or
+    succeeds on its own terms; the others are warmed all the same."""
     started = time.perf_counter()
+    spent, failed = {}, []
     try:
-        versions = model_versions_in_demand(names=settings.WORKER_WARM_MODEL_NAMES)
-        spent = model_versions_warm(model_versions=versions)
-    except Exception:  # noqa: BLE001  (a worker must start even when a model cannot be warmed)
-        logger.warning("process %s: could not warm the prediction models", os.getpid(), exc_info=True)
+        versions = model_versions_in_demand(names=settings.WORKER_WARM_MODEL_NAMES)[: settings.WORKER_WARM_MAX_MODELS]
+        for version in versions:
+            try:
+                spent.update(model_versions_warm(model_versions=[version]))
+            except Exception:  # noqa: BLE001  (a worker must start even when a model cannot be warmed)
+                failed.append(version.name)
+                logger.warning("process %s: could not warm model %s", os.getpid(), version.name, exc_info=True)
+    except Exception:  # noqa: BLE001  (the database away: the worker starts, the chunks load their models)
+        logger.warning("process %s: could not find the prediction models to warm", os.getpid(), exc_info=True)
         return
     finally:
         connections.close_all()

@@ -2,7 +2,9 @@
 model that cannot be warmed does not stop a worker."""
 
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -62,17 +64,39 @@ def test_warming_loads_each_network_into_the_process_and_runs_it(tmp_path, setti
 
 
 @pytest.mark.django_db
-def test_a_model_that_cannot_be_warmed_is_logged_and_the_worker_starts(tmp_path, settings, caplog):
+def test_a_model_that_cannot_be_warmed_is_logged_by_name_and_the_others_are_warmed(tmp_path, settings, caplog):
     from tasks.tasks import _warm_models
 
     settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
-    formal, alternate = _version("gone-formal"), _version("gone-alternate")  # no artifact on disk
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT, prefix="after-a-bad-one")
+    for version in (formal, alternate):
+        prediction._loaded.pop(version.artifact_sha256, None)
+    _version("gone")  # registered, but no artifact on disk
     processing_run_create(stages=["predict"], formal_model=formal, alternate_model=alternate)
+    settings.WORKER_WARM_MODEL_NAMES = ["gone"]  # named models come first
 
-    with caplog.at_level(logging.WARNING, logger="tasks.tasks"):
-        _warm_models()  # must not raise: the first chunk fails on its own terms
+    with caplog.at_level(logging.INFO, logger="tasks.tasks"):
+        _warm_models()  # must not raise: the first chunk that needs "gone" fails on its own terms
 
-    assert "could not warm the prediction models" in caplog.text
+    assert "could not warm model gone" in caplog.text
+    assert "warmed 2 model(s)" in caplog.text
+    assert formal.artifact_sha256 in prediction._loaded and alternate.artifact_sha256 in prediction._loaded
+
+
+@pytest.mark.django_db
+def test_a_worker_warms_at_most_worker_warm_max_models(tmp_path, settings, caplog):
+    from tasks.tasks import _warm_models
+
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT, prefix="capped")
+    processing_run_create(stages=["predict"], formal_model=formal, alternate_model=alternate)
+    settings.WORKER_WARM_MAX_MODELS = 1
+
+    with caplog.at_level(logging.INFO, logger="tasks.tasks"):
+        _warm_models()
+
+    assert "warmed 1 model(s)" in caplog.text and "capped-formal" in caplog.text
+    assert "capped-alternate" not in caplog.text
 
 
 @pytest.mark.worker
@@ -114,3 +138,46 @@ def test_a_prediction_worker_warms_the_models_of_pending_runs_before_it_takes_wo
     chunk_pids = {worker.rsplit("/", 1)[-1] for worker in run.chunks.filter(stage="predict").values_list(
         "worker", flat=True)}
     assert chunk_pids and chunk_pids <= set(warmed)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_replacement_pool_process_does_not_warm_and_loads_its_models_on_its_first_chunk(tmp_path, settings):
+    """Celery gives a pool process forked after the worker is up a few seconds to start:
+    a replacement must not warm (it would be killed and replaced again and again); it loads
+    its models on its first chunk, and the run finishes."""
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    _spectra_with_arrays(200)
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    run = processing_run_create(stages=["predict"], formal_model=formal, alternate_model=alternate, chunk_spectra=100)
+    env, routes = _worker_environment(settings)
+    _send_to_workers(routes)
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q",
+         f"{env['CELERY_CPU_QUEUE']},{env['CELERY_GPU_QUEUE']}", "-c", "1", "-P", "prefork",
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO", "--logfile", str(log)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        warmed = []
+        while time.monotonic() < deadline and not warmed and worker.poll() is None:
+            warmed = re.findall(r"process (\d+) warmed 2 model\(s\)", log.read_text() if log.exists() else "")
+            time.sleep(0.2)
+        assert warmed, log.read_text() if log.exists() else "no log"
+        while time.monotonic() < deadline and "ready." not in log.read_text():
+            time.sleep(0.2)
+        os.kill(int(warmed[0]), signal.SIGKILL)  # the pool forks a replacement
+        time.sleep(8)  # past Celery's 4 s for a new process to report itself up
+        processing_run_start(run=run)
+        _follow(run, 180)
+        text = log.read_text()
+        assert run.state == ProcessingRun.State.SUCCEEDED, (_chunk_states(run), text)
+    finally:
+        _send_to_workers(None)
+        _stop(worker)
+    assert len(re.findall(r"warmed \d+ model\(s\)", text)) == 1, text
+    assert "Timed out waiting for UP message" not in text
+    pids = {w.rsplit("/", 1)[-1] for w in run.chunks.values_list("worker", flat=True)}
+    assert pids and warmed[0] not in pids

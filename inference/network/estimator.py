@@ -349,8 +349,9 @@ class SPCANet:
             return np.empty((0, self.network.n_labels))
         # Batch by batch with ``predict_on_batch``, filling each batch just before its pass,
         # not the whole chunk filled and then ``Model.predict`` (whose input pipeline runs
-        # threads of its own beside TensorFlow's pools): on 2 cores this way was 27% faster in
-        # one process and 20-29% faster for two processes side by side (benchmarks/batch_bench.py;
+        # threads of its own beside TensorFlow's pools). On 2 cores: 31% faster for one
+        # process on both cores, 20-29% for two single-threaded processes side by side,
+        # -1% to +8% for one single-threaded process alone (benchmarks/batch_bench.py;
         # docs/capacity.md has the figures).
         standardised = np.empty((n, self.network.n_labels), dtype=np.float32)
         for start in range(0, n, batch_size):

@@ -94,8 +94,10 @@ def model_versions_warm(*, model_versions: list[ModelVersion], batch_size: int =
     reading the artifacts, tracing the forward pass, loading the compiled masked-pixel fill;
     docs/capacity.md); a worker that warms its models when it starts (``WORKER_WARM_MODELS``,
     tasks.tasks) pays it before it takes work. The warm-up pass is ``batch_size + 1`` blank
-    spectra (unit flux and ivar): one full batch and one partial one, the two shapes
-    ``labelsets_predict`` gives the network.
+    spectra (unit flux and ivar): a full batch, the shape of all but the last batch of a
+    chunk, and a batch of one. The forward pass is compiled per batch size, so each other
+    size of a chunk's last batch still costs its first use a compilation (about 0.4 s for
+    the default architecture).
 
     Parameters
     ----------

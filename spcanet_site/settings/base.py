@@ -185,13 +185,13 @@ CELERY_TASK_ROUTES = {
     "tasks.release_file_write": {"queue": CELERY_CPU_QUEUE},
     "tasks.predict_chunk": {"queue": CELERY_GPU_QUEUE},
 }
-# A worker consuming the prediction queue warms its networks in each pool process before
-# the process takes work (tasks.tasks): the models named in WORKER_WARM_MODEL_NAMES and
-# those of every unfinished run that predicts, loaded and run once. A process that has not
-# finished starting in CELERY_WORKER_PROC_ALIVE_TIMEOUT seconds is killed and replaced.
+# A worker consuming the prediction queue warms its networks in each process it starts
+# with, before the process takes work (tasks.tasks): the models named in
+# WORKER_WARM_MODEL_NAMES, then those of the unfinished runs that predict, newest first, at
+# most WORKER_WARM_MAX_MODELS of them (each process holds what it warms for its lifetime).
 WORKER_WARM_MODELS = env.bool("WORKER_WARM_MODELS", default=True)
 WORKER_WARM_MODEL_NAMES = env.list("WORKER_WARM_MODEL_NAMES", default=[])
-CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", default=120.0)
+WORKER_WARM_MAX_MODELS = env.int("WORKER_WARM_MAX_MODELS", default=4)
 # A message a worker took but never acknowledged (it died) goes back to the queue after
 # this many seconds. Longer than any chunk's hard time limit, or a slow chunk runs twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
