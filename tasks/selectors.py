@@ -133,12 +133,13 @@ def progress_lines(progress: dict) -> list[str]:
 def model_versions_in_demand(*, names: Iterable[str] = ()) -> list[ModelVersion]:
     """The model versions that prediction chunks will ask for next.
 
-    Those named, then the formal and alternate models of every unfinished run (pending or
-    running) with a predict stage, newest run first; each version once. What a prediction
-    worker warms when it starts (``WORKER_WARM_MODELS``, tasks.tasks). A name that no
-    version has is skipped.
+    Those named, in the order named, then the formal and alternate models of every
+    unfinished run (pending or running) with a predict stage, newest run first; each
+    version once. What a prediction worker warms when it starts (``WORKER_WARM_MODELS``,
+    tasks.tasks). A name that no version has is skipped.
     """
-    wanted = list(ModelVersion.objects.filter(name__in=list(names)))
+    names = list(names)
+    wanted = sorted(ModelVersion.objects.filter(name__in=names), key=lambda version: names.index(version.name))
     runs = ProcessingRun.objects.filter(state__in=(ProcessingRun.State.PENDING, ProcessingRun.State.RUNNING))
     for run in runs.select_related("formal_model", "alternate_model").order_by("-created_at", "-id"):
         if Stage.PREDICT in run.stages:  # a JSON list: filtered here, as SQLite has no JSON containment

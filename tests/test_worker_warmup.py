@@ -41,9 +41,10 @@ def test_the_models_in_demand_are_those_named_and_those_of_unfinished_runs_that_
     processing_run_create(stages=["release"], formal_model=v["f4"], alternate_model=v["a4"], release_name="r4")
     processing_run_create(stages=["predict"], formal_model=v["f1"], alternate_model=v["a1"])  # the same pair again
 
-    names = [m.name for m in model_versions_in_demand(names=["named", "no-such-model"])]
+    names = [m.name for m in model_versions_in_demand(names=["named", "no-such-model", "a4"])]
 
-    assert names == ["named", "f1", "a1", "f2", "a2"]
+    assert names == ["named", "a4", "f1", "a1", "f2", "a2"]
+    assert [m.name for m in model_versions_in_demand(names=["a4", "named"])][:2] == ["a4", "named"]
     assert model_versions_in_demand() == [v["f1"], v["a1"], v["f2"], v["a2"]]
 
 
