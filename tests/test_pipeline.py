@@ -203,11 +203,16 @@ def _spectra_with_arrays(n: int) -> list[Spectrum]:
     return spectra
 
 
-def _worker(env: dict, queue_names: str, *, app_module: str = "spcanet_site", pool: str = "solo") -> subprocess.Popen:
+def _worker(env: dict, queue_names: str, *, app_module: str = "spcanet_site", pool: str = "solo",
+            concurrency: int = 1, logfile=None) -> subprocess.Popen:
+    """A Celery worker on ``queue_names``: its warnings on a pipe, or with ``logfile`` its
+    INFO log in that file."""
+    log_options = ["-l", "INFO", "--logfile", str(logfile)] if logfile else ["-l", "WARNING"]
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", queue_names, "-c", "1", "-P", pool,
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", queue_names, "-c", str(concurrency),
+         "-P", pool, "--without-heartbeat", "--without-gossip", "--without-mingle", *log_options],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL if logfile else subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
     )
 
 

@@ -4,8 +4,6 @@ publish, a full array store, concurrent ingests. Each ends in a final state with
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,7 +20,6 @@ from .conftest import make_trained_models
 from .shared_data import JUNK_FILES, real_files
 from .test_ingest import KIC_FILES, small_filesystem  # noqa: F401  (a fixture)
 from .test_pipeline import (
-    ROOT,
     _send_to_workers,
     _spectra_with_arrays,
     _stop,
@@ -331,10 +328,7 @@ def test_concurrent_ingest_chunks_on_a_prefork_worker_make_one_star_per_object(t
     write_rv_catalog(files, tmp_path / "rv.csv")
     env, routes = _worker_environment(settings)
     _send_to_workers(routes)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q", env["CELERY_CPU_QUEUE"], "-c", "2",
-         "-P", "prefork", "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    worker = _worker(env, env["CELERY_CPU_QUEUE"], pool="prefork", concurrency=2)
     try:
         run = processing_run_create(stages=["ingest"], paths=[str(survey)], rv_catalog_path=str(tmp_path / "rv.csv"),
                                     measure_rv=False, chunk_files=1)

@@ -5,8 +5,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +17,7 @@ from tasks.selectors import model_versions_in_demand
 from tasks.services import processing_run_create, processing_run_start
 
 from .conftest import make_trained_models
-from .test_pipeline import ROOT, _send_to_workers, _spectra_with_arrays, _stop, _worker_environment
+from .test_pipeline import _send_to_workers, _spectra_with_arrays, _stop, _worker, _worker_environment
 from .test_pipeline_faults import _chunk_states, _follow
 
 
@@ -116,11 +114,8 @@ def test_a_prediction_worker_warms_the_models_of_pending_runs_before_it_takes_wo
     env, routes = _worker_environment(settings)
     _send_to_workers(routes)
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q",
-         f"{env['CELERY_CPU_QUEUE']},{env['CELERY_GPU_QUEUE']}", "-c", str(processes), "-P", pool,
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO", "--logfile", str(log)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = _worker(env, f"{env['CELERY_CPU_QUEUE']},{env['CELERY_GPU_QUEUE']}", pool=pool, concurrency=processes,
+                     logfile=log)
     try:
         deadline = time.monotonic() + 180
         warmed = []
@@ -155,11 +150,7 @@ def test_a_replacement_pool_process_does_not_warm_and_loads_its_models_on_its_fi
     env, routes = _worker_environment(settings)
     _send_to_workers(routes)
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "spcanet_site", "worker", "-Q",
-         f"{env['CELERY_CPU_QUEUE']},{env['CELERY_GPU_QUEUE']}", "-c", "1", "-P", "prefork",
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO", "--logfile", str(log)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = _worker(env, f"{env['CELERY_CPU_QUEUE']},{env['CELERY_GPU_QUEUE']}", pool="prefork", logfile=log)
     try:
         deadline = time.monotonic() + 180
         warmed = []
