@@ -222,5 +222,6 @@ def _warm_models() -> None:
         return
     finally:
         connections.close_all()
-    logger.info("process %s warmed %d model(s) in %.1f s: %s", os.getpid(), len(spent), time.perf_counter() - started,
-                ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spent.items()) or "none in demand")
+    logger.info("process %s warmed %d model(s) in %.1f s: %s%s", os.getpid(), len(spent), time.perf_counter() - started,
+                ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spent.items()) or "none in demand",
+                f"; not warmed: {', '.join(failed)}" if failed else "")
