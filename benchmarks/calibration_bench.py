@@ -12,12 +12,13 @@ together, each test spectrum scored by the model fitted without its star (5 fold
 test stars, ``cross_fitted_sigma``). Goal: z spread 0.9-1.1 and 60-76% within 1 sigma in
 every cell.
 
-Unless ``--no-alternate``, the alternate model is trained too, on its own split and
-with the next seed (as ``train_models`` does), and the test set is scored against the goals of the catalog on
-the same spectra: per S/N bin (blue arm, as ``fidelity_bench.py``) and kind, the formal
-model's scatter against the truth beside the median Cramer-Rao bound of those spectra
-(goal: at most 1.5x), coadds against exposures of the same bin (goal: coadds no worse),
-and the share of Flag = 1 by the catalog rules (``inference.catalog_rules.catalog_flags``,
+The test set is scored against the goals of the catalog: per S/N bin (blue arm, as
+``fidelity_bench.py``) and kind, the formal model's scatter against the truth beside the
+median Cramer-Rao bound of those spectra (goal: at most 1.5x), and coadds against
+exposures of the same bin (goal: coadds no worse). Unless ``--no-alternate``, the
+alternate model is trained too, on its own split and with the next seed (as
+``train_models`` does), and on the same spectra the same table is printed for the mean of
+the two models' labels, and the share of Flag = 1 by the catalog rules (``inference.catalog_rules.catalog_flags``,
 the default ``CatalogRules``; the two models' agreement and the S/N rule, the truth's S/N
 per arm standing in for the header's) among spectra with S/N >= 20 in both arms (goal: at
 least 90%).
@@ -42,6 +43,7 @@ worse). Its labels are kept in SURVEY-cannon under the digest of its inputs.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -87,6 +89,20 @@ def main() -> None:
     parser.add_argument("--min-snr", type=float, default=10.0)
     parser.add_argument("--max-epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=6)
+    parser.add_argument("--lr-reduce-factor", type=float, default=1.0,
+                        help="Learning rate times this on a plateau of the CV loss (1 = constant).")
+    parser.add_argument("--lr-reduce-patience", type=int, default=3)
+    parser.add_argument("--arrays", choices=("preprocessed", "ideal"), default="preprocessed",
+                        help="Train and test on the preprocessed arrays of the raw files (default) or on the ideal "
+                             "arrays (noise-free spectrum plus the noise drawn for it, ideal ivar): the network's own "
+                             "floor, without what the preprocessing loses.")
+    parser.add_argument("--train-min-snr", type=float, default=None,
+                        help="The formal model learns from the training spectra with at least this S/N only.")
+    parser.add_argument("--train-star-fraction", type=float, default=1.0,
+                        help="The formal model learns from this share of its training stars (chosen at random).")
+    parser.add_argument("--network", action="append", default=[], metavar="NAME=VALUE",
+                        help="A NetworkConfig setting other than its default, e.g. dropout=0.1 or filters=[16,16] "
+                             "(JSON values; repeatable).")
     parser.add_argument("--min-count", type=int, default=10, help="Cells with fewer test spectra are not shown.")
     parser.add_argument("--labels", choices=("truth", "reference"), default="truth",
                         help="Train and calibrate on the true labels, or on the survey's reference catalog "
@@ -101,7 +117,8 @@ def main() -> None:
                         help="Where The Cannon's labels are kept between runs (default SURVEY-cannon).")
     parser.add_argument("--save", type=Path, default=None,
                         help="Also write the CV and test predictions with their labels, errors and context (.npz), "
-                             "to fit noise models on them without training again.")
+                             "to fit noise models on them without training again; with the alternate model, its "
+                             "test-set labels too.")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spcanet_site.settings.base")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -127,15 +144,25 @@ def main() -> None:
     bright = snr >= 20
     print(f"spectra with S/N >= 20 in both arms: {bright.sum()}, of which {(bright & ~data['processed']).sum()} not "
           "preprocessed (Flag = 0 in a release; the goals below count the preprocessed ones)")
-    flux, ivar = data["flux"][good], data["ivar"][good]
+    if args.arrays == "ideal":  # what a perfect preprocessing would give: the noise-free spectrum plus its noise
+        flux, ivar = (data["ideal_flux"] + data["noise"])[good].astype(np.float32), data["ideal_ivar"][good]
+    else:
+        flux, ivar = data["flux"][good], data["ivar"][good]
     arrays = np.stack([flux, ivar], axis=1)  # [flux, ivar] as the shards hold them: the network fills masked pixels
     labels, snr, star = data["labels"][good], snr[good], data["star"][good]
     coadd = data["kind"][good] == "coadd"
     masked = masked_fraction(ivar)
-    training = TrainingConfig(seed=args.seed, max_epochs=args.max_epochs, patience=args.patience)
+    training = TrainingConfig(seed=args.seed, max_epochs=args.max_epochs, patience=args.patience,
+                              lr_reduce_factor=args.lr_reduce_factor, lr_reduce_patience=args.lr_reduce_patience)
     split = split_two_models(star.astype(np.int64), training.split_fractions, args.seed)
     train, test = split.formal == TRAIN, split.test
     cv = ~test & ~train
+    if args.train_min_snr:  # an experiment: the formal model learns from the brighter spectra only
+        train &= snr >= args.train_min_snr
+    if args.train_star_fraction < 1:  # a learning curve: the formal model learns from a share of its stars
+        stars = np.unique(star[train])
+        kept = np.random.default_rng(args.seed).choice(stars, round(args.train_star_fraction * stars.size), replace=False)
+        train &= np.isin(star, kept)
     # What the models learn from and are calibrated against: the truth, or the survey's
     # reference catalog (its stars only, with its errors); the test set is scored against the truth.
     learned, known, errors = labels, np.ones(len(labels), dtype=bool), None
@@ -151,10 +178,14 @@ def main() -> None:
             errors = None
     print(f"spectra: {good.sum()} (S/N >= {args.min_snr:g}); train {train.sum()}, CV {cv.sum()}, test {test.sum()}; "
           f"masked fraction median: coadds {np.median(masked[coadd]):.3f}, exposures {np.median(masked[~coadd]):.3f}")
-    estimator = SPCANet(NetworkConfig(n_labels=len(LABELS)), training, label_names=list(LABELS))
+    network = _network_config(NetworkConfig, args.network)
+    estimator = SPCANet(network, training, label_names=list(LABELS))
     started = time.perf_counter()
     estimator.fit(arrays[train], learned[train], cv_flux=arrays[cv], cv_labels=learned[cv])
-    print(f"SPCANet trained in {time.perf_counter() - started:.0f} s ({estimator.history['epochs']} epochs)")
+    history = estimator.history
+    print(f"SPCANet trained in {time.perf_counter() - started:.0f} s ({history['epochs']} epochs, best "
+          f"{history['best_epoch']}, learning rate {history['learning_rate'][0]:.2g} -> {history['learning_rate'][-1]:.2g})"
+          + (f"; network settings {', '.join(args.network)}" if args.network else ""))
     cv_residuals = estimator.predict(arrays[cv]) - learned[cv]
     predicted = estimator.predict(arrays[test])
     cv_errors = None if errors is None else errors[cv]
@@ -219,15 +250,25 @@ def main() -> None:
                 f"{name} {c[1]:+.2f} / {c[2]:+.2f}" for name, c in zip(LABELS, model.coefficients, strict=True)))
     if args.alternate:
         alternate_training = TrainingConfig.from_mapping({**training.as_dict(), "seed": training.seed + 1})
-        alternate = SPCANet(NetworkConfig(n_labels=len(LABELS)), alternate_training, label_names=list(LABELS))
+        alternate = SPCANet(network, alternate_training, label_names=list(LABELS))
         alternate_train = (split.alternate == TRAIN) & known
         alternate_cv = ~test & (split.alternate != TRAIN) & known
         started = time.perf_counter()
         alternate.fit(arrays[alternate_train], learned[alternate_train], cv_flux=arrays[alternate_cv],
                       cv_labels=learned[alternate_cv])
         print(f"\nalternate SPCANet trained in {time.perf_counter() - started:.0f} s ({alternate.history['epochs']} epochs)")
-        _goals(predicted, alternate.predict(arrays[test]), labels[test], data["crb"][good][test],
+        alternate_predicted = alternate.predict(arrays[test])
+        _goals(predicted, alternate_predicted, labels[test], data["crb"][good][test],
                data["snr"][good][test], coadd[test])
+        if args.save:  # the test spectra's alternate labels beside what was saved above
+            with np.load(args.save) as saved:
+                contents = dict(saved)
+            contents["alternate_test"] = alternate_predicted
+            contents["crb_test"] = data["crb"][good][test]
+            contents["snr_arms_test"] = data["snr"][good][test]
+            np.savez(args.save, **contents)
+    else:
+        _goals(predicted, None, labels[test], data["crb"][good][test], data["snr"][good][test], coadd[test])
     if args.cannon:
         from network_bench import run_cannon
 
@@ -302,42 +343,62 @@ def _against_peer(formal: np.ndarray, peer: np.ndarray, truth: np.ndarray, blue:
                 f"{ours[k]:.3g} | {theirs[k]:.3g} | {ours[k] / theirs[k]:.2f}" for k in range(len(LABELS))) + " |")
 
 
+def _network_config(config_class, settings: list[str]):
+    """The network of the three labels, with ``NAME=VALUE`` settings (JSON values) applied."""
+    values = {"n_labels": len(LABELS)}
+    for setting in settings:
+        name, _, text = setting.partition("=")
+        try:
+            values[name] = json.loads(text)
+        except json.JSONDecodeError:
+            values[name] = text
+    return config_class.from_mapping(values)
+
+
 def _bin_name(low: float, high: float) -> str:
     return f"{low:.0f}-{high:.0f}" if np.isfinite(high) else f">={low:.0f}"
 
 
-def _goals(formal: np.ndarray, alternate: np.ndarray, truth: np.ndarray, crb: np.ndarray, snr_arms: np.ndarray,
+def _goals(formal: np.ndarray, alternate: np.ndarray | None, truth: np.ndarray, crb: np.ndarray, snr_arms: np.ndarray,
            coadd: np.ndarray) -> None:
     """Print the catalog's goals on the test set: sigma / median CRB per S/N bin and kind,
-    coadds against exposures, and the Flag = 1 share at S/N >= 20 (both arms)."""
+    coadds against exposures, and, with the alternate model's labels, the same for the mean
+    of the two models and the Flag = 1 share at S/N >= 20 (both arms)."""
     from fidelity_bench import SNR_BINS
 
     from core.flags import CATALOG_FLAGS
     from core.rules import CatalogRules
     from inference.catalog_rules import catalog_flags
 
-    residual = formal - truth
     blue = snr_arms[:, 0]
-    print("\nformal model against the truth: scatter (std) / median Cramer-Rao bound per S/N bin (blue arm); "
-          "goal <= 1.5")
-    print("| S/N | kind | n | " + " | ".join(f"{name} sigma | CRB | ratio" for name in LABELS) + " |")
-    print("|---|---|---|" + "---|---|---|" * len(LABELS))
-    sigma_of = {}
     edges = list(zip(SNR_BINS[:-1], SNR_BINS[1:], strict=True))
-    for low, high in edges:
-        for kind, of_kind in (("coadd", coadd), ("exposure", ~coadd)):
-            members = of_kind & (blue >= low) & (blue < high)
-            if members.sum() < 5:
-                continue
-            sigma = np.std(residual[members], axis=0)
-            bound = np.median(crb[members], axis=0)
-            sigma_of[(low, kind)] = sigma
-            print(f"| {_bin_name(low, high)} | {kind} | {members.sum()} | " + " | ".join(
-                f"{sigma[k]:.3g} | {bound[k]:.3g} | {sigma[k] / bound[k]:.2f}" for k in range(len(LABELS))) + " |")
-    pairs = [(low, sigma_of[(low, "coadd")] / sigma_of[(low, "exposure")]) for low, _ in edges
-             if (low, "coadd") in sigma_of and (low, "exposure") in sigma_of]
-    print("coadds / exposures of the same S/N bin (goal <= 1): " + ("; ".join(
-        f"S/N {low:.0f}+: " + " / ".join(f"{r:.2f}" for r in ratio) for low, ratio in pairs) or "no bin holds both"))
+    tables = [("formal model", formal)]
+    if alternate is not None:
+        tables.append(("mean of the formal and alternate models (not what the catalog publishes)",
+                       (formal + alternate) / 2))
+    for title, values in tables:
+        residual = values - truth
+        print(f"\n{title} against the truth: scatter (std) / median Cramer-Rao bound per S/N bin (blue arm); "
+              "goal <= 1.5")
+        print("| S/N | kind | n | " + " | ".join(f"{name} sigma | CRB | ratio" for name in LABELS) + " |")
+        print("|---|---|---|" + "---|---|---|" * len(LABELS))
+        sigma_of = {}
+        for low, high in edges:
+            for kind, of_kind in (("coadd", coadd), ("exposure", ~coadd)):
+                members = of_kind & (blue >= low) & (blue < high)
+                if members.sum() < 5:
+                    continue
+                sigma = np.std(residual[members], axis=0)
+                bound = np.median(crb[members], axis=0)
+                sigma_of[(low, kind)] = sigma
+                print(f"| {_bin_name(low, high)} | {kind} | {members.sum()} | " + " | ".join(
+                    f"{sigma[k]:.3g} | {bound[k]:.3g} | {sigma[k] / bound[k]:.2f}" for k in range(len(LABELS))) + " |")
+        pairs = [(low, sigma_of[(low, "coadd")] / sigma_of[(low, "exposure")]) for low, _ in edges
+                 if (low, "coadd") in sigma_of and (low, "exposure") in sigma_of]
+        print("coadds / exposures of the same S/N bin (goal <= 1): " + ("; ".join(
+            f"S/N {low:.0f}+: " + " / ".join(f"{r:.2f}" for r in ratio) for low, ratio in pairs) or "no bin holds both"))
+    if alternate is None:
+        return
     flags = catalog_flags(formal, alternate, snr_arms[:, 0].astype(np.float64), snr_arms[:, 1].astype(np.float64),
                           np.zeros(len(formal), dtype=np.int64), CatalogRules())
     bright = snr_arms.min(axis=1) >= 20

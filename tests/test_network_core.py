@@ -164,6 +164,14 @@ def test_configs_reject_unknown_or_invalid_settings():
         NetworkConfig(standardise="robust")
     with pytest.raises(ValueError, match="dropout"):
         NetworkConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="lr_reduce_factor"):
+        TrainingConfig(lr_reduce_factor=0.0)
+    with pytest.raises(ValueError, match="lr_reduce_factor"):
+        TrainingConfig(lr_reduce_factor=0.5, lr_reduce_patience=0)
+    # Settings stored before the schedule existed load as a constant learning rate.
+    stored = TrainingConfig().as_dict()
+    del stored["lr_reduce_factor"], stored["lr_reduce_patience"]
+    assert TrainingConfig.from_mapping(stored).lr_reduce_factor == 1.0
 
 
 # -- the Keras network ----------------------------------------------------------------
@@ -239,6 +247,26 @@ def test_network_learns_labels_ignores_missing_ones_and_reloads_identically(tmp_
     # The forward pass's batch size changes nothing beyond rounding.
     for batch_size in (1, 7, 128, 1024):
         assert np.allclose(reloaded.predict(flux[600:], batch_size=batch_size), predicted, rtol=1e-5, atol=1e-3)
+
+
+def test_learning_rate_is_reduced_on_a_plateau_of_the_cv_loss_and_recorded():
+    from inference.network.estimator import SPCANet
+
+    flux, labels = synthetic_spectra(300, seed=3)
+    constant = SPCANet(SMALL, TrainingConfig(max_epochs=3, seed=4), NAMES)
+    constant.fit(flux[:200], labels[:200], cv_flux=flux[200:], cv_labels=labels[200:])
+    assert constant.history["learning_rate"] == [1e-3] * constant.history["epochs"]
+    training = TrainingConfig(max_epochs=15, patience=15, lr_reduce_factor=0.5, lr_reduce_patience=1, seed=4)
+    net = SPCANet(SMALL, training, NAMES)
+    net.fit(flux[:200], labels[:200], cv_flux=flux[200:], cv_labels=labels[200:])
+    rates, val = np.array(net.history["learning_rate"]), np.array(net.history["val_loss"])
+    assert len(rates) == net.history["epochs"] == 15 and rates[0] == pytest.approx(1e-3)
+    halvings = np.log2(rates[0] / rates)
+    assert np.allclose(halvings, np.round(halvings), atol=1e-4) and np.all(np.diff(halvings) >= -1e-6)
+    assert halvings[-1] >= 1, "the CV loss never stalled for an epoch in 15; the schedule did nothing"
+    # Keras lowers the rate after an epoch whose CV loss did not improve on the best before it.
+    for epoch in np.flatnonzero(np.diff(np.round(halvings)) > 0):
+        assert val[epoch] > val[:epoch].min() - 1e-4  # Keras counts gains under min_delta 1e-4 as none
 
 
 def test_artifacts_from_before_pooling_still_load(tmp_path):

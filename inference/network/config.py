@@ -179,6 +179,12 @@ class TrainingConfig(_MappingConfig):
     patience : int
         Epochs without improvement of the cross-validation loss before stopping (the best
         weights are kept).
+    lr_reduce_factor : float
+        When the cross-validation loss has not improved for ``lr_reduce_patience`` epochs,
+        the learning rate is multiplied by this factor (Keras ``ReduceLROnPlateau``);
+        1.0 = a constant learning rate, as the paper's.
+    lr_reduce_patience : int
+        Epochs without improvement before the learning rate is reduced.
     seed : int
         Seed of the split, the weights' initialisation and the shuffling.
     split_by : {"star", "spectrum"}
@@ -203,6 +209,9 @@ class TrainingConfig(_MappingConfig):
     # Early stopping on the cross-validation loss: stop after this many epochs without
     # improvement and keep the best weights.
     patience: int = 8
+    # Learning rate reduced on a plateau of the CV loss (docs/network.md, "Training").
+    lr_reduce_factor: float = 1.0
+    lr_reduce_patience: int = 3
     seed: int = 20190601
     # Split: 6:2:1 training / test / cross-validation (paper). "star" keeps every spectrum
     # of a star on one side (honest default); "spectrum" reproduces the paper's split.
@@ -214,6 +223,8 @@ class TrainingConfig(_MappingConfig):
             raise ValueError(f"split_by must be 'star' or 'spectrum', got {self.split_by!r}")
         if len(self.split_fractions) != 3 or min(self.split_fractions) <= 0:
             raise ValueError("split_fractions must be three positive numbers (train, test, cv)")
+        if not 0 < self.lr_reduce_factor <= 1 or self.lr_reduce_patience < 1:
+            raise ValueError("lr_reduce_factor must be in (0, 1] and lr_reduce_patience at least 1")
 
 
 def _from_mapping(cls, values: dict):

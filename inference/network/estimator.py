@@ -223,6 +223,9 @@ class SPCANet:
                             jit_compile=True)
         callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.training.patience,
                                                    restore_best_weights=True)]
+        if self.training.lr_reduce_factor < 1:
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=self.training.lr_reduce_factor,
+                                                               patience=self.training.lr_reduce_patience))
         if on_epoch is not None:
             callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch, logs or {})))
         started = time.perf_counter()
@@ -243,6 +246,8 @@ class SPCANet:
             "best_epoch": int(np.argmin(val_losses)) + 1,
             "loss": losses,
             "val_loss": val_losses,
+            # The learning rate each epoch ran at (changes only with ``lr_reduce_factor`` < 1).
+            "learning_rate": [float(v) for v in result.history.get("learning_rate", [self.training.learning_rate] * len(losses))],
             "seconds": time.perf_counter() - started,
             "n_train": int(flux.shape[0]),
             "n_cv": int(cv_flux.shape[0]),

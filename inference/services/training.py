@@ -127,9 +127,10 @@ def models_train(
         metrics["calibration_set"] = {"cv": int(cv.sum()), "test": int(test.sum()),
                                       "stars": int(np.unique(data.star_ids[held]).size),
                                       "check": f"test set, cross-fitted over {CALIBRATION_FOLDS} folds of its stars"}
-        metrics["training"] = {key: value for key, value in estimator.history.items() if key not in ("loss", "val_loss")}
+        metrics["training"] = {key: value for key, value in estimator.history.items()
+                               if key not in ("loss", "val_loss", "learning_rate")}
         metrics["training"]["n_test"] = int(test.sum())
-        metrics["loss_history"] = {"loss": estimator.history["loss"], "val_loss": estimator.history["val_loss"]}
+        metrics["loss_history"] = {key: estimator.history[key] for key in ("loss", "val_loss", "learning_rate")}
         training_set_hash = data.content_hash(codes)
         artifact = estimator.to_artifact(
             role=role.value, training_set_hash=training_set_hash, preprocessing_version=PREPROCESSING_VERSION,

@@ -26,6 +26,10 @@ class Command(BaseCommand):
         parser.add_argument("--patience", type=int, default=TrainingConfig.patience)
         parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
         parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
+        parser.add_argument("--lr-reduce-factor", type=float, default=TrainingConfig.lr_reduce_factor,
+                            help="The learning rate is multiplied by this when the CV loss stalls (1: constant).")
+        parser.add_argument("--lr-reduce-patience", type=int, default=TrainingConfig.lr_reduce_patience,
+                            help="Epochs without a better CV loss before the learning rate is reduced.")
         parser.add_argument("--seed", type=int, default=TrainingConfig.seed)
         parser.add_argument("--filters", type=int, nargs=2, default=list(NetworkConfig.filters))
         parser.add_argument("--kernel-size", type=int, default=NetworkConfig.kernel_size)
@@ -59,11 +63,13 @@ class Command(BaseCommand):
                                     ridge_lambdas=tuple(options["ridge_lambdas"]),
                                     fill_components=options["fill_components"],
                                     fill_outlier_sigma=options["fill_outlier_sigma"])
+            training = TrainingConfig(split_by=options["split_by"], max_epochs=options["max_epochs"],
+                                      patience=options["patience"], batch_size=options["batch_size"],
+                                      learning_rate=options["learning_rate"],
+                                      lr_reduce_factor=options["lr_reduce_factor"],
+                                      lr_reduce_patience=options["lr_reduce_patience"], seed=options["seed"])
         except ValueError as error:
             raise CommandError(str(error)) from error
-        training = TrainingConfig(split_by=options["split_by"], max_epochs=options["max_epochs"],
-                                  patience=options["patience"], batch_size=options["batch_size"],
-                                  learning_rate=options["learning_rate"], seed=options["seed"])
         bars: dict[str, tqdm] = {}
 
         def on_epoch(role: str, epoch: int, logs: dict) -> None:
