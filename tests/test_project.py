@@ -47,6 +47,40 @@ def test_production_secrets_have_no_default(missing):
     assert result.returncode != 0 and missing in result.stderr
 
 
+def test_a_database_that_never_answers_fails_the_connection_within_its_timeout():
+    """A server that takes the TCP connection but never answers (a stalled or half-dead
+    database) makes the connection fail after DATABASE_CONNECT_TIMEOUT seconds, instead of
+    holding the process (a worker warming its models, a request) for as long as the
+    operating system waits."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nothing ever answers
+    port = silent.getsockname()[1]
+    code = ("import time; from django.db import connection; start = time.monotonic()\n"
+            "print('timeout', connection.settings_dict['OPTIONS'].get('connect_timeout'))\n"
+            "try:\n    connection.ensure_connection()\nexcept Exception as error:\n"
+            "    print('failed', type(error).__name__, round(time.monotonic() - start, 1))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_",))}
+    try:
+        result = manage("shell", "-c", code, env={**env, "DJANGO_SETTINGS_MODULE": "spcanet_site.settings.test",
+                                                  "DATABASE_URL": f"postgres://nobody@127.0.0.1:{port}/nothing",
+                                                  "DATABASE_CONNECT_TIMEOUT": "2"})
+        given = manage("shell", "-c", code.split("\n")[0] + "\n" + code.split("\n")[1],
+                       env={**env, "DJANGO_SETTINGS_MODULE": "spcanet_site.settings.production", **PRODUCTION_ENV,
+                            "DATABASE_URL": "postgres://catalog@db.example.org/catalog?connect_timeout=3"})
+    finally:
+        silent.close()
+    assert result.returncode == 0, result.stderr
+    printed = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.strip()}
+    assert printed["timeout"] == ["2"], result.stdout
+    error, seconds = printed["failed"]
+    assert error == "OperationalError" and 1.5 <= float(seconds) < 20, result.stdout
+    # A connect_timeout in the URL wins over the setting.
+    assert given.returncode == 0 and "timeout 3" in given.stdout.splitlines(), given.stdout + given.stderr
+
+
 def test_compose_file_matches_the_settings():
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     services = compose["services"]

@@ -80,6 +80,24 @@ DATABASES = {
     )
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+
+
+def postgresql_connect_timeout(database: dict, seconds: int) -> dict:
+    """Give a PostgreSQL connection a bound on how long it waits to be established.
+
+    Without one, libpq waits as long as the operating system does (about two minutes when
+    a server's packets are dropped), and so does every process that connects: a worker
+    warming its models, a request. A ``connect_timeout`` in the URL's query wins.
+    """
+    if "postgresql" in database.get("ENGINE", ""):
+        database.setdefault("OPTIONS", {}).setdefault("connect_timeout", seconds)
+    return database
+
+
+# Seconds a PostgreSQL connection may take to be established before it fails (libpq's
+# connect_timeout); 0 waits as long as the operating system does.
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=10)
+postgresql_connect_timeout(DATABASES["default"], DATABASE_CONNECT_TIMEOUT)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -4,13 +4,14 @@
 """
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import DATABASE_CONNECT_TIMEOUT, env, postgresql_connect_timeout
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+postgresql_connect_timeout(DATABASES["default"], DATABASE_CONNECT_TIMEOUT)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
 CELERY_TASK_ALWAYS_EAGER = False
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import DATABASE_CONNECT_TIMEOUT, env, postgresql_connect_timeout
 
 DEBUG = False
 SECRET_KEY = "test-only-not-secret-5d1e0b7a93c24f68"
@@ -16,6 +16,7 @@ ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres:///spcanet")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+postgresql_connect_timeout(DATABASES["default"], DATABASE_CONNECT_TIMEOUT)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/15")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
