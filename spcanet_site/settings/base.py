@@ -85,9 +85,25 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE",
 def postgresql_connect_timeout(database: dict, seconds: int) -> dict:
     """Give a PostgreSQL connection a bound on how long it waits to be established.
 
-    Without one, libpq waits as long as the operating system does (about two minutes when
-    a server's packets are dropped), and so does every process that connects: a worker
-    warming its models, a request. A ``connect_timeout`` in the URL's query wins.
+    Parameters
+    ----------
+    database : dict
+        One entry of ``DATABASES``; changed in place. Other engines are left alone.
+    seconds : int
+        libpq's ``connect_timeout``; a ``connect_timeout`` already in the entry's
+        ``OPTIONS`` (given in the URL's query) wins.
+
+    Returns
+    -------
+    dict
+        ``database``.
+
+    Notes
+    -----
+    Without it, libpq waits for the TCP connection as long as the operating system does
+    (about two minutes when the server's packets are dropped) and, on a server that takes
+    the connection but never answers, without end; so does every process that connects:
+    a worker warming its models, a request.
     """
     if "postgresql" in database.get("ENGINE", ""):
         database.setdefault("OPTIONS", {}).setdefault("connect_timeout", seconds)
