@@ -120,6 +120,10 @@ def main() -> None:
                              "to fit noise models on them without training again; with the alternate model, its "
                              "test-set labels too.")
     args = parser.parse_args()
+    if not 0 < args.train_star_fraction <= 1:
+        parser.error("--train-star-fraction must be in (0, 1]")
+    if args.save is not None and args.save.suffix != ".npz":
+        args.save = args.save.with_name(args.save.name + ".npz")  # as np.savez names it, so it can be read back
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spcanet_site.settings.base")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import fidelity_bench

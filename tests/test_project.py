@@ -67,16 +67,20 @@ def test_a_database_that_never_answers_fails_the_connection_within_its_timeout()
         result = manage("shell", "-c", code, env={**env, "DJANGO_SETTINGS_MODULE": "spcanet_site.settings.test",
                                                   "DATABASE_URL": f"postgres://nobody@127.0.0.1:{port}/nothing",
                                                   "DATABASE_CONNECT_TIMEOUT": "2"})
-        given = manage("shell", "-c", code.split("\n")[0] + "\n" + code.split("\n")[1],
-                       env={**env, "DJANGO_SETTINGS_MODULE": "spcanet_site.settings.production", **PRODUCTION_ENV,
-                            "DATABASE_URL": "postgres://catalog@db.example.org/catalog?connect_timeout=3"})
+        settings_only = code.split("\n")[0] + "\n" + code.split("\n")[1]
+        production = {**env, "DJANGO_SETTINGS_MODULE": "spcanet_site.settings.production", **PRODUCTION_ENV}
+        default = manage("shell", "-c", settings_only, env=production)
+        given = manage("shell", "-c", settings_only,
+                       env={**production, "DATABASE_URL": "postgres://catalog@db.example.org/catalog?connect_timeout=3"})
     finally:
         silent.close()
     assert result.returncode == 0, result.stderr
     printed = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.strip()}
     assert printed["timeout"] == ["2"], result.stdout
+    assert "failed" in printed, f"the connection to a silent server did not fail: {result.stdout}"
     error, seconds = printed["failed"]
     assert error == "OperationalError" and 1.5 <= float(seconds) < 20, result.stdout
+    assert default.returncode == 0 and "timeout 10" in default.stdout.splitlines(), default.stdout + default.stderr
     # A connect_timeout in the URL wins over the setting.
     assert given.returncode == 0 and "timeout 3" in given.stdout.splitlines(), given.stdout + given.stderr
 

@@ -88,7 +88,8 @@ def postgresql_connect_timeout(database: dict, seconds: int) -> dict:
     Parameters
     ----------
     database : dict
-        One entry of ``DATABASES``; changed in place. Other engines are left alone.
+        One entry of ``DATABASES``; changed in place. Engines other than Django's
+        PostgreSQL and PostGIS backends are left alone.
     seconds : int
         libpq's ``connect_timeout``; a ``connect_timeout`` already in the entry's
         ``OPTIONS`` (given in the URL's query) wins.
@@ -105,7 +106,7 @@ def postgresql_connect_timeout(database: dict, seconds: int) -> dict:
     the connection but never answers, without end; so does every process that connects:
     a worker warming its models, a request.
     """
-    if "postgresql" in database.get("ENGINE", ""):
+    if database.get("ENGINE", "").rsplit(".", 1)[-1] in ("postgresql", "postgis"):
         database.setdefault("OPTIONS", {}).setdefault("connect_timeout", seconds)
     return database
 
