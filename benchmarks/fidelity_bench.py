@@ -161,7 +161,9 @@ def stage_figures(data: dict, good: np.ndarray) -> None:
             cont, offset, shape = continuum_error(pre, noisy, ~masked & ~bad)
             spread = smooth_residual_spread(pre, ideal, pre_ivar, ~masked & ~bad)
             ideal_spread = smooth_residual_spread(noisy, ideal, ideal_ivar, ideal_ivar > 0)
-            print(f"  {arm:4s}  RV error {_summary(rv_error[:, a])} km/s; line shift {_summary(shift)} km/s")
+            tails = rv_error[:, a][np.isfinite(rv_error[:, a])]
+            far = f"{100 * np.mean(np.abs(tails) > 3):.1f}%; 2.5-97.5%: [{np.percentile(tails, 2.5):.2f}, {np.percentile(tails, 97.5):.2f}]" if tails.size else "n/a"
+            print(f"  {arm:4s}  RV error {_summary(rv_error[:, a])} km/s, off by > 3 km/s {far}; line shift {_summary(shift)} km/s")
             print(f"        masked pixels {_summary(100 * masked.mean(axis=1), '.1f')}% (ideal {100 * np.median((ideal_ivar <= 0).mean(axis=1)):.2f}%); "
                   f"unmasked >5 sigma off {_summary(100 * bad.mean(axis=1), '.2f')}%")
             print(f"        continuum error on 30 A: rms {_summary(100 * cont, '.2f')}%; level offset {_summary(100 * offset, '.2f')}%, "

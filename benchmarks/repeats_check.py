@@ -12,7 +12,9 @@ prints per star and label (``inference.repeats``):
 - per night, the coadd minus the inverse-variance weighted mean of its own exposures, in
   units of their combined uncertainty;
 - per night, the offset from the star's other nights in combined sigma, flagged (``!``)
-  above 3.
+  above 3;
+- per night, the coadd's RV against its exposures' (the same wavelength solution, so
+  they should agree).
 
 Runs in the configured Django database: the demo's (SQLite in var/, models from
 ``bash scripts/demo.sh --no-serve``) by default; files already ingested are not ingested
@@ -60,7 +62,7 @@ def repeats_collect(paths: list[Path], model_names: list[str], *, templates=None
     spectra = (Spectrum.objects.filter(Q(source_sha256__in=hashes) | Q(copies__source_file__sha256__in=hashes))
                .filter(status=Spectrum.Status.PREPROCESSED).distinct().order_by("star_id", "lmjd", "kind", "lmjm", "id"))
     rows = list(spectra.values("id", "star_id", "star__designation", "lmjd", "plan_id", "kind", "snr_blue", "snr_red",
-                               "medres_specid"))
+                               "medres_specid", "rv_blue", "rv_red"))
     ids = [row["id"] for row in rows]
     versions = [ModelVersion.objects.get(name=name) for name in model_names]
     labelsets_predict(model_versions=versions, spectrum_ids=ids)
@@ -91,7 +93,35 @@ def _r(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.2f}"
 
 
+def rv_print(rows: list[dict]) -> None:
+    """Per star and night: the coadd's RV minus the median of its exposures' RVs, per arm,
+    and the exposures' spread (their raw pixels share one wavelength solution, so the
+    coadd's RV should agree with theirs)."""
+    print("\nRVs (km/s) per night: coadd minus the median of its exposures, blue / red; exposures' spread (max - min)")
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["star__designation"], row["lmjd"], row["plan_id"]), []).append(row)
+    for (designation, night, plan), group in groups.items():
+        coadds = [r for r in group if r["kind"] == "coadd"]
+        exposures = [r for r in group if r["kind"] == "exposure"]
+        if not coadds or not exposures:
+            continue
+        parts = []
+        for arm in ("blue", "red"):
+            values = np.array([r[f"rv_{arm}"] for r in exposures], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            coadd = coadds[0][f"rv_{arm}"]
+            if values.size == 0 or coadd is None:
+                parts.append(f"{arm} -")
+                continue
+            parts.append(f"{arm} {coadd:.2f} - {np.median(values):.2f} = {coadd - np.median(values):+.2f} "
+                         f"(spread {np.ptp(values):.2f}, {values.size} exp)")
+        print(f"  {designation} {night} {plan:<20} " + "; ".join(parts))
+
+
 def repeats_print(results: dict, labels=LABELS) -> None:
+    if results:
+        rv_print(next(iter(results.values()))["spectra"])
     for model, result in results.items():
         print(f"\n=== model {model}")
         designation = {r["star_id"]: r["star__designation"] for r in result["spectra"]}

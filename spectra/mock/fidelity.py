@@ -154,8 +154,10 @@ def line_shift(flux: np.ndarray, reference: np.ndarray, use: np.ndarray, max_lag
     """Shift that best aligns the lines of ``flux`` with those of ``reference``.
 
     By cross-correlation of their 30 A high-passed versions over the ``use`` pixels (leave
-    masked and defect pixels out: one cosmic ray outweighs every line), refined by a
-    parabola through the peak.
+    masked and defect pixels out: one cosmic ray outweighs every line), the reference
+    normalised at each lag over the same pixels (so a masked block on one side of a line
+    does not pull the shift towards it; as ``spectra.processing.rv.measure_rv``), refined
+    by a parabola through the peak.
 
     Parameters
     ----------
@@ -177,7 +179,11 @@ def line_shift(flux: np.ndarray, reference: np.ndarray, use: np.ndarray, max_lag
     m = flux.shape[1]
     inner = slice(max_lag, m - max_lag)
     lags = np.arange(-max_lag, max_lag + 1)
-    correlation = np.stack([(a[:, inner] * b[:, max_lag - lag : m - max_lag - lag]).sum(axis=1) for lag in lags], axis=1)
+    kept = use[:, inner]
+    correlation = np.stack([
+        (a[:, inner] * b[:, max_lag - lag : m - max_lag - lag]).sum(axis=1)
+        / np.sqrt(np.maximum((kept * b[:, max_lag - lag : m - max_lag - lag] ** 2).sum(axis=1), 1e-300))
+        for lag in lags], axis=1)
     best = np.clip(np.argmax(correlation, axis=1), 1, lags.size - 2)
     rows = np.arange(flux.shape[0])
     left, centre, right = correlation[rows, best - 1], correlation[rows, best], correlation[rows, best + 1]

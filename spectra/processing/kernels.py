@@ -68,6 +68,50 @@ def resample_rows(wavelength, flux, ivar, usable, length, grid, rv, out_flux, ou
 
 
 @njit(cache=True, nogil=True)
+def covered_power_rows(good, cumulative, offsets, first, out):  # pragma: no cover
+    """The template power over each row's usable pixels, over a window of lags; see rv.measure_rv.
+
+    ``out[r, t, k] = sum_i good[r, i] * power[t, i + offsets[first[r, t] + k]]`` where
+    ``cumulative`` is the exclusive running sum of ``power`` along its pixels. Each run
+    of usable pixels adds the difference of two running sums, so a row costs its number
+    of runs times T x K, not a correlation over every pixel.
+
+    Parameters
+    ----------
+    good : (N, P) bool
+        Usable pixels of each observed row.
+    cumulative : (T, Q + 1) float64
+        ``cumulative[t, q] = sum of power[t, :q]`` for the T templates' power (squared
+        signal) on their Q pixels.
+    offsets : (L,) int64
+        Template pixel of observed pixel 0 at each lag; ``0 <= offsets[l]`` and
+        ``P + offsets[l] <= Q``.
+    first : (N, T) int64
+        First lag of each row's and template's window; ``first + K <= L``.
+    out : (N, T, K) float64
+        Written: the power at the window's K lags.
+    """
+    n, p = good.shape
+    templates = cumulative.shape[0]
+    width = out.shape[2]
+    for r in range(n):
+        for t in range(templates):
+            for k in range(width):
+                out[r, t, k] = 0.0
+        inside = False
+        for i in range(p + 1):
+            now = good[r, i] if i < p else False
+            if now == inside:
+                continue
+            sign = -1.0 if now else 1.0  # a run [start, end) adds cumulative[end] - cumulative[start]
+            for t in range(templates):
+                lag0 = first[r, t]
+                for k in range(width):
+                    out[r, t, k] += sign * cumulative[t, i + offsets[lag0 + k]]
+            inside = now
+
+
+@njit(cache=True, nogil=True)
 def solve_small(a, b, ridge, out):  # pragma: no cover
     """Solve (a + ridge I) x = b for a small dense system (Gaussian elimination, partial pivoting).
 

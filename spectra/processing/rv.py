@@ -2,10 +2,13 @@
 
 Each observed arm is resampled onto a grid uniform in ln(wavelength) (a constant
 velocity step), continuum-normalised like the network input, and correlated through
-FFTs with every template on the same grid. The best template is the one with the
-highest normalised correlation peak; the peak is refined by a parabola through its
-three highest points, and its uncertainty follows Zucker (2003, MNRAS 342, 1291):
-sigma^2 = -[N C''(s) / C(s) * C(s)^2 / (1 - C(s)^2)]^-1.
+FFTs with every template on the same grid. Around each template's peak the template is
+normalised lag by lag over the pixels the observed arm has (masked pixels left out of
+both), so a masked block on one side of a strong line does not pull the peak towards
+it. The best template is the
+one with the highest normalised correlation peak; the peak is refined by a least-squares
+parabola through the steps around its maximum, and its uncertainty follows Zucker (2003,
+MNRAS 342, 1291): sigma^2 = -[N C''(s) / C(s) * C(s)^2 / (1 - C(s)^2)]^-1.
 
 Wavelengths are vacuum throughout, as in the LAMOST MRS files; a template bank built
 from an air-wavelength model converts it first (``air_to_vacuum``).
@@ -19,7 +22,7 @@ from scipy.fft import irfft, next_fast_len, rfft
 from .batch import PackedArms
 from .continuum import fit_continuum
 from .grids import WINDOWS
-from .kernels import C_KMS
+from .kernels import C_KMS, covered_power_rows
 from .resample import resample_to_grid
 
 # Velocity step of the correlation grid and the largest |RV| searched, km/s.
@@ -31,6 +34,9 @@ WINDOW_TRIM = 10.0
 ROWS_PER_BLOCK = 256
 # Steps either side of the correlation maximum used to locate the peak.
 PEAK_FIT_HALF_WIDTH = 3
+# Steps either side of each template's peak where the template is normalised over the
+# observed arm's usable pixels (32 km/s).
+MASKED_NORM_HALF_WIDTH = 8
 
 
 def air_to_vacuum(wavelength_air: np.ndarray) -> np.ndarray:
@@ -178,7 +184,9 @@ class RVResult:
     peak: np.ndarray  # (n,) normalised correlation peak
 
 
-def _prepared_signal(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+def _prepared_signal(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised, mean-subtracted, tapered signal (n, P) float64, zero where unusable, and
+    the usable pixels (n, P) bool."""
     continuum, _, _, _ = fit_continuum(flux, ivar)
     good = (ivar > 0) & (continuum > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -188,7 +196,7 @@ def _prepared_signal(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     window = np.ones(signal.shape[1])
     window[:half], window[-half:] = taper[:half], taper[half:]
     signal = (signal - np.where(good, signal, 0).sum(axis=1, keepdims=True) / np.maximum(good.sum(axis=1, keepdims=True), 1)) * good
-    return signal * window
+    return signal * window, good
 
 
 def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarray | None = None) -> RVResult:
@@ -216,7 +224,12 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
     -----
     Cross-correlation against templates as the SPCANet paper took its RVs (Wang et al.
     2020, ApJ 891, 23, sect. 2.1.2, against Kurucz templates; SCIENCE.md); the
-    uncertainty is Zucker (2003, MNRAS 342, 1291).
+    uncertainty is Zucker (2003, MNRAS 342, 1291). The template's norm at each lag is
+    taken over the observed arm's usable pixels only (a masked normalised
+    cross-correlation, Padfield 2012, IEEE Trans. Image Process. 21, 2706): with the
+    template's norm over the whole window, a masked block on one wing of a strong line
+    (a coadd's ORMASK over part of H-alpha) moved the peak by ~2.5 km/s on a real
+    LAMOST coadd at S/N 281 (docs/preprocessing.md, "Radial velocities of masked arms").
     """
     rows = np.arange(arms.wavelength.shape[0]) if rows is None else np.asarray(rows)
     grid = log_grid(arm)
@@ -228,9 +241,12 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
     # len(template) avoids wrap-around.
     size = next_fast_len(templates.shape[1], real=True)
     template_fft = np.conj(rfft(template_signal, n=size, axis=1))  # (T, F)
-    template_norm = np.sqrt((template_signal[:, pad : pad + grid.size] ** 2).sum(axis=1))  # (T,)
+    window_norm = np.sqrt((template_signal[:, pad : pad + grid.size] ** 2).sum(axis=1))  # (T,)
+    power = np.zeros((templates.shape[0], templates.shape[1] + 1))  # exclusive running sums of the squares
+    np.cumsum(template_signal**2, axis=1, out=power[:, 1:])
     max_lag = int(np.floor(np.log1p(MAX_VELOCITY / C_KMS) / np.log1p(VELOCITY_STEP / C_KMS)))
     lags = np.arange(-max_lag, max_lag + 1)
+    width = 2 * MASKED_NORM_HALF_WIDTH + 1
     result = RVResult(
         rv=np.full(rows.size, np.nan), rv_err=np.full(rows.size, np.nan),
         template=np.zeros(rows.size, dtype=np.int64), peak=np.zeros(rows.size),
@@ -241,26 +257,36 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
             arms.wavelength[block], arms.flux[block], arms.ivar[block], arms.usable[block], arms.length[block]
         )
         flux, ivar = resample_to_grid(sub, grid, np.zeros(block.size))
-        signal = _prepared_signal(flux, ivar)
+        signal, good = _prepared_signal(flux, ivar)
         usable_pixels = (ivar > 0).sum(axis=1)
         signal_norm = np.sqrt((signal**2).sum(axis=1))
-        signal_fft = rfft(signal, n=size, axis=1)  # (n, F)
         # c[j] = sum_i tmpl[i] obs[i + j]. Observed pixel i sits at template pixel i + pad,
         # so a redshift of s pixels peaks at j = s - pad.
-        correlation = irfft(signal_fft[:, None, :] * template_fft[None, :, :], n=size, axis=2)
-        correlation = correlation[:, :, (lags - pad) % size]  # (n, T, lags)
+        at_lags = (lags - pad) % size
+        correlation = irfft(rfft(signal, n=size, axis=1)[:, None, :] * template_fft[None, :, :], n=size, axis=2)
+        correlation = correlation[:, :, at_lags]  # (n, T, lags)
+        # The template's power over the observed arm's usable pixels, lag by lag (observed
+        # pixel i meets template pixel i + pad - lag), in a window of lags around each
+        # template's peak normalised over the whole window: the mask moves a peak by a
+        # few km/s, far less than the window's half-width.
         with np.errstate(divide="ignore", invalid="ignore"):
-            correlation /= signal_norm[:, None, None] * template_norm[None, :, None]
-        correlation = np.nan_to_num(correlation, nan=-1.0)
-        best_per_template = correlation.max(axis=2)
-        best_template = best_per_template.argmax(axis=1)
-        ccf = correlation[np.arange(block.size), best_template]  # (n, lags)
+            whole = correlation / (signal_norm[:, None, None] * window_norm[None, :, None])
+        first = np.clip(np.nan_to_num(whole, nan=-1.0).argmax(axis=2) - MASKED_NORM_HALF_WIDTH, 0, lags.size - width)
+        window_lags = first[:, :, None] + np.arange(width)  # (n, T, width)
+        covered = np.empty(window_lags.shape)
+        covered_power_rows(good, power, pad - lags, first, covered)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            local = np.take_along_axis(correlation, window_lags, axis=2)
+            local /= signal_norm[:, None, None] * np.sqrt(np.where(covered > 0, covered, np.nan))
+        local = np.nan_to_num(local, nan=-1.0)
+        best_template = local.max(axis=2).argmax(axis=1)
+        i = np.arange(block.size)
+        ccf, ccf_lags = local[i, best_template], window_lags[i, best_template]  # (n, width)
         # Sub-step peak: a least-squares quadratic over PEAK_FIT_HALF_WIDTH steps either
         # side of the maximum. The peak spans several steps, so a 3-point fit would depend
         # on where the velocity grid happens to fall.
         h = PEAK_FIT_HALF_WIDTH
-        peak_index = np.clip(ccf.argmax(axis=1), h, lags.size - 1 - h)
-        i = np.arange(block.size)
+        peak_index = np.clip(ccf.argmax(axis=1), h, width - 1 - h)
         offsets = np.arange(-h, h + 1)
         samples = ccf[i[:, None], peak_index[:, None] + offsets[None, :]]  # (n, 2h+1)
         design = np.stack([np.ones_like(offsets), offsets, offsets**2], axis=1).astype(np.float64)
@@ -268,7 +294,7 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
         with np.errstate(divide="ignore", invalid="ignore"):
             offset = np.where(c2 < 0, np.clip(-c1 / (2 * c2), -h, h), 0.0)
             peak_value = c0 + c1 * offset + c2 * offset**2
-            lag = lags[peak_index] + offset
+            lag = lags[ccf_lags[i, peak_index]] + offset
             second_derivative = 2 * c2 / peak_value  # C''/C per step^2
             variance = -1.0 / (usable_pixels * second_derivative * peak_value**2 / (1.0 - peak_value**2))
         curvature = c2
