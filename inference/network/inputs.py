@@ -17,6 +17,7 @@ concatenated, (n, 2 x pixels).
 
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,14 @@ _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 PARALLEL = True
 _CHUNK = 64
 _PARALLEL_LOCK = threading.Lock()
+# Outliers are judged against the noise and the model's error, scaled per arm by the
+# residuals' robust spread (this times their median absolute value, in those units) where
+# it exceeds 1: a spectrum the model describes less well than its training spectra (a real
+# star at high S/N, against a basis learned from mock spectra) would otherwise lose a
+# quarter of its good pixels to the rejection, the more the higher its S/N, and coadds
+# would read differently from their own exposures (docs/preprocessing.md, "Outliers
+# judged against each spectrum's own residuals").
+ROBUST_SPREAD = 1.4826
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class FillBasis:
         added in quadrature to the noise when weighting and when judging outliers.
     outlier_sigma : float
         Pixels more than this many sigma off the model are treated as masked; 0 = off.
+        Sigma is the noise and ``model_sigma`` together, scaled up per arm by the robust
+        spread of that arm's residuals where they spread wider than that (``ROBUST_SPREAD``).
     """
 
     mean: np.ndarray
@@ -204,7 +215,15 @@ def reconstruct_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis,
         if basis.outlier_sigma <= 0:
             break
         residual = x - model
-        good = (ivar_flat > 0) & (residual * residual * full_weight <= np.float32(basis.outlier_sigma**2))
+        usable = ivar_flat > 0
+        spread = np.abs(residual) * np.sqrt(full_weight)
+        half = x.shape[1] // 2
+        arms = np.where(usable, spread, np.nan).reshape(x.shape[0], 2, half)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # (an arm without usable pixels)
+            scale = np.fmax(np.float32(ROBUST_SPREAD) * np.nanmedian(arms, axis=2), 1.0).astype(np.float32)  # (n, 2)
+        limit = np.repeat(np.float32(basis.outlier_sigma) * scale, half, axis=1)
+        good = usable & (residual * residual * full_weight <= limit * limit)
     return model.astype(np.float32).reshape(np.shape(flux)), good.reshape(np.shape(flux))
 
 
@@ -267,6 +286,8 @@ def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, i
     rhs = np.zeros(k, dtype=np.float64)
     coefficients = np.zeros(k, dtype=np.float64)
     threshold = np.float32(outlier_sigma * outlier_sigma)
+    spread = np.empty(half, dtype=np.float32)
+    robust = np.float32(ROBUST_SPREAD)
     clip = np.float32(shift_clip)
     rounds = max(1, iterations) if outlier_sigma > 0 else 1
     for r in range(start, stop):
@@ -345,9 +366,22 @@ def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, i
                         model[q] += c * components[i, q]
             if outlier_sigma <= 0:
                 break
-            for q in range(p):
-                residual = x[q] - model[q]
-                good[q] = usable[q] and residual * residual * weight[q] <= threshold
+            for a in range(2):
+                low = a * half
+                count = 0
+                for j in range(half):
+                    q = low + j
+                    if usable[q]:
+                        spread[count] = abs(x[q] - model[q]) * math.sqrt(weight[q])
+                        count += 1
+                scale = np.float32(1.0)
+                if count > 0:
+                    scale = max(np.float32(1.0), np.float32(robust * np.median(spread[:count])))
+                limit = threshold * scale * scale
+                for j in range(half):
+                    q = low + j
+                    residual = x[q] - model[q]
+                    good[q] = usable[q] and residual * residual * weight[q] <= limit
         for a in range(2):
             for j in range(half):
                 q = a * half + j
@@ -408,7 +442,9 @@ def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations
     Coefficients are fitted by weighted least squares on the unmasked pixels (weights
     1 / (1/ivar + model_sigma^2), one per arm as in ``_coefficients``); with
     ``basis.outlier_sigma`` > 0, pixels more than that many sigma off the reconstruction
-    are dropped and the fit repeated (``iterations`` times in all). Compiled (numba, one
+    are dropped and the fit repeated (``iterations`` times in all), sigma scaled up per
+    arm where its residuals spread wider than the noise and model error say
+    (``ROBUST_SPREAD``). Compiled (numba, one
     pass per spectrum); ``reconstruct_reference`` is the same in plain numpy.
 
     Parameters
