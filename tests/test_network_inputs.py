@@ -87,6 +87,16 @@ def test_a_spectrum_the_model_describes_less_well_keeps_its_pixels_and_still_los
         assert (np.abs(residual[kept.reshape(flux.shape)]) * 1000 > 5).mean() > 0.2
 
 
+def test_the_kernels_median_is_the_lower_median():
+    rng = np.random.default_rng(21)
+    histogram = np.empty(inputs._MEDIAN_BINS + 1, dtype=np.int64)
+    in_bin = np.empty(4000, dtype=np.float32)
+    for values in (np.abs(rng.normal(0, 1, 4000)), np.abs(rng.normal(0, 40, 3999)), rng.exponential(0.01, 17),
+                   np.full(10, 2.0), np.array([0.5]), np.concatenate([np.zeros(7), np.full(3, 1e9)])):
+        values = values.astype(np.float32)
+        assert inputs._lower_median(values, values.size, histogram, in_bin) == np.sort(values)[(values.size - 1) // 2]
+
+
 def test_outliers_are_caught_and_filled_and_a_clean_spectrum_is_left_unchanged():
     _, train = low_rank_spectra(300, seed=4)
     train_flux, train_ivar = masked_like_the_pipeline(train, seed=5, fraction=0.02)
