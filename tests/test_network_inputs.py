@@ -63,8 +63,9 @@ def test_fill_recovers_a_masked_block_of_a_low_rank_spectrum_within_its_noise():
 def test_a_spectrum_the_model_describes_less_well_keeps_its_pixels_and_still_loses_its_junk():
     # A star unlike the training spectra, at high S/N (a real coadd against a basis learned
     # from mock spectra): lines the basis does not have, 2% deep, at S/N 1000. Judged
-    # against its noise alone, every pixel of those lines would be an outlier; judged
-    # against the arm's own residual spread, only the junk is.
+    # against its noise alone, most pixels of those lines would be outliers (69% of the
+    # good pixels went); judged against the arm's own residual spread, only the junk and a
+    # few line cores.
     _, train = low_rank_spectra(300, seed=11)
     train_flux, train_ivar = masked_like_the_pipeline(train, seed=12, fraction=0.02)
     basis = fit_fill_basis(train_flux, train_ivar, n_components=4, outlier_sigma=5.0)
@@ -81,10 +82,27 @@ def test_a_spectrum_the_model_describes_less_well_keeps_its_pixels_and_still_los
         assert not good[:, 0, 123].any() and not good[:, 1, 200:220].any()
         kept = np.ones(flux.shape, dtype=bool)
         kept[:, 0, 123], kept[:, 1, 200:220] = False, False
-        assert good[kept].mean() > 0.97, good[kept].mean()
+        assert good[kept].mean() > 0.93, good[kept].mean()
         # The same spectrum's pixels judged against its noise alone: most of the foreign lines go.
         residual = flux - reconstruct(flux, ivar, basis)[0]
         assert (np.abs(residual[kept.reshape(flux.shape)]) * 1000 > 5).mean() > 0.2
+
+
+def test_a_large_zero_flux_block_is_dropped_whole_and_does_not_inflate_the_spread():
+    # Junk over a third of an arm drags the first fit; the spread comes from the fit made
+    # without what the first (noise-only) rejection dropped, so the block still goes.
+    _, train = low_rank_spectra(300, seed=15)
+    train_flux, train_ivar = masked_like_the_pipeline(train, seed=16, fraction=0.02)
+    basis = fit_fill_basis(train_flux, train_ivar, n_components=4, outlier_sigma=5.0)
+    _, noisy = low_rank_spectra(6, seed=17)
+    ivar = np.full(noisy.shape, 1.0 / NOISE**2, dtype=np.float32)
+    for length in (150, 190):  # (up to half the arm: beyond, the median is the junk's)
+        flux = noisy.copy()
+        flux[:, 1, 100 : 100 + length] = 0.0
+        for compiled in (True, False):
+            _, good = reconstruct(flux, ivar, basis) if compiled else reconstruct_reference(flux, ivar, basis)
+            assert not good[:, 1, 100 : 100 + length].any(), (length, compiled)
+            assert good[:, 0].mean() > 0.98
 
 
 def test_the_kernels_median_is_the_lower_median():
@@ -92,9 +110,12 @@ def test_the_kernels_median_is_the_lower_median():
     histogram = np.empty(inputs._MEDIAN_BINS + 1, dtype=np.int64)
     in_bin = np.empty(4000, dtype=np.float32)
     for values in (np.abs(rng.normal(0, 1, 4000)), np.abs(rng.normal(0, 40, 3999)), rng.exponential(0.01, 17),
-                   np.full(10, 2.0), np.array([0.5]), np.concatenate([np.zeros(7), np.full(3, 1e9)])):
+                   np.full(10, 2.0), np.array([0.5]), np.concatenate([np.zeros(7), np.full(3, 1e9)]),
+                   np.concatenate([np.full(5, 1e20), np.full(4, np.inf), np.ones(2)]), np.full(6, 3e38),
+                   np.concatenate([np.full(9, np.nan), np.ones(3)])):
         values = values.astype(np.float32)
-        assert inputs._lower_median(values, values.size, histogram, in_bin) == np.sort(values)[(values.size - 1) // 2]
+        expected = np.sort(values)[(values.size - 1) // 2]
+        assert np.array_equal(inputs._lower_median(values, values.size, histogram, in_bin), expected, equal_nan=True)
 
 
 def test_outliers_are_caught_and_filled_and_a_clean_spectrum_is_left_unchanged():

@@ -217,8 +217,9 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
     -------
     RVResult
         One entry per row, in the order of ``rows``. RV is NaN when 100 or fewer pixels are
-        usable, or the correlation has no positive, curved peak; |RV| is searched up to
-        ``MAX_VELOCITY`` km/s.
+        usable, or the correlation has no positive, curved peak, or its maximum normalised
+        over the usable pixels lies on the edge of the lags searched around the peak
+        normalised over the whole window; |RV| is searched up to ``MAX_VELOCITY`` km/s.
 
     Notes
     -----
@@ -286,7 +287,11 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
         # side of the maximum. The peak spans several steps, so a 3-point fit would depend
         # on where the velocity grid happens to fall.
         h = PEAK_FIT_HALF_WIDTH
-        peak_index = np.clip(ccf.argmax(axis=1), h, width - 1 - h)
+        maximum = ccf.argmax(axis=1)
+        # A maximum on the window's edge (not the search range's) lies beyond it: no RV.
+        window_start = first[i, best_template]
+        inside = ~(((maximum == 0) & (window_start > 0)) | ((maximum == width - 1) & (window_start + width < lags.size)))
+        peak_index = np.clip(maximum, h, width - 1 - h)
         offsets = np.arange(-h, h + 1)
         samples = ccf[i[:, None], peak_index[:, None] + offsets[None, :]]  # (n, 2h+1)
         design = np.stack([np.ones_like(offsets), offsets, offsets**2], axis=1).astype(np.float64)
@@ -299,7 +304,7 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
             variance = -1.0 / (usable_pixels * second_derivative * peak_value**2 / (1.0 - peak_value**2))
         curvature = c2
         velocity = C_KMS * np.expm1(lag * np.log1p(VELOCITY_STEP / C_KMS))
-        ok = (usable_pixels > 100) & (curvature < 0) & (peak_value > 0) & np.isfinite(variance) & (variance > 0)
+        ok = (usable_pixels > 100) & inside & (curvature < 0) & (peak_value > 0) & np.isfinite(variance) & (variance > 0)
         out = slice(start, start + block.size)
         result.rv[out] = np.where(ok, velocity, np.nan)
         result.rv_err[out] = np.where(ok, np.sqrt(np.abs(variance)) * VELOCITY_STEP, np.nan)
