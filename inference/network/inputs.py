@@ -40,19 +40,19 @@ _CHUNK = 64
 _PARALLEL_LOCK = threading.Lock()
 # Outliers are judged against the noise and the model's error, scaled per arm by the
 # residuals' robust spread (this times the lower median of their absolute values, in those
-# units; from the second fit, made without the pixels the first, unscaled rejection
-# dropped, so that large junk does not inflate it) where it exceeds 1: a spectrum the model describes less well than its training spectra (a real
-# star at high S/N, against a basis learned from mock spectra) would otherwise lose a
-# quarter of its good pixels to the rejection, the more the higher its S/N, and coadds
-# would read differently from their own exposures (docs/preprocessing.md, "Outliers
-# judged against each spectrum's own residuals").
+# units) where it exceeds 1. The spread is the second fit's, made without the pixels the
+# first, unscaled rejection dropped, so that large junk does not inflate it. Without it a
+# spectrum the model describes less well than its training spectra (a real star at high
+# S/N, against a basis learned from mock spectra) lost a quarter of its good pixels to the
+# rejection, the more the higher its S/N, and coadds read differently from their own
+# exposures (docs/preprocessing.md, "Outliers judged against each spectrum's own residuals").
 ROBUST_SPREAD = 1.4826
-# The compiled kernel's median: a histogram of the residuals in units of sigma, then a sort
+# The spread is taken over every fourth pixel of an arm (about a thousand), which keeps
+# its cost to a quarter (measured: docs/preprocessing.md).
+_SPREAD_STRIDE = 4
+# The compiled kernel's median: a histogram of the values in units of sigma, then a sort
 # of the one bin that holds the median.
 _MEDIAN_BINS = 256
-# The spread is taken over every fourth pixel of an arm (about a thousand: the median to a
-# few per cent), which keeps its cost to a quarter.
-_SPREAD_STRIDE = 4
 _MEDIAN_BINS_PER_SIGMA = np.float32(32.0)
 
 
@@ -184,7 +184,8 @@ def _weights(ivar_flat: np.ndarray, model_sigma: np.ndarray) -> np.ndarray:
 def _spread_scale(residual: np.ndarray, weight: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """(n, 2) float32: per arm, max(1, ROBUST_SPREAD x the lower median of |residual| x
     sqrt(weight) over the usable pixels among every _SPREAD_STRIDE-th, NaN counted as the
-    largest); 1 for an arm without such pixels. (An infinite scale, from residuals that overflowed, keeps every pixel.)"""
+    largest); 1 for an arm without such pixels. (An infinite scale, from residuals that
+    overflowed, keeps every pixel.)"""
     n, p = residual.shape
     with np.errstate(all="ignore"):
         z = np.abs(residual) * np.sqrt(weight)
@@ -240,7 +241,7 @@ def reconstruct_reference(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis,
         if basis.outlier_sigma <= 0:
             break
         residual = x - model
-        if round_ == 1:  # (from the second fit, made without the first rejection's pixels; on every usable pixel)
+        if round_ == 1:  # (the second fit's spread: made without the first rejection's pixels)
             limit = np.repeat(np.float32(basis.outlier_sigma) * _spread_scale(residual, full_weight, usable), x.shape[1] // 2, axis=1)
         good = usable & (residual * residual * full_weight <= limit * limit)
     return model.astype(np.float32).reshape(np.shape(flux)), good.reshape(np.shape(flux))
@@ -272,8 +273,8 @@ def _lower_median(values, count, histogram, in_bin):  # pragma: no cover
     as ``np.sort`` orders them (NaN last).
 
     A histogram of _MEDIAN_BINS bins, _MEDIAN_BINS_PER_SIGMA to a unit (the last bin takes
-    everything above) finds the bin the median falls in; only that bin's values are sorted. Exact,
-    and about a fifth of the cost of sorting them all at 4000 pixels.
+    everything above, inf and NaN) finds the bin the median falls in; only that bin's
+    values are sorted. Exact.
     """
     histogram[:] = 0
     for t in range(count):
@@ -495,10 +496,10 @@ def reconstruct(flux: np.ndarray, ivar: np.ndarray, basis: FillBasis, iterations
     Coefficients are fitted by weighted least squares on the unmasked pixels (weights
     1 / (1/ivar + model_sigma^2), one per arm as in ``_coefficients``); with
     ``basis.outlier_sigma`` > 0, pixels more than that many sigma off the reconstruction
-    are dropped and the fit repeated (``iterations`` times in all), sigma scaled up per
-    arm where its residuals spread wider than the noise and model error say
-    (``ROBUST_SPREAD``). Compiled (numba, one
-    pass per spectrum); ``reconstruct_reference`` is the same in plain numpy.
+    are dropped and the fit repeated (``iterations`` times in all); from the second
+    rejection on, sigma is scaled up per arm where the second fit's residuals spread wider
+    than the noise and model error say (``ROBUST_SPREAD``). Compiled (numba, one pass per
+    spectrum); ``reconstruct_reference`` is the same in plain numpy.
 
     Parameters
     ----------

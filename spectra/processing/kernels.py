@@ -2,8 +2,9 @@
 
 Each kernel takes the whole batch and loops over its rows inside compiled code: a
 resampler that walks the native and target grids together (O(L + M) per arm, no search),
-and the iterative continuum fit, whose normal equations are updated only for the pixels
-that enter or leave the fit. Plain numpy needs dozens of full passes over every array
+the iterative continuum fit, whose normal equations are updated only for the pixels
+that enter or leave the fit, and the RV templates' power over an arm's usable pixels,
+summed run by run. Plain numpy needs dozens of full passes over every array
 for the same work and measured 4 times slower. ``cache=True`` keeps the compiled code
 on disk between runs.
 """
