@@ -432,10 +432,11 @@ def _fill_rows(flux, ivar, mean, components, model_sigma, full, outlier_sigma, i
                         scale = robust * _lower_median(spread, count, histogram, in_bin)
                         if scale > 1.0:  # (False for NaN)
                             limit[a] = threshold * scale * scale
+                arm_limit = limit[a]
                 for j in range(half):
                     q = low + j
                     residual = x[q] - model[q]
-                    good[q] = usable[q] and residual * residual * weight[q] <= limit[a]
+                    good[q] = usable[q] and residual * residual * weight[q] <= arm_limit
         for a in range(2):
             for j in range(half):
                 q = a * half + j
