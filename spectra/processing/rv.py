@@ -229,7 +229,7 @@ def measure_rv(arms: PackedArms, bank: TemplateBank, arm: str, *, rows: np.ndarr
     taken over the observed arm's usable pixels only (a masked normalised
     cross-correlation, Padfield 2012, IEEE Trans. Image Process. 21, 2706): with the
     template's norm over the whole window, a masked block on one wing of a strong line
-    (a coadd's ORMASK over part of H-alpha) moved the peak by ~2.5 km/s on a real
+    (a coadd's ORMASK over part of H-alpha) moved the peak by 2.8 km/s on a real
     LAMOST coadd at S/N 281 (docs/preprocessing.md, "Radial velocities of masked arms").
     """
     rows = np.arange(arms.wavelength.shape[0]) if rows is None else np.asarray(rows)
