@@ -14,7 +14,9 @@ prints per star and label (``inference.repeats``):
 - per night, the offset from the star's other nights in combined sigma, flagged (``!``)
   above 3;
 - per night, the coadd's RV against its exposures' (the same wavelength solution, so
-  they should agree).
+  they should agree), and whether the exposures' RVs vary beyond their errors (the
+  star's lines moving during the night: a binary, say), which explains a night that
+  stands off the star's others.
 
 Runs in the configured Django database: the demo's (SQLite in var/, models from
 ``bash scripts/demo.sh --no-serve``) by default; files already ingested are not ingested
@@ -62,7 +64,7 @@ def repeats_collect(paths: list[Path], model_names: list[str], *, templates=None
     spectra = (Spectrum.objects.filter(Q(source_sha256__in=hashes) | Q(copies__source_file__sha256__in=hashes))
                .filter(status=Spectrum.Status.PREPROCESSED).distinct().order_by("star_id", "lmjd", "kind", "lmjm", "id"))
     rows = list(spectra.values("id", "star_id", "star__designation", "lmjd", "plan_id", "kind", "snr_blue", "snr_red",
-                               "medres_specid", "rv_blue", "rv_red"))
+                               "medres_specid", "rv_blue", "rv_red", "rv_blue_err", "rv_red_err"))
     ids = [row["id"] for row in rows]
     versions = [ModelVersion.objects.get(name=name) for name in model_names]
     labelsets_predict(model_versions=versions, spectrum_ids=ids)
@@ -93,11 +95,20 @@ def _r(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.2f}"
 
 
+# A night's exposures whose RVs scatter about their weighted mean with a chi-square this
+# improbable (for their stated errors) are marked: the star's lines moved during the night.
+RV_VARIES_P = 1e-3
+
+
 def rv_print(rows: list[dict]) -> None:
     """Per star and night: the coadd's RV minus the median of its exposures' RVs, per arm,
     and the exposures' spread (their raw pixels share one wavelength solution, so the
-    coadd's RV should agree with theirs)."""
-    print("\nRVs (km/s) per night: coadd minus the median of its exposures, blue / red; exposures' spread (max - min)")
+    coadd's RV should agree with theirs); and the exposures' chi-square about their
+    weighted mean per degree of freedom, marked ``varies`` below ``RV_VARIES_P``."""
+    from scipy.stats import chi2
+
+    print("\nRVs (km/s) per night: coadd minus the median of its exposures, blue / red; exposures' spread "
+          "(max - min) and chi2/dof about their weighted mean")
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["star__designation"], row["lmjd"], row["plan_id"]), []).append(row)
@@ -109,13 +120,21 @@ def rv_print(rows: list[dict]) -> None:
         parts = []
         for arm in ("blue", "red"):
             values = np.array([r[f"rv_{arm}"] for r in exposures], dtype=np.float64)
-            values = values[np.isfinite(values)]
+            errors = np.array([r[f"rv_{arm}_err"] for r in exposures], dtype=np.float64)
+            known = np.isfinite(values)
+            values, errors = values[known], errors[known]
             coadd = coadds[0][f"rv_{arm}"]
             if values.size == 0 or coadd is None:
                 parts.append(f"{arm} -")
                 continue
+            varies = ""
+            if values.size > 1 and np.all(np.isfinite(errors) & (errors > 0)):
+                weights = 1.0 / errors**2
+                mean = np.sum(weights * values) / np.sum(weights)
+                chi_square, dof = float(np.sum(weights * (values - mean) ** 2)), values.size - 1
+                varies = f", chi2/dof {chi_square / dof:.1f}{' varies' if chi2.sf(chi_square, dof) < RV_VARIES_P else ''}"
             parts.append(f"{arm} {coadd:.2f} - {np.median(values):.2f} = {coadd - np.median(values):+.2f} "
-                         f"(spread {np.ptp(values):.2f}, {values.size} exp)")
+                         f"(spread {np.ptp(values):.2f}, {values.size} exp{varies})")
         print(f"  {designation} {night} {plan:<20} " + "; ".join(parts))
 
 

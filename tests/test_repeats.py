@@ -84,3 +84,8 @@ def test_repeats_check_runs_on_the_real_files(settings, tmp_path, capsys):
     night = next(line for line in printed.splitlines() if "J230311" in line and "coadd minus" not in line and "7 exp" in line)
     offsets = [float(part.split("= ")[1].split(" ")[0]) for part in night.split(";")]
     assert len(offsets) == 2 and max(abs(o) for o in offsets) < 1.0, night
+    # KIC 8098300's exposures of night 58649 move by up to 4.9 km/s in their raw pixels
+    # (their lines move during the night): marked, while J230311's night is not.
+    rv_lines = printed.split("RVs (km/s) per night")[1].split("===")[0].splitlines()
+    assert "varies" in next(line for line in rv_lines if " 58649 " in line), rv_lines
+    assert "varies" not in night, rv_lines
