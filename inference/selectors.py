@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.db import connection
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
 from core.bulk import key_range_bounds, query_numeric_records
 from core.flags import SPECTRUM_FLAGS
@@ -265,11 +265,27 @@ def release_flag_counts(*, release: CatalogRelease) -> dict[str, int]:
     return {name: count for name, count in counts.items() if count}
 
 
+def _models_preprocessing_version(model_versions: list[ModelVersion]) -> str | None:
+    """The preprocessing version the models share; None where they differ."""
+    versions = {version.preprocessing_version for version in model_versions}
+    return versions.pop() if len(versions) == 1 else None
+
+
 def spectra_to_predict(*, model_versions: list[ModelVersion], only_missing: bool = True):
-    """Preprocessed spectra with arrays; with ``only_missing``, those lacking a LabelSet
-    from any of the given models, or whose spectrum changed (re-ingested from a changed
-    file) after it was predicted."""
-    queryset = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, array_shard__isnull=False)
+    """Preprocessed spectra with arrays made by the models' preprocessing version; with
+    ``only_missing``, those lacking a LabelSet from any of the given models, or whose
+    spectrum changed (re-ingested from a changed file, or preprocessed again) after it was
+    predicted.
+
+    A model reads only arrays of the preprocessing it was trained on: spectra of another
+    version (:func:`spectra_other_preprocessing`) are left out, and none are given to
+    models whose versions differ.
+    """
+    version = _models_preprocessing_version(model_versions)
+    if version is None:
+        return Spectrum.objects.none()
+    queryset = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, array_shard__isnull=False,
+                                       preprocessing_version=version)
     if only_missing:
         missing = None
         for version in model_versions:
@@ -278,6 +294,19 @@ def spectra_to_predict(*, model_versions: list[ModelVersion], only_missing: bool
             missing = lacks if missing is None else missing | lacks
         queryset = queryset.filter(missing)
     return queryset
+
+
+def spectra_other_preprocessing(*, model_versions: list[ModelVersion]) -> dict[str, int]:
+    """Preprocessed spectra with arrays that the models do not read because another
+    preprocessing version made them: version -> number of spectra (empty when none).
+    ``ingest_spectra --stale`` preprocesses the older ones again."""
+    version = _models_preprocessing_version(model_versions)
+    queryset = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, array_shard__isnull=False).exclude(
+        array_shard="")
+    if version is not None:
+        queryset = queryset.exclude(preprocessing_version=version)
+    rows = queryset.values("preprocessing_version").annotate(n=Count("pk")).order_by("preprocessing_version")
+    return {row["preprocessing_version"]: row["n"] for row in rows}
 
 
 class TrainingSetError(Exception):
@@ -312,9 +341,13 @@ class TrainingSet:
 
 
 def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRules.min_snr) -> TrainingSet:
-    """Preprocessed spectra, S/N above ``min_snr`` in both arms and no REJECT flag, of
-    stars whose reference labels pass the reference's quality flag, with the reference's
-    errors of those labels (NaN where it gives none)."""
+    """Preprocessed spectra of this installation's preprocessing version, S/N above
+    ``min_snr`` in both arms and no REJECT flag, of stars whose reference labels pass the
+    reference's quality flag, with the reference's errors of those labels (NaN where it
+    gives none). Spectra older code preprocessed are left out: the model will read only
+    arrays of the version it is trained on."""
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
     n_labels = len(LABEL_FIELDS)
     label_rows = (
         ReferenceLabel.objects.filter(catalog=catalog, quality_ok=True, star__isnull=False)
@@ -331,7 +364,8 @@ def training_set_select(*, catalog: ReferenceCatalog, min_snr: float = CatalogRu
         labels_by_star[star_id] = tuple(values)
     spectra = list(
         Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED, star_id__in=list(labels_by_star),
-                                snr_blue__gt=min_snr, snr_red__gt=min_snr, array_shard__isnull=False)
+                                snr_blue__gt=min_snr, snr_red__gt=min_snr, array_shard__isnull=False,
+                                preprocessing_version=PREPROCESSING_VERSION)
         .annotate(rejected=F("flags").bitand(SPECTRUM_FLAGS.reject_mask()))
         .filter(rejected=0)
         .order_by("id")

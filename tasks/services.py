@@ -20,7 +20,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from inference.models import LabelSet
-from inference.selectors import spectra_to_predict
+from inference.selectors import spectra_other_preprocessing, spectra_to_predict
 from inference.services.prediction import labelsets_predict
 from inference.services.release import (
     ReleaseImmutableError,
@@ -195,6 +195,11 @@ def processing_run_advance(*, run_id: int) -> None:
                              else f"none of the {files['failed']} input file(s) could be read")
                 if not read and run.state == ProcessingRun.State.SUCCEEDED:
                     run.state = ProcessingRun.State.FAILED
+            if Stage.PREDICT in run.stages:
+                other = spectra_other_preprocessing(model_versions=[run.formal_model, run.alternate_model])
+                if other:  # (a model reads only its own preprocessing version's arrays)
+                    notes.append(f"{sum(other.values())} preprocessed spectra of another preprocessing version than "
+                                 "the models' were not predicted (ingest_spectra --stale preprocesses older ones again)")
             if notes:
                 summary = "; ".join(notes)
                 run.reason = f"{summary}; {run.reason}" if run.reason else summary

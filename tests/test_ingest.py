@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,72 @@ def test_reingesting_changes_nothing_and_a_changed_file_updates_in_place(survey_
     # Failed files are retried on the next run (they may have been repaired).
     assert spectra_ingest(paths=[root / "bad"]).failures["corrupt"] == 1
     assert SourceFile.objects.filter(status="failed").count() == 3
+
+
+def test_spectra_of_an_older_preprocessing_version_are_preprocessed_again_once(survey_dir, settings, tmp_path):
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    catalog = rv_catalog_for(files)
+    spectra_ingest(paths=[root], rv_catalog=catalog)
+    coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
+    of_file = Spectrum.objects.filter(source_sha256=coadd.source_sha256)
+    before = dict(of_file.values_list("id", "array_shard"))
+    newer = of_file.exclude(pk=coadd.pk).order_by("id").first()
+    of_file.update(preprocessing_version="1.0")
+    # A spectrum a newer installation made (a shared database) is never replaced by older code.
+    Spectrum.objects.filter(pk=newer.pk).update(preprocessing_version="99.0")
+    total = Spectrum.objects.count()
+    again = spectra_ingest(paths=[root], rv_catalog=catalog)
+    assert again.files_stale == 1 and again.files_unchanged == len(files) - 1
+    assert again.spectra_written == len(before) - 1 and again.copies_not_used == 1
+    assert Spectrum.objects.count() == total  # the same rows, preprocessed again
+    after = dict(of_file.values_list("id", "array_shard"))
+    assert set(after) == set(before)
+    assert dict(of_file.values_list("id", "preprocessing_version")) == {
+        pk: "99.0" if pk == newer.pk else PREPROCESSING_VERSION for pk in before}
+    assert after[newer.pk] == before[newer.pk] and after[coadd.pk] != before[coadd.pk]
+    coadd.refresh_from_db()
+    assert coadd.status == Spectrum.Status.PREPROCESSED and (coadd.rv_blue, coadd.rv_red) == (-20.0, -18.0)
+    assert again.lines()[:2] == [f"files: {len(files) + 3} seen, 1 ingested, {len(files) - 1} unchanged, 3 failed",
+                                 "  ingested again, their spectra of an older preprocessing version: 1"]
+    third = spectra_ingest(paths=[root], rv_catalog=catalog)
+    assert third.files_stale == 0 and third.files_unchanged == len(files) and third.spectra_written == 0
+
+
+def test_ingest_stale_reads_the_recorded_files_again_with_their_catalog_rvs(survey_dir, settings, tmp_path, capsys):
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    from spectra.io import read_spectrum_file
+
+    catalog = tmp_path / "rv.csv"
+    catalog.write_text("obsid,rv_blue,rv_red,lmjm\n" + "".join(f"{read_spectrum_file(p).obsid},-5.0,-4.0,\n" for p in files))
+    call_command("ingest_spectra", str(root), "--rv-catalog", str(catalog), "--no-rv-measurement")
+    capsys.readouterr()
+    call_command("ingest_spectra", "--stale", "--no-rv-measurement")
+    assert "older preprocessing: 0 spectra (none) from 0 files" in capsys.readouterr().out
+    good = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
+    gone = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED).exclude(
+        source_sha256=good.source_sha256).order_by("id").first()
+    both = Spectrum.objects.filter(source_sha256__in=[good.source_sha256, gone.source_sha256])
+    n_good = Spectrum.objects.filter(source_sha256=good.source_sha256).count()
+    n_gone = both.count() - n_good
+    both.update(preprocessing_version="1.0")
+    Path(gone.source_path).unlink()  # a file no longer where it was ingested from
+    call_command("ingest_spectra", "--stale", "--no-rv-measurement")  # no catalog given: the stored RVs
+    out = capsys.readouterr().out
+    assert f"older preprocessing: {n_good + n_gone} spectra ({n_good + n_gone} of version 1.0) from 2 files" in out
+    assert "files: 2 seen, 1 ingested, 0 unchanged, 1 failed" in out
+    assert f"spectra: {n_good} written" in out
+    rows = Spectrum.objects.filter(source_sha256=good.source_sha256)
+    assert set(rows.values_list("preprocessing_version", "rv_source", "rv_blue", "rv_red")) == {
+        (PREPROCESSING_VERSION, "catalog", -5.0, -4.0)}
+    # The missing file is recorded and its spectra keep what they had, for a later run.
+    assert SourceFile.objects.filter(path=gone.source_path, status="failed").exists()
+    assert set(Spectrum.objects.filter(source_sha256=gone.source_sha256).values_list("preprocessing_version", flat=True)) == {"1.0"}
 
 
 def test_ingest_command_prints_a_summary(survey_dir, settings, tmp_path, capsys):

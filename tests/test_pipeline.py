@@ -13,9 +13,11 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from inference.models import CatalogEntry, CatalogRelease, LabelSet
+from inference.models import CatalogEntry, CatalogRelease, LabelSet, ModelVersion
+from inference.selectors import spectra_to_predict
 from spectra.array_store import ArrayStore
 from spectra.models import SourceFile, Spectrum, Star
+from spectra.processing.pipeline import PREPROCESSING_VERSION
 from tasks.models import ProcessingChunk, ProcessingRun
 from tasks.selectors import processing_run_progress
 from tasks.services import (
@@ -87,6 +89,35 @@ def test_the_embedded_pipeline_runs_every_stage_and_a_rerun_does_nothing(tmp_pat
     second = processing_run_progress(run=again)["stages"]
     assert second["ingest"]["spectra"] == 0 and "predict" not in second  # nothing new: nothing predicted
     assert LabelSet.objects.count() == 2 * predictable and CatalogEntry.objects.count() == predictable
+
+
+@pytest.mark.django_db
+def test_a_model_reads_only_spectra_of_its_own_preprocessing_version(tmp_path, settings, capsys,
+                                                                    django_capture_on_commit_callbacks):
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    settings.MODEL_ARTIFACT_ROOT = tmp_path / "models"
+    spectra = _spectra_with_arrays(6)
+    formal, alternate = make_trained_models(settings.MODEL_ARTIFACT_ROOT)
+    older = [spectra[0].pk, spectra[3].pk]
+    Spectrum.objects.filter(pk__in=older).update(preprocessing_version="1.0")
+    call_command("predict_labels", formal.name, alternate.name)
+    out = capsys.readouterr().out
+    assert "predicted 4 spectra" in out
+    assert (f"not predicted: 2 preprocessed spectra of another preprocessing version than the models' "
+            f"(version {PREPROCESSING_VERSION}): 2 of version 1.0") in out and "ingest_spectra --stale" in out
+    assert LabelSet.objects.count() == 8 and not LabelSet.objects.filter(spectrum_id__in=older).exists()
+    # A run that predicts says what it left undone.
+    run = processing_run_create(stages=["predict"], formal_model=formal, alternate_model=alternate)
+    with django_capture_on_commit_callbacks(execute=True):
+        processing_run_start(run=run)
+    run.refresh_from_db()
+    assert run.state == ProcessingRun.State.SUCCEEDED
+    assert "2 preprocessed spectra of another preprocessing version than the models' were not predicted" in run.reason
+    assert LabelSet.objects.count() == 8
+    # Models of two preprocessing versions are given nothing to read.
+    ModelVersion.objects.filter(pk=alternate.pk).update(preprocessing_version="1.0")
+    alternate.refresh_from_db()
+    assert not spectra_to_predict(model_versions=[formal, alternate], only_missing=False).exists()
 
 
 @pytest.mark.django_db
@@ -199,7 +230,7 @@ def _spectra_with_arrays(n: int) -> list[Spectrum]:
             star=star, medres_specid=f"20190202-Q-02-{i:03d}-coadd", kind=Spectrum.Kind.COADD, plan_id="Q",
             spectrograph=2, fiber=i % 250 + 1, lmjd=58500, snr_blue=30.0, snr_red=40.0, source_path="/z.fits",
             source_sha256="d" * 64, file_format="dr7", status=Spectrum.Status.PREPROCESSED, array_shard=shard,
-            array_row=i, preprocessing_version="1.0"))
+            array_row=i, preprocessing_version=PREPROCESSING_VERSION))
     return spectra
 
 

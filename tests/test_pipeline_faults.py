@@ -12,6 +12,7 @@ from django.core.management import call_command
 
 from inference.models import CatalogEntry, CatalogRelease, LabelSet
 from spectra.models import SourceFile, Spectrum, Star
+from spectra.processing.pipeline import PREPROCESSING_VERSION
 from tasks.models import ProcessingChunk, ProcessingRun
 from tasks.reconcile import broker_chunk_ids, processing_runs_reconcile
 from tasks.services import processing_run_create, processing_run_start
@@ -242,7 +243,7 @@ def _spectra_with_arrays_offset(n: int) -> list[Spectrum]:
             star=star, medres_specid=f"20190303-R-03-{i:03d}-coadd", kind=Spectrum.Kind.COADD, plan_id="R",
             spectrograph=3, fiber=i + 1, lmjd=58600, snr_blue=30.0, snr_red=40.0, source_path="/r.fits",
             source_sha256="e" * 64, file_format="dr7", status=Spectrum.Status.PREPROCESSED, array_shard=shard,
-            array_row=i, preprocessing_version="1.0"))
+            array_row=i, preprocessing_version=PREPROCESSING_VERSION))
     return out
 
 

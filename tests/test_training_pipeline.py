@@ -21,6 +21,7 @@ from inference.services.release import catalog_release_build, catalog_release_cr
 from inference.services.training import models_train
 from spectra.array_store import ArrayStore
 from spectra.models import Spectrum, Star
+from spectra.processing.pipeline import PREPROCESSING_VERSION
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +58,7 @@ def survey(tmp_path, settings):
                 star=star, medres_specid=f"20190101-P-01-{s:03d}-{k}", kind=Spectrum.Kind.EXPOSURE, plan_id="P",
                 spectrograph=1, fiber=s + 1, lmjd=58484, lmjm=k, snr_blue=15.0 + 10 * k, snr_red=40.0,
                 source_path="/x.fits", source_sha256="b" * 64, file_format="dr7",
-                status=Spectrum.Status.PREPROCESSED, array_shard=shard, array_row=row, preprocessing_version="1.0",
+                status=Spectrum.Status.PREPROCESSED, array_shard=shard, array_row=row, preprocessing_version=PREPROCESSING_VERSION,
             )
         if s < 30:
             labels = [f"{4500 + 20 * s}", f"{2.0 + 0.05 * s:.2f}", *[f"{-0.2 + 0.01 * s:.3f}"] * 13]
@@ -104,6 +105,10 @@ def test_training_set_leaves_out_bad_quality_low_snr_and_rejected_spectra(survey
     assert "20190101-P-01-000-0" not in data.medres_specids and "20190101-P-01-001-1" not in data.medres_specids
     assert np.isnan(data.labels[np.asarray(data.medres_specids) == "20190101-P-01-003-2", 4]).all()
     assert np.all(data.snr > 10) and data.snr.max() == 40.0  # the weaker arm's S/N
+    # Arrays older code made are not learnt from: the model will read only its own version's.
+    Spectrum.objects.filter(medres_specid="20190101-P-01-005-2").update(preprocessing_version="1.0")
+    again = training_set_select(catalog=ReferenceCatalog.objects.get(name="payne"))
+    assert len(again) == len(data) - 1 and "20190101-P-01-005-2" not in again.medres_specids
 
 
 def test_train_predict_release_end_to_end(survey, settings):
@@ -116,7 +121,7 @@ def test_train_predict_release_end_to_end(survey, settings):
     assert (formal.role, alternate.role) == ("formal", "alternate")
     assert set(epochs) == {"formal", "alternate"}
     assert formal.training_set_hash != alternate.training_set_hash  # different training subsets
-    assert formal.reference_catalog == catalog and formal.preprocessing_version == "1.0"
+    assert formal.reference_catalog == catalog and formal.preprocessing_version == PREPROCESSING_VERSION
     for version in (formal, alternate):
         assert (settings.MODEL_ARTIFACT_ROOT / version.artifact_uri).name.startswith(version.artifact_sha256)
         metrics = version.metrics

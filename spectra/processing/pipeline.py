@@ -25,8 +25,31 @@ from .resample import resample_to_grid
 from .rv import RVResult, TemplateBank, measure_rv
 from .snr import reported_snr
 
-# Bumped whenever a change alters the arrays: models refuse other versions.
-PREPROCESSING_VERSION = "1.0"
+# Bumped whenever a change alters the stored arrays or RVs: a model reads only spectra
+# of its own version, and a re-ingest preprocesses again the spectra of older ones
+# (``ingest_spectra --stale``). 1.1: RVs by masked normalised cross-correlation, refused
+# on the window's edge (docs/preprocessing.md, "Radial velocities of masked arms").
+PREPROCESSING_VERSION = "1.1"
+
+
+def preprocessing_version_key(version: str) -> tuple[int, ...]:
+    """Order of preprocessing versions: ``"1.10"`` after ``"1.9"``.
+
+    Parameters
+    ----------
+    version : str
+        A version as stored with a spectrum or a model (dot-separated integers).
+
+    Returns
+    -------
+    tuple of int
+        Its parts as integers; ``(-1,)`` for a blank or unparseable version, which sorts
+        before every real one (spectra stored before versions were recorded).
+    """
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except (AttributeError, ValueError):
+        return (-1,)
 
 
 @dataclass(frozen=True)

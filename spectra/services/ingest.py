@@ -47,6 +47,7 @@ SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fz")
 class IngestSummary:
     files_seen: int = 0
     files_unchanged: int = 0
+    files_stale: int = 0  # files read again: spectra stored from them came from an older preprocessing
     files_ingested: int = 0
     failures: Counter = field(default_factory=Counter)  # error kind -> files
     spectra_written: int = 0
@@ -59,10 +60,12 @@ class IngestSummary:
             f"files: {self.files_seen} seen, {self.files_ingested} ingested, {self.files_unchanged} unchanged, "
             f"{sum(self.failures.values())} failed",
         ]
+        if self.files_stale:
+            out.append(f"  ingested again, their spectra of an older preprocessing version: {self.files_stale}")
         out += [f"  failed ({kind}): {count}" for kind, count in sorted(self.failures.items())]
         out.append(f"spectra: {self.spectra_written} written")
         if self.copies_not_used:
-            out.append(f"  kept from a better copy already stored: {self.copies_not_used}")
+            out.append(f"  kept as stored (a better copy, or a newer preprocessing version): {self.copies_not_used}")
         out += [f"  {status}: {count}" for status, count in sorted(self.spectra_by_status.items())]
         out += [f"  flag {name}: {count}" for name, count in sorted(self.flags.items())]
         return out
@@ -168,27 +171,94 @@ def _read(path: Path, max_bytes: int) -> _ReadFile:
 def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int) -> list[_ReadFile]:
     """Read and hash the batch's files; drop those whose content is already ingested.
 
-    A file counts as already ingested when its record says so and every spectrum it holds
-    has its copy recorded. A file whose spectra were damaged by a worse copy before copies
-    were recorded is therefore read again, and its better copies restore them.
+    A file counts as already ingested when its record says so, every spectrum it holds
+    has its copy recorded, and no spectrum stored from it was preprocessed by an older
+    version than this installation's (``PREPROCESSING_VERSION``). A file whose spectra
+    were damaged by a worse copy before copies were recorded is therefore read again, and
+    its better copies restore them; so is a file whose stored arrays older code made.
     """
     reads = [_read(path, max_bytes) for path in paths]
     summary.files_seen += len(reads)
+    shas = [r.sha256 for r in reads]
     known = {
         sha256
         for sha256, expected, copies in SourceFile.objects.filter(
-            sha256__in=[r.sha256 for r in reads], status=SourceFile.Status.INGESTED
+            sha256__in=shas, status=SourceFile.Status.INGESTED
         ).annotate(copies_recorded=Count("copies")).values_list("sha256", "spectra_count", "copies_recorded")
         if copies >= expected
     }
+    stale = _stale_files(shas) & known
     new, seen_in_batch = [], set()
     for read in reads:
-        if read.sha256 in known or read.sha256 in seen_in_batch:
+        if (read.sha256 in known and read.sha256 not in stale) or read.sha256 in seen_in_batch:
             summary.files_unchanged += 1
             continue
+        summary.files_stale += read.sha256 in stale
         seen_in_batch.add(read.sha256)
         new.append(read)
     return new
+
+
+def _older_versions(versions: Iterable[str]) -> set[str]:
+    """Those of ``versions`` older than this installation's preprocessing."""
+    from ..processing.pipeline import PREPROCESSING_VERSION, preprocessing_version_key
+
+    current = preprocessing_version_key(PREPROCESSING_VERSION)
+    return {v for v in versions if preprocessing_version_key(v) < current}
+
+
+def _stale_files(shas: list[str]) -> set[str]:
+    """Of the files ``shas``, those from which a spectrum of an older preprocessing version is stored."""
+    from ..processing.pipeline import PREPROCESSING_VERSION
+
+    found = (Spectrum.objects.filter(source_sha256__in=shas).exclude(preprocessing_version=PREPROCESSING_VERSION)
+             .values_list("source_sha256", "preprocessing_version").distinct())
+    rows = list(found)
+    older = _older_versions({version for _, version in rows})
+    return {sha for sha, version in rows if version in older}
+
+
+@dataclass
+class StaleSpectra:
+    """Where the spectra of older preprocessing versions came from (:func:`spectra_stale_sources`)."""
+
+    spectra: int  # stored spectra of an older preprocessing version
+    by_version: dict[str, int]  # version -> spectra
+    paths: list[str]  # their source files' paths, as last ingested
+    rv_catalog: dict[tuple[int, int | None], tuple[float, float]]  # their catalog RVs, (OBSID, LMJM) -> (blue, red)
+
+
+def spectra_stale_sources() -> StaleSpectra:
+    """The stored spectra of an older preprocessing version than this installation's, and
+    what a re-ingest needs to preprocess them again.
+
+    A model reads only spectra of its own preprocessing version
+    (``inference.selectors.spectra_to_predict``), so spectra stored by older code are not
+    predicted until they are ingested again from their files. This returns those files'
+    paths and, for the spectra whose RVs came from an input catalog, those RVs keyed as
+    ``rv_catalog_read`` keys them, so that preprocessing them again uses the same RVs
+    instead of measuring new ones where no catalog is given. Spectra of a newer version
+    (a database shared with a newer installation) are not listed: older code never
+    replaces them.
+    """
+    from ..processing.pipeline import PREPROCESSING_VERSION
+
+    other = (Spectrum.objects.exclude(preprocessing_version=PREPROCESSING_VERSION)
+             .exclude(source_sha256="").values("preprocessing_version").annotate(n=Count("pk")))
+    by_version = {row["preprocessing_version"]: row["n"] for row in other}
+    older = _older_versions(by_version)
+    by_version = {v: n for v, n in sorted(by_version.items()) if v in older}
+    spectra = Spectrum.objects.filter(preprocessing_version__in=older).exclude(source_sha256="")
+    paths = sorted(SourceFile.objects.filter(sha256__in=spectra.values("source_sha256"))
+                   .values_list("path", flat=True).distinct())
+    catalog = {}
+    for obsid, lmjm, blue, red in spectra.filter(
+        rv_source=Spectrum.RVSource.CATALOG, obsid__isnull=False, rv_blue__isnull=False, rv_red__isnull=False,
+    ).values_list("obsid", "lmjm", "rv_blue", "rv_red").iterator():
+        if math.isfinite(blue) and math.isfinite(red):
+            # (A coadd has no LMJM: its RV was the observation's, keyed (OBSID, None).)
+            catalog[(int(obsid), None if lmjm is None else int(lmjm))] = (float(blue), float(red))
+    return StaleSpectra(spectra=sum(by_version.values()), by_version=by_version, paths=paths, rv_catalog=catalog)
 
 
 @dataclass
@@ -319,20 +389,26 @@ def _copies_to_store(
     Of several copies of one spectrum the best is kept; the first of equals. A copy
     replaces a stored spectrum only if it comes from the same file (re-ingest) or is
     strictly better: a truncated, corrupt or noisier copy never overwrites a good one.
+    Nor does this installation's preprocessing replace a spectrum a newer version made.
     """
+    from ..processing.pipeline import PREPROCESSING_VERSION, preprocessing_version_key
+
+    current = preprocessing_version_key(PREPROCESSING_VERSION)
     best: dict[str, int] = {}
     for i, specid in enumerate(ids):
         if specid not in best or quality[i] > quality[best[specid]]:
             best[specid] = i
     stored = {
-        specid: (sha, _copy_quality(status, snr_blue, snr_red))
-        for specid, sha, status, snr_blue, snr_red in Spectrum.objects.filter(medres_specid__in=list(best)).values_list(
-            "medres_specid", "source_sha256", "status", "snr_blue", "snr_red"
+        specid: (sha, _copy_quality(status, snr_blue, snr_red), preprocessing_version_key(version) > current)
+        for specid, sha, status, snr_blue, snr_red, version in Spectrum.objects.filter(
+            medres_specid__in=list(best)).values_list(
+            "medres_specid", "source_sha256", "status", "snr_blue", "snr_red", "preprocessing_version"
         )
     }
     keep = [
         i for specid, i in best.items()
-        if specid not in stored or stored[specid][0] == shas[i] or quality[i] > stored[specid][1]
+        if specid not in stored
+        or (not stored[specid][2] and (stored[specid][0] == shas[i] or quality[i] > stored[specid][1]))
     ]
     return np.array(sorted(keep), dtype=np.int64)
 

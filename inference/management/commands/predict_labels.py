@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from inference.models import ModelVersion
 from inference.network.artifact import ArtifactError
-from inference.selectors import spectra_to_predict
+from inference.selectors import spectra_other_preprocessing, spectra_to_predict
 from inference.services.prediction import labelsets_predict
 
 
@@ -34,3 +34,11 @@ class Command(BaseCommand):
         except ArtifactError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"predicted {done} spectra with {', '.join(v.name for v in versions)}")
+        other = spectra_other_preprocessing(model_versions=versions)
+        if other:
+            shared = {v.preprocessing_version for v in versions}
+            models = f"version {shared.pop()}" if len(shared) == 1 else "versions that differ"
+            described = ", ".join(f"{n} of version {version or '(none)'}" for version, n in other.items())
+            self.stdout.write(
+                f"not predicted: {sum(other.values())} preprocessed spectra of another preprocessing version than "
+                f"the models' ({models}): {described}; `ingest_spectra --stale` preprocesses the older ones again")

@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from spectra.array_store import ArrayStoreError
 from spectra.processing.spectrum_model import SpectrumModelError
-from spectra.services.ingest import rv_catalog_read, spectra_ingest, spectrum_files
+from spectra.services.ingest import rv_catalog_read, spectra_ingest, spectra_stale_sources, spectrum_files
 from spectra.spectrum_model_files import rv_templates_load
 
 
@@ -19,23 +19,39 @@ def read_rv_catalog(path: Path) -> dict:
 class Command(BaseCommand):
     help = (
         "Ingest LAMOST MRS files: files, directory trees, or a list file. Bad files are "
-        "recorded (admin: Source files) and the rest goes on; re-ingesting changes nothing."
+        "recorded (admin: Source files) and the rest goes on; re-ingesting changes nothing, except "
+        "that spectra an older preprocessing version made are preprocessed again."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="*", help="Files or directories (searched recursively).")
         parser.add_argument("--list", dest="list_file", help="A text file with one path per line.")
+        parser.add_argument(
+            "--stale", action="store_true",
+            help="Also the files of every stored spectrum an older preprocessing version made (models read only "
+                 "their own version), from the paths recorded when they were ingested; the RVs those spectra took "
+                 "from an input catalog are used again unless --rv-catalog gives others.")
         parser.add_argument("--rv-catalog", help="CSV of catalog RVs: obsid, rv_blue, rv_red[, lmjm].")
         parser.add_argument("--no-rv-measurement", action="store_true", help="Do not cross-correlate arms without a catalog RV.")
         parser.add_argument("--batch-files", type=int, default=32, help="Files preprocessed together.")
 
-    def handle(self, *args, paths, list_file, rv_catalog, no_rv_measurement, batch_files, **options):
+    def handle(self, *args, paths, list_file, stale, rv_catalog, no_rv_measurement, batch_files, **options):
         inputs = list(paths)
         if list_file:
             inputs += [line.strip() for line in Path(list_file).read_text().splitlines() if line.strip()]
-        if not inputs:
-            raise CommandError("give files, directories or --list")
         catalog = read_rv_catalog(Path(rv_catalog)) if rv_catalog else None
+        if stale:
+            sources = spectra_stale_sources()
+            versions = ", ".join(f"{n} of version {v or '(none)'}" for v, n in sources.by_version.items())
+            self.stdout.write(f"older preprocessing: {sources.spectra} spectra ({versions or 'none'}) "
+                              f"from {len(sources.paths)} files")
+            inputs += sources.paths
+            given = {obsid for obsid, _ in catalog or {}}  # (a given RV, even for every LMJM, wins)
+            catalog = {**{k: v for k, v in sources.rv_catalog.items() if k[0] not in given}, **(catalog or {})}
+            if not inputs:
+                return
+        if not inputs:
+            raise CommandError("give files, directories, --list or --stale")
         templates = None
         if not no_rv_measurement:
             try:
