@@ -118,6 +118,7 @@ SPECTRUM_FLAGS = FlagWord(
         FlagBit(9, "RV_UNRELIABLE", FlagLevel.WARNING, "Cross-correlation RV has an uncertainty above {spectrum.max_rv_error:g} km/s, arms that disagree by more than {spectrum.max_rv_arm_difference:g} km/s, or a correlation peak below {spectrum.min_rv_peak:g}."),
         FlagBit(10, "CONTINUUM_FIT_POOR", FlagLevel.WARNING, "The continuum fit kept too few pixels after rejection."),
         FlagBit(11, "CURATOR_FLAGGED", FlagLevel.REJECT, "A curator marked the spectrum bad; the reason is in the curation log."),
+        FlagBit(12, "ZERO_FLUX_MASKED", FlagLevel.INFO, "Pixels of flux exactly 0 with a positive inverse variance and no mask bit (junk, seen in blocks in LAMOST coadds) were masked."),
     ],
 )
 

@@ -49,7 +49,9 @@ def test_every_real_file_reads_with_coadd_and_exposures(index):
     for spectrum in spectrum_file.spectra:
         for name in ("blue", "red"):
             arm = spectrum.arm(name)
-            assert arm is not None and spectrum.problems[name] == []
+            # (Coadds with unmasked pixels of flux exactly 0 and IVAR kept say so: the test below.)
+            assert arm is not None and set(spectrum.problems[name]) <= {ArmProblem.ZERO_FLUX}
+            assert spectrum.kind == "coadd" or spectrum.problems[name] == []
             assert np.all(np.diff(arm.wavelength) > 0), "every arm is returned in increasing wavelength"
             low, high = WINDOWS[name]
             assert arm.wavelength[0] < low and arm.wavelength[-1] > high
@@ -75,6 +77,26 @@ def test_coadd_zero_tails_are_unusable_pixels():
     for arm in (coadd.blue, coadd.red):
         tail = arm.flux[-5:]
         assert np.all(tail == 0) and not arm.usable[-5:].any()
+
+
+def test_zero_flux_with_its_ivar_kept_is_masked_and_recorded_where_no_mask_bit_marks_it(tmp_path):
+    # A real coadd with a block of flux exactly 0, IVAR kept and no ORMASK bit.
+    coadd = read_spectrum_file(real_file("med-58270-HIP95119KP01_sp12-076.fits.gz")).spectra[0]
+    zero = coadd.blue.flux == 0
+    block = zero & (coadd.blue.mask == 0) & (np.arange(zero.size) < zero.size // 2)  # (not the red-end tail)
+    assert block.sum() == 5 and np.all(coadd.blue.ivar[block] == 0) and not coadd.blue.usable[block].any()
+    assert coadd.problems["blue"] == [ArmProblem.ZERO_FLUX] and coadd.problems["red"] == []
+    # One whose zero block carries ORMASK bits: masked already, nothing to record.
+    clean = read_spectrum_file(real_file(CLEAN)).spectra[0]
+    assert np.all(clean.blue.ivar[clean.blue.flux == 0] == 0) and clean.problems["blue"] == []
+
+    def zero_block(sf):
+        sf.spectra[2].blue.flux[300:306] = 0.0  # an exposure, its ivar and mask as they were
+
+    again = _edited(tmp_path, zero_block)
+    arm = again.spectra[2].blue
+    assert np.all(arm.ivar[300:306] == 0) and arm.usable[306:310].all()
+    assert again.spectra[2].problems["blue"] == [ArmProblem.ZERO_FLUX] and again.spectra[1].problems["blue"] == []
 
 
 def test_plain_and_gzipped_files_read_the_same(tmp_path):

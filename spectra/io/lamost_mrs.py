@@ -121,6 +121,15 @@ def _read_arm(hdu: Hdu | None, arm: str, mask_column: str, layout: str) -> tuple
         problems.append(ArmProblem.NONFINITE)
         flux = np.where(np.isfinite(flux), flux, np.float32(0.0))
         ivar = np.where(bad, np.float32(0.0), ivar)
+    # No measured count is exactly 0: such pixels with their IVAR kept are junk. Real coadds
+    # carry blocks of 5-9 of them, some without an ORMASK bit (docs/preprocessing.md);
+    # read as data they are a line at flux 0 that the RV and the labels would see.
+    # Recorded where no mask bit marked them already.
+    zero = (flux == 0) & (ivar > 0)
+    if zero.any():
+        if np.any(zero & (mask == 0)):
+            problems.append(ArmProblem.ZERO_FLUX)
+        ivar = np.where(zero, np.float32(0.0), ivar)
     if covered_fraction(wavelength, arm) < MIN_WINDOW_COVERAGE:
         problems.append(ArmProblem.WAVELENGTH_RANGE)
     snr = hdu.header.get("SNR")

@@ -13,6 +13,7 @@ class ArmProblem(StrEnum):
     EMPTY = "empty"  # the table has no rows
     BAD_COLUMNS = "bad_columns"  # required columns absent or of the wrong shape
     NONFINITE = "nonfinite"  # NaN/inf or negative flux or inverse variance (masked)
+    ZERO_FLUX = "zero_flux"  # flux exactly 0 with a positive inverse variance and no mask bit (masked)
     WAVELENGTH_RANGE = "wavelength_range"  # does not cover the arm's MRS window
 
 

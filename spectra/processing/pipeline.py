@@ -28,8 +28,9 @@ from .snr import reported_snr
 # Bumped whenever a change alters the stored arrays or RVs: a model reads only spectra
 # of its own version, and a re-ingest preprocesses again the spectra of older ones
 # (``ingest_spectra --stale``). 1.1: RVs by masked normalised cross-correlation, refused
-# on the window's edge (docs/preprocessing.md, "Radial velocities of masked arms").
-PREPROCESSING_VERSION = "1.1"
+# on the window's edge (docs/preprocessing.md, "Radial velocities of masked arms"). 1.2:
+# pixels of flux exactly 0 with a positive ivar are masked (docs/preprocessing.md, "Reading").
+PREPROCESSING_VERSION = "1.2"
 
 
 def preprocessing_version_key(version: str) -> tuple[int, ...]:
@@ -208,6 +209,7 @@ def _preprocess_chunk(spectra, supplied, templates, config, out: PreprocessedBat
         missing = ~packed.present
         mark(missing, "MISSING_BLUE_ARM" if arm_name == "blue" else "MISSING_RED_ARM")
         mark([any(p == "nonfinite" for p in arm_problems) for arm_problems in problems], "NONFINITE_VALUES")
+        mark([any(p == "zero_flux" for p in arm_problems) for arm_problems in problems], "ZERO_FLUX_MASKED")
         mark([any(p == "wavelength_range" for p in arm_problems) for arm_problems in problems], "WAVELENGTH_COVERAGE")
         snr[:, a] = reported_snr(arms, packed)
         with np.errstate(invalid="ignore"):
