@@ -53,7 +53,13 @@ class ReleaseBuildChunk:
 
 
 def release_build_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterator[ReleaseBuildChunk]:
-    """The inputs of a release, chunk by chunk in spectrum order (keyset pagination)."""
+    """The inputs of a release, chunk by chunk in spectrum order (keyset pagination).
+
+    Only spectra whose arrays are of the models' preprocessing version: a spectrum
+    preprocessed again since it was predicted no longer has the arrays its labels were
+    read from, and waits for the models of its version.
+    """
+    version = release.formal_model.preprocessing_version
     n_labels = len(LABEL_FIELDS)
     formal_fields = ["id", "spectrum_id", *LABEL_FIELDS, *LABEL_ERROR_FIELDS, "spectrum__flags"]
     identity_names = list(_IDENTITY_SOURCES)
@@ -61,7 +67,8 @@ def release_build_chunks(*, release: CatalogRelease, chunk_size: int) -> Iterato
     last_spectrum = 0
     while True:
         rows = list(
-            LabelSet.objects.filter(model_version=release.formal_model_id, spectrum_id__gt=last_spectrum)
+            LabelSet.objects.filter(model_version=release.formal_model_id, spectrum_id__gt=last_spectrum,
+                                    spectrum__preprocessing_version=version)
             .order_by("spectrum_id")
             .values_list(*formal_fields)[:chunk_size]
         )
@@ -137,7 +144,8 @@ def release_build_numeric_chunk(*, release: CatalogRelease, low: int, high: int)
 
     One query read by a binary COPY into numpy (no Python row objects): the ids of the
     formal model's label set and of the alternate model's (LEFT JOIN) and their Teff,
-    log g and [Fe/H], the spectrum's flags and S/N, in spectrum order. The other labels
+    log g and [Fe/H], the spectrum's flags and S/N, in spectrum order; only spectra of the
+    models' preprocessing version (as :func:`release_build_chunks`). The other labels
     and the text identity columns never leave the database: the writer copies them.
     """
     quote = connection.ops.quote_name
@@ -155,13 +163,14 @@ def release_build_numeric_chunk(*, release: CatalogRelease, low: int, high: int)
         # The bounds on every side of the joins: without them a merge join reads the spectra
         # and the alternate labels from the first one on, every chunk (quadratic in chunks).
         " WHERE f.model_version_id = %s AND f.spectrum_id > %s AND f.spectrum_id <= %s AND s.id > %s AND s.id <= %s"
-        " ORDER BY f.spectrum_id"
+        " AND s.preprocessing_version = %s ORDER BY f.spectrum_id"
     )
     dtypes = [("spectrum_id", "i8"), ("formal_id", "i8"), ("alternate_id", "i8"), ("flags", "i8"),
               ("snr_blue", "f8"), ("snr_red", "f8")]
     dtypes += [(f"v{i}", "f8") for i in range(2 * AGREEMENT_COLUMNS)]
     rows = query_numeric_records(
-        sql, [release.alternate_model_id, low, high, release.formal_model_id, low, high, low, high], dtypes)
+        sql, [release.alternate_model_id, low, high, release.formal_model_id, low, high, low, high,
+              release.formal_model.preprocessing_version], dtypes)
     labels = np.column_stack([rows[f"v{i}"] for i in range(2 * AGREEMENT_COLUMNS)]).reshape(
         rows.size, 2 * AGREEMENT_COLUMNS)
     return ReleaseNumericChunk(

@@ -98,7 +98,12 @@ class Spectrum(models.Model):
     class Meta:
         ordering = ["id"]
         verbose_name_plural = "spectra"
-        indexes = [models.Index(fields=["plan_id", "spectrograph", "fiber", "lmjd"])]
+        indexes = [
+            models.Index(fields=["plan_id", "spectrograph", "fiber", "lmjd"]),
+            # Spectra of another preprocessing version than the models' or the installation's:
+            # counted per version, and found, without reading the table.
+            models.Index(fields=["preprocessing_version", "status"], name="spectrum_prepver_status_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.medres_specid

@@ -35,7 +35,7 @@ def make_spectra(positions: list[tuple[float, float]], *, snr: float = 50.0, gai
                 star=star, medres_specid=f"20180101-PLAN-01-{i:03d}-coadd-test", medid_blue=f"B{i}", medid_red=f"R{i}",
                 kind=Spectrum.Kind.COADD, plan_id="PLAN", spectrograph=1, fiber=i % 250 + 1, lmjd=58000,
                 snr_blue=snr, snr_red=snr * 2, rv_blue=1.5, rv_red=1.0, source_path="/data/x.fits",
-                source_sha256="a" * 64, file_format="dr7",
+                source_sha256="a" * 64, file_format="dr7", preprocessing_version="test",  # (make_model's)
             )
         )
     return spectra

@@ -15,7 +15,7 @@ from inference.services.release import (
     catalog_release_create,
     catalog_release_publish,
 )
-from spectra.models import CurationRecord
+from spectra.models import CurationRecord, Spectrum
 
 from .conftest import label_rows, make_model, make_spectra
 
@@ -92,6 +92,14 @@ def test_release_build_copies_identity_and_keeps_spectra_without_alternate(relea
     assert "MODELS_DISAGREE_TEFF" in CATALOG_FLAGS.names(lonely.flag_bits)
     catalog_release_build(release=release)  # re-running rewrites, never duplicates
     assert CatalogEntry.objects.filter(release=release).count() == 2
+    # A spectrum preprocessed again since it was predicted: its labels were read from arrays
+    # it no longer has, and leave the release (both builds: PostgreSQL's and the ORM's reads).
+    from inference.selectors import release_build_chunks
+
+    Spectrum.objects.filter(pk=spectra[1].pk).update(preprocessing_version="1.2")
+    assert catalog_release_build(release=release) == 1
+    assert list(CatalogEntry.objects.filter(release=release).values_list("spectrum_id", flat=True)) == [spectra[0].pk]
+    assert [c.spectrum_ids.tolist() for c in release_build_chunks(release=release, chunk_size=10)] == [[spectra[0].pk]]
 
 
 def _partition_rows(release, model=CatalogEntry) -> list[tuple[int, int]]:

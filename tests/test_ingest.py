@@ -146,7 +146,7 @@ def test_ingest_stale_reads_the_recorded_files_again_with_their_catalog_rvs(surv
     call_command("ingest_spectra", str(root), "--rv-catalog", str(catalog), "--no-rv-measurement")
     capsys.readouterr()
     call_command("ingest_spectra", "--stale", "--no-rv-measurement")
-    assert "older preprocessing: 0 spectra (none) from 0 files" in capsys.readouterr().out
+    assert capsys.readouterr().out == "older preprocessing: 0 spectra (none)\n"
     good = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
     gone = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED).exclude(
         source_sha256=good.source_sha256).order_by("id").first()
@@ -157,7 +157,7 @@ def test_ingest_stale_reads_the_recorded_files_again_with_their_catalog_rvs(surv
     Path(gone.source_path).unlink()  # a file no longer where it was ingested from
     call_command("ingest_spectra", "--stale", "--no-rv-measurement")  # no catalog given: the stored RVs
     out = capsys.readouterr().out
-    assert f"older preprocessing: {n_good + n_gone} spectra ({n_good + n_gone} of version 1.0) from 2 files" in out
+    assert f"older preprocessing: {n_good + n_gone} spectra ({n_good + n_gone} of version 1.0)" in out
     assert "files: 2 seen, 1 ingested, 0 unchanged, 1 failed" in out
     assert f"spectra: {n_good} written" in out
     rows = Spectrum.objects.filter(source_sha256=good.source_sha256)
@@ -166,6 +166,80 @@ def test_ingest_stale_reads_the_recorded_files_again_with_their_catalog_rvs(surv
     # The missing file is recorded and its spectra keep what they had, for a later run.
     assert SourceFile.objects.filter(path=gone.source_path, status="failed").exists()
     assert set(Spectrum.objects.filter(source_sha256=gone.source_sha256).values_list("preprocessing_version", flat=True)) == {"1.0"}
+
+
+def test_a_stale_spectrum_is_never_replaced_by_a_worse_result(survey_dir, settings, tmp_path, capsys):
+    """Spectra whose RVs were measured, preprocessed again where no RV can be measured:
+    they keep what they had, at their version, and say so; nothing is lost."""
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files))
+    coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
+    of_file = Spectrum.objects.filter(source_sha256=coadd.source_sha256)
+    of_file.update(preprocessing_version="1.0", rv_source=Spectrum.RVSource.MEASURED)
+    before = sorted(of_file.values_list("id", "status", "array_shard", "array_row", "rv_blue"))
+    call_command("ingest_spectra", "--stale", "--no-rv-measurement")
+    out = capsys.readouterr().out
+    n = len(before)
+    assert f"kept at their older preprocessing version, this version's result being worse (failed or rejected " \
+           f"where it was not): {n}" in out and "spectra: 0 written" in out
+    assert sorted(of_file.values_list("id", "status", "array_shard", "array_row", "rv_blue")) == before
+    assert set(of_file.values_list("preprocessing_version", flat=True)) == {"1.0"}  # still waiting, still counted
+
+
+def test_ingest_stale_reads_every_copy_and_spectra_from_before_copies_were_kept(tmp_path, settings, capsys):
+    import gzip
+
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+    from spectra.services.ingest import spectra_stale_batches
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    plain, packed = tmp_path / "a" / CLEAN, tmp_path / "b" / f"{CLEAN}.gz"
+    plain.parent.mkdir()
+    packed.parent.mkdir()
+    shutil.copy(real_file(CLEAN), plain)
+    packed.write_bytes(gzip.compress(plain.read_bytes()))  # the same spectra, another file
+    catalog = rv_catalog_for([plain])
+    spectra_ingest(paths=[plain, packed], rv_catalog=catalog)
+    assert set(Spectrum.objects.values_list("source_path", flat=True)) == {str(plain)}
+    Spectrum.objects.update(preprocessing_version="1.0")
+    # The file they are stored from is gone; the other copy, as good, takes their place.
+    plain.unlink()
+    call_command("ingest_spectra", "--stale", "--no-rv-measurement")
+    assert "files: 2 seen, 1 ingested, 0 unchanged, 1 failed" in capsys.readouterr().out
+    assert set(Spectrum.objects.values_list("source_path", "preprocessing_version", "rv_blue")) == {
+        (str(packed), PREPROCESSING_VERSION, -20.0)}
+    # Spectra from before copies were recorded: found by the path stored with them.
+    SpectrumCopy.objects.all().delete()
+    SourceFile.objects.all().delete()
+    Spectrum.objects.update(preprocessing_version="1.0")
+    batches = list(spectra_stale_batches())
+    assert [b.paths for b in batches] == [[str(packed)]]
+    assert set(batches[0].rv_catalog.values()) == {(-20.0, -18.0)}
+    call_command("ingest_spectra", "--stale", "--no-rv-measurement")
+    assert set(Spectrum.objects.values_list("preprocessing_version", flat=True)) == {PREPROCESSING_VERSION}
+    assert SpectrumCopy.objects.count() == Spectrum.objects.count() == 8
+    assert list(spectra_stale_batches()) == []
+
+
+def test_a_coadds_catalog_rv_is_not_reused_for_exposures_that_measured_theirs(survey_dir, settings, tmp_path):
+    from spectra.services.ingest import spectra_stale_batches
+
+    settings.SPECTRA_ARRAY_ROOT = tmp_path / "arrays"
+    root, files = survey_dir
+    spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files))
+    coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
+    Spectrum.objects.update(preprocessing_version="1.0")
+    exposure = Spectrum.objects.filter(obsid=coadd.obsid, kind="exposure").order_by("id").first()
+    Spectrum.objects.filter(pk=exposure.pk).update(rv_source=Spectrum.RVSource.MEASURED, rv_blue=3.0, rv_red=4.0)
+    catalog = {}
+    for batch in spectra_stale_batches(batch_files=2):
+        catalog.update(batch.rv_catalog)
+    assert (coadd.obsid, None) not in catalog and (coadd.obsid, exposure.lmjm) not in catalog
+    others = Spectrum.objects.filter(obsid=coadd.obsid, kind="exposure").exclude(pk=exposure.pk)
+    assert all(catalog[(coadd.obsid, e.lmjm)] == (-20.0, -18.0) for e in others)
+    other_coadds = Spectrum.objects.filter(kind="coadd", status="preprocessed").exclude(obsid=coadd.obsid)
+    assert other_coadds.exists() and all(catalog[(c.obsid, None)] == (-20.0, -18.0) for c in other_coadds)
 
 
 def test_ingest_command_prints_a_summary(survey_dir, settings, tmp_path, capsys):

@@ -239,7 +239,10 @@ def test_a_gaia_id_match_far_away_is_refused_and_the_reason_recorded(tmp_path, r
     assert teff.options["matched_gaia_refused"] == 1
 
     # Training labels: the same matcher, the same outcome.
-    Spectrum.objects.filter(pk=spectrum.pk).update(status=Spectrum.Status.PREPROCESSED, array_shard="s", array_row=0)
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+    Spectrum.objects.filter(pk=spectrum.pk).update(status=Spectrum.Status.PREPROCESSED, array_shard="s", array_row=0,
+                                                   preprocessing_version=PREPROCESSING_VERSION)
     summary = reference_catalog_import(name="near-and-far", path=tmp_path / "ref.csv",
                                        mapping={"id": "APOGEE_ID", "ra": "RA", "dec": "DEC",
                                                 "gaia_source_id": "GAIA_SOURCE_ID",

@@ -36,7 +36,7 @@ def make_spectrum(star: Star, i: int, snr_blue: float, snr_red: float) -> Spectr
         star=star, medres_specid=f"20190101-PLAN-02-{i:03d}-coadd-star", medid_blue=f"B{i}", medid_red=f"R{i}",
         kind=Spectrum.Kind.COADD, plan_id="PLAN", spectrograph=2, fiber=i + 1, lmjd=58500,
         snr_blue=snr_blue, snr_red=snr_red, rv_blue=3.0, rv_red=2.5, source_path=f"/survey/mrs/file-{i}.fits.gz",
-        source_sha256=f"{i:064x}", file_format="dr7",
+        source_sha256=f"{i:064x}", file_format="dr7", preprocessing_version="test",  # (conftest.make_model's)
     )
 
 

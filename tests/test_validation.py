@@ -60,7 +60,7 @@ def world(tmp_path, release_factory):
         extra.append(Spectrum.objects.create(
             star_id=spectrum.star_id, medres_specid=f"{spectrum.medres_specid}-2", kind=spectrum.kind,
             plan_id="P2", spectrograph=1, fiber=i % 250 + 1, lmjd=58001, snr_blue=25.0, snr_red=30.0,
-            source_path="/y.fits", source_sha256="c" * 64, file_format="dr7"))
+            source_path="/y.fits", source_sha256="c" * 64, file_format="dr7", preprocessing_version="test"))
     every = spectra + extra
     per_spectrum = np.vstack([truth[:N_STARS], truth[:150]])
     release = release_factory(every, per_spectrum, per_spectrum, name="truth")

@@ -137,7 +137,7 @@ def demo_observations_create(rng: np.random.Generator, *, first_star: int, n_sta
             "file_format": ["synthetic"] * m,
             "data_release": [""] * m,
             "array_shard": [""] * m,
-            "preprocessing_version": [""] * m,
+            "preprocessing_version": ["synthetic"] * m,  # (the demo models' own: no arrays to read)
             "status": [Spectrum.Status.PREPROCESSED] * m,
             "flags": np.zeros(m, dtype=np.int64),
         },

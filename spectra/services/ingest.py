@@ -52,8 +52,18 @@ class IngestSummary:
     failures: Counter = field(default_factory=Counter)  # error kind -> files
     spectra_written: int = 0
     copies_not_used: int = 0  # spectra already stored from a copy at least as good
+    stale_kept: int = 0  # spectra older code made, kept because this code's result is worse
     spectra_by_status: Counter = field(default_factory=Counter)
     flags: Counter = field(default_factory=Counter)  # flag name -> spectra
+
+    def add(self, other: "IngestSummary") -> None:
+        """Add ``other``'s counts to these (one summary for several ingest calls)."""
+        for name in ("files_seen", "files_unchanged", "files_stale", "files_ingested", "spectra_written",
+                     "copies_not_used", "stale_kept"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.update(other.failures)
+        self.spectra_by_status.update(other.spectra_by_status)
+        self.flags.update(other.flags)
 
     def lines(self) -> list[str]:
         out = [
@@ -66,6 +76,9 @@ class IngestSummary:
         out.append(f"spectra: {self.spectra_written} written")
         if self.copies_not_used:
             out.append(f"  kept as stored (a better copy, or a newer preprocessing version): {self.copies_not_used}")
+        if self.stale_kept:
+            out.append(f"  kept at their older preprocessing version, this version's result being worse "
+                       f"(failed or rejected where it was not): {self.stale_kept}")
         out += [f"  {status}: {count}" for status, count in sorted(self.spectra_by_status.items())]
         out += [f"  flag {name}: {count}" for name, count in sorted(self.flags.items())]
         return out
@@ -208,57 +221,94 @@ def _older_versions(versions: Iterable[str]) -> set[str]:
 
 
 def _stale_files(shas: list[str]) -> set[str]:
-    """Of the files ``shas``, those from which a spectrum of an older preprocessing version is stored."""
+    """Of the files ``shas``, those holding a copy of a spectrum stored at an older
+    preprocessing version: the file it is stored from, and any other copy of it, which
+    this version may read better."""
     from ..processing.pipeline import PREPROCESSING_VERSION
 
-    found = (Spectrum.objects.filter(source_sha256__in=shas).exclude(preprocessing_version=PREPROCESSING_VERSION)
-             .values_list("source_sha256", "preprocessing_version").distinct())
-    rows = list(found)
+    rows = list(SpectrumCopy.objects.filter(source_file__sha256__in=shas)
+                .exclude(spectrum__preprocessing_version=PREPROCESSING_VERSION)
+                .values_list("source_file__sha256", "spectrum__preprocessing_version").distinct())
     older = _older_versions({version for _, version in rows})
     return {sha for sha, version in rows if version in older}
 
 
+def spectra_stale_versions() -> dict[str, int]:
+    """Stored spectra of an older preprocessing version than this installation's, per
+    version (an index-only count over ``(preprocessing_version, status)``). Spectra of a
+    newer version (a database shared with a newer installation) are not counted: older
+    code never replaces them."""
+    rows = (Spectrum.objects.exclude(source_sha256="").values("preprocessing_version").annotate(n=Count("pk"))
+            .order_by("preprocessing_version"))
+    counts = {row["preprocessing_version"]: row["n"] for row in rows}
+    older = _older_versions(counts)
+    return {version: n for version, n in counts.items() if version in older}
+
+
 @dataclass
-class StaleSpectra:
-    """Where the spectra of older preprocessing versions came from (:func:`spectra_stale_sources`)."""
+class StaleBatch:
+    """Files to ingest again (:func:`spectra_stale_batches`) and the catalog RVs of their spectra."""
 
-    spectra: int  # stored spectra of an older preprocessing version
-    by_version: dict[str, int]  # version -> spectra
-    paths: list[str]  # their source files' paths, as last ingested
-    rv_catalog: dict[tuple[int, int | None], tuple[float, float]]  # their catalog RVs, (OBSID, LMJM) -> (blue, red)
+    paths: list[str]
+    rv_catalog: dict[tuple[int, int | None], tuple[float, float]]  # (OBSID, LMJM) -> (blue, red), as rv_catalog_read
 
 
-def spectra_stale_sources() -> StaleSpectra:
-    """The stored spectra of an older preprocessing version than this installation's, and
-    what a re-ingest needs to preprocess them again.
+def spectra_stale_batches(*, batch_files: int = 1000) -> Iterator[StaleBatch]:
+    """The files holding the spectra an older preprocessing version made, ``batch_files`` at a time.
 
     A model reads only spectra of its own preprocessing version
-    (``inference.selectors.spectra_to_predict``), so spectra stored by older code are not
-    predicted until they are ingested again from their files. This returns those files'
-    paths and, for the spectra whose RVs came from an input catalog, those RVs keyed as
-    ``rv_catalog_read`` keys them, so that preprocessing them again uses the same RVs
-    instead of measuring new ones where no catalog is given. Spectra of a newer version
-    (a database shared with a newer installation) are not listed: older code never
-    replaces them.
+    (``inference.selectors.spectra_to_predict``): spectra stored by older code wait
+    until they are ingested again. This yields the files to read: every file holding a
+    copy of such a spectrum (the one it is stored from and the other copies, in source
+    file order, from the paths recorded at ingest), then the recorded paths of such
+    spectra from before copies were kept. With each batch come the RVs the spectra of its
+    files (stale or not: all are read again) took from an input catalog, so that preprocessing them again uses the same RVs rather
+    than measuring new ones where no catalog is given. A coadd's RV is keyed (OBSID,
+    None), which serves every exposure of the observation without its own key, so it is
+    left out where an exposure of the same observation had no catalog RV. Memory is
+    bounded by the batch, whatever the number of stale spectra.
     """
-    from ..processing.pipeline import PREPROCESSING_VERSION
+    older = sorted(spectra_stale_versions())
+    if not older:
+        return
+    stale = Spectrum.objects.filter(preprocessing_version__in=older).exclude(source_sha256="")
+    last = 0
+    while True:
+        files = list(SourceFile.objects.filter(pk__gt=last, copies__spectrum__in=stale).order_by("pk").distinct()
+                     .values_list("pk", "path")[:batch_files])
+        if not files:
+            break
+        last = files[-1][0]
+        # (Every spectrum these files hold is read again, stale or not: the catalog RVs of all.)
+        held = Spectrum.objects.filter(copies__source_file_id__in=[pk for pk, _ in files])
+        yield StaleBatch(paths=[path for _, path in files], rv_catalog=_stale_rv_catalog(held))
+    uncopied = stale.filter(copies__isnull=True)
+    last = 0
+    while True:
+        rows = list(uncopied.filter(pk__gt=last).order_by("pk").values_list("pk", "source_path")[:batch_files])
+        if not rows:
+            break
+        last = rows[-1][0]
+        yield StaleBatch(paths=sorted({path for _, path in rows}),
+                         rv_catalog=_stale_rv_catalog(uncopied.filter(pk__in=[pk for pk, _ in rows])))
 
-    other = (Spectrum.objects.exclude(preprocessing_version=PREPROCESSING_VERSION)
-             .exclude(source_sha256="").values("preprocessing_version").annotate(n=Count("pk")))
-    by_version = {row["preprocessing_version"]: row["n"] for row in other}
-    older = _older_versions(by_version)
-    by_version = {v: n for v, n in sorted(by_version.items()) if v in older}
-    spectra = Spectrum.objects.filter(preprocessing_version__in=older).exclude(source_sha256="")
-    paths = sorted(SourceFile.objects.filter(sha256__in=spectra.values("source_sha256"))
-                   .values_list("path", flat=True).distinct())
-    catalog = {}
-    for obsid, lmjm, blue, red in spectra.filter(
-        rv_source=Spectrum.RVSource.CATALOG, obsid__isnull=False, rv_blue__isnull=False, rv_red__isnull=False,
-    ).values_list("obsid", "lmjm", "rv_blue", "rv_red").iterator():
-        if math.isfinite(blue) and math.isfinite(red):
-            # (A coadd has no LMJM: its RV was the observation's, keyed (OBSID, None).)
-            catalog[(int(obsid), None if lmjm is None else int(lmjm))] = (float(blue), float(red))
-    return StaleSpectra(spectra=sum(by_version.values()), by_version=by_version, paths=paths, rv_catalog=catalog)
+
+def _stale_rv_catalog(spectra) -> dict[tuple[int, int | None], tuple[float, float]]:
+    catalog, coadds, measured_exposures = {}, {}, set()
+    rows = spectra.filter(obsid__isnull=False).values_list("obsid", "lmjm", "kind", "rv_source", "rv_blue", "rv_red")
+    for obsid, lmjm, kind, source, blue, red in rows.distinct():
+        if source != Spectrum.RVSource.CATALOG:
+            if kind != Spectrum.Kind.COADD:
+                measured_exposures.add(int(obsid))
+            continue
+        if blue is None or red is None or not (math.isfinite(blue) and math.isfinite(red)):
+            continue
+        if kind == Spectrum.Kind.COADD or lmjm is None:  # (a coadd has no LMJM: the observation's RV)
+            coadds[int(obsid)] = (float(blue), float(red))
+        else:
+            catalog[(int(obsid), int(lmjm))] = (float(blue), float(red))
+    catalog.update({(obsid, None): rv for obsid, rv in coadds.items() if obsid not in measured_exposures})
+    return catalog
 
 
 @dataclass
@@ -383,13 +433,17 @@ def _copy_quality(status: str, snr_blue: float | None, snr_red: float | None) ->
 
 def _copies_to_store(
     ids: list[str], shas: list[str], quality: list[tuple[int, float]]
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """Indices of the batch's copies that become the stored spectrum.
 
     Of several copies of one spectrum the best is kept; the first of equals. A copy
     replaces a stored spectrum only if it comes from the same file (re-ingest) or is
     strictly better: a truncated, corrupt or noisier copy never overwrites a good one.
     Nor does this installation's preprocessing replace a spectrum a newer version made.
+    A spectrum an older version made is replaced by any copy at least as good (from its
+    own file: of the same status rank or better); where this version's result is worse
+    (failed or rejected where it was not: an RV it cannot measure, say) the older one is
+    kept, and counted in ``stale_kept``. Returns the indices and that count.
     """
     from ..processing.pipeline import PREPROCESSING_VERSION, preprocessing_version_key
 
@@ -399,18 +453,24 @@ def _copies_to_store(
         if specid not in best or quality[i] > quality[best[specid]]:
             best[specid] = i
     stored = {
-        specid: (sha, _copy_quality(status, snr_blue, snr_red), preprocessing_version_key(version) > current)
+        specid: (sha, _copy_quality(status, snr_blue, snr_red), preprocessing_version_key(version))
         for specid, sha, status, snr_blue, snr_red, version in Spectrum.objects.filter(
             medres_specid__in=list(best)).values_list(
             "medres_specid", "source_sha256", "status", "snr_blue", "snr_red", "preprocessing_version"
         )
     }
-    keep = [
-        i for specid, i in best.items()
-        if specid not in stored
-        or (not stored[specid][2] and (stored[specid][0] == shas[i] or quality[i] > stored[specid][1]))
-    ]
-    return np.array(sorted(keep), dtype=np.int64)
+
+    def replaces(i: int, sha: str, stored_quality: tuple, version: tuple) -> bool:
+        if version > current:
+            return False
+        if version < current:
+            return quality[i][0] >= stored_quality[0] if sha == shas[i] else quality[i] >= stored_quality
+        return sha == shas[i] or quality[i] > stored_quality
+
+    keep = [i for specid, i in best.items() if specid not in stored or replaces(i, *stored[specid])]
+    stale_kept = sum(1 for specid, i in best.items()
+                     if specid in stored and stored[specid][2] < current and not replaces(i, *stored[specid]))
+    return np.array(sorted(keep), dtype=np.int64), stale_kept
 
 
 def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file_ids: dict[str, int]) -> None:
@@ -443,7 +503,7 @@ def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file
     quality = [
         _copy_quality(str(st), b, r) for st, b, r in zip(status.tolist(), result.snr[:, 0].tolist(), result.snr[:, 1].tolist(), strict=True)
     ]
-    keep = _copies_to_store(ids, shas, quality)
+    keep, stale_kept = _copies_to_store(ids, shas, quality)
     columns = {
         "star_id": star_ids,
         "medres_specid": ids,
@@ -500,7 +560,8 @@ def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file
     )
     kept_status = status[keep]
     summary.spectra_written += int(keep.size)
-    summary.copies_not_used += len(spectra) - int(keep.size)
+    summary.copies_not_used += len(spectra) - int(keep.size) - stale_kept
+    summary.stale_kept += stale_kept
     summary.spectra_by_status.update(kept_status.tolist())
     for flag in SPECTRUM_FLAGS:
         count = int(((result.flags[keep] & flag.mask) != 0).sum())

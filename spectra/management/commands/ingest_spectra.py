@@ -5,7 +5,14 @@ from tqdm import tqdm
 
 from spectra.array_store import ArrayStoreError
 from spectra.processing.spectrum_model import SpectrumModelError
-from spectra.services.ingest import rv_catalog_read, spectra_ingest, spectra_stale_sources, spectrum_files
+from spectra.services.ingest import (
+    IngestSummary,
+    rv_catalog_read,
+    spectra_ingest,
+    spectra_stale_batches,
+    spectra_stale_versions,
+    spectrum_files,
+)
 from spectra.spectrum_model_files import rv_templates_load
 
 
@@ -41,16 +48,12 @@ class Command(BaseCommand):
             inputs += [line.strip() for line in Path(list_file).read_text().splitlines() if line.strip()]
         catalog = read_rv_catalog(Path(rv_catalog)) if rv_catalog else None
         if stale:
-            sources = spectra_stale_sources()
-            versions = ", ".join(f"{n} of version {v or '(none)'}" for v, n in sources.by_version.items())
-            self.stdout.write(f"older preprocessing: {sources.spectra} spectra ({versions or 'none'}) "
-                              f"from {len(sources.paths)} files")
-            inputs += sources.paths
-            given = {obsid for obsid, _ in catalog or {}}  # (a given RV, even for every LMJM, wins)
-            catalog = {**{k: v for k, v in sources.rv_catalog.items() if k[0] not in given}, **(catalog or {})}
-            if not inputs:
+            versions = spectra_stale_versions()
+            described = ", ".join(f"{n} of version {v or '(none)'}" for v, n in versions.items())
+            self.stdout.write(f"older preprocessing: {sum(versions.values())} spectra ({described or 'none'})")
+            if not inputs and not versions:
                 return
-        if not inputs:
+        if not inputs and not stale:
             raise CommandError("give files, directories, --list or --stale")
         templates = None
         if not no_rv_measurement:
@@ -58,12 +61,20 @@ class Command(BaseCommand):
                 templates = rv_templates_load()
             except SpectrumModelError as error:
                 raise CommandError(f"{error} (or pass --rv-catalog with --no-rv-measurement)") from error
-        total = sum(1 for _ in spectrum_files(inputs))
-        with tqdm(total=total, unit="file", desc="ingest", file=self.stderr, disable=None) as bar:
+        summary = IngestSummary()
+        with tqdm(total=sum(1 for _ in spectrum_files(inputs)), unit="file", desc="ingest", file=self.stderr,
+                  disable=None) as bar:
             try:
-                summary = spectra_ingest(
-                    paths=inputs, rv_catalog=catalog, templates=templates, batch_files=batch_files, progress=bar.update
-                )
+                if inputs:
+                    summary.add(spectra_ingest(paths=inputs, rv_catalog=catalog, templates=templates,
+                                               batch_files=batch_files, progress=bar.update))
+                for batch in spectra_stale_batches() if stale else ():
+                    bar.total += len(batch.paths)
+                    bar.refresh()
+                    given = {obsid for obsid, _ in catalog or {}}  # (a given RV, even for every LMJM, wins)
+                    merged = {**{k: v for k, v in batch.rv_catalog.items() if k[0] not in given}, **(catalog or {})}
+                    summary.add(spectra_ingest(paths=batch.paths, rv_catalog=merged, templates=templates,
+                                               batch_files=batch_files, progress=bar.update))
             except ArrayStoreError as error:
                 raise CommandError(f"ingest stopped: {error}; files written so far are kept, run again to go on") from error
         for line in summary.lines():
