@@ -185,6 +185,8 @@ class SpectrumCopy(models.Model):
     flags = models.BigIntegerField(default=0, help_text="Flag bits this copy gave.")
     snr_blue = models.FloatField(null=True, blank=True)
     snr_red = models.FloatField(null=True, blank=True)
+    preprocessing_version = models.CharField(
+        max_length=32, blank=True, help_text="Version of the preprocessing that read this copy (blank: before they were recorded).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

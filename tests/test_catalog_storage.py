@@ -100,6 +100,16 @@ def test_release_build_copies_identity_and_keeps_spectra_without_alternate(relea
     assert catalog_release_build(release=release) == 1
     assert list(CatalogEntry.objects.filter(release=release).values_list("spectrum_id", flat=True)) == [spectra[0].pk]
     assert [c.spectrum_ids.tolist() for c in release_build_chunks(release=release, chunk_size=10)] == [[spectra[0].pk]]
+    # The ORM's build (SQLite) drops the entry too, as the swap does here.
+    from core.rules import CatalogRules
+    from inference.services.release import _entries_build_orm
+
+    Spectrum.objects.filter(pk=spectra[1].pk).update(preprocessing_version="test")
+    catalog_release_build(release=release)
+    assert CatalogEntry.objects.filter(release=release).count() == 2
+    Spectrum.objects.filter(pk=spectra[1].pk).update(preprocessing_version="1.2")
+    assert _entries_build_orm(release, CatalogRules(), np.zeros(0, dtype=np.int64), 10, None) == 1
+    assert list(CatalogEntry.objects.filter(release=release).values_list("spectrum_id", flat=True)) == [spectra[0].pk]
 
 
 def _partition_rows(release, model=CatalogEntry) -> list[tuple[int, int]]:

@@ -102,6 +102,12 @@ def test_reingesting_changes_nothing_and_a_changed_file_updates_in_place(survey_
     assert SourceFile.objects.filter(status="failed").count() == 3
 
 
+def _as_if_made_by(spectra, version: str, **changes) -> None:
+    """The spectra, and every copy of them read so far, as an installation of ``version`` left them."""
+    SpectrumCopy.objects.filter(spectrum__in=spectra).update(preprocessing_version=version)
+    spectra.update(preprocessing_version=version, **changes)
+
+
 def test_spectra_of_an_older_preprocessing_version_are_preprocessed_again_once(survey_dir, settings, tmp_path):
     from spectra.processing.pipeline import PREPROCESSING_VERSION
 
@@ -113,9 +119,9 @@ def test_spectra_of_an_older_preprocessing_version_are_preprocessed_again_once(s
     of_file = Spectrum.objects.filter(source_sha256=coadd.source_sha256)
     before = dict(of_file.values_list("id", "array_shard"))
     newer = of_file.exclude(pk=coadd.pk).order_by("id").first()
-    of_file.update(preprocessing_version="1.0")
+    _as_if_made_by(of_file, "1.0")
     # A spectrum a newer installation made (a shared database) is never replaced by older code.
-    Spectrum.objects.filter(pk=newer.pk).update(preprocessing_version="99.0")
+    _as_if_made_by(Spectrum.objects.filter(pk=newer.pk), "99.0")
     total = Spectrum.objects.count()
     again = spectra_ingest(paths=[root], rv_catalog=catalog)
     assert again.files_stale == 1 and again.files_unchanged == len(files) - 1
@@ -153,7 +159,7 @@ def test_ingest_stale_reads_the_recorded_files_again_with_their_catalog_rvs(surv
     both = Spectrum.objects.filter(source_sha256__in=[good.source_sha256, gone.source_sha256])
     n_good = Spectrum.objects.filter(source_sha256=good.source_sha256).count()
     n_gone = both.count() - n_good
-    both.update(preprocessing_version="1.0")
+    _as_if_made_by(both, "1.0")
     Path(gone.source_path).unlink()  # a file no longer where it was ingested from
     call_command("ingest_spectra", "--stale", "--no-rv-measurement")  # no catalog given: the stored RVs
     out = capsys.readouterr().out
@@ -176,7 +182,7 @@ def test_a_stale_spectrum_is_never_replaced_by_a_worse_result(survey_dir, settin
     spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files))
     coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
     of_file = Spectrum.objects.filter(source_sha256=coadd.source_sha256)
-    of_file.update(preprocessing_version="1.0", rv_source=Spectrum.RVSource.MEASURED)
+    _as_if_made_by(of_file, "1.0", rv_source=Spectrum.RVSource.MEASURED)
     before = sorted(of_file.values_list("id", "status", "array_shard", "array_row", "rv_blue"))
     call_command("ingest_spectra", "--stale", "--no-rv-measurement")
     out = capsys.readouterr().out
@@ -185,6 +191,13 @@ def test_a_stale_spectrum_is_never_replaced_by_a_worse_result(survey_dir, settin
            f"where it was not): {n}" in out and "spectra: 0 written" in out
     assert sorted(of_file.values_list("id", "status", "array_shard", "array_row", "rv_blue")) == before
     assert set(of_file.values_list("preprocessing_version", flat=True)) == {"1.0"}  # still waiting, still counted
+    # This version has read their file: it is not read again at every run, for nothing.
+    shards = set((settings.SPECTRA_ARRAY_ROOT).rglob("*.npy"))
+    call_command("ingest_spectra", "--stale", "--no-rv-measurement")
+    out = capsys.readouterr().out
+    assert f"older preprocessing: {n} spectra ({n} of version 1.0)" in out and "files: 0 seen" in out
+    assert spectra_ingest(paths=[root]).files_unchanged == len(files)
+    assert set((settings.SPECTRA_ARRAY_ROOT).rglob("*.npy")) == shards
 
 
 def test_ingest_stale_reads_every_copy_and_spectra_from_before_copies_were_kept(tmp_path, settings, capsys):
@@ -202,7 +215,7 @@ def test_ingest_stale_reads_every_copy_and_spectra_from_before_copies_were_kept(
     catalog = rv_catalog_for([plain])
     spectra_ingest(paths=[plain, packed], rv_catalog=catalog)
     assert set(Spectrum.objects.values_list("source_path", flat=True)) == {str(plain)}
-    Spectrum.objects.update(preprocessing_version="1.0")
+    _as_if_made_by(Spectrum.objects.all(), "1.0")
     # The file they are stored from is gone; the other copy, as good, takes their place.
     plain.unlink()
     call_command("ingest_spectra", "--stale", "--no-rv-measurement")
@@ -212,7 +225,7 @@ def test_ingest_stale_reads_every_copy_and_spectra_from_before_copies_were_kept(
     # Spectra from before copies were recorded: found by the path stored with them.
     SpectrumCopy.objects.all().delete()
     SourceFile.objects.all().delete()
-    Spectrum.objects.update(preprocessing_version="1.0")
+    _as_if_made_by(Spectrum.objects.all(), "1.0")
     batches = list(spectra_stale_batches())
     assert [b.paths for b in batches] == [[str(packed)]]
     assert set(batches[0].rv_catalog.values()) == {(-20.0, -18.0)}
@@ -229,7 +242,7 @@ def test_a_coadds_catalog_rv_is_not_reused_for_exposures_that_measured_theirs(su
     root, files = survey_dir
     spectra_ingest(paths=[root], rv_catalog=rv_catalog_for(files))
     coadd = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-coadd-DR7")
-    Spectrum.objects.update(preprocessing_version="1.0")
+    _as_if_made_by(Spectrum.objects.all(), "1.0")
     exposure = Spectrum.objects.filter(obsid=coadd.obsid, kind="exposure").order_by("id").first()
     Spectrum.objects.filter(pk=exposure.pk).update(rv_source=Spectrum.RVSource.MEASURED, rv_blue=3.0, rv_red=4.0)
     catalog = {}

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import OperationalError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from core.bulk import (
@@ -209,6 +209,11 @@ def _entries_build_orm(release, rules, curated, chunk_size, progress) -> int:
         written += bulk_upsert(CatalogEntry, columns, unique_fields=["release_id", "spectrum_id"])
         if progress is not None:
             progress(n)
+    # Entries of spectra this build no longer covers go, as the PostgreSQL build's swap
+    # drops them: no formal labels any more, or preprocessed again since (another version).
+    formal = LabelSet.objects.filter(model_version=release.formal_model_id, spectrum_id=OuterRef("spectrum_id"))
+    CatalogEntry.objects.filter(release=release).filter(
+        ~Exists(formal) | ~Q(spectrum__preprocessing_version=release.formal_model.preprocessing_version)).delete()
     return written
 
 

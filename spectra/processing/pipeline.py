@@ -33,7 +33,7 @@ from .snr import reported_snr
 PREPROCESSING_VERSION = "1.2"
 
 
-def preprocessing_version_key(version: str) -> tuple[int, ...]:
+def preprocessing_version_key(version: str) -> tuple[int, ...] | None:
     """Order of preprocessing versions: ``"1.10"`` after ``"1.9"``.
 
     Parameters
@@ -43,14 +43,14 @@ def preprocessing_version_key(version: str) -> tuple[int, ...]:
 
     Returns
     -------
-    tuple of int
-        Its parts as integers; ``(-1,)`` for a blank or unparseable version, which sorts
-        before every real one (spectra stored before versions were recorded).
+    tuple of int or None
+        Its parts as integers; None for a version that is not one (blank, or a label such
+        as the synthetic demo catalog's ``"synthetic"``): neither older nor newer than any.
     """
     try:
         return tuple(int(part) for part in version.split("."))
     except (AttributeError, ValueError):
-        return (-1,)
+        return None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 from astropy import units as u
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 
 from core.bulk import bulk_upsert
 from core.flags import SPECTRUM_FLAGS
@@ -213,21 +213,25 @@ def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int) -> lis
 
 
 def _older_versions(versions: Iterable[str]) -> set[str]:
-    """Those of ``versions`` older than this installation's preprocessing."""
+    """Those of ``versions`` older than this installation's preprocessing (blank and
+    other labels are not versions: never older)."""
     from ..processing.pipeline import PREPROCESSING_VERSION, preprocessing_version_key
 
     current = preprocessing_version_key(PREPROCESSING_VERSION)
-    return {v for v in versions if preprocessing_version_key(v) < current}
+    return {v for v in versions if (key := preprocessing_version_key(v)) is not None and key < current}
 
 
 def _stale_files(shas: list[str]) -> set[str]:
-    """Of the files ``shas``, those holding a copy of a spectrum stored at an older
-    preprocessing version: the file it is stored from, and any other copy of it, which
-    this version may read better."""
+    """Of the files ``shas``, those holding a copy, not yet read by this installation's
+    preprocessing, of a spectrum stored at an older version: the file it is stored from,
+    and any other copy of it, which this version may read better. Once this version has
+    read a copy it is not read again for it (a spectrum kept at its older version because
+    this version's results are worse stays so: its files are not read at every run)."""
     from ..processing.pipeline import PREPROCESSING_VERSION
 
     rows = list(SpectrumCopy.objects.filter(source_file__sha256__in=shas)
                 .exclude(spectrum__preprocessing_version=PREPROCESSING_VERSION)
+                .exclude(preprocessing_version=PREPROCESSING_VERSION)
                 .values_list("source_file__sha256", "spectrum__preprocessing_version").distinct())
     older = _older_versions({version for _, version in rows})
     return {sha for sha, version in rows if version in older}
@@ -235,11 +239,11 @@ def _stale_files(shas: list[str]) -> set[str]:
 
 def spectra_stale_versions() -> dict[str, int]:
     """Stored spectra of an older preprocessing version than this installation's, per
-    version (an index-only count over ``(preprocessing_version, status)``). Spectra of a
+    version (counted over the index on ``(preprocessing_version, status)``). Spectra of a
     newer version (a database shared with a newer installation) are not counted: older
-    code never replaces them."""
-    rows = (Spectrum.objects.exclude(source_sha256="").values("preprocessing_version").annotate(n=Count("pk"))
-            .order_by("preprocessing_version"))
+    code never replaces them; nor are those whose version is no version (blank, or the
+    synthetic demo catalog's)."""
+    rows = Spectrum.objects.values("preprocessing_version").annotate(n=Count("pk")).order_by("preprocessing_version")
     counts = {row["preprocessing_version"]: row["n"] for row in rows}
     older = _older_versions(counts)
     return {version: n for version, n in counts.items() if version in older}
@@ -259,22 +263,27 @@ def spectra_stale_batches(*, batch_files: int = 1000) -> Iterator[StaleBatch]:
     A model reads only spectra of its own preprocessing version
     (``inference.selectors.spectra_to_predict``): spectra stored by older code wait
     until they are ingested again. This yields the files to read: every file holding a
-    copy of such a spectrum (the one it is stored from and the other copies, in source
-    file order, from the paths recorded at ingest), then the recorded paths of such
-    spectra from before copies were kept. With each batch come the RVs the spectra of its
-    files (stale or not: all are read again) took from an input catalog, so that preprocessing them again uses the same RVs rather
-    than measuring new ones where no catalog is given. A coadd's RV is keyed (OBSID,
-    None), which serves every exposure of the observation without its own key, so it is
-    left out where an exposure of the same observation had no catalog RV. Memory is
-    bounded by the batch, whatever the number of stale spectra.
+    copy of such a spectrum that this version has not read yet (the one it is stored
+    from and the other copies, in source-file order, from the paths recorded at ingest),
+    then the recorded paths of such spectra whose own file has no copy recorded (from
+    before copies were kept). With each batch come the RVs the spectra of its files
+    (stale or not: all are read again) took from an input catalog, so that preprocessing
+    them again uses the same RVs rather than measuring new ones where no catalog is
+    given. A coadd's RV is keyed (OBSID, None), which serves every exposure of the
+    observation without its own key, so it is left out where an exposure of the same
+    observation had no catalog RV. Memory is bounded by the batch, whatever the number
+    of stale spectra; rows changed by ingesting a batch do not move the pagination.
     """
+    from ..processing.pipeline import PREPROCESSING_VERSION
+
     older = sorted(spectra_stale_versions())
     if not older:
         return
-    stale = Spectrum.objects.filter(preprocessing_version__in=older).exclude(source_sha256="")
+    stale = Spectrum.objects.filter(preprocessing_version__in=older)
+    unread = SpectrumCopy.objects.filter(spectrum__in=stale).exclude(preprocessing_version=PREPROCESSING_VERSION)
     last = 0
     while True:
-        files = list(SourceFile.objects.filter(pk__gt=last, copies__spectrum__in=stale).order_by("pk").distinct()
+        files = list(SourceFile.objects.filter(pk__gt=last, copies__in=unread).order_by("pk").distinct()
                      .values_list("pk", "path")[:batch_files])
         if not files:
             break
@@ -282,15 +291,19 @@ def spectra_stale_batches(*, batch_files: int = 1000) -> Iterator[StaleBatch]:
         # (Every spectrum these files hold is read again, stale or not: the catalog RVs of all.)
         held = Spectrum.objects.filter(copies__source_file_id__in=[pk for pk, _ in files])
         yield StaleBatch(paths=[path for _, path in files], rv_catalog=_stale_rv_catalog(held))
-    uncopied = stale.filter(copies__isnull=True)
+    own_copy = SpectrumCopy.objects.filter(spectrum=OuterRef("pk"), source_file__sha256=OuterRef("source_sha256"))
+    uncopied = stale.exclude(source_sha256="").filter(~Exists(own_copy))
     last = 0
     while True:
-        rows = list(uncopied.filter(pk__gt=last).order_by("pk").values_list("pk", "source_path")[:batch_files])
+        rows = list(uncopied.filter(pk__gt=last).order_by("pk").values_list("pk", "source_sha256", "source_path")
+                    [:batch_files])
         if not rows:
             break
         last = rows[-1][0]
-        yield StaleBatch(paths=sorted({path for _, path in rows}),
-                         rv_catalog=_stale_rv_catalog(uncopied.filter(pk__in=[pk for pk, _ in rows])))
+        # Whole files: every spectrum stored from them, whichever batch its id falls in.
+        shas = {sha for _, sha, _ in rows}
+        held = Spectrum.objects.filter(source_sha256__in=shas)
+        yield StaleBatch(paths=sorted({path for _, _, path in rows}), rv_catalog=_stale_rv_catalog(held))
 
 
 def _stale_rv_catalog(spectra) -> dict[tuple[int, int | None], tuple[float, float]]:
@@ -309,6 +322,7 @@ def _stale_rv_catalog(spectra) -> dict[tuple[int, int | None], tuple[float, floa
             catalog[(int(obsid), int(lmjm))] = (float(blue), float(red))
     catalog.update({(obsid, None): rv for obsid, rv in coadds.items() if obsid not in measured_exposures})
     return catalog
+
 
 
 @dataclass
@@ -448,28 +462,33 @@ def _copies_to_store(
     from ..processing.pipeline import PREPROCESSING_VERSION, preprocessing_version_key
 
     current = preprocessing_version_key(PREPROCESSING_VERSION)
-    best: dict[str, int] = {}
+    copies: dict[str, list[int]] = {}
     for i, specid in enumerate(ids):
-        if specid not in best or quality[i] > quality[best[specid]]:
-            best[specid] = i
+        copies.setdefault(specid, []).append(i)
     stored = {
         specid: (sha, _copy_quality(status, snr_blue, snr_red), preprocessing_version_key(version))
         for specid, sha, status, snr_blue, snr_red, version in Spectrum.objects.filter(
-            medres_specid__in=list(best)).values_list(
+            medres_specid__in=list(copies)).values_list(
             "medres_specid", "source_sha256", "status", "snr_blue", "snr_red", "preprocessing_version"
         )
     }
 
-    def replaces(i: int, sha: str, stored_quality: tuple, version: tuple) -> bool:
-        if version > current:
+    def replaces(i: int, sha: str, stored_quality: tuple, version: tuple | None) -> bool:
+        if version is not None and version > current:
             return False
-        if version < current:
+        if version is not None and version < current:
             return quality[i][0] >= stored_quality[0] if sha == shas[i] else quality[i] >= stored_quality
         return sha == shas[i] or quality[i] > stored_quality
 
-    keep = [i for specid, i in best.items() if specid not in stored or replaces(i, *stored[specid])]
-    stale_kept = sum(1 for specid, i in best.items()
-                     if specid in stored and stored[specid][2] < current and not replaces(i, *stored[specid]))
+    keep, stale_kept = [], 0
+    for specid, candidates in copies.items():
+        if specid in stored:
+            candidates = [i for i in candidates if replaces(i, *stored[specid])]
+            if not candidates:
+                version = stored[specid][2]
+                stale_kept += version is not None and version < current
+                continue
+        keep.append(max(candidates, key=lambda i: quality[i]))  # (the first of equals)
     return np.array(sorted(keep), dtype=np.int64), stale_kept
 
 
@@ -555,6 +574,7 @@ def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file
             "flags": result.flags,
             "snr_blue": result.snr[:, 0],
             "snr_red": result.snr[:, 1],
+            "preprocessing_version": [PREPROCESSING_VERSION] * len(ids),
         },
         unique_fields=["spectrum_id", "source_file_id"],
     )
