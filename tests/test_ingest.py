@@ -191,13 +191,20 @@ def test_a_stale_spectrum_is_never_replaced_by_a_worse_result(survey_dir, settin
            f"where it was not): {n}" in out and "spectra: 0 written" in out
     assert sorted(of_file.values_list("id", "status", "array_shard", "array_row", "rv_blue")) == before
     assert set(of_file.values_list("preprocessing_version", flat=True)) == {"1.0"}  # still waiting, still counted
-    # This version has read their file: it is not read again at every run, for nothing.
+    # This version has read their file: an ingest of the tree does not read it again, for nothing ...
     shards = set((settings.SPECTRA_ARRAY_ROOT).rglob("*.npy"))
-    call_command("ingest_spectra", "--stale", "--no-rv-measurement")
-    out = capsys.readouterr().out
-    assert f"older preprocessing: {n} spectra ({n} of version 1.0)" in out and "files: 0 seen" in out
     assert spectra_ingest(paths=[root]).files_unchanged == len(files)
     assert set((settings.SPECTRA_ARRAY_ROOT).rglob("*.npy")) == shards
+    # ... and --stale tries again, which, with the RVs now given, replaces them.
+    catalog = tmp_path / "rv.csv"
+    catalog.write_text(f"obsid,rv_blue,rv_red,lmjm\n{coadd.obsid},-50.0,-49.0,\n")
+    call_command("ingest_spectra", "--stale", "--no-rv-measurement", "--rv-catalog", str(catalog))
+    out = capsys.readouterr().out
+    assert f"older preprocessing: {n} spectra ({n} of version 1.0)" in out and f"spectra: {n} written" in out
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+    assert set(of_file.values_list("preprocessing_version", "status", "rv_blue")) == {
+        (PREPROCESSING_VERSION, "preprocessed", -50.0)}
 
 
 def test_ingest_stale_reads_every_copy_and_spectra_from_before_copies_were_kept(tmp_path, settings, capsys):

@@ -112,10 +112,13 @@ def spectra_ingest(
     batch_files: int = 32,
     progress: Callable[[int], None] | None = None,
     config: "PreprocessConfig | None" = None,
+    reread: bool = False,
 ) -> IngestSummary:
     """Ingest files (and directory trees). ``rv_catalog`` maps (OBSID, LMJM or None for
     every spectrum of the observation) to (RV blue, RV red) in km/s; arms without a
-    catalog RV are measured against ``templates``.
+    catalog RV are measured against ``templates``. With ``reread``, files already
+    ingested are read again too (``ingest_spectra --stale``: their stored spectra are
+    replaced only by results at least as good).
 
     A bad file is recorded and the rest goes on. An array store that cannot take a shard
     (disk full, read-only) raises ArrayStoreError: the batches written before are kept,
@@ -138,7 +141,7 @@ def spectra_ingest(
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest") as pool:
         try:
             for batch in _batches(spectrum_files(paths), batch_files):
-                reads = _new_files(batch, summary, max_bytes)
+                reads = _new_files(batch, summary, max_bytes, reread)
                 in_flight.append(
                     (pool.submit(_prepare_batch, reads, store, rv_catalog, templates, config, max_bytes), len(batch))
                 )
@@ -181,7 +184,7 @@ def _read(path: Path, max_bytes: int) -> _ReadFile:
     return _ReadFile(path, hashlib.sha256(data).hexdigest(), len(data), data=data)
 
 
-def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int) -> list[_ReadFile]:
+def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int, reread: bool = False) -> list[_ReadFile]:
     """Read and hash the batch's files; drop those whose content is already ingested.
 
     A file counts as already ingested when its record says so, every spectrum it holds
@@ -200,7 +203,7 @@ def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int) -> lis
         ).annotate(copies_recorded=Count("copies")).values_list("sha256", "spectra_count", "copies_recorded")
         if copies >= expected
     }
-    stale = _stale_files(shas) & known
+    stale = known if reread else _stale_files(shas) & known
     new, seen_in_batch = [], set()
     for read in reads:
         if (read.sha256 in known and read.sha256 not in stale) or read.sha256 in seen_in_batch:
@@ -263,8 +266,10 @@ def spectra_stale_batches(*, batch_files: int = 1000) -> Iterator[StaleBatch]:
     A model reads only spectra of its own preprocessing version
     (``inference.selectors.spectra_to_predict``): spectra stored by older code wait
     until they are ingested again. This yields the files to read: every file holding a
-    copy of such a spectrum that this version has not read yet (the one it is stored
-    from and the other copies, in source-file order, from the paths recorded at ingest),
+    copy of such a spectrum, read by this version already or not (a spectrum kept at
+    its older version because this version's result was worse is tried again: the RV
+    templates or a catalog may have come since), the one it is stored from and the other
+    copies, in source-file order, from the paths recorded at ingest,
     then the recorded paths of such spectra whose own file has no copy recorded (from
     before copies were kept). With each batch come the RVs the spectra of its files
     (stale or not: all are read again) took from an input catalog, so that preprocessing
@@ -274,16 +279,13 @@ def spectra_stale_batches(*, batch_files: int = 1000) -> Iterator[StaleBatch]:
     observation had no catalog RV. Memory is bounded by the batch, whatever the number
     of stale spectra; rows changed by ingesting a batch do not move the pagination.
     """
-    from ..processing.pipeline import PREPROCESSING_VERSION
-
     older = sorted(spectra_stale_versions())
     if not older:
         return
     stale = Spectrum.objects.filter(preprocessing_version__in=older)
-    unread = SpectrumCopy.objects.filter(spectrum__in=stale).exclude(preprocessing_version=PREPROCESSING_VERSION)
     last = 0
     while True:
-        files = list(SourceFile.objects.filter(pk__gt=last, copies__in=unread).order_by("pk").distinct()
+        files = list(SourceFile.objects.filter(pk__gt=last, copies__spectrum__in=stale).order_by("pk").distinct()
                      .values_list("pk", "path")[:batch_files])
         if not files:
             break

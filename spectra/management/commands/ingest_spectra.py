@@ -36,8 +36,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stale", action="store_true",
             help="Also the files of every stored spectrum an older preprocessing version made (models read only "
-                 "their own version), from the paths recorded when they were ingested; the RVs those spectra took "
-                 "from an input catalog are used again unless --rv-catalog gives others.")
+                 "their own version), from the paths recorded when they were ingested, even those this version read "
+                 "before and whose result was worse (tried again); the RVs those spectra took from an input catalog "
+                 "are used again unless --rv-catalog gives others.")
         parser.add_argument("--rv-catalog", help="CSV of catalog RVs: obsid, rv_blue, rv_red[, lmjm].")
         parser.add_argument("--no-rv-measurement", action="store_true", help="Do not cross-correlate arms without a catalog RV.")
         parser.add_argument("--batch-files", type=int, default=32, help="Files preprocessed together.")
@@ -74,7 +75,7 @@ class Command(BaseCommand):
                     given = {obsid for obsid, _ in catalog or {}}  # (a given RV, even for every LMJM, wins)
                     merged = {**{k: v for k, v in batch.rv_catalog.items() if k[0] not in given}, **(catalog or {})}
                     summary.add(spectra_ingest(paths=batch.paths, rv_catalog=merged, templates=templates,
-                                               batch_files=batch_files, progress=bar.update))
+                                               batch_files=batch_files, progress=bar.update, reread=True))
             except ArrayStoreError as error:
                 raise CommandError(f"ingest stopped: {error}; files written so far are kept, run again to go on") from error
         for line in summary.lines():
