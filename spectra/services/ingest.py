@@ -188,10 +188,11 @@ def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int, reread
     """Read and hash the batch's files; drop those whose content is already ingested.
 
     A file counts as already ingested when its record says so, every spectrum it holds
-    has its copy recorded, and no spectrum stored from it was preprocessed by an older
-    version than this installation's (``PREPROCESSING_VERSION``). A file whose spectra
-    were damaged by a worse copy before copies were recorded is therefore read again, and
-    its better copies restore them; so is a file whose stored arrays older code made.
+    has its copy recorded, and it holds no copy, unread by this installation's
+    preprocessing (``PREPROCESSING_VERSION``), of a spectrum an older version made
+    (:func:`_stale_files`); with ``reread``, every file is read. A file whose spectra were
+    damaged by a worse copy before copies were recorded is therefore read again, and its
+    better copies restore them; so is a file holding spectra older code made.
     """
     reads = [_read(path, max_bytes) for path in paths]
     summary.files_seen += len(reads)
@@ -269,9 +270,9 @@ def spectra_stale_batches(*, batch_files: int = 1000) -> Iterator[StaleBatch]:
     copy of such a spectrum, read by this version already or not (a spectrum kept at
     its older version because this version's result was worse is tried again: the RV
     templates or a catalog may have come since), the one it is stored from and the other
-    copies, in source-file order, from the paths recorded at ingest,
-    then the recorded paths of such spectra whose own file has no copy recorded (from
-    before copies were kept). With each batch come the RVs the spectra of its files
+    copies, in source-file order, from the paths recorded at ingest; then the recorded
+    paths of such spectra whose own file has no copy recorded (from before copies were
+    kept). With each batch come the RVs the spectra of its files
     (stale or not: all are read again) took from an input catalog, so that preprocessing
     them again uses the same RVs rather than measuring new ones where no catalog is
     given. A coadd's RV is keyed (OBSID, None), which serves every exposure of the
@@ -309,6 +310,7 @@ def spectra_stale_batches(*, batch_files: int = 1000) -> Iterator[StaleBatch]:
 
 
 def _stale_rv_catalog(spectra) -> dict[tuple[int, int | None], tuple[float, float]]:
+    """The catalog RVs the ``spectra`` (a queryset) were given, keyed as ``rv_catalog_read`` keys them."""
     catalog, coadds, measured_exposures = {}, {}, set()
     rows = spectra.filter(obsid__isnull=False).values_list("obsid", "lmjm", "kind", "rv_source", "rv_blue", "rv_red")
     for obsid, lmjm, kind, source, blue, red in rows.distinct():
@@ -324,7 +326,6 @@ def _stale_rv_catalog(spectra) -> dict[tuple[int, int | None], tuple[float, floa
             catalog[(int(obsid), int(lmjm))] = (float(blue), float(red))
     catalog.update({(obsid, None): rv for obsid, rv in coadds.items() if obsid not in measured_exposures})
     return catalog
-
 
 
 @dataclass
