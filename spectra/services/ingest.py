@@ -204,7 +204,7 @@ def _new_files(paths: list[Path], summary: IngestSummary, max_bytes: int, reread
         ).annotate(copies_recorded=Count("copies")).values_list("sha256", "spectra_count", "copies_recorded")
         if copies >= expected
     }
-    stale = known if reread else _stale_files(shas) & known
+    stale = known if reread else (_stale_files(sorted(known)) if known else set())  # (a new file: no query)
     new, seen_in_batch = [], set()
     for read in reads:
         if (read.sha256 in known and read.sha256 not in stale) or read.sha256 in seen_in_batch:
