@@ -189,6 +189,9 @@ def test_a_stale_spectrum_is_never_replaced_by_a_worse_result(survey_dir, settin
     n = len(before)
     assert f"kept at their older preprocessing version, this version's result being worse (failed or rejected " \
            f"where it was not): {n}" in out and "spectra: 0 written" in out
+    # ... with this version's result for them, and what to do about it.
+    assert f"    this version's result, failed: {n}\n" in out and f"    this version's result, flag RV_UNRELIABLE: {n}\n" in out
+    assert "give its RVs with --rv-catalog, or run without --no-rv-measurement" in out
     assert sorted(of_file.values_list("id", "status", "array_shard", "array_row", "rv_blue")) == before
     assert set(of_file.values_list("preprocessing_version", flat=True)) == {"1.0"}  # still waiting, still counted
     # This version has read their file: an ingest of the tree does not read it again, for nothing ...

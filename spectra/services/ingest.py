@@ -53,6 +53,7 @@ class IngestSummary:
     spectra_written: int = 0
     copies_not_used: int = 0  # spectra already stored from a copy at least as good
     stale_kept: int = 0  # spectra older code made, kept because this code's result is worse
+    stale_kept_results: Counter = field(default_factory=Counter)  # this code's result for them: status, flag names
     spectra_by_status: Counter = field(default_factory=Counter)
     flags: Counter = field(default_factory=Counter)  # flag name -> spectra
 
@@ -62,6 +63,7 @@ class IngestSummary:
                      "copies_not_used", "stale_kept"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.update(other.failures)
+        self.stale_kept_results.update(other.stale_kept_results)
         self.spectra_by_status.update(other.spectra_by_status)
         self.flags.update(other.flags)
 
@@ -79,6 +81,7 @@ class IngestSummary:
         if self.stale_kept:
             out.append(f"  kept at their older preprocessing version, this version's result being worse "
                        f"(failed or rejected where it was not): {self.stale_kept}")
+            out += [f"    this version's result, {what}: {count}" for what, count in sorted(self.stale_kept_results.items())]
         out += [f"  {status}: {count}" for status, count in sorted(self.spectra_by_status.items())]
         out += [f"  flag {name}: {count}" for name, count in sorted(self.flags.items())]
         return out
@@ -450,7 +453,7 @@ def _copy_quality(status: str, snr_blue: float | None, snr_red: float | None) ->
 
 def _copies_to_store(
     ids: list[str], shas: list[str], quality: list[tuple[int, float]]
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the batch's copies that become the stored spectrum.
 
     Of several copies of one spectrum the best is kept; the first of equals. A copy
@@ -460,7 +463,8 @@ def _copies_to_store(
     A spectrum an older version made is replaced by any copy at least as good (from its
     own file: of the same status rank or better); where this version's result is worse
     (failed or rejected where it was not: an RV it cannot measure, say) the older one is
-    kept, and counted in ``stale_kept``. Returns the indices and that count.
+    kept. Returns the indices to store and, for each spectrum kept that way, the index of
+    this version's best result for it (what the caller reports as the reason).
     """
     from ..processing.pipeline import PREPROCESSING_VERSION, preprocessing_version_key
 
@@ -483,16 +487,19 @@ def _copies_to_store(
             return quality[i][0] >= stored_quality[0] if sha == shas[i] else quality[i] >= stored_quality
         return sha == shas[i] or quality[i] > stored_quality
 
-    keep, stale_kept = [], 0
+    keep, stale_kept = [], []
     for specid, candidates in copies.items():
+        best = max(candidates, key=lambda i: quality[i])  # (the first of equals)
         if specid in stored:
             candidates = [i for i in candidates if replaces(i, *stored[specid])]
             if not candidates:
                 version = stored[specid][2]
-                stale_kept += version is not None and version < current
+                if version is not None and version < current:
+                    stale_kept.append(best)
                 continue
-        keep.append(max(candidates, key=lambda i: quality[i]))  # (the first of equals)
-    return np.array(sorted(keep), dtype=np.int64), stale_kept
+            best = max(candidates, key=lambda i: quality[i])
+        keep.append(best)
+    return np.array(sorted(keep), dtype=np.int64), np.array(sorted(stale_kept), dtype=np.int64)
 
 
 def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file_ids: dict[str, int]) -> None:
@@ -583,13 +590,17 @@ def _write_spectra(prepared: _PreparedBatch, summary: IngestSummary, source_file
     )
     kept_status = status[keep]
     summary.spectra_written += int(keep.size)
-    summary.copies_not_used += len(spectra) - int(keep.size) - stale_kept
-    summary.stale_kept += stale_kept
+    summary.copies_not_used += len(spectra) - int(keep.size) - int(stale_kept.size)
+    summary.stale_kept += int(stale_kept.size)
+    summary.stale_kept_results.update(status[stale_kept].tolist())
     summary.spectra_by_status.update(kept_status.tolist())
     for flag in SPECTRUM_FLAGS:
         count = int(((result.flags[keep] & flag.mask) != 0).sum())
         if count:
             summary.flags[flag.name] += count
+        count = int(((result.flags[stale_kept] & flag.mask) != 0).sum())
+        if count:
+            summary.stale_kept_results[f"flag {flag.name}"] += count
 
 
 def stars_for_files(files: list[SpectrumFile]) -> np.ndarray:

@@ -80,3 +80,7 @@ class Command(BaseCommand):
                 raise CommandError(f"ingest stopped: {error}; files written so far are kept, run again to go on") from error
         for line in summary.lines():
             self.stdout.write(line)
+        if no_rv_measurement and summary.stale_kept_results["flag RV_UNRELIABLE"]:
+            self.stdout.write(
+                "  (without RV measurement, a spectrum whose RV is in no catalog is not preprocessed: give its "
+                "RVs with --rv-catalog, or run without --no-rv-measurement)")
