@@ -3,9 +3,14 @@
 Starts from a small ingested mock survey (``make_mock_survey --no-ideal``, ingested once)
 and replicates its spectra in SQL into new stars and spectra rows until there are
 ``--spectra`` of them (one size after another, e.g. ``100000,1000000``). A replica is a
-new star (a new position on the LAMOST sky, a new Gaia id, the same designation) with a
-new ``medres_specid`` that points at the same array-shard row as its source spectrum: no
-FITS file and no shard is written, so disk use is the database's alone.
+new spectrum with a new ``medres_specid`` that points at the same array-shard row as its
+source spectrum, of a new star (a new position on the LAMOST sky, a new Gaia id, the same
+designation): no FITS file and no shard is written, so disk use is the database's alone.
+By default every replica has a star of its own (one spectrum per star: the star table as
+large as it can be); ``--replica-stars as-source`` gives the replicas of one source star's
+spectra, copy by copy, one new star, so stars have as many spectra as in the mock survey
+(its plan observes each star on several nights, with several exposures, as the MRS
+time-domain fields do).
 
 Per size it prints spectra/s and the peak RSS (VmHWM, reset before each stage) of:
 
@@ -128,8 +133,11 @@ def ingest_mock(survey: Path, stars: int) -> int:
     return n
 
 
-def replicate(target: int, seed: int) -> tuple[int, float]:
-    """Add replicas until there are ``target`` preprocessed spectra; returns (added, seconds)."""
+def replicate(target: int, seed: int, stars_as_source: bool = False) -> tuple[int, float]:
+    """Add replicas until there are ``target`` preprocessed spectra; returns (added, seconds).
+
+    ``stars_as_source``: the replicas of one source star's spectra in one copy share a new
+    star, instead of a star each."""
     from spectra.models import Spectrum
 
     started = time.perf_counter()
@@ -140,39 +148,44 @@ def replicate(target: int, seed: int) -> tuple[int, float]:
     have = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED).exclude(array_shard="").count()
     star_cols = columns_of("spectra_star", {"id", "gaia_source_id", "ra", "dec", "created_at"})
     spectrum_cols = columns_of("spectra_spectrum", {"id", "star_id", "medres_specid", "created_at", "updated_at"})
-    sql("CREATE TEMP TABLE IF NOT EXISTS _sources (rank bigint PRIMARY KEY, spectrum_id bigint, star_id bigint)")
+    sql("CREATE TEMP TABLE IF NOT EXISTS _sources (rank bigint PRIMARY KEY, spectrum_id bigint, star_id bigint, "
+        "star_rank bigint)")
     sql("TRUNCATE _sources")
-    sql("INSERT INTO _sources SELECT row_number() OVER (ORDER BY s.id), s.id, s.star_id FROM spectra_spectrum s "
-        "WHERE s.id = ANY(%s)", [sources.tolist()])
+    # star_rank: the replica's star within a copy, 1..stars (its source star's, or its own).
+    sql("INSERT INTO _sources SELECT row_number() OVER (ORDER BY s.id), s.id, s.star_id, "
+        + ("dense_rank() OVER (ORDER BY s.star_id) " if stars_as_source else "row_number() OVER (ORDER BY s.id) ")
+        + "FROM spectra_spectrum s WHERE s.id = ANY(%s)", [sources.tolist()])
+    stars = int(sql("SELECT max(star_rank) FROM _sources")[0][0] or 0)
     sql("SELECT setseed(%s)", [seed / 1000 % 1])
     added = 0
     copy = -(-int(sql(f"SELECT count(*) FROM {SOURCE_TABLE}")[0][0]) // max(1, sources.size)) + 1  # a new suffix
     while have + added < target:
         rows = min(target - have - added, sources.size * REPLICA_COPIES_PER_STATEMENT)
-        # Copy c of the source at rank r is row c * n + r of this batch: one new star per
-        # replica (a replica star has one spectrum), spread on the LAMOST sky.
+        # Copy c of the source at rank r is row c * n + r of this batch; its star is star
+        # c * stars + star_rank of the batch's stars, spread on the LAMOST sky.
         batch = ("FROM _sources x CROSS JOIN generate_series(0, %s) AS c(k) "
                  "WHERE c.k * %s + x.rank <= %s")
-        batch_params = [-(-rows // sources.size) - 1, sources.size, rows]
+        copies = -(-rows // sources.size)
+        batch_params = [copies - 1, sources.size, rows]
         star_base = sql("SELECT nextval(pg_get_serial_sequence('spectra_star', 'id'))")[0][0]
-        sql("SELECT setval(pg_get_serial_sequence('spectra_star', 'id'), %s)", [star_base + rows])
+        sql("SELECT setval(pg_get_serial_sequence('spectra_star', 'id'), %s)", [star_base + copies * stars])
         sql(f"INSERT INTO spectra_star (id, {', '.join(star_cols)}, gaia_source_id, ra, dec, created_at) "
-            f"SELECT %s + c.k * %s + x.rank, {', '.join('st.' + c for c in star_cols)}, "
-            "4000000000000000000 + %s + c.k * %s + x.rank, 360 * random(), "
+            f"SELECT DISTINCT ON (c.k, x.star_rank) %s + c.k * %s + x.star_rank, {', '.join('st.' + c for c in star_cols)}, "
+            "4000000000000000000 + %s + c.k * %s + x.star_rank, 360 * random(), "
             "degrees(asin(sin(radians(-10)) + random() * (sin(radians(60)) - sin(radians(-10))))), now() "
             + batch.replace("FROM _sources x", "FROM _sources x JOIN spectra_star st ON st.id = x.star_id"),
-            [star_base - 1, sources.size, star_base, sources.size, *batch_params])
+            [star_base - 1, stars, star_base, stars, *batch_params])
         spectrum_base = sql("SELECT nextval(pg_get_serial_sequence('spectra_spectrum', 'id'))")[0][0]
         sql("SELECT setval(pg_get_serial_sequence('spectra_spectrum', 'id'), %s)", [spectrum_base + rows])
         sql(f"INSERT INTO spectra_spectrum (id, star_id, medres_specid, {', '.join(spectrum_cols)}, created_at, "
-            f"updated_at) SELECT %s + c.k * %s + x.rank, %s + c.k * %s + x.rank, "
+            f"updated_at) SELECT %s + c.k * %s + x.rank, %s + c.k * %s + x.star_rank, "
             f"s.medres_specid || '-x' || (%s + c.k), {', '.join('s.' + c for c in spectrum_cols)}, now(), now() "
             + batch.replace("FROM _sources x", "FROM _sources x JOIN spectra_spectrum s ON s.id = x.spectrum_id"),
-            [spectrum_base - 1, sources.size, star_base - 1, sources.size, copy, *batch_params])
+            [spectrum_base - 1, sources.size, star_base - 1, stars, copy, *batch_params])
         sql(f"INSERT INTO {SOURCE_TABLE} SELECT %s + c.k * %s + x.rank, x.spectrum_id " + batch,
             [spectrum_base - 1, sources.size, *batch_params])
         added += rows
-        copy += -(-rows // sources.size)
+        copy += copies
     for table in ("spectra_star", "spectra_spectrum", SOURCE_TABLE):
         sql(f"ANALYZE {table}")
     return added, time.perf_counter() - started
@@ -338,7 +351,7 @@ def run_size(target: int, args, models) -> dict:
     from spectra.models import Spectrum
 
     out: dict = {"target": target}
-    added, seconds = replicate(target, args.seed)
+    added, seconds = replicate(target, args.seed, stars_as_source=args.replica_stars == "as-source")
     out["spectra"] = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED).count()
     print(f"\n== {out['spectra']:,} spectra ({added:,} replicas added in {seconds:.0f} s; {load()})", flush=True)
     p = predict(models, args.predict_sample)
@@ -397,6 +410,9 @@ def main() -> None:
                         help="Replicas predicted for real per size (the rate does not depend on N).")
     parser.add_argument("--ref-stars", type=int, default=50_000, help="Stars of the validation catalog.")
     parser.add_argument("--requests", type=int, default=100, help="API requests per kind.")
+    parser.add_argument("--replica-stars", choices=("one-per-spectrum", "as-source"), default="one-per-spectrum",
+                        help="A new star per replica (default), or per source star and copy: as many spectra "
+                             "per star as the mock survey has.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="Keep the rows, shards and survey at the end.")
     parser.add_argument("--cleanup", action="store_true", help="Only remove what an earlier --keep run left.")
