@@ -103,8 +103,8 @@ def load(survey: Path, rv_source: str, config=None):
                for r in csv.DictReader(open(survey / "rv_catalog.csv"))}
     ideal = load_ideal(survey)
     index = ideal.index()
-    spectra, rows, true_rv, rv = [], [], [], []
-    for path in sorted((survey / "fits").rglob("*.fits*")):
+    spectra, rows, true_rv, rv, files = [], [], [], [], []
+    for path_index, path in enumerate(sorted((survey / "fits").rglob("*.fits*"))):
         sf = read_spectrum_file(path)
         name = path.relative_to(survey).as_posix()
         for spectrum in sf.spectra:
@@ -114,6 +114,7 @@ def load(survey: Path, rv_source: str, config=None):
             rows.append(index[key])
             true_rv.append((float(truth["rv_blue"]), float(truth["rv_red"])))
             rv.append(catalog[(sf.obsid, key[2])])
+            files.append(path_index)
     rows = np.array(rows)
     true_rv = np.array(true_rv)
     templates = None
@@ -128,9 +129,10 @@ def load(survey: Path, rv_source: str, config=None):
         supplied = None
         templates = template_bank_from_model(CannonSpectrumModel.load(SPECTRUM_MODEL_PATH))
     start = time.perf_counter()
-    result = preprocess(spectra, rv_supplied=supplied, templates=templates, config=config)
+    files = np.array(files, dtype=np.int64)
+    result = preprocess(spectra, rv_supplied=supplied, templates=templates, config=config, files=files)
     print(f"preprocessed {len(spectra)} spectra in {time.perf_counter() - start:.1f} s (RVs: {rv_source})")
-    with_true_rv = result if rv_source == "true" else preprocess(spectra, rv_supplied=true_rv, config=config)
+    with_true_rv = result if rv_source == "true" else preprocess(spectra, rv_supplied=true_rv, config=config, files=files)
     labels = np.array([[float(stars[int(s)][label]) for label in LABELS] for s in ideal.star[rows]])
     snr = np.array([[float(truth_rows[(ideal.file[r], ideal.kind[r], int(ideal.lmjm[r]))][f"snr_{arm}"] or 0) for arm in ("blue", "red")]
                     for r in rows])
@@ -308,13 +310,13 @@ def _network_predictions(data, variant, train, cv, test_rows, seed) -> np.ndarra
 def coadds_from_exposures(data: dict, clip_sigma: float = 5.0) -> int:
     """Replace each coadd's normalised arrays by the combination of its file's exposures.
 
-    Per grid pixel: the ivar-weighted mean of the exposures' normalised flux where their
-    ivar > 0, with ivar the sum of theirs; a pixel is masked only where every exposure is.
-    With 3 or more exposures a value more than ``clip_sigma`` sigma off their median is
-    left out; with 2, where they differ by more than ``clip_sigma`` combined sigma, the
-    higher one is (a cosmic ray). Exposures are normalised apart (their own continuum), so
-    their levels agree. Returns the number of coadds replaced (those with an exposure).
+    Per grid pixel: the clipped, ivar-weighted mean of the exposures' normalised flux
+    (``spectra.processing.coadd.exposures_combined``); a pixel is masked only where every
+    exposure is. Exposures are normalised apart (their own continuum), so their levels
+    agree. Returns the number of coadds replaced (those with an exposure).
     """
+    from spectra.processing.coadd import exposures_combined
+
     flux, ivar = data["flux"], data["ivar"]
     replaced = 0
     exposures_of: dict[str, list[int]] = {}
@@ -324,21 +326,7 @@ def coadds_from_exposures(data: dict, clip_sigma: float = 5.0) -> int:
         members = [r for r in exposures_of.get(str(data["file"][row]), []) if data["processed"][r]]
         if not members:
             continue
-        f = flux[members].astype(np.float64)
-        w = np.where(np.isfinite(ivar[members]) & (ivar[members] > 0), ivar[members], 0.0).astype(np.float64)
-        if len(members) >= 3:
-            median = np.nanmedian(np.where(w > 0, f, np.nan), axis=0)
-            with np.errstate(invalid="ignore"):
-                w = np.where(np.abs(f - median) * np.sqrt(w) > clip_sigma, 0.0, w)
-        elif len(members) == 2:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                apart = np.abs(f[0] - f[1]) / np.sqrt(1.0 / w[0] + 1.0 / w[1]) > clip_sigma
-            higher = np.argmax(f, axis=0)
-            for e in range(2):
-                w[e] = np.where(apart & (higher == e) & (w[0] > 0) & (w[1] > 0), 0.0, w[e])
-        total = w.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            combined = np.where(total > 0, (w * f).sum(axis=0) / total, 1.0)
+        combined, total = exposures_combined(flux[members], ivar[members], clip_sigma)
         flux[row], ivar[row] = combined.astype(flux.dtype), total.astype(ivar.dtype)
         replaced += 1
     return replaced
@@ -356,6 +344,8 @@ def preprocess_config(args):
     config = replace(config, continuum=replace(config.continuum, **{k: v for k, v in chosen.items() if v is not None}))
     if args.coadd_ormask is not None:
         config = replace(config, coadd_ormask_excludes=args.coadd_ormask == "exclude")
+    if args.coadd_fill is not None:
+        config = replace(config, coadd_fill_from_exposures=args.coadd_fill == "exposures")
     return config
 
 
@@ -378,6 +368,9 @@ def main() -> None:
     parser.add_argument("--coadd-ormask", choices=("exclude", "keep"), default=None,
                         help="Coadd pixels with ORMASK bits: masked, or kept where flux and ivar are positive "
                              "(PreprocessConfig.coadd_ormask_excludes; default: the project's).")
+    parser.add_argument("--coadd-fill", choices=("exposures", "none"), default=None,
+                        help="A coadd's masked pixels: filled from its file's exposures, or left masked "
+                             "(PreprocessConfig.coadd_fill_from_exposures; default: the project's).")
     parser.add_argument("--coadds-from-exposures", action="store_true",
                         help="Replace each coadd's arrays by the clipped, ivar-weighted combination of its file's "
                              "normalised exposures (coadds_from_exposures) before the figures.")
@@ -390,7 +383,8 @@ def main() -> None:
         else:
             print(f"survey: {survey} (existing)")
         config = preprocess_config(args)
-        print(f"continuum: {config.continuum}; coadd ORMASK excludes: {config.coadd_ormask_excludes}")
+        print(f"continuum: {config.continuum}; coadd ORMASK excludes: {config.coadd_ormask_excludes}; "
+              f"coadd masked pixels filled from the exposures: {config.coadd_fill_from_exposures}")
         data = load(survey, args.rv, config)
         if args.coadds_from_exposures:
             print(f"coadds replaced by the combination of their exposures: {coadds_from_exposures(data)}")

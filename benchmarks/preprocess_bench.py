@@ -62,16 +62,27 @@ def bench_reading(files: list[Path], repeats: int) -> None:
 
 def bench_preprocessing(files: list[Path], batch: int) -> None:
     from spectra.io import read_spectrum_file
-    from spectra.processing.pipeline import preprocess
+    from spectra.processing.pipeline import PreprocessConfig, preprocess
 
-    spectra = [s for path in files for s in read_spectrum_file(path).spectra]
-    spectra = (spectra * (batch // len(spectra) + 1))[:batch]
+    per_file = [read_spectrum_file(path).spectra for path in files]
+    spectra, file_ids, copies = [], [], 0
+    while len(spectra) < batch:  # each repeat of a file counts as a file of its own
+        for of_file in per_file:
+            spectra += of_file
+            file_ids += [copies] * len(of_file)
+            copies += 1
+    spectra, file_ids = spectra[:batch], np.array(file_ids[:batch], dtype=np.int64)
     rv = np.zeros((batch, 2))
-    preprocess(spectra[:8], rv_supplied=rv[:8])  # compile / load the kernels
-    start = time.perf_counter()
-    preprocess(spectra, rv_supplied=rv)
-    elapsed = time.perf_counter() - start
-    print(f"preprocessing core: {batch / elapsed:,.0f} spectra/s on one core ({batch:,} spectra, RVs supplied; target >= 2,000)")
+    preprocess(spectra[:8], rv_supplied=rv[:8], files=file_ids[:8])  # compile / load the kernels
+    rates = {"with": [], "without": []}
+    for _ in range(3):  # the coadds' fill from their exposures on and off, alternating
+        for name, fill in (("with", True), ("without", False)):
+            start = time.perf_counter()
+            preprocess(spectra, rv_supplied=rv, files=file_ids, config=PreprocessConfig(coadd_fill_from_exposures=fill))
+            rates[name].append(batch / (time.perf_counter() - start))
+    with_fill, without = np.median(rates["with"]), np.median(rates["without"])
+    print(f"preprocessing core: {with_fill:,.0f} spectra/s on one core ({batch:,} spectra, RVs supplied; target >= 2,000; "
+          f"median of 3); without the coadds' fill from their exposures {without:,.0f}/s (ratio {with_fill / without:.3f})")
     try:
         from spcanet_site.settings.base import SPECTRUM_MODEL_PATH
         from spectra.processing.spectrum_model import CannonSpectrumModel, template_bank_from_model
@@ -81,9 +92,9 @@ def bench_preprocessing(files: list[Path], batch: int) -> None:
         print(f"RV measurement: skipped ({error})")
         return
     sample = spectra[:2000]
-    preprocess(sample[:8], templates=templates)
+    preprocess(sample[:8], templates=templates, files=file_ids[:8])
     start = time.perf_counter()
-    preprocess(sample, templates=templates)
+    preprocess(sample, templates=templates, files=file_ids[:2000])
     elapsed = time.perf_counter() - start
     print(f"preprocessing with RVs measured by cross-correlation: {len(sample) / elapsed:,.0f} spectra/s on one core "
           f"({len(templates.labels)} templates, both arms)")

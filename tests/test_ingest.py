@@ -71,10 +71,13 @@ def test_ingest_stores_arrays_and_header_facts(survey_dir, settings, tmp_path):
     assert (coadd.kind, coadd.obsid, coadd.lmjd, coadd.spectrograph, coadd.fiber) == ("coadd", 681001015, 58408, 1, 15)
     assert coadd.snr_blue == pytest.approx(120.75) and coadd.snr_red == pytest.approx(280.75)
     assert (coadd.rv_blue, coadd.rv_red, coadd.rv_source) == (-20.0, -18.0, "catalog")
-    assert coadd.status == Spectrum.Status.PREPROCESSED and coadd.flags == 0
-    # A coadd with unmasked pixels of flux exactly 0 and IVAR kept: masked, and said.
+    # Its masked pixels are filled from the exposures of its file, and said.
+    assert coadd.status == Spectrum.Status.PREPROCESSED and coadd.flag_names == ["COADD_MASK_FILLED"]
+    # A coadd with unmasked pixels of flux exactly 0 and IVAR kept: masked (then filled), and said.
     kic = Spectrum.objects.get(medres_specid="20190611-TD192102N424113K01-12-076-coadd-DR7")
-    assert kic.flag_names == ["ZERO_FLUX_MASKED"]
+    assert kic.flag_names == ["ZERO_FLUX_MASKED", "COADD_MASK_FILLED"]
+    filled = SPECTRUM_FLAGS["COADD_MASK_FILLED"].mask
+    assert not any(flags & filled for flags in Spectrum.objects.filter(kind="exposure").values_list("flags", flat=True))
     exposure = Spectrum.objects.get(medres_specid="20181016-TD230151N343645T01-01-015-84107311-DR7")
     assert exposure.exptime == 1200.0 and exposure.lmjm == 84107311
     arrays = ArrayStore(settings.SPECTRA_ARRAY_ROOT).read(coadd.array_shard, [coadd.array_row])

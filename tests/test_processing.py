@@ -89,6 +89,85 @@ def test_coadd_ormask_keeps_positive_pixels_only_when_asked_and_never_in_exposur
     assert np.all(kept.ivar[0, 0, at_block] == 0)  # the zero-flux block stays masked
 
 
+def test_a_coadds_masked_pixels_are_filled_from_the_exposures_of_its_own_file():
+    from spectra.processing.coadd import coadd_masked_fill
+
+    rng = np.random.default_rng(5)
+    m = 400
+    truth = 1.0 - 0.3 * np.exp(-0.5 * ((np.arange(m) - 200) / 3.0) ** 2)  # a line
+    # File 0: a coadd and three exposures; file 1: a coadd alone; file 2: two exposures.
+    kinds = np.array([True, False, False, False, True, False, False])
+    files = np.array([0, 0, 0, 0, 1, 2, 2])
+    n = kinds.size
+    ivar = np.full((n, 2, m), 1e4, dtype=np.float32)  # S/N 100 per pixel
+    flux = (truth + rng.normal(0.0, 0.01, (n, 2, m))).astype(np.float32)
+    flux[0] *= 0.98  # the coadd's own continuum sits 2% lower (another S/N)
+    flux[0, 0, 190:210] = 1.0  # masked (ORMASK) in the coadd: a line under it
+    ivar[0, 0, 190:210] = 0.0
+    flux[4, 0, 50:60], ivar[4, 0, 50:60] = 1.0, 0.0
+    flux[3, 0, 195] = 3.0  # a cosmic ray in one exposure, no mask bit
+    ivar[2, 0, 192:194] = 0.0  # masked in one exposure: the others fill it
+    ivar[0, 1, :] = 0.0  # a whole arm masked: nothing to match the level with, left alone
+    before_flux, before_ivar = flux.copy(), ivar.copy()
+
+    filled = coadd_masked_fill(flux, ivar, kinds, files, np.ones(n, dtype=bool))
+
+    assert filled.tolist() == [True, False, False, False, False, False, False]
+    # Everything but the coadd's masked blue pixels is as it was, to the bit.
+    hole = np.zeros((n, 2, m), dtype=bool)
+    hole[0, 0, 190:210] = True
+    assert np.array_equal(flux[~hole], before_flux[~hole]) and np.array_equal(ivar[~hole], before_ivar[~hole])
+    # The hole holds the exposures' mean at the coadd's level, the cosmic ray left out.
+    own = before_ivar[0, 0] > 0
+    level = np.median(before_flux[0, 0, own] / before_flux[1:4, 0, own].mean(axis=0))
+    assert level == pytest.approx(0.98, abs=0.003)
+    np.testing.assert_allclose(flux[0, 0, 190:210], 0.98 * truth[190:210], atol=0.02)
+    assert flux[0, 0, 195] == pytest.approx(level * before_flux[1:3, 0, 195].mean(), rel=1e-5)
+    assert ivar[0, 0, 195] == pytest.approx(2e4 / level**2, rel=1e-5)  # two exposures kept
+    assert ivar[0, 0, 192] == pytest.approx(2e4 / level**2, rel=1e-5)  # two exposures have it
+    assert ivar[0, 0, 200] == pytest.approx(3e4 / level**2, rel=1e-5)
+    # Two exposures that disagree: the higher one (a cosmic ray) is left out.
+    two = np.stack([before_flux[0], before_flux[5], before_flux[6]])
+    two_ivar = np.stack([before_ivar[0], before_ivar[5], before_ivar[6]])
+    two[2, 0, 200] = 5.0
+    coadd_masked_fill(two, two_ivar, np.array([True, False, False]), np.zeros(3, dtype=np.int64), np.ones(3, dtype=bool))
+    assert two[0, 0, 200] == pytest.approx(before_flux[5, 0, 200] * 0.98, abs=0.01)
+    assert two_ivar[0, 0, 200] == pytest.approx(1e4 / 0.98**2, rel=0.01)
+    # Spectra not usable are neither filled nor used.
+    again_flux, again_ivar = before_flux.copy(), before_ivar.copy()
+    usable = np.ones(n, dtype=bool)
+    usable[1:4] = False
+    assert not coadd_masked_fill(again_flux, again_ivar, kinds, files, usable).any()
+    assert np.array_equal(again_flux, before_flux)
+    with pytest.raises(ValueError, match="do not match"):
+        coadd_masked_fill(flux, ivar[:, :, :10], kinds, files, usable)
+
+
+def test_preprocess_fills_a_real_coadd_from_its_exposures_only_when_told_their_file():
+    spectra = read_spectrum_file(real_file(CLEAN)).spectra
+    rv = np.full((len(spectra), 2), -20.0)
+    plain = preprocess(spectra, rv_supplied=rv)
+    filled = preprocess(spectra, rv_supplied=rv, files=np.zeros(len(spectra), dtype=np.int64))
+    coadd = next(i for i, s in enumerate(spectra) if s.kind == "coadd")
+    mask = SPECTRUM_FLAGS["COADD_MASK_FILLED"].mask
+    assert plain.flags[coadd] & mask == 0 and filled.flags[coadd] & mask
+    assert ((filled.flags & mask) != 0).sum() == 1  # exposures are never filled
+    hole = (plain.ivar[coadd] == 0) & (filled.ivar[coadd] > 0)
+    assert hole.sum() > 20 and (filled.ivar[coadd] == 0).sum() < (plain.ivar[coadd] == 0).sum()
+    # The filled pixels follow the star: within 5 sigma of the mean of its exposures at
+    # the coadd's level, the unmasked pixels untouched.
+    kept = plain.ivar[coadd] > 0
+    assert np.array_equal(filled.flux[coadd][kept], plain.flux[coadd][kept])
+    exposures = [i for i, s in enumerate(spectra) if s.kind != "coadd"]
+    mean = plain.flux[exposures].mean(axis=0)
+    level = np.median(plain.flux[coadd][kept] / mean[kept])
+    off = np.abs(filled.flux[coadd][hole] - level * mean[hole]) * np.sqrt(filled.ivar[coadd][hole])
+    assert np.median(off) < 2.0
+    flags = preprocess(spectra, rv_supplied=rv, files=np.zeros(len(spectra), dtype=np.int64),
+                       config=PreprocessConfig(coadd_fill_from_exposures=False))
+    assert flags.flux.tobytes() == plain.flux.tobytes() and flags.flags.tolist() == plain.flags.tolist()
+
+
 def test_rows_of_a_batch_do_not_influence_each_other():
     a, b = linear_arm(slope=1.0), linear_arm(start=4890.0, stop=5410.0, size=3900, slope=-1.0)
     together = resample_to_grid(pack_arms([a, b]), GRIDS["blue"], np.array([10.0, -30.0]))

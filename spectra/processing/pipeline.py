@@ -7,6 +7,7 @@
    (the spectrum is flagged and not preprocessed further).
 3. Shift to the rest frame and resample onto the 0.1 A grids (``resample``).
 4. Continuum-normalise each arm (``continuum``).
+5. Fill a coadd's masked pixels from the exposures of its own file (``coadd``).
 
 Everything is vectorised over the batch; the same input gives the same bytes out.
 """
@@ -19,6 +20,7 @@ from core.flags import SPECTRUM_FLAGS
 from core.rules import SpectrumRules
 
 from .batch import pack_arms
+from .coadd import coadd_masked_fill
 from .continuum import ContinuumConfig, fit_continuum
 from .grids import ARMS, GRIDS, PIXELS_PER_ARM
 from .resample import resample_to_grid
@@ -30,7 +32,9 @@ from .snr import reported_snr
 # (``ingest_spectra --stale``). 1.1: RVs by masked normalised cross-correlation, refused
 # on the window's edge (docs/preprocessing.md, "Radial velocities of masked arms"). 1.2:
 # pixels of flux exactly 0 with a positive ivar are masked (docs/preprocessing.md, "Reading").
-PREPROCESSING_VERSION = "1.2"
+# 1.3: a coadd's masked pixels are filled from the exposures of its file
+# (docs/preprocessing.md, "Which coadd pixels are masked").
+PREPROCESSING_VERSION = "1.3"
 
 
 def preprocessing_version_key(version: str) -> tuple[int, ...] | None:
@@ -84,6 +88,12 @@ class PreprocessConfig:
         left to the continuum fit's rejection and the outlier rejection at the network's
         input. Exposures' PIXMASK always masks. Chosen by measurement: docs/preprocessing.md,
         "Which coadd pixels are masked".
+    coadd_fill_from_exposures : bool
+        True: where a coadd's grid pixel is masked, it is filled from the exposures of
+        its own file (``coadd.coadd_masked_fill``: their clipped, ivar-weighted mean,
+        scaled to the coadd's level), when ``preprocess`` is told which file each spectrum
+        came from. Sets COADD_MASK_FILLED. Chosen by measurement: docs/preprocessing.md,
+        "Which coadd pixels are masked".
     """
 
     # The flags' thresholds (core.rules.SpectrumRules, where they are defined and described).
@@ -94,6 +104,7 @@ class PreprocessConfig:
     min_rv_peak: float = SpectrumRules.min_rv_peak
     continuum: ContinuumConfig = field(default_factory=ContinuumConfig)
     coadd_ormask_excludes: bool = True
+    coadd_fill_from_exposures: bool = True
 
 
 @dataclass
@@ -146,6 +157,7 @@ def preprocess(
     templates: TemplateBank | None = None,
     config: PreprocessConfig | None = None,
     with_continuum: bool = False,
+    files: np.ndarray | None = None,
 ) -> PreprocessedBatch:
     """Preprocess ``spectra`` (``spectra.io.RawSpectrum`` objects).
 
@@ -166,6 +178,10 @@ def preprocess(
         Flag thresholds and continuum settings; ``PreprocessConfig()`` when None.
     with_continuum : bool
         Also return the fitted continuum (``PreprocessedBatch.continuum``).
+    files : (N,) int64, optional
+        The file each spectrum was read from (any integer per file). With it, and
+        ``config.coadd_fill_from_exposures``, a coadd's masked pixels are filled from the
+        exposures of its own file; None: they stay masked.
 
     Returns
     -------
@@ -186,6 +202,13 @@ def preprocess(
     for start in range(0, n, CHUNK_SPECTRA):
         part = slice(start, min(start + CHUNK_SPECTRA, n))
         _preprocess_chunk(spectra[part], supplied[part], templates, config, result, part, with_continuum)
+    if files is not None and config.coadd_fill_from_exposures:
+        # (after every chunk: a file's spectra may straddle two)
+        filled = coadd_masked_fill(
+            result.flux, result.ivar, np.array([s.kind == "coadd" for s in spectra], dtype=bool),
+            np.asarray(files, dtype=np.int64), result.processed,
+        )
+        result.flags[filled] |= np.int64(SPECTRUM_FLAGS["COADD_MASK_FILLED"].mask)
     return result
 
 

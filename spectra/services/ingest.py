@@ -393,7 +393,9 @@ def _prepare(reads: list[_ReadFile], store: ArrayStore, rv_catalog, templates, c
             value = rv_catalog.get((read.parsed.obsid, spectrum.lmjm)) or rv_catalog.get((read.parsed.obsid, None))
             if value is not None:
                 supplied[i] = value
-        prepared.result = preprocess([s for _, s in entries], rv_supplied=supplied, templates=templates, config=config)
+        file_of = {id(read): i for i, read in enumerate(reads)}
+        prepared.result = preprocess([s for _, s in entries], rv_supplied=supplied, templates=templates, config=config,
+                                     files=np.array([file_of[id(read)] for read, _ in entries], dtype=np.int64))
         processed = np.flatnonzero(prepared.result.processed)
         if processed.size:
             prepared.shard = store.write(prepared.result.flux[processed], prepared.result.ivar[processed])

@@ -1,0 +1,138 @@
+"""A coadd's masked pixels filled from the exposures of its own file.
+
+A LAMOST MRS coadd's ORMASK is set where any one exposure was masked, and the project
+masks every ORMASK bit (``PreprocessConfig.coadd_ormask_excludes``: those pixels of real
+coadds are mostly junk). Where a coadd masks a pixel the other exposures of the same file
+usually have it: those pixels are filled from the exposures' normalised arrays, so the
+coadd keeps the information LAMOST combined into it without the junk. LAMOST's own
+coadd pixels are kept wherever it has them. docs/preprocessing.md, "Which coadd pixels
+are masked", gives the figures.
+"""
+
+import numpy as np
+
+
+def coadd_masked_fill(
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    is_coadd: np.ndarray,
+    files: np.ndarray,
+    usable: np.ndarray,
+    *,
+    clip_sigma: float = 5.0,
+    min_overlap: int = 100,
+) -> np.ndarray:
+    """Fill each coadd's masked pixels from the exposures of its file, in place.
+
+    Per file, the exposures are combined pixel by pixel: the ivar-weighted mean of their
+    normalised flux where their ivar > 0, with ivar the sum of theirs. With 3 or more
+    exposures, a value more than ``clip_sigma`` sigma off their median is left out; with
+    2, where they differ by more than ``clip_sigma`` combined sigma, the higher one is (a
+    cosmic ray). Each arm of the combination is scaled to the coadd's level (the coadd
+    and the exposures are normalised by continua of their own, whose level depends on the
+    S/N): by the median ratio coadd / combination over the pixels both have, at least
+    ``min_overlap`` of them, or the arm is left alone. A coadd pixel with ivar 0 where the
+    combination has data takes the scaled combination and its ivar (sum / scale^2).
+
+    Parameters
+    ----------
+    flux, ivar : (N, 2, M) float32
+        Normalised flux and its inverse variance (0: masked) of N spectra, both arms;
+        changed in place.
+    is_coadd : (N,) bool
+        Which spectra are coadds (the others are single exposures).
+    files : (N,) int64
+        The file each spectrum was read from: a coadd is filled from the exposures of
+        its own file only.
+    usable : (N,) bool
+        Spectra whose arrays are meaningful (``PreprocessedBatch.processed``): others are
+        neither filled nor used.
+    clip_sigma : float
+        Outlier threshold of the combination, sigma.
+    min_overlap : int
+        Fewest pixels an arm of the coadd and the combination must share to match levels.
+
+    Returns
+    -------
+    (N,) bool
+        The coadds that had at least one pixel filled.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match.
+    """
+    n = flux.shape[0]
+    if flux.ndim != 3 or ivar.shape != flux.shape or not (is_coadd.shape == files.shape == usable.shape == (n,)):
+        raise ValueError(f"flux {flux.shape}, ivar {ivar.shape}, is_coadd {is_coadd.shape}, files {files.shape} "
+                         f"and usable {usable.shape} do not match (N, 2, M) and (N,)")
+    filled = np.zeros(n, dtype=bool)
+    coadds = np.flatnonzero(is_coadd & usable)
+    if coadds.size == 0:
+        return filled
+    exposures = np.flatnonzero(~is_coadd & usable)
+    order = exposures[np.argsort(files[exposures], kind="stable")]
+    starts = np.searchsorted(files[order], files[coadds], side="left")
+    ends = np.searchsorted(files[order], files[coadds], side="right")
+    for coadd, start, end in zip(coadds.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        if end == start or not (ivar[coadd] <= 0).any():
+            continue
+        combined, total = exposures_combined(flux[order[start:end]], ivar[order[start:end]], clip_sigma)
+        for arm in range(flux.shape[1]):
+            have = ivar[coadd, arm] > 0
+            both = have & (total[arm] > 0)
+            hole = ~have & (total[arm] > 0)
+            if not hole.any() or both.sum() < min_overlap:
+                continue
+            level = float(np.median(flux[coadd, arm, both] / combined[arm, both]))
+            if not np.isfinite(level) or level <= 0:
+                continue
+            flux[coadd, arm, hole] = (combined[arm, hole] * level).astype(flux.dtype)
+            ivar[coadd, arm, hole] = (total[arm, hole] / level**2).astype(ivar.dtype)
+            filled[coadd] = True
+    return filled
+
+
+def exposures_combined(f: np.ndarray, w: np.ndarray, clip_sigma: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """The clipped, ivar-weighted mean of k normalised exposures of one star.
+
+    Parameters
+    ----------
+    f, w : (k, ...) float
+        Normalised flux and its inverse variance (0 or non-finite: no data), k >= 1.
+    clip_sigma : float
+        With 3 or more exposures, values more than this many sigma off their median are
+        left out; with 2, where they differ by more than this many combined sigma, the
+        higher one is (a cosmic ray).
+
+    Returns
+    -------
+    combined : (...) float64
+        The weighted mean; 1 where no exposure has data.
+    total : (...) float64
+        Its inverse variance, the sum of the values kept; 0 where none.
+    """
+    f = f.astype(np.float64)
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0).astype(np.float64)
+    k = f.shape[0]
+    if k >= 3:
+        # The median of the values with data: sorted with the others last (+inf), the
+        # middle one or two of the first `count` (a pixel no exposure has: w stays 0).
+        count = (w > 0).sum(axis=0)
+        ordered = np.sort(np.where(w > 0, f, np.inf), axis=0)
+        low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+        high = np.take_along_axis(ordered, (count // 2)[None], axis=0)[0]
+        median = np.where(count > 0, 0.5 * (low + high), 0.0)
+        with np.errstate(invalid="ignore"):
+            w = np.where(np.abs(f - median) * np.sqrt(w) > clip_sigma, 0.0, w)
+    elif k == 2:
+        present = (w[0] > 0) & (w[1] > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            apart = present & (np.abs(f[0] - f[1]) / np.sqrt(1.0 / w[0] + 1.0 / w[1]) > clip_sigma)
+        higher = f[1] > f[0]
+        w[0] = np.where(apart & ~higher, 0.0, w[0])
+        w[1] = np.where(apart & higher, 0.0, w[1])
+    total = w.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        combined = np.where(total > 0, (w * np.where(w > 0, f, 0.0)).sum(axis=0) / total, 1.0)
+    return combined, total
