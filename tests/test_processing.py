@@ -344,3 +344,29 @@ def test_exposures_of_one_night_agree_and_junk_is_unreliable(templates):
     flagged = ["RV_UNRELIABLE" in SPECTRUM_FLAGS.names(int(f)) for f in result.flags[len(good) :]]
     assert sum(flagged) >= len(junk) - 1
     assert settings.SPECTRUM_MODEL_PATH.exists()
+
+
+def test_the_compiled_coadd_fill_matches_the_numpy_reference():
+    from spectra.processing.coadd import coadd_masked_fill, coadd_masked_fill_reference
+
+    rng = np.random.default_rng(11)
+    n, m = 60, 500
+    files = np.sort(rng.integers(0, 12, n))  # files of 0 to 9 spectra, one coadd or none
+    is_coadd = np.zeros(n, dtype=bool)
+    for f in np.unique(files):
+        if rng.random() < 0.8:
+            is_coadd[np.flatnonzero(files == f)[0]] = True
+    flux = (1.0 + rng.normal(0.0, 0.02, (n, 2, m))).astype(np.float32)
+    ivar = rng.choice(np.array([0.0, 900.0, 2500.0], dtype=np.float32), (n, 2, m), p=[0.15, 0.45, 0.4])
+    flux[rng.random((n, 2, m)) < 0.01] += 1.5  # cosmic rays, unmasked
+    flux[is_coadd] *= 0.97
+    ivar[3, 1, :] = np.nan  # non-finite ivar counts as masked
+    usable = rng.random(n) < 0.9
+    a_flux, a_ivar, b_flux, b_ivar = flux.copy(), ivar.copy(), flux.copy(), ivar.copy()
+    compiled = coadd_masked_fill(a_flux, a_ivar, is_coadd, files, usable)
+    reference = coadd_masked_fill_reference(b_flux, b_ivar, is_coadd, files, usable)
+    assert compiled.any() and compiled.tolist() == reference.tolist()
+    assert np.array_equal(np.nan_to_num(a_ivar) > 0, np.nan_to_num(b_ivar) > 0)
+    np.testing.assert_allclose(a_flux, b_flux, rtol=2e-6)
+    np.testing.assert_allclose(np.nan_to_num(a_ivar), np.nan_to_num(b_ivar), rtol=2e-6)
+    assert (a_ivar[is_coadd & usable] > 0).mean() > (ivar[is_coadd & usable] > 0).mean()

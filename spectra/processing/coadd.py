@@ -11,6 +11,8 @@ are masked", gives the figures.
 
 import numpy as np
 
+from .kernels import coadd_fill_rows
+
 
 def coadd_masked_fill(
     flux: np.ndarray,
@@ -30,9 +32,10 @@ def coadd_masked_fill(
     2, where they differ by more than ``clip_sigma`` combined sigma, the higher one is (a
     cosmic ray). Each arm of the combination is scaled to the coadd's level (the coadd
     and the exposures are normalised by continua of their own, whose level depends on the
-    S/N): by the median ratio coadd / combination over the pixels both have, at least
-    ``min_overlap`` of them, or the arm is left alone. A coadd pixel with ivar 0 where the
-    combination has data takes the scaled combination and its ivar (sum / scale^2).
+    S/N): by the median ratio of the coadd to the exposures' weighted mean over the
+    pixels both have, at least ``min_overlap`` of them, or the arm is left alone. A coadd
+    pixel with ivar 0 where the combination has data takes the scaled combination and
+    its ivar (sum / scale^2).
 
     Parameters
     ----------
@@ -67,29 +70,62 @@ def coadd_masked_fill(
         raise ValueError(f"flux {flux.shape}, ivar {ivar.shape}, is_coadd {is_coadd.shape}, files {files.shape} "
                          f"and usable {usable.shape} do not match (N, 2, M) and (N,)")
     filled = np.zeros(n, dtype=bool)
+    coadds, starts, ends, members = _groups(is_coadd, files, usable)
+    if coadds.size:
+        coadd_fill_rows(flux, ivar, coadds, starts, ends, members, float(clip_sigma), int(min_overlap), filled)
+    return filled
+
+
+def _groups(is_coadd, files, usable):
+    """Usable coadds, and the rows of each one's usable exposures: (coadds, starts, ends, members)."""
     coadds = np.flatnonzero(is_coadd & usable)
-    if coadds.size == 0:
-        return filled
     exposures = np.flatnonzero(~is_coadd & usable)
-    order = exposures[np.argsort(files[exposures], kind="stable")]
-    starts = np.searchsorted(files[order], files[coadds], side="left")
-    ends = np.searchsorted(files[order], files[coadds], side="right")
+    members = exposures[np.argsort(files[exposures], kind="stable")]
+    starts = np.searchsorted(files[members], files[coadds], side="left")
+    ends = np.searchsorted(files[members], files[coadds], side="right")
+    return coadds, starts.astype(np.int64), ends.astype(np.int64), members.astype(np.int64)
+
+
+def coadd_masked_fill_reference(
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    is_coadd: np.ndarray,
+    files: np.ndarray,
+    usable: np.ndarray,
+    *,
+    clip_sigma: float = 5.0,
+    min_overlap: int = 100,
+) -> np.ndarray:
+    """``coadd_masked_fill`` in plain numpy (the reference the compiled kernel is tested
+    against; same parameters and result)."""
+    filled = np.zeros(flux.shape[0], dtype=bool)
+    coadds, starts, ends, order = _groups(is_coadd, files, usable)
     for coadd, start, end in zip(coadds.tolist(), starts.tolist(), ends.tolist(), strict=True):
         if end == start or not (ivar[coadd] <= 0).any():
             continue
-        combined, total = exposures_combined(flux[order[start:end]], ivar[order[start:end]], clip_sigma)
+        members = order[start:end]
+        f = flux[members]
+        w = np.where(np.isfinite(ivar[members]) & (ivar[members] > 0), ivar[members], np.float32(0.0))
+        has = (w > 0).any(axis=0)
         for arm in range(flux.shape[1]):
             have = ivar[coadd, arm] > 0
-            both = have & (total[arm] > 0)
-            hole = ~have & (total[arm] > 0)
+            hole = ~have & has[arm]
+            both = have & has[arm]
             if not hole.any() or both.sum() < min_overlap:
                 continue
-            level = float(np.median(flux[coadd, arm, both] / combined[arm, both]))
+            # The level from the plain weighted mean (the median ratio ignores the odd
+            # outlier); the clipped combination only where it is needed, in the hole.
+            wb = w[:, arm, both]
+            mean = (wb * f[:, arm, both]).sum(axis=0) / wb.sum(axis=0)
+            level = float(np.median(flux[coadd, arm, both] / mean))
             if not np.isfinite(level) or level <= 0:
                 continue
-            flux[coadd, arm, hole] = (combined[arm, hole] * level).astype(flux.dtype)
-            ivar[coadd, arm, hole] = (total[arm, hole] / level**2).astype(ivar.dtype)
-            filled[coadd] = True
+            combined, total = exposures_combined(f[:, arm, hole], w[:, arm, hole], clip_sigma)
+            kept = total > 0  # (every exposure clipped away: the pixel stays masked)
+            index = np.flatnonzero(hole)[kept]
+            flux[coadd, arm, index] = (combined[kept] * level).astype(flux.dtype)
+            ivar[coadd, arm, index] = (total[kept] / level**2).astype(ivar.dtype)
+            filled[coadd] |= bool(kept.any())
     return filled
 
 

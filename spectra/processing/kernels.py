@@ -288,3 +288,90 @@ def continuum_rows(
                 out_ivar[r, p] = 0.0
         out_kept[r] = kept_count / m
 
+
+
+@njit(cache=True, nogil=True)
+def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_overlap, filled):  # pragma: no cover
+    """Fill coadds' masked pixels from their exposures; see coadd.coadd_masked_fill.
+
+    Parameters
+    ----------
+    flux, ivar : (N, A, M) float32
+        Normalised flux and inverse variance of the batch; the coadds' rows are written.
+    coadds : (C,) int64
+        Rows of the coadds to fill.
+    starts, ends : (C,) int64
+        Each coadd's exposures are rows ``members[starts[i]:ends[i]]``.
+    members : (E,) int64
+        Exposure rows, grouped by file.
+    clip_sigma : float
+        Outlier threshold of the exposures' combination, sigma.
+    min_overlap : int
+        Fewest pixels of an arm shared by the coadd and its exposures to match levels.
+    filled : (N,) bool
+        Set for each coadd that had a pixel filled.
+    """
+    n_arms, m = flux.shape[1], flux.shape[2]
+    ratio = np.empty(m, dtype=np.float64)
+    most = 1
+    for i in range(coadds.size):
+        most = max(most, ends[i] - starts[i])
+    values = np.empty(most, dtype=np.float64)
+    weights = np.empty_like(values)
+    for i in range(coadds.size):
+        c, s, e = coadds[i], starts[i], ends[i]
+        k = e - s
+        if k == 0:
+            continue
+        for arm in range(n_arms):
+            # The level: median ratio of the coadd to the exposures' weighted mean.
+            n_both = 0
+            n_hole = 0
+            for p in range(m):
+                total = 0.0
+                weighted = 0.0
+                for j in range(s, e):
+                    w = ivar[members[j], arm, p]
+                    if w > 0 and np.isfinite(w):
+                        total += w
+                        weighted += w * flux[members[j], arm, p]
+                if total > 0:
+                    if ivar[c, arm, p] > 0:
+                        ratio[n_both] = flux[c, arm, p] / (weighted / total)
+                        n_both += 1
+                    else:
+                        n_hole += 1
+            if n_hole == 0 or n_both < min_overlap:
+                continue
+            level = np.median(ratio[:n_both])
+            if not (np.isfinite(level) and level > 0):
+                continue
+            for p in range(m):
+                if ivar[c, arm, p] > 0:
+                    continue
+                n = 0
+                for j in range(s, e):
+                    w = ivar[members[j], arm, p]
+                    if w > 0 and np.isfinite(w):
+                        values[n] = flux[members[j], arm, p]
+                        weights[n] = w
+                        n += 1
+                if n == 0:
+                    continue
+                if k >= 3:
+                    median = np.median(values[:n])
+                    for q in range(n):
+                        if abs(values[q] - median) * np.sqrt(weights[q]) > clip_sigma:
+                            weights[q] = 0.0
+                elif n == 2:  # (two exposures: where they disagree, the higher is a cosmic ray)
+                    if abs(values[0] - values[1]) / np.sqrt(1.0 / weights[0] + 1.0 / weights[1]) > clip_sigma:
+                        weights[1 if values[1] > values[0] else 0] = 0.0
+                total = 0.0
+                weighted = 0.0
+                for q in range(n):
+                    total += weights[q]
+                    weighted += weights[q] * values[q]
+                if total > 0:
+                    flux[c, arm, p] = weighted / total * level
+                    ivar[c, arm, p] = total / level**2
+                    filled[c] = True
