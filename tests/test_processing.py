@@ -107,6 +107,9 @@ def test_a_coadds_masked_pixels_are_filled_from_the_exposures_of_its_own_file():
     flux[4, 0, 50:60], ivar[4, 0, 50:60] = 1.0, 0.0
     flux[3, 0, 195] = 3.0  # a cosmic ray in one exposure, no mask bit
     ivar[2, 0, 192:194] = 0.0  # masked in one exposure: the others fill it
+    ivar[1, 0, 205] = 0.0  # two of the three have it, and one of those a cosmic ray
+    flux[2, 0, 205] = 2.5
+    flux[1:4, 0, 100] = 0.0  # the exposures' mean exactly 0 where the coadd has data: no ratio, no error
     ivar[0, 1, :] = 0.0  # a whole arm masked: nothing to match the level with, left alone
     before_flux, before_ivar = flux.copy(), ivar.copy()
 
@@ -118,7 +121,7 @@ def test_a_coadds_masked_pixels_are_filled_from_the_exposures_of_its_own_file():
     hole[0, 0, 190:210] = True
     assert np.array_equal(flux[~hole], before_flux[~hole]) and np.array_equal(ivar[~hole], before_ivar[~hole])
     # The hole holds the exposures' mean at the coadd's level, the cosmic ray left out.
-    own = before_ivar[0, 0] > 0
+    own = (before_ivar[0, 0] > 0) & (before_flux[1:4, 0].sum(axis=0) != 0)
     level = np.median(before_flux[0, 0, own] / before_flux[1:4, 0, own].mean(axis=0))
     assert level == pytest.approx(0.98, abs=0.003)
     np.testing.assert_allclose(flux[0, 0, 190:210], 0.98 * truth[190:210], atol=0.02)
@@ -126,6 +129,8 @@ def test_a_coadds_masked_pixels_are_filled_from_the_exposures_of_its_own_file():
     assert ivar[0, 0, 195] == pytest.approx(2e4 / level**2, rel=1e-5)  # two exposures kept
     assert ivar[0, 0, 192] == pytest.approx(2e4 / level**2, rel=1e-5)  # two exposures have it
     assert ivar[0, 0, 200] == pytest.approx(3e4 / level**2, rel=1e-5)
+    assert flux[0, 0, 205] == pytest.approx(level * before_flux[3, 0, 205], rel=1e-5)
+    assert ivar[0, 0, 205] == pytest.approx(1e4 / level**2, rel=1e-5)
     # Two exposures that disagree: the higher one (a cosmic ray) is left out.
     two = np.stack([before_flux[0], before_flux[5], before_flux[6]])
     two_ivar = np.stack([before_ivar[0], before_ivar[5], before_ivar[6]])
@@ -166,6 +171,19 @@ def test_preprocess_fills_a_real_coadd_from_its_exposures_only_when_told_their_f
     flags = preprocess(spectra, rv_supplied=rv, files=np.zeros(len(spectra), dtype=np.int64),
                        config=PreprocessConfig(coadd_fill_from_exposures=False))
     assert flags.flux.tobytes() == plain.flux.tobytes() and flags.flags.tolist() == plain.flags.tolist()
+    # An exposure whose RV is not to be trusted takes no part (a low S/N would only weigh less).
+    from spectra.processing.coadd import coadd_masked_fill_reference
+
+    doubtful = rv.copy()
+    doubtful[exposures[0]] = (-20.0, 40.0)  # arms 60 km/s apart: RV_UNRELIABLE, still processed
+    result = preprocess(spectra, rv_supplied=doubtful, files=np.zeros(len(spectra), dtype=np.int64))
+    assert result.processed[exposures[0]] and result.flags[exposures[0]] & SPECTRUM_FLAGS["RV_UNRELIABLE"].mask
+    unfilled = preprocess(spectra, rv_supplied=doubtful)
+    usable = unfilled.processed.copy()
+    usable[exposures[0]] = False
+    kinds = np.array([s.kind == "coadd" for s in spectra])
+    coadd_masked_fill_reference(unfilled.flux, unfilled.ivar, kinds, np.zeros(len(spectra), dtype=np.int64), usable)
+    np.testing.assert_allclose(result.flux[coadd], unfilled.flux[coadd], rtol=1e-5)
 
 
 def test_rows_of_a_batch_do_not_influence_each_other():
@@ -361,6 +379,7 @@ def test_the_compiled_coadd_fill_matches_the_numpy_reference():
     flux[rng.random((n, 2, m)) < 0.01] += 1.5  # cosmic rays, unmasked
     flux[is_coadd] *= 0.97
     ivar[3, 1, :] = np.nan  # non-finite ivar counts as masked
+    ivar[np.flatnonzero(is_coadd)[:2], 0, 7] = np.nan  # (in a coadd too)
     usable = rng.random(n) < 0.9
     a_flux, a_ivar, b_flux, b_ivar = flux.copy(), ivar.copy(), flux.copy(), ivar.copy()
     compiled = coadd_masked_fill(a_flux, a_ivar, is_coadd, files, usable)

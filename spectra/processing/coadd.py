@@ -27,10 +27,10 @@ def coadd_masked_fill(
     """Fill each coadd's masked pixels from the exposures of its file, in place.
 
     Per file, the exposures are combined pixel by pixel: the ivar-weighted mean of their
-    normalised flux where their ivar > 0, with ivar the sum of theirs. With 3 or more
-    exposures, a value more than ``clip_sigma`` sigma off their median is left out; with
-    2, where they differ by more than ``clip_sigma`` combined sigma, the higher one is (a
-    cosmic ray). Each arm of the combination is scaled to the coadd's level (the coadd
+    normalised flux where their ivar > 0, with ivar the sum of theirs. Where 3 or more
+    exposures have the pixel, a value more than ``clip_sigma`` sigma off their median is
+    left out; where 2 have it and they differ by more than ``clip_sigma`` combined sigma,
+    the higher one is (a cosmic ray). Each arm of the combination is scaled to the coadd's level (the coadd
     and the exposures are normalised by continua of their own, whose level depends on the
     S/N): by the median ratio of the coadd to the exposures' weighted mean over the
     pixels both have, at least ``min_overlap`` of them, or the arm is left alone. A coadd
@@ -101,7 +101,7 @@ def coadd_masked_fill_reference(
     filled = np.zeros(flux.shape[0], dtype=bool)
     coadds, starts, ends, order = _groups(is_coadd, files, usable)
     for coadd, start, end in zip(coadds.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        if end == start or not (ivar[coadd] <= 0).any():
+        if end == start or (ivar[coadd] > 0).all():
             continue
         members = order[start:end]
         f = flux[members]
@@ -117,7 +117,10 @@ def coadd_masked_fill_reference(
             # outlier); the clipped combination only where it is needed, in the hole.
             wb = w[:, arm, both]
             mean = (wb * f[:, arm, both]).sum(axis=0) / wb.sum(axis=0)
-            level = float(np.median(flux[coadd, arm, both] / mean))
+            nonzero = mean != 0  # (a mean of exactly 0 gives no ratio)
+            if nonzero.sum() < min_overlap:
+                continue
+            level = float(np.median(flux[coadd, arm, both][nonzero] / mean[nonzero]))
             if not np.isfinite(level) or level <= 0:
                 continue
             combined, total = exposures_combined(f[:, arm, hole], w[:, arm, hole], clip_sigma)
@@ -137,9 +140,9 @@ def exposures_combined(f: np.ndarray, w: np.ndarray, clip_sigma: float = 5.0) ->
     f, w : (k, ...) float
         Normalised flux and its inverse variance (0 or non-finite: no data), k >= 1.
     clip_sigma : float
-        With 3 or more exposures, values more than this many sigma off their median are
-        left out; with 2, where they differ by more than this many combined sigma, the
-        higher one is (a cosmic ray).
+        Per pixel: where 3 or more exposures have data, values more than this many sigma
+        off their median are left out; where 2 have, and they differ by more than this
+        many combined sigma, the higher one is (a cosmic ray).
 
     Returns
     -------
@@ -150,24 +153,25 @@ def exposures_combined(f: np.ndarray, w: np.ndarray, clip_sigma: float = 5.0) ->
     """
     f = f.astype(np.float64)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0).astype(np.float64)
-    k = f.shape[0]
-    if k >= 3:
-        # The median of the values with data: sorted with the others last (+inf), the
-        # middle one or two of the first `count` (a pixel no exposure has: w stays 0).
+    if f.shape[0] >= 2:
+        # Per pixel, the values with data sorted (the others last, +inf): the median of
+        # the first `count`, and with exactly two, the lower and the higher.
         count = (w > 0).sum(axis=0)
-        ordered = np.sort(np.where(w > 0, f, np.inf), axis=0)
+        order = np.argsort(np.where(w > 0, f, np.inf), axis=0, kind="stable")
+        ordered = np.take_along_axis(np.where(w > 0, f, np.inf), order, axis=0)
         low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
         high = np.take_along_axis(ordered, (count // 2)[None], axis=0)[0]
         median = np.where(count > 0, 0.5 * (low + high), 0.0)
-        with np.errstate(invalid="ignore"):
-            w = np.where(np.abs(f - median) * np.sqrt(w) > clip_sigma, 0.0, w)
-    elif k == 2:
-        present = (w[0] > 0) & (w[1] > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            apart = present & (np.abs(f[0] - f[1]) / np.sqrt(1.0 / w[0] + 1.0 / w[1]) > clip_sigma)
-        higher = f[1] > f[0]
-        w[0] = np.where(apart & ~higher, 0.0, w[0])
-        w[1] = np.where(apart & higher, 0.0, w[1])
+        lower_w = np.take_along_axis(w, order[:1], axis=0)[0]
+        higher_w = np.take_along_axis(w, order[1:2], axis=0)[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            off = (count >= 3) & (np.abs(f - median) * np.sqrt(w) > clip_sigma)
+            apart = (count == 2) & (
+                np.abs(ordered[1] - ordered[0]) / np.sqrt(1.0 / lower_w + 1.0 / higher_w) > clip_sigma)
+        w = np.where(off, 0.0, w)
+        drop = np.zeros(w.shape, dtype=bool)
+        np.put_along_axis(drop, order[1:2], apart[None], axis=0)  # (the higher of two that disagree)
+        w = np.where(drop, 0.0, w)
     total = w.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         combined = np.where(total > 0, (w * np.where(w > 0, f, 0.0)).sum(axis=0) / total, 1.0)

@@ -320,8 +320,7 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
     weights = np.empty_like(values)
     for i in range(coadds.size):
         c, s, e = coadds[i], starts[i], ends[i]
-        k = e - s
-        if k == 0:
+        if e == s:
             continue
         for arm in range(n_arms):
             # The level: median ratio of the coadd to the exposures' weighted mean.
@@ -337,8 +336,9 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
                         weighted += w * flux[members[j], arm, p]
                 if total > 0:
                     if ivar[c, arm, p] > 0:
-                        ratio[n_both] = flux[c, arm, p] / (weighted / total)
-                        n_both += 1
+                        if weighted != 0.0:  # (a mean of exactly 0 gives no ratio)
+                            ratio[n_both] = flux[c, arm, p] / (weighted / total)
+                            n_both += 1
                     else:
                         n_hole += 1
             if n_hole == 0 or n_both < min_overlap:
@@ -358,12 +358,12 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
                         n += 1
                 if n == 0:
                     continue
-                if k >= 3:
+                if n >= 3:
                     median = np.median(values[:n])
                     for q in range(n):
                         if abs(values[q] - median) * np.sqrt(weights[q]) > clip_sigma:
                             weights[q] = 0.0
-                elif n == 2:  # (two exposures: where they disagree, the higher is a cosmic ray)
+                elif n == 2:  # (two values: where they disagree, the higher is a cosmic ray)
                     if abs(values[0] - values[1]) / np.sqrt(1.0 / weights[0] + 1.0 / weights[1]) > clip_sigma:
                         weights[1 if values[1] > values[0] else 0] = 0.0
                 total = 0.0

@@ -92,7 +92,8 @@ class PreprocessConfig:
         True: where a coadd's grid pixel is masked, it is filled from the exposures of
         its own file (``coadd.coadd_masked_fill``: their clipped, ivar-weighted mean,
         scaled to the coadd's level), when ``preprocess`` is told which file each spectrum
-        came from. Sets COADD_MASK_FILLED. Chosen by measurement: docs/preprocessing.md,
+        came from. Exposures with a reject flag other than a low S/N, or an unreliable
+        RV, take no part. Sets COADD_MASK_FILLED. Chosen by measurement: docs/preprocessing.md,
         "Which coadd pixels are masked".
     """
 
@@ -203,11 +204,14 @@ def preprocess(
         part = slice(start, min(start + CHUNK_SPECTRA, n))
         _preprocess_chunk(spectra[part], supplied[part], templates, config, result, part, with_continuum)
     if files is not None and config.coadd_fill_from_exposures:
-        # (after every chunk: a file's spectra may straddle two)
-        filled = coadd_masked_fill(
-            result.flux, result.ivar, np.array([s.kind == "coadd" for s in spectra], dtype=bool),
-            np.asarray(files, dtype=np.int64), result.processed,
-        )
+        # After every chunk (a file's spectra may straddle two). Exposures whose arrays are
+        # not to be trusted (an unreliable RV, no signal, ...) take no part; a low S/N
+        # only weighs less.
+        is_coadd = np.array([s.kind == "coadd" for s in spectra], dtype=bool)
+        untrusted = (SPECTRUM_FLAGS.reject_mask() | SPECTRUM_FLAGS["RV_UNRELIABLE"].mask) & ~(
+            SPECTRUM_FLAGS["LOW_SNR_BLUE"].mask | SPECTRUM_FLAGS["LOW_SNR_RED"].mask)
+        usable = result.processed & (is_coadd | ((result.flags & np.int64(untrusted)) == 0))
+        filled = coadd_masked_fill(result.flux, result.ivar, is_coadd, np.asarray(files, dtype=np.int64), usable)
         result.flags[filled] |= np.int64(SPECTRUM_FLAGS["COADD_MASK_FILLED"].mask)
     return result
 
