@@ -75,14 +75,14 @@ def bench_preprocessing(files: list[Path], batch: int) -> None:
     rv = np.zeros((batch, 2))
     preprocess(spectra[:8], rv_supplied=rv[:8], files=file_ids[:8])  # compile / load the kernels
     rates = {"with": [], "without": []}
-    for _ in range(3):  # the coadds' fill from their exposures on and off, alternating
+    for _ in range(5):  # the coadds' fill from their exposures on and off, alternating
         for name, fill in (("with", True), ("without", False)):
             start = time.perf_counter()
             preprocess(spectra, rv_supplied=rv, files=file_ids, config=PreprocessConfig(coadd_fill_from_exposures=fill))
             rates[name].append(batch / (time.perf_counter() - start))
     with_fill, without = np.median(rates["with"]), np.median(rates["without"])
     print(f"preprocessing core: {with_fill:,.0f} spectra/s on one core ({batch:,} spectra, RVs supplied; target >= 2,000; "
-          f"median of 3); without the coadds' fill from their exposures {without:,.0f}/s (ratio {with_fill / without:.3f})")
+          f"median of 5); without the coadds' fill from their exposures {without:,.0f}/s (ratio {with_fill / without:.3f})")
     try:
         from spcanet_site.settings.base import SPECTRUM_MODEL_PATH
         from spectra.processing.spectrum_model import CannonSpectrumModel, template_bank_from_model

@@ -323,6 +323,12 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
         if e == s:
             continue
         for arm in range(n_arms):
+            holes = 0
+            for p in range(m):
+                if not ivar[c, arm, p] > 0:
+                    holes += 1
+            if holes == 0:
+                continue
             # The level: median ratio of the coadd to the exposures' weighted mean.
             n_both = 0
             n_hole = 0
