@@ -157,7 +157,8 @@ def reset(args) -> None:
 
 def models():
     """The two model versions, registered afresh; their artifacts are trained once per
-    ``--var-dir`` (recorded in ``bench-models-fill.json`` beside them) and reused by every way."""
+    ``--var-dir`` and preprocessing version (recorded in ``bench-models-fill.json`` beside
+    them) and reused by every way: a model reads only spectra of its own version."""
     import json
 
     from django.conf import settings
@@ -167,9 +168,9 @@ def models():
 
     record = Path(settings.MODEL_ARTIFACT_ROOT) / "bench-models-fill.json"
     trained = json.loads(record.read_text()) if record.exists() else {}
-    if not all((Path(settings.MODEL_ARTIFACT_ROOT) / trained.get(role.value, ["-"])[0]).exists()
-               for role in ModelVersion.Role):
-        trained = train_models()
+    if trained.get("preprocessing_version") != PREPROCESSING_VERSION or not all(
+            (Path(settings.MODEL_ARTIFACT_ROOT) / trained.get(role.value, ["-"])[0]).exists() for role in ModelVersion.Role):
+        trained = {**train_models(), "preprocessing_version": PREPROCESSING_VERSION}
         record.write_text(json.dumps(trained))
     return [ModelVersion.objects.create(
         name=f"bench-{role.value}", role=role, artifact_uri=trained[role.value][0], artifact_sha256=trained[role.value][1],
