@@ -41,8 +41,11 @@ LABELS = ("teff", "logg", "fe_h", "c_h", "n_h", "o_h", "mg_h", "al_h", "si_h", "
 
 
 def load_arrays(survey: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 2, 2, 4000) float32 preprocessed [flux, ivar] of the survey's spectra and (n, 15) true labels."""
-    target = cache / "arrays.npz"
+    """(n, 2, 2, 4000) float32 preprocessed [flux, ivar] of the survey's spectra and (n, 15) true labels,
+    preprocessed as the ingest does (a coadd with its file's exposures); cached per preprocessing version."""
+    from spectra.processing.pipeline import PREPROCESSING_VERSION
+
+    target = cache / f"arrays-{PREPROCESSING_VERSION}.npz"
     if target.exists():
         saved = np.load(target)
         return saved["arrays"], saved["labels"]
@@ -53,8 +56,8 @@ def load_arrays(survey: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     truth = {(r["file"], r["kind"], int(r["lmjm"] or 0)): int(r["star"]) for r in csv.DictReader(open(survey / "truth_spectra.csv"))}
     catalog = {(int(r["obsid"]), int(r["lmjm"] or 0)): (float(r["rv_blue"]), float(r["rv_red"]))
                for r in csv.DictReader(open(survey / "rv_catalog.csv"))}
-    spectra, rv, labels = [], [], []
-    for path in sorted((survey / "fits").rglob("*.fits*")):
+    spectra, rv, labels, files = [], [], [], []
+    for index, path in enumerate(sorted((survey / "fits").rglob("*.fits*"))):
         sf = read_spectrum_file(path)
         name = path.relative_to(survey).as_posix()
         for spectrum in sf.spectra:
@@ -62,7 +65,8 @@ def load_arrays(survey: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
             rv.append(catalog[(sf.obsid, int(spectrum.lmjm or 0))])
             star = stars[truth[(name, spectrum.kind, int(spectrum.lmjm or 0))]]
             labels.append([float(star[label]) for label in LABELS])
-    result = preprocess(spectra, rv_supplied=np.array(rv))
+            files.append(index)
+    result = preprocess(spectra, rv_supplied=np.array(rv), files=np.array(files, dtype=np.int64))
     keep = result.processed
     arrays = np.stack([result.flux[keep], result.ivar[keep]], axis=1)
     labels = np.array(labels)[keep]
