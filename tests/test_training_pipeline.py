@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from core.flags import LABEL_FLAGS, SPECTRUM_FLAGS
 from core.labels import LABEL_FIELDS
+from inference.management.commands.train_models import Command as TrainModelsCommand
 from inference.models import CatalogEntry, LabelSet, ModelVersion, ReferenceCatalog, ReferenceLabel
 from inference.network.artifact import ArtifactError
 from inference.network.config import NetworkConfig, TrainingConfig
@@ -132,6 +133,17 @@ def test_train_predict_release_end_to_end(survey, settings):
         # The noise model is fitted on the CV and test spectra; the test set's check is cross-fitted.
         assert metrics["calibration_set"]["test"] == metrics["training"]["n_test"]
         assert metrics["calibration_set"]["cv"] > 0 and "cross-fitted" in metrics["calibration_set"]["check"]
+        # Each calibration cell says how many stars it holds and where each label stands,
+        # with the 95% intervals over those stars.
+        for cell in metrics["calibration_cells"]:
+            assert 0 < cell["stars"] <= cell["n"]
+            for label in cell["labels"].values():
+                assert label["verdict"] in ("met", "missed", "missed beyond noise", "unknown")
+                if label["z_std"] is not None:
+                    low, high = label["z_std_interval"]
+                    assert low <= label["z_std"] <= high
+        summary = TrainModelsCommand._summary(version)
+        assert f"of {len(metrics['calibration_cells'])} within the goal for every label" in summary
     with pytest.raises(ValueError, match="exists"):
         models_train(catalog=catalog, name_prefix="t1", network=TINY, training=QUICK)
 

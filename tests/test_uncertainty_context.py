@@ -267,3 +267,53 @@ def test_cross_fitted_uncertainties_come_from_models_fitted_without_the_star():
         with pytest.raises(ValueError):
             cross_fitted_sigma(residuals, snr, masked, coadd, None, stars, **{"folds": 4, "scored": scored, **bad})
 
+
+
+def _cells_of(z: np.ndarray, snr: np.ndarray, groups=None, resamples: int = 1000):
+    return calibration_cells(z, np.zeros_like(z), np.ones_like(z), snr, np.zeros(len(snr)),
+                             np.zeros(len(snr), dtype=bool), ["teff"], min_count=10, groups=groups,
+                             resamples=resamples)
+
+
+def test_calibration_intervals_tell_a_miscalibration_from_the_noise_of_a_small_cell():
+    rng = np.random.default_rng(11)
+    # Calibrated z in 120 cells of 12-40 spectra, eight cells (one per S/N bin) at a time:
+    # many miss 0.9-1.1 by chance, and the intervals hold 1 in about 95% of them.
+    bins = np.array([12.0, 17.0, 25.0, 35.0, 50.0, 80.0, 150.0, 300.0])
+    labels = []
+    for _ in range(15):
+        sizes = rng.choice([12, 20, 40], size=bins.size)
+        cells = _cells_of(rng.normal(size=(sizes.sum(), 1)), np.repeat(bins, sizes))
+        assert [cell["n"] for cell in cells] == sizes.tolist()
+        labels += [cell["labels"]["teff"] for cell in cells]
+    assert all(label["z_std_interval"][0] < label["z_std"] < label["z_std_interval"][1] for label in labels)
+    held = sum(label["z_std_interval"][0] < 1.0 < label["z_std_interval"][1] for label in labels)
+    verdicts = [label["verdict"] for label in labels]
+    assert held >= 0.9 * len(labels) and verdicts.count("missed beyond noise") <= 0.05 * len(labels), (held, verdicts)
+    assert verdicts.count("missed") >= 0.3 * len(labels)  # the point figures alone would call these miscalibrated
+    # 1.4x too small uncertainties in a cell of 2,000: a miss no sampling explains.
+    wide = _cells_of(1.4 * rng.normal(size=(2000, 1)), np.full(2000, 25.0))[0]["labels"]["teff"]
+    assert wide["z_std_interval"][0] > 1.1 and wide["verdict"] == "missed beyond noise"
+    # The same spread in a cell of 12 spectra is only missed.
+    small = _cells_of(1.4 * rng.normal(size=(12, 1)), np.full(12, 25.0))[0]["labels"]["teff"]
+    assert small["verdict"] == "missed" and small["z_std_interval"][0] < 1.1
+    # Without resamples: no intervals, and a miss cannot be called beyond noise.
+    plain = _cells_of(1.4 * rng.normal(size=(2000, 1)), np.full(2000, 25.0), resamples=0)[0]["labels"]["teff"]
+    assert plain["z_std_interval"] is None and plain["verdict"] == "missed"
+
+
+def test_calibration_intervals_resample_stars_not_spectra():
+    # 50 stars of 20 spectra each, whose errors are mostly the star's own: the spectra of a
+    # star are not independent, and the interval over stars is the wider one.
+    rng = np.random.default_rng(12)
+    star = np.repeat(np.arange(50), 20)
+    z = (0.9 * rng.normal(size=50)[star] + 0.44 * rng.normal(size=1000))[:, None]
+    snr = np.full(1000, 25.0)
+    by_star = _cells_of(z, snr, groups=star)[0]
+    by_spectrum = _cells_of(z, snr)[0]
+    assert by_star["stars"] == 50 and by_spectrum["stars"] == 1000
+    width = {name: np.diff(cells["labels"]["teff"]["z_std_interval"])[0]
+             for name, cells in (("star", by_star), ("spectrum", by_spectrum))}
+    assert width["star"] > 2 * width["spectrum"], width
+    with pytest.raises(ValueError):
+        _cells_of(z, snr, groups=star[:10])

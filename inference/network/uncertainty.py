@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import nnls
+from scipy.stats import chi2
 
 CALIBRATION_SNR_EDGES = np.array([10.0, 15.0, 20.0, 30.0, 45.0, 70.0, 100.0, 200.0, np.inf])
 _MIN_PER_BIN = 8
@@ -709,11 +710,93 @@ def cross_fitted_sigma(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarra
 
 
 CALIBRATION_MASKED_EDGES = np.array([0.0, 0.02, 0.08, 0.2, 1.0 + 1e-9])
+# The calibration goal of a cell (issue "Labels near the information limit", item 5): z
+# spread 0.9-1.1 and 60-76% of |z| < 1 for every label.
+CALIBRATION_GOAL_Z_STD = (0.9, 1.1)
+CALIBRATION_GOAL_WITHIN = (0.60, 0.76)
+# Resamples of a cell's stars for the 95% intervals of its z spread and share within 1 sigma.
+CALIBRATION_RESAMPLES = 1000
+
+
+def _bootstrap_intervals(z: np.ndarray, groups: np.ndarray, resamples: int,
+                         rng: np.random.Generator) -> tuple[list[float], list[float]]:
+    """95% intervals of std(z) and of the share |z| < 1 in one cell, for one label.
+
+    ``z`` (m,) finite float64 and ``groups`` (m,) int64 codes. The variance of each figure
+    comes from resampling the groups (stars) with replacement, all the spectra of each: a
+    star's spectra share the network's error for it, so they are not independent. The
+    interval's shape is then that of a variance with ``2 s**4 / var`` degrees of freedom
+    (chi-square) and of a share of that many independent draws (Wilson). The plain
+    percentile bootstrap is too narrow in small cells: on calibrated Gaussian z it held 1.0
+    in 76% of cells of 12 spectra and 87% of 40, and this in 95-97%; with 10-50 stars of
+    10-20 correlated spectra each, 85-91%.
+    """
+    codes, inverse = np.unique(groups, return_inverse=True)
+    m = codes.size
+    count = np.bincount(inverse, minlength=m).astype(np.float64)
+    total = np.bincount(inverse, weights=z, minlength=m)
+    square = np.bincount(inverse, weights=z * z, minlength=m)
+    inside = np.bincount(inverse, weights=(np.abs(z) < 1.0).astype(np.float64), minlength=m)
+    # How often each group is drawn in each resample.
+    weights = rng.multinomial(m, np.full(m, 1.0 / m), size=resamples).astype(np.float64)
+    n = weights @ count
+    mean = (weights @ total) / n
+    variances = np.maximum((weights @ square) / n - mean**2, 0.0)
+    shares = (weights @ inside) / n
+    correction = m / (m - 1.0) if m > 1 else np.inf  # the bootstrap's variance is short by (m - 1) / m
+    variance, share = float(np.var(z)), float(np.mean(np.abs(z) < 1.0))
+    spread_variance = np.var(variances) * correction
+    dof = float(np.clip(2.0 * variance**2 / spread_variance, 1.0, z.size - 1.0)) if spread_variance > 0 else z.size - 1.0
+    z_interval = [float(np.sqrt(variance * dof / chi2.ppf(0.975, dof))),
+                  float(np.sqrt(variance * dof / chi2.ppf(0.025, dof)))]
+    share_variance = np.var(shares) * correction
+    draws = float(np.clip(share * (1.0 - share) / share_variance, 1.0, z.size)) if share_variance > 0 else float(z.size)
+    k = 1.959964  # the normal's 97.5% point
+    centre = (share + k * k / (2 * draws)) / (1 + k * k / draws)
+    half = k * np.sqrt(share * (1 - share) / draws + k * k / (4 * draws * draws)) / (1 + k * k / draws)
+    return z_interval, [float(max(centre - half, 0.0)), float(min(centre + half, 1.0))]
+
+
+def calibration_verdict(label: dict) -> str:
+    """Where one label of one cell (a ``calibration_cells`` entry) stands against the goal.
+
+    Parameters
+    ----------
+    label : dict
+        ``{"z_std", "within_1sigma", "z_std_interval", "within_1sigma_interval"}`` as
+        ``calibration_cells`` gives them.
+
+    Returns
+    -------
+    str
+        ``"met"``: z spread 0.9-1.1 and 60-76% within 1 sigma (``CALIBRATION_GOAL_*``);
+        ``"missed"``: not met, but a calibrated cell of the same stars could give these
+        figures (each figure's 95% interval reaches its goal range);
+        ``"missed beyond noise"``: an interval lies wholly outside its goal range, a
+        miscalibration the cell's sampling cannot explain; ``"unknown"``: no figures.
+    """
+    z_std, within = label.get("z_std"), label.get("within_1sigma")
+    if z_std is None or within is None:
+        return "unknown"
+    (z_low, z_high), (w_low, w_high) = CALIBRATION_GOAL_Z_STD, CALIBRATION_GOAL_WITHIN
+    if z_low <= z_std <= z_high and w_low <= within <= w_high:
+        return "met"
+    z_interval, w_interval = label.get("z_std_interval"), label.get("within_1sigma_interval")
+    if z_interval is not None and (z_interval[1] < z_low or z_interval[0] > z_high):
+        return "missed beyond noise"
+    if w_interval is not None and (w_interval[1] < w_low or w_interval[0] > w_high):
+        return "missed beyond noise"
+    return "missed"
 
 
 def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarray, snr: np.ndarray,
-                      masked: np.ndarray, coadd: np.ndarray, names: list[str], min_count: int = 5) -> list[dict]:
+                      masked: np.ndarray, coadd: np.ndarray, names: list[str], min_count: int = 5,
+                      groups: np.ndarray | None = None, resamples: int = CALIBRATION_RESAMPLES,
+                      seed: int = 0) -> list[dict]:
     """z spread and share within 1 sigma per cell of S/N bin x kind x masked-fraction bin.
+
+    With 95% intervals from resampling the cell's stars, so that a miss can be told from
+    the sampling noise of a cell of few stars (``calibration_verdict``).
 
     Parameters
     ----------
@@ -727,16 +810,31 @@ def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarra
         Label names, n_labels of them.
     min_count : int, optional
         Cells with fewer spectra are left out.
+    groups : array_like, shape (n,), optional
+        The star of each spectrum: the unit the intervals resample (None: each spectrum).
+    resamples : int, optional
+        Bootstrap resamples per cell and label (0: no intervals).
+    seed : int, optional
+        Seed of the resampling.
 
     Returns
     -------
     list of dict
         One dict per cell with at least ``min_count`` spectra: ``snr_bin``, ``kind``,
-        ``masked_bin`` (edges as strings), ``n``, and per label
-        ``{name: {"z_std", "within_1sigma"}}`` under ``labels``. A calibrated cell has
-        z_std 0.9-1.1 and 60-76% within 1 sigma.
+        ``masked_bin`` (edges as strings), ``n``, ``stars``, and per label ``{name:
+        {"z_std", "within_1sigma", "z_std_interval", "within_1sigma_interval",
+        "verdict"}}`` under ``labels`` (intervals [2.5%, 97.5%], None without resamples
+        or with fewer than 2 values). A calibrated cell has z_std 0.9-1.1 and 60-76%
+        within 1 sigma.
+
+    Raises
+    ------
+    ValueError
+        If ``groups`` is not (n,) comparable ids.
     """
     z = (np.asarray(predicted, dtype=np.float64) - truth) / sigma
+    codes = _groups(groups, z.shape[0])
+    rng = np.random.default_rng(seed)
     snr_bin = np.digitize(snr, CALIBRATION_SNR_EDGES) - 1
     masked_bin = np.digitize(masked, CALIBRATION_MASKED_EDGES) - 1
     coadd = np.asarray(coadd, dtype=bool)
@@ -749,13 +847,21 @@ def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarra
                     continue
                 labels = {}
                 for k, name in enumerate(names):
-                    finite = z[chosen, k][np.isfinite(z[chosen, k])]
-                    labels[name] = {"z_std": float(np.std(finite)) if finite.size > 1 else None,
-                                    "within_1sigma": float(np.mean(np.abs(finite) < 1.0)) if finite.size else None}
+                    finite = np.isfinite(z[chosen, k])
+                    values = z[chosen, k][finite]
+                    label = {"z_std": float(np.std(values)) if values.size > 1 else None,
+                             "within_1sigma": float(np.mean(np.abs(values) < 1.0)) if values.size else None,
+                             "z_std_interval": None, "within_1sigma_interval": None}
+                    if resamples > 0 and values.size > 1:
+                        label["z_std_interval"], label["within_1sigma_interval"] = _bootstrap_intervals(
+                            values, codes[chosen][finite], resamples, rng)
+                    label["verdict"] = calibration_verdict(label)
+                    labels[name] = label
                 cells.append({"snr_bin": f"{CALIBRATION_SNR_EDGES[s]:g}-{CALIBRATION_SNR_EDGES[s + 1]:g}",
                               "kind": kind,
                               "masked_bin": f"{CALIBRATION_MASKED_EDGES[m]:.2f}-{min(CALIBRATION_MASKED_EDGES[m + 1], 1):.2f}",
-                              "n": int(chosen.sum()), "labels": labels})
+                              "n": int(chosen.sum()), "stars": int(np.unique(codes[chosen]).size),
+                              "labels": labels})
     return cells
 
 

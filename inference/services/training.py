@@ -120,7 +120,8 @@ def models_train(
         against_reference = np.hypot(sigma, np.where(np.isfinite(test_errors), test_errors, 0.0))
         metrics["calibration"] = calibration_summary(predicted, data.labels[test], against_reference, LABEL_FIELDS)
         metrics["calibration_cells"] = calibration_cells(predicted, data.labels[test], against_reference,
-                                                         data.snr[test], masked[test], data.coadd[test], LABEL_FIELDS)
+                                                         data.snr[test], masked[test], data.coadd[test], LABEL_FIELDS,
+                                                         groups=data.star_ids[test], seed=role_training.seed)
         metrics["reference_errors"] = [name for k, name in enumerate(LABEL_FIELDS)
                                        if np.isfinite(data.label_errors[:, k]).any()]
         metrics["uncertainty"] = estimator.noise_model.as_dict()
