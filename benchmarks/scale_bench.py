@@ -10,7 +10,9 @@ By default every replica has a star of its own (one spectrum per star: the star 
 large as it can be); ``--replica-stars as-source`` gives the replicas of one source star's
 spectra, copy by copy, one new star, so stars have as many spectra as in the mock survey
 (its plan observes each star on several nights, with several exposures, as the MRS
-time-domain fields do).
+time-domain fields do); ``--replica-stars K`` gives every K replicas of a copy, in the
+order of their source stars, one new star (K spectra per star; DR9's mean is at least 9.2,
+docs/capacity.md).
 
 Per size it prints spectra/s and the peak RSS (VmHWM, reset before each stage) of:
 
@@ -133,11 +135,12 @@ def ingest_mock(survey: Path, stars: int) -> int:
     return n
 
 
-def replicate(target: int, seed: int, stars_as_source: bool = False) -> tuple[int, float]:
+def replicate(target: int, seed: int, stars: str = "one-per-spectrum") -> tuple[int, float]:
     """Add replicas until there are ``target`` preprocessed spectra; returns (added, seconds).
 
-    ``stars_as_source``: the replicas of one source star's spectra in one copy share a new
-    star, instead of a star each."""
+    ``stars``: ``one-per-spectrum`` (a new star per replica), ``as-source`` (the replicas of
+    one source star's spectra in one copy share a new star) or a whole number K (every K
+    replicas of a copy, in the order of their source stars, share a new star)."""
     from spectra.models import Spectrum
 
     started = time.perf_counter()
@@ -152,9 +155,14 @@ def replicate(target: int, seed: int, stars_as_source: bool = False) -> tuple[in
         "star_rank bigint)")
     sql("TRUNCATE _sources")
     # star_rank: the replica's star within a copy, 1..stars (its source star's, or its own).
-    sql("INSERT INTO _sources SELECT row_number() OVER (ORDER BY s.id), s.id, s.star_id, "
-        + ("dense_rank() OVER (ORDER BY s.star_id) " if stars_as_source else "row_number() OVER (ORDER BY s.id) ")
-        + "FROM spectra_spectrum s WHERE s.id = ANY(%s)", [sources.tolist()])
+    if stars == "as-source":
+        star_rank = "dense_rank() OVER (ORDER BY s.star_id)"
+    elif stars == "one-per-spectrum":
+        star_rank = "row_number() OVER (ORDER BY s.id)"
+    else:
+        star_rank = f"(row_number() OVER (ORDER BY s.star_id, s.id) - 1) / {int(stars)} + 1"
+    sql(f"INSERT INTO _sources SELECT row_number() OVER (ORDER BY s.id), s.id, s.star_id, {star_rank} "
+        "FROM spectra_spectrum s WHERE s.id = ANY(%s)", [sources.tolist()])
     stars = int(sql("SELECT max(star_rank) FROM _sources")[0][0] or 0)
     sql("SELECT setseed(%s)", [seed / 1000 % 1])
     added = 0
@@ -351,7 +359,7 @@ def run_size(target: int, args, models) -> dict:
     from spectra.models import Spectrum
 
     out: dict = {"target": target}
-    added, seconds = replicate(target, args.seed, stars_as_source=args.replica_stars == "as-source")
+    added, seconds = replicate(target, args.seed, stars=args.replica_stars)
     out["spectra"] = Spectrum.objects.filter(status=Spectrum.Status.PREPROCESSED).count()
     print(f"\n== {out['spectra']:,} spectra ({added:,} replicas added in {seconds:.0f} s; {load()})", flush=True)
     p = predict(models, args.predict_sample)
@@ -400,6 +408,13 @@ def api_report(release, args) -> dict[str, tuple[float, float]]:
     return figures
 
 
+def _replica_stars(value: str) -> str:
+    """``--replica-stars``: one-per-spectrum, as-source or a whole number of spectra per star."""
+    if value in ("one-per-spectrum", "as-source") or (value.isdigit() and int(value) >= 1):
+        return value
+    raise argparse.ArgumentTypeError("one-per-spectrum, as-source or a whole number of spectra per star (>= 1)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spectra", default="100000,1000000", help="Sizes, ascending, comma-separated.")
@@ -410,9 +425,10 @@ def main() -> None:
                         help="Replicas predicted for real per size (the rate does not depend on N).")
     parser.add_argument("--ref-stars", type=int, default=50_000, help="Stars of the validation catalog.")
     parser.add_argument("--requests", type=int, default=100, help="API requests per kind.")
-    parser.add_argument("--replica-stars", choices=("one-per-spectrum", "as-source"), default="one-per-spectrum",
-                        help="A new star per replica (default), or per source star and copy: as many spectra "
-                             "per star as the mock survey has.")
+    parser.add_argument("--replica-stars", type=_replica_stars, default="one-per-spectrum",
+                        help="A new star per replica (one-per-spectrum, the default), per source star and copy "
+                             "(as-source: as many spectra per star as the mock survey has), or per K replicas "
+                             "(a whole number K: K spectra per star).")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="Keep the rows, shards and survey at the end.")
     parser.add_argument("--cleanup", action="store_true", help="Only remove what an earlier --keep run left.")
