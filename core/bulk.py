@@ -507,25 +507,38 @@ def temp_table_fill(name: str, columns: Mapping[str, np.ndarray]) -> int:
 LARGEST_BIGINT = 2**63 - 1
 
 
-def key_range_bounds(keys_sql: str, params: Sequence, chunk_size: int, *, last_open: bool = False) -> list[tuple]:
+def key_range_bounds(keys_sql: str, params: Sequence, chunk_size: int, *, last_open: bool = False,
+                     weighted: bool = False) -> list[tuple]:
     """Cut a set of keys into ranges of ``chunk_size`` keys, counted in PostgreSQL.
 
     ``keys_sql`` selects one column, ``key`` (bigint, distinct, never NULL). Returns
     ``(low, high, n)`` per range, in key order: the range holds the keys with
     ``low < key <= high``, ``n`` of them when this was read; the first ``low`` is 0 (keys
     are positive ids). With ``last_open`` the last range reaches the largest bigint, so
-    keys added meanwhile fall in it. Only the bounds leave the database (one row per
-    range), so memory does not grow with the number of keys; the ranges can be read in any
-    order and at once.
+    keys added meanwhile fall in it. With ``weighted``, ``keys_sql`` also selects
+    ``weight`` (a positive bigint per key, e.g. the rows a key stands for) and a range
+    holds keys of about ``chunk_size`` weight instead: a key joins the range in which its
+    first unit of weight falls, so a range weighs within the largest key's weight of
+    ``chunk_size`` (the last one less), and a key never spans two. Only the bounds leave the database (one row per range), so memory does
+    not grow with the number of keys; the ranges can be read in any order and at once.
     """
-    ends = query_numeric_records(
-        "SELECT key, n FROM (SELECT key, row_number() OVER (ORDER BY key) AS n, count(*) OVER () AS total "
-        f"FROM ({keys_sql}) AS k) AS x WHERE n %% %s = 0 OR n = total",
-        [*params, int(chunk_size)], [("key", "i8"), ("n", "i8")])
-    bounds, low, before = [], 0, 0
-    for i, (high, n) in enumerate(zip(ends["key"].tolist(), ends["n"].tolist(), strict=True)):
-        bounds.append((low, LARGEST_BIGINT if last_open and i == ends.size - 1 else high, n - before))
-        low, before = high, n
+    if weighted:
+        ends = query_numeric_records(
+            "SELECT max(key)::bigint AS key, count(*)::bigint AS n FROM (SELECT key, "
+            "((sum(weight) OVER (ORDER BY key))::bigint - weight) / %s AS part "
+            f"FROM ({keys_sql}) AS k) AS x GROUP BY part ORDER BY part",
+            [int(chunk_size), *params], [("key", "i8"), ("n", "i8")])
+        counts = ends["n"].tolist()
+    else:
+        ends = query_numeric_records(
+            "SELECT key, n FROM (SELECT key, row_number() OVER (ORDER BY key) AS n, count(*) OVER () AS total "
+            f"FROM ({keys_sql}) AS k) AS x WHERE n %% %s = 0 OR n = total",
+            [*params, int(chunk_size)], [("key", "i8"), ("n", "i8")])
+        counts = np.diff(ends["n"], prepend=0).tolist()
+    bounds, low = [], 0
+    for i, (high, n) in enumerate(zip(ends["key"].tolist(), counts, strict=True)):
+        bounds.append((low, LARGEST_BIGINT if last_open and i == ends.size - 1 else high, n))
+        low = high
     return bounds
 
 

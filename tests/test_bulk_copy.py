@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import core.bulk
-from core.bulk import keyed_numeric_columns, query_numeric_records
+from core.bulk import key_range_bounds, keyed_numeric_columns, query_numeric_records
 from spectra.models import Star
 
 pytestmark = pytest.mark.django_db
@@ -41,6 +41,29 @@ def test_an_empty_result_and_a_null_in_the_rows(stars):
     Star.objects.filter(pk=stars.first().pk).update(gaia_source_id=None)
     with pytest.raises(RuntimeError, match="not of the expected layout"):
         query_numeric_records("SELECT gaia_source_id FROM spectra_star ORDER BY id", [], [("gaia_source_id", "i8")])
+
+
+def test_key_ranges_by_count_and_by_weight(stars):
+    ids = list(stars.values_list("id", flat=True))
+    keys_sql = "SELECT id::bigint AS key FROM spectra_star WHERE designation LIKE %s"
+    by_count = key_range_bounds(keys_sql, ["%{'%"], 100)
+    assert [n for _, _, n in by_count] == [100, 100, 57]
+    assert by_count[0][0] == 0 and by_count[-1][1] == ids[-1]
+    assert [low for low, _, _ in by_count[1:]] == [high for _, high, _ in by_count[:-1]]  # ranges touch
+    # Weighted: star i weighs 1 + (i % 7) x 10 (rows it stands for); ranges of about 300.
+    weights = {key: 1 + (i % 7) * 10 for i, key in enumerate(ids)}
+    weighted_sql = ("SELECT id::bigint AS key, (1 + ((row_number() OVER (ORDER BY id) - 1) %% 7) * 10)::bigint "
+                    "AS weight FROM spectra_star WHERE designation LIKE %s")
+    bounds = key_range_bounds(weighted_sql, ["%{'%"], 300, weighted=True)
+    assert sum(n for _, _, n in bounds) == len(ids)
+    for low, high, n in bounds:
+        members = [key for key in ids if low < key <= high]
+        assert len(members) == n
+        # Each range weighs within the largest key's weight (61) of the size; the last less.
+        assert sum(weights[key] for key in members) < 300 + 61
+    assert all(sum(weights[key] for key in ids if low < key <= high) > 300 - 61 for low, high, _ in bounds[:-1])
+    assert len(bounds) == -(-sum(weights.values()) // 300)
+    assert key_range_bounds(weighted_sql, ["none"], 300, weighted=True) == []
 
 
 @pytest.mark.django_db(transaction=True)

@@ -190,8 +190,19 @@ def test_a_build_in_small_chunks_writes_what_one_chunk_writes(release_factory):
     whole = state()
     assert len(whole[0]) == 7 and sum(1 for row in whole[0] if row[2] is None) == 2
     catalog_release_build(release=release, chunk_size=2)  # 4 chunks: each bounds its joins to its own ids
-    catalog_stars_build(release=release, chunk_stars=2)
+    catalog_stars_build(release=release, chunk_stars=2, chunk_rows=2)
     assert state() == whole
+    # Stars of several spectra, cut by rows (a star's entries and its own row): ranges of
+    # one to three stars, a star never split between two.
+    Spectrum.objects.filter(pk__in=[spectra[1].pk, spectra[2].pk]).update(star_id=spectra[0].star_id)
+    Spectrum.objects.filter(pk=spectra[4].pk).update(star_id=spectra[3].star_id)
+    catalog_release_build(release=release)
+    whole = state()
+    assert list(CatalogStar.objects.filter(release=release).order_by("star_id")
+                .values_list("n_spectra_all", flat=True)) == [3, 2, 1, 1]
+    for rows in (2, 4, 5, 9):
+        catalog_stars_build(release=release, chunk_rows=rows)
+        assert state() == whole, rows
 
 
 @pytest.mark.django_db(transaction=True)  # the reader is another connection: the release must be committed

@@ -388,7 +388,8 @@ _EXACT_FLOAT_INT = 2**53
 
 
 def catalog_stars_build(
-    *, release: CatalogRelease, star_ids: list[int] | None = None, chunk_stars: int | None = None
+    *, release: CatalogRelease, star_ids: list[int] | None = None, chunk_stars: int | None = None,
+    chunk_rows: int | None = None,
 ) -> int:
     """(Re)build the star table of a release from its entries: one row per star.
 
@@ -401,15 +402,19 @@ def catalog_stars_build(
     tables existed: ``manage.py build_star_tables``); the entries it derives from are
     frozen, so that first build is what a build at publication would have written.
     Returns the number of star rows written. On PostgreSQL a whole table is written apart
-    and swapped in for the release's old rows (``inference.partitions``).
+    and swapped in for the release's old rows (``inference.partitions``). The stars are
+    combined chunk by chunk: ``chunk_stars`` listed stars, or on PostgreSQL, for the whole
+    table, star-id ranges of about ``chunk_rows`` rows (the entries read and the star
+    rows written; whole stars), so that memory follows neither the number of stars nor how
+    many spectra a star has.
     """
     with release_build_lock(release.pk):
         if not CatalogRelease.objects.filter(pk=release.pk).exists():  # (deleted while this waited)
             raise CatalogRelease.DoesNotExist(f"release {release.name} was deleted before its star table was built")
         if star_ids is None and partitioned(CatalogStar):
-            return _stars_build_swapped(release, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL)
+            return _stars_build_swapped(release, chunk_rows or STAR_BUILD_CHUNK_ROWS_POSTGRESQL)
         with transaction.atomic():
-            return _stars_build(release, star_ids, chunk_stars)
+            return _stars_build(release, star_ids, chunk_stars, chunk_rows)
 
 
 def _star_table_immutable_check(release: CatalogRelease) -> None:
@@ -417,20 +422,26 @@ def _star_table_immutable_check(release: CatalogRelease) -> None:
         raise ReleaseImmutableError(f"release {release.name} is published: its star table cannot change")
 
 
-def _star_chunk_bounds(release: CatalogRelease, chunk_stars: int, entries: str | None = None) -> list[tuple]:
-    """Star-id ranges of the stars with an entry in the release, ``chunk_stars`` each (PostgreSQL).
+def _star_chunk_bounds(release: CatalogRelease, chunk_rows: int, entries: str | None = None) -> list[tuple]:
+    """Star-id ranges of the stars with an entry in the release, of about ``chunk_rows``
+    rows each, counting a star's entries and its own row (PostgreSQL; a star's entries are
+    never split).
 
     Returns ``(low, high, n)`` per chunk: its stars are those with ``low < id <= high``,
     ``n`` of them. ``entries``: the table to read the entries from (a build's own), by
     default the entry table. Only the bounds are held, never every star's id
-    (``core.bulk.key_range_bounds``), so memory does not grow with the number of stars.
+    (``core.bulk.key_range_bounds``), so memory does not grow with the number of stars;
+    the ranges are cut by the rows a chunk holds in memory, entries and stars, so it does
+    not grow with the spectra per star either (DR9 holds 9.2 spectra per star or more on
+    average, its time-domain stars tens).
     """
     return key_range_bounds(
-        f"SELECT DISTINCT s.star_id::bigint AS key FROM {entries or CatalogEntry._meta.db_table} e "
-        f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s", [release.pk], chunk_stars)
+        f"SELECT s.star_id::bigint AS key, count(*)::bigint + 1 AS weight FROM {entries or CatalogEntry._meta.db_table} e "
+        f"JOIN {Spectrum._meta.db_table} s ON s.id = e.spectrum_id WHERE e.release_id = %s GROUP BY s.star_id",
+        [release.pk], chunk_rows, weighted=True)
 
 
-def _stars_build_swapped(release: CatalogRelease, chunk_stars: int) -> int:
+def _stars_build_swapped(release: CatalogRelease, chunk_rows: int) -> int:
     """The whole star table on a partitioned PostgreSQL table: written into a table of the
     build's own (on several connections at once where no transaction encloses the call),
     then indexed and swapped in, with the release's row locked, in one transaction."""
@@ -444,7 +455,8 @@ def _stars_build_swapped(release: CatalogRelease, chunk_stars: int) -> int:
 
     planner_statistics_refresh({Spectrum: ["id", "star_id"], Star: ["id"]})
     try:
-        written, _ = _stars_write_postgresql(release, None, chunk_stars, swap=True)
+        written, _ = _stars_write_postgresql(release, None, STAR_BUILD_CHUNK_STARS_POSTGRESQL, swap=True,
+                                             chunk_rows=chunk_rows)
         staging_attach(CatalogStar, release.pk, before_swap=swap_with_counts)
     except BaseException:
         staging_drop(CatalogStar, release.pk)
@@ -474,7 +486,8 @@ def _star_counts_save(locked: CatalogRelease, release: CatalogRelease) -> None:
     _counts_save(locked, release, star_count=existing.count(), good_star_count=existing.filter(flag=1).count())
 
 
-def _stars_build(release: CatalogRelease, star_ids: list[int] | None, chunk_stars: int | None) -> int:
+def _stars_build(release: CatalogRelease, star_ids: list[int] | None, chunk_stars: int | None,
+                 chunk_rows: int | None) -> int:
     locked = CatalogRelease.objects.select_for_update().get(pk=release.pk)
     existing = CatalogStar.objects.filter(release=locked)
     _star_table_immutable_check(locked)
@@ -487,7 +500,8 @@ def _stars_build(release: CatalogRelease, star_ids: list[int] | None, chunk_star
     else:
         wanted = np.unique(np.asarray(star_ids, dtype=np.int64))
     if connection.vendor == "postgresql":
-        written, present = _stars_write_postgresql(locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL)
+        written, present = _stars_write_postgresql(locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS_POSTGRESQL,
+                                                   chunk_rows=chunk_rows or STAR_BUILD_CHUNK_ROWS_POSTGRESQL)
     else:
         written, present = _stars_write_orm(locked, wanted, chunk_stars or STAR_BUILD_CHUNK_STARS)
     if written >= ANALYZE_AFTER_ROWS:
@@ -557,19 +571,24 @@ def _stars_write_orm(locked: CatalogRelease, wanted: np.ndarray, chunk_stars: in
     return written, present
 
 
-# Stars combined per round trip of the PostgreSQL build (about 70,000 entries: 20 MB of arrays).
+# Stars combined per round trip of the PostgreSQL build: listed stars (about 70,000 entries
+# at 3.5 spectra per star: 20 MB of arrays), or for the whole table star-id ranges of
+# about this many rows, the entries read plus the star rows written (20,000 stars of one
+# spectrum each, 4,000 of nine), whatever the number of spectra per star.
 STAR_BUILD_CHUNK_STARS_POSTGRESQL = 20_000
+STAR_BUILD_CHUNK_ROWS_POSTGRESQL = 40_000
 
 
 def _stars_write_postgresql(
     locked: CatalogRelease, wanted: np.ndarray | None, chunk_stars: int, *, swap: bool = False,
-    entries: str | None = None,
+    entries: str | None = None, chunk_rows: int = STAR_BUILD_CHUNK_ROWS_POSTGRESQL,
 ) -> tuple[int, list[np.ndarray]]:
     """The star rows on PostgreSQL: entries in by binary COPY, rows out by COPY and one INSERT.
 
     ``wanted``: the stars, sorted; None for every star with an entry (the whole table),
-    whose chunks are then star-id ranges (:func:`_star_chunk_bounds`; an index range on
-    the spectrum's star).
+    whose chunks are then star-id ranges of about ``chunk_rows`` entries and stars
+    (:func:`_star_chunk_bounds`; an index range on the spectrum's star); listed stars go
+    ``chunk_stars`` at a time.
     The star's identity and the best spectrum's medres_specid are joined in SQL. Rows are
     upserts into the table, or with ``swap`` plain inserts into a table of the build's own,
     which the caller then swaps in for the release's old rows (``inference.partitions``;
@@ -625,7 +644,7 @@ def _stars_write_postgresql(
 
     def chunks():
         if wanted is None:
-            for low, high, n in _star_chunk_bounds(locked, chunk_stars, entries):
+            for low, high, n in _star_chunk_bounds(locked, chunk_rows, entries):
                 yield (low, high), (ids_draw(CatalogStar, n) if swap else None)
             return
         for start in range(0, wanted.size, chunk_stars):
