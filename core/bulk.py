@@ -521,7 +521,10 @@ def key_range_bounds(keys_sql: str, params: Sequence, chunk_size: int, *, last_o
     first unit of weight falls, so a range weighs within the largest key's weight of
     ``chunk_size`` (the last one less), and a key never spans two. Only the bounds leave the database (one row per range), so memory does
     not grow with the number of keys; the ranges can be read in any order and at once.
+    Raises ValueError for a ``chunk_size`` below 1.
     """
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if weighted:
         ends = query_numeric_records(
             "SELECT max(key)::bigint AS key, count(*)::bigint AS n FROM (SELECT key, "

@@ -64,6 +64,8 @@ def test_key_ranges_by_count_and_by_weight(stars):
     assert all(sum(weights[key] for key in ids if low < key <= high) > 300 - 61 for low, high, _ in bounds[:-1])
     assert len(bounds) == -(-sum(weights.values()) // 300)
     assert key_range_bounds(weighted_sql, ["none"], 300, weighted=True) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        key_range_bounds(weighted_sql, ["%{'%"], -300, weighted=True)
 
 
 @pytest.mark.django_db(transaction=True)

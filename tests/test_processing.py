@@ -369,7 +369,7 @@ def test_the_compiled_coadd_fill_matches_the_numpy_reference():
 
     rng = np.random.default_rng(11)
     n, m = 60, 500
-    files = np.sort(rng.integers(0, 12, n))  # files of 0 to 9 spectra, one coadd or none
+    files = np.sort(rng.integers(0, 12, n))  # 12 files of 2 to 10 spectra, one coadd or none
     is_coadd = np.zeros(n, dtype=bool)
     for f in np.unique(files):
         if rng.random() < 0.8:

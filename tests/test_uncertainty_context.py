@@ -317,3 +317,9 @@ def test_calibration_intervals_resample_stars_not_spectra():
     assert width["star"] > 2 * width["spectrum"], width
     with pytest.raises(ValueError):
         _cells_of(z, snr, groups=star[:10])
+    # One star's 12 spectra: no spread across stars to measure, so no interval, and a miss
+    # is never called beyond noise.
+    one = _cells_of(1.6 * np.random.default_rng(0).normal(size=(12, 1)), np.full(12, 25.0),
+                    groups=np.full(12, 7))[0]
+    assert one["stars"] == 1 and one["labels"]["teff"]["z_std"] > 1.1
+    assert one["labels"]["teff"]["z_std_interval"] is None and one["labels"]["teff"]["verdict"] == "missed"

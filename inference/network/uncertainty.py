@@ -719,42 +719,50 @@ CALIBRATION_RESAMPLES = 1000
 
 
 def _bootstrap_intervals(z: np.ndarray, groups: np.ndarray, resamples: int,
-                         rng: np.random.Generator) -> tuple[list[float], list[float]]:
+                         rng: np.random.Generator) -> tuple[list[float] | None, list[float] | None]:
     """95% intervals of std(z) and of the share |z| < 1 in one cell, for one label.
 
     ``z`` (m,) finite float64 and ``groups`` (m,) int64 codes. The variance of each figure
     comes from resampling the groups (stars) with replacement, all the spectra of each: a
     star's spectra share the network's error for it, so they are not independent. The
     interval's shape is then that of a variance with ``2 s**4 / var`` degrees of freedom
-    (chi-square), and the share's that of ``p (1 - p) / var`` independent draws (Wilson). The plain
-    percentile bootstrap is too narrow in small cells: on calibrated Gaussian z it held 1.0
-    in 76% of cells of 12 spectra and 87% of 40, and this in 94-97%; with 10-50 stars of
-    10-20 correlated spectra each, 85-91%.
+    (chi-square), and the share's that of ``p (1 - p) / var`` independent draws (Wilson).
+    The plain percentile bootstrap is too narrow in small cells: on calibrated Gaussian z
+    it held 1.0 in 76% of cells of 12 spectra and 87% of 40, and this in 94-97%; with
+    10-50 stars of 10-20 correlated spectra each, 85-91%. A cell of one star has no
+    spread across stars to measure: (None, None), as for figures that are not finite.
     """
     codes, inverse = np.unique(groups, return_inverse=True)
     m = codes.size
+    variance, share = float(np.var(z)), float(np.mean(np.abs(z) < 1.0))
+    if m < 2 or not np.isfinite(variance):
+        return None, None
     count = np.bincount(inverse, minlength=m).astype(np.float64)
     total = np.bincount(inverse, weights=z, minlength=m)
     square = np.bincount(inverse, weights=z * z, minlength=m)
     inside = np.bincount(inverse, weights=(np.abs(z) < 1.0).astype(np.float64), minlength=m)
-    # How often each group is drawn in each resample.
-    weights = rng.multinomial(m, np.full(m, 1.0 / m), size=resamples).astype(np.float64)
-    n = weights @ count
-    mean = (weights @ total) / n
-    variances = np.maximum((weights @ square) / n - mean**2, 0.0)
-    shares = (weights @ inside) / n
-    correction = m / (m - 1.0) if m > 1 else np.inf  # the bootstrap's variance is short by (m - 1) / m
-    variance, share = float(np.var(z)), float(np.mean(np.abs(z) < 1.0))
-    spread_variance = np.var(variances) * correction
+    variances, shares = [], []
+    for start in range(0, resamples, 100):  # (100 resamples at a time: memory of 100 x m)
+        # How often each group is drawn in each resample.
+        weights = rng.multinomial(m, np.full(m, 1.0 / m), size=min(100, resamples - start)).astype(np.float64)
+        n = weights @ count
+        mean = (weights @ total) / n
+        variances.append(np.maximum((weights @ square) / n - mean**2, 0.0))
+        shares.append((weights @ inside) / n)
+    correction = m / (m - 1.0)  # the bootstrap's variance is short by (m - 1) / m
+    spread_variance = float(np.var(np.concatenate(variances))) * correction
     dof = float(np.clip(2.0 * variance**2 / spread_variance, 1.0, z.size - 1.0)) if spread_variance > 0 else z.size - 1.0
     z_interval = [float(np.sqrt(variance * dof / chi2.ppf(0.975, dof))),
                   float(np.sqrt(variance * dof / chi2.ppf(0.025, dof)))]
-    share_variance = np.var(shares) * correction
+    share_variance = float(np.var(np.concatenate(shares))) * correction
     draws = float(np.clip(share * (1.0 - share) / share_variance, 1.0, z.size)) if share_variance > 0 else float(z.size)
     k = 1.959964  # the normal's 97.5% point
     centre = (share + k * k / (2 * draws)) / (1 + k * k / draws)
     half = k * np.sqrt(share * (1 - share) / draws + k * k / (4 * draws * draws)) / (1 + k * k / draws)
-    return z_interval, [float(max(centre - half, 0.0)), float(min(centre + half, 1.0))]
+    share_interval = [float(max(centre - half, 0.0)), float(min(centre + half, 1.0))]
+    if not np.all(np.isfinite(z_interval)):
+        return None, share_interval
+    return z_interval, share_interval
 
 
 def calibration_verdict(label: dict) -> str:
@@ -824,8 +832,8 @@ def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarra
         ``masked_bin`` (edges as strings), ``n``, ``stars``, and per label ``{name:
         {"z_std", "within_1sigma", "z_std_interval", "within_1sigma_interval",
         "verdict"}}`` under ``labels`` (intervals [2.5%, 97.5%], None without resamples
-        or with fewer than 2 values). A calibrated cell has z_std 0.9-1.1 and 60-76%
-        within 1 sigma.
+        or with fewer than 2 values or stars; None for a figure that is not finite). A
+        calibrated cell has z_std 0.9-1.1 and 60-76% within 1 sigma.
 
     Raises
     ------
@@ -849,7 +857,8 @@ def calibration_cells(predicted: np.ndarray, truth: np.ndarray, sigma: np.ndarra
                 for k, name in enumerate(names):
                     finite = np.isfinite(z[chosen, k])
                     values = z[chosen, k][finite]
-                    label = {"z_std": float(np.std(values)) if values.size > 1 else None,
+                    spread = float(np.std(values)) if values.size > 1 else None
+                    label = {"z_std": spread if spread is not None and np.isfinite(spread) else None,
                              "within_1sigma": float(np.mean(np.abs(values) < 1.0)) if values.size else None,
                              "z_std_interval": None, "within_1sigma_interval": None}
                     if resamples > 0 and values.size > 1:

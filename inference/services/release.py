@@ -403,10 +403,10 @@ def catalog_stars_build(
     frozen, so that first build is what a build at publication would have written.
     Returns the number of star rows written. On PostgreSQL a whole table is written apart
     and swapped in for the release's old rows (``inference.partitions``). The stars are
-    combined chunk by chunk: ``chunk_stars`` listed stars, or on PostgreSQL, for the whole
-    table, star-id ranges of about ``chunk_rows`` rows (the entries read and the star
-    rows written; whole stars), so that memory follows neither the number of stars nor how
-    many spectra a star has.
+    combined chunk by chunk: on PostgreSQL, for the whole table, star-id ranges of about
+    ``chunk_rows`` rows (the entries read and the star rows written; whole stars), so that
+    memory follows neither the number of stars nor how many spectra a star has; else
+    (listed stars, or SQLite) ``chunk_stars`` stars at a time.
     """
     with release_build_lock(release.pk):
         if not CatalogRelease.objects.filter(pk=release.pk).exists():  # (deleted while this waited)

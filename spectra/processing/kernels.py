@@ -289,7 +289,6 @@ def continuum_rows(
         out_kept[r] = kept_count / m
 
 
-
 @njit(cache=True, nogil=True)
 def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_overlap, filled):  # pragma: no cover
     """Fill coadds' masked pixels from their exposures; see coadd.coadd_masked_fill.
