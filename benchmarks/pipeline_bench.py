@@ -6,8 +6,10 @@ with 1 worker process, and with 2 worker processes. After each run the release i
 validated against the survey's APOGEE-, GALAH- and RAVE-like catalogs (imported and
 matched, then ``release_validate`` over every row, Flag 0 included), timed apart. Prints spectra/s per stage and end to
 end (ingest to release), the scaling ratio 2 vs 1, the queue's overhead per chunk (1
-worker against in-process), the peak memory (VmHWM) of every process that did chunks,
-and the load average (``uptime``) before and after each way: the figures are only as
+worker against in-process), the CPU seconds of the workers, PostgreSQL, this process and
+the whole machine during each timed run (what a second process can still gain: on 2 cores
+the work outside the workers runs on the second core for free when one worker runs), the
+peak memory (VmHWM) of every process that did chunks, and the load average (``uptime``) before and after each way: the figures are only as
 quiet as the machine. The networks have the default architecture with the masked-pixel
 fill, trained for one epoch on random spectra: their labels mean nothing, their cost per
 spectrum is the real one.
@@ -117,23 +119,51 @@ def load_average() -> str:
     return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def process_peaks(pid: int) -> dict[int, float]:
-    """VmHWM (MB) of a process and every descendant, read from /proc (before they exit)."""
-    parents: dict[int, int] = {}
+def _processes() -> dict[int, tuple[str, int, float]]:
+    """Every process in /proc: pid -> (name, parent pid, CPU seconds of it and its reaped
+    children: utime + stime + cutime + cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    processes = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
+                text = (entry / "stat").read_text()
+                name = text[text.index("(") + 1 : text.rindex(")")]
+                fields = text.rsplit(")", 1)[1].split()
+                processes[int(entry.name)] = (name, int(fields[1]), sum(int(v) for v in fields[11:15]) / tick)
             except (OSError, IndexError, ValueError):
                 continue
+    return processes
+
+
+def _family(pid: int, processes: dict[int, tuple[str, int, float]]) -> set[int]:
+    """A process and every descendant."""
     family, frontier = {pid}, [pid]
     while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier and child not in family]
+        children = [child for child, (_, parent, _) in processes.items() if parent in frontier and child not in family]
         family.update(children)
         frontier = children
+    return family
+
+
+def cpu_snapshot(workers_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the worker processes (with those they reaped), of PostgreSQL
+    (every ``postgres`` process, the postmaster's reaped backends included), of this
+    process, and busy seconds of the whole machine (/proc/stat, all but idle and iowait)."""
+    processes = _processes()
+    workers = 0.0 if workers_pid is None else sum(processes[p][2] for p in _family(workers_pid, processes)
+                                                  if p in processes)
+    postgres = sum(cpu for name, _, cpu in processes.values() if name == "postgres")
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    own = sum(os.times()[:4])
+    return {"workers": workers, "postgres": postgres, "bench": own, "machine": busy}
+
+
+def process_peaks(pid: int) -> dict[int, float]:
+    """VmHWM (MB) of a process and every descendant, read from /proc (before they exit)."""
     peaks = {}
-    for member in sorted(family):
+    for member in sorted(_family(pid, _processes())):
         try:
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -239,10 +269,14 @@ def run_once(args, way: str, formal, alternate) -> dict:
             if args.cold:
                 time.sleep(8)  # worker start-up, outside the timed run
             else:  # until every pool process has warmed both models, outside the timed run
-                warm_seconds = wait_for_warm_workers(log, int(way), workers)
-                print(f"{way}: worker processes started and warmed both models in {warm_seconds:.1f} s", flush=True)
+                # (none are in demand, so none are warmed, where the run does not predict)
+                models = 2 if "predict" in args.stages else 0
+                warm_seconds = wait_for_warm_workers(log, int(way), workers, models)
+                print(f"{way}: worker processes started and warmed {models} model(s) in {warm_seconds:.1f} s",
+                      flush=True)
         else:
             app.conf.task_always_eager = True
+        cpu_before = cpu_snapshot(None if workers is None else workers.pid)
         started = time.perf_counter()
         processing_run_start(run=run)
         while True:
@@ -251,6 +285,8 @@ def run_once(args, way: str, formal, alternate) -> dict:
                 break
             time.sleep(0.5)
         total = time.perf_counter() - started
+        cpu_after = cpu_snapshot(None if workers is None else workers.pid)
+        cpu = {key: cpu_after[key] - cpu_before[key] for key in cpu_before}
     finally:
         if workers is not None:
             worker_peaks = process_peaks(workers.pid)
@@ -264,7 +300,7 @@ def run_once(args, way: str, formal, alternate) -> dict:
     chunks = {stage: list(run.chunks.filter(stage=stage, state="done").values_list("seconds", "worker", "peak_rss_mb"))
               for stage in args.stages}
     result = {"state": run.state, "warm_seconds": warm_seconds, "spectra": spectra, "predicted": predicted,
-              "total_seconds": total,
+              "total_seconds": total, "cpu": cpu,
               "stage_seconds": {s: run.stage_seconds.get(s) for s in args.stages},
               "chunks": {s: len(c) for s, c in chunks.items()},
               "chunk_seconds": {s: sum(c[0] for c in rows) for s, rows in chunks.items()},
@@ -287,14 +323,16 @@ def run_once(args, way: str, formal, alternate) -> dict:
     return result
 
 
-def wait_for_warm_workers(log: Path, processes: int, workers: subprocess.Popen, timeout: float = 300.0) -> float:
-    """Seconds until ``processes`` pool processes have logged their warm-up (tasks.tasks), from now."""
+def wait_for_warm_workers(log: Path, processes: int, workers: subprocess.Popen, models: int = 2,
+                          timeout: float = 300.0) -> float:
+    """Seconds until ``processes`` pool processes have logged their warm-up of ``models``
+    models (tasks.tasks), from now."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         text = log.read_text() if log.exists() else ""
         if "could not warm" in text:
             raise RuntimeError(f"a worker process could not warm its models; see {log}")
-        if text.count(" warmed 2 model(s) ") >= processes:
+        if text.count(f" warmed {models} model(s) ") >= processes:
             return time.perf_counter() - started
         if workers.poll() is not None:
             raise RuntimeError(f"the worker exited with {workers.returncode}; see {log}")
@@ -346,6 +384,14 @@ def report(results: dict, args) -> None:
         warm = ("" if way == "inprocess" else "; workers cold (each process loads the models at its first chunk)"
                 if r["warm_seconds"] is None else f"; workers started and warmed in {r['warm_seconds']:.1f} s before it")
         print(f"{way}: {r['total_seconds']:.1f} s{warm}; chunks " + ", ".join(f"{s} {n}" for s, n in r["chunks"].items()) + extra)
+    print("\nCPU seconds during each timed run (worker processes; PostgreSQL; this process, which runs the chunks "
+          "in-process; the whole machine, and what else it ran)")
+    for way, r in results.items():
+        c = r["cpu"]
+        other = c["machine"] - c["workers"] - c["postgres"] - c["bench"]
+        print(f"{way}: workers {c['workers']:.1f}, PostgreSQL {c['postgres']:.1f}, this process {c['bench']:.1f}, "
+              f"machine {c['machine']:.1f} (else {other:.1f}) over {r['total_seconds']:.1f} s on {os.cpu_count()} "
+              f"CPUs ({c['machine'] / (r['total_seconds'] * (os.cpu_count() or 1)):.0%} busy)")
     print("\npeak memory (VmHWM, MB) per process")
     for way, r in results.items():
         reported = {}
