@@ -260,6 +260,19 @@ def main() -> None:
         if isinstance(model, ContextNoiseModel):
             print("coefficients (log factor per unit masked fraction, coadd vs exposure): " + ", ".join(
                 f"{name} {c[1]:+.2f} / {c[2]:+.2f}" for name, c in zip(LABELS, model.coefficients, strict=True)))
+    # As the catalog publishes them: predictions outside the training labels' range carry
+    # OUTSIDE_TRAINING_RANGE (the network extrapolates there); the cells of the others.
+    flagged = np.any((predicted < estimator.label_ranges[0]) | (predicted > estimator.label_ranges[1]), axis=1)
+    if flagged.any():
+        crossfitted = models["context, fitted on the CV and test sets, cross-fitted (train_models)"]
+        kept = ~flagged
+        cells = calibration_cells(predicted[kept], labels[test][kept], crossfitted[kept], snr[test][kept],
+                                  masked[test][kept], coadd[test][kept], list(LABELS), min_count=args.min_count,
+                                  groups=star[test][kept], seed=args.seed)
+        _cell_table(f"cross-fitted (train_models), the {kept.sum()} test spectra without OUTSIDE_TRAINING_RANGE "
+                    f"({flagged.sum()} predicted outside the training labels' range left out)", cells)
+        z = (predicted[kept] - labels[test][kept]) / crossfitted[kept]
+        print("those test spectra: " + ", ".join(f"{name} z spread {np.std(z[:, k]):.2f}" for k, name in enumerate(LABELS)))
     if args.alternate:
         alternate_training = TrainingConfig.from_mapping({**training.as_dict(), "seed": training.seed + 1})
         alternate = SPCANet(network, alternate_training, label_names=list(LABELS))
