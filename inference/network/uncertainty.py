@@ -710,8 +710,8 @@ def cross_fitted_sigma(residuals: np.ndarray, snr: np.ndarray, masked: np.ndarra
 
 
 CALIBRATION_MASKED_EDGES = np.array([0.0, 0.02, 0.08, 0.2, 1.0 + 1e-9])
-# The calibration goal of a cell (issue "Labels near the information limit", item 5): z
-# spread 0.9-1.1 and 60-76% of |z| < 1 for every label.
+# The catalog's calibration goal for a cell (docs/network.md, "Uncertainties"): z spread
+# 0.9-1.1 and 60-76% of |z| < 1 for every label.
 CALIBRATION_GOAL_Z_STD = (0.9, 1.1)
 CALIBRATION_GOAL_WITHIN = (0.60, 0.76)
 # Resamples of a cell's stars for the 95% intervals of its z spread and share within 1 sigma.
