@@ -114,7 +114,9 @@ class Command(BaseCommand):
         if cells:
             verdicts = [[value.get("verdict") for value in cell["labels"].values()] for cell in cells]
             met = sum(all(v == "met" for v in row) for row in verdicts)
-            beyond = [f"{cell['snr_bin']} {cell['kind']} ({', '.join(name for name, value in cell['labels'].items() if value.get('verdict') == 'missed beyond noise')})"
+            beyond = [f"S/N {cell['snr_bin']} {cell['kind']}s {cell['masked_bin']} masked ("
+                      + ", ".join(name for name, value in cell["labels"].items()
+                                  if value.get("verdict") == "missed beyond noise") + ")"
                       for cell, row in zip(cells, verdicts, strict=True) if "missed beyond noise" in row]
             lines.append(f"calibration cells (S/N x kind x masked fraction, test set): {met} of {len(cells)} within "
                          f"the goal for every label; {len(beyond)} miss it beyond their sampling noise"
