@@ -32,6 +32,7 @@ a second process has no core of its own).
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -268,12 +269,11 @@ def run_once(args, way: str, formal, alternate) -> dict:
             app.conf.task_always_eager = False
             if args.cold:
                 time.sleep(8)  # worker start-up, outside the timed run
-            else:  # until every pool process has warmed both models, outside the timed run
-                # (none are in demand, so none are warmed, where the run does not predict)
-                models = 2 if "predict" in args.stages else 0
-                warm_seconds = wait_for_warm_workers(log, int(way), workers, models)
-                print(f"{way}: worker processes started and warmed {models} model(s) in {warm_seconds:.1f} s",
-                      flush=True)
+            else:  # until every pool process has warmed its models, outside the timed run
+                # (both when the run predicts; none are in demand, so none are warmed, when it does not)
+                warm_seconds, warmed = wait_for_warm_workers(log, int(way), workers)
+                print(f"{way}: worker processes started and warmed {', '.join(map(str, warmed))} model(s) in "
+                      f"{warm_seconds:.1f} s", flush=True)
         else:
             app.conf.task_always_eager = True
         cpu_before = cpu_snapshot(None if workers is None else workers.pid)
@@ -323,17 +323,19 @@ def run_once(args, way: str, formal, alternate) -> dict:
     return result
 
 
-def wait_for_warm_workers(log: Path, processes: int, workers: subprocess.Popen, models: int = 2,
-                          timeout: float = 300.0) -> float:
-    """Seconds until ``processes`` pool processes have logged their warm-up of ``models``
-    models (tasks.tasks), from now."""
+def wait_for_warm_workers(log: Path, processes: int, workers: subprocess.Popen,
+                          timeout: float = 300.0) -> tuple[float, list[int]]:
+    """Seconds until ``processes`` pool processes have logged their warm-up (tasks.tasks),
+    from now, and how many models each warmed (the worker's settings and the runs' demand
+    decide that: both models of a run that predicts)."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         text = log.read_text() if log.exists() else ""
         if "could not warm" in text:
             raise RuntimeError(f"a worker process could not warm its models; see {log}")
-        if text.count(f" warmed {models} model(s) ") >= processes:
-            return time.perf_counter() - started
+        warmed = [int(n) for n in re.findall(r" warmed (\d+) model\(s\) ", text)]
+        if len(warmed) >= processes:
+            return time.perf_counter() - started, warmed
         if workers.poll() is not None:
             raise RuntimeError(f"the worker exited with {workers.returncode}; see {log}")
         time.sleep(0.2)
