@@ -346,6 +346,8 @@ def preprocess_config(args):
         config = replace(config, coadd_ormask_excludes=args.coadd_ormask == "exclude")
     if args.coadd_fill is not None:
         config = replace(config, coadd_fill_from_exposures=args.coadd_fill == "exposures")
+    if args.coadd_replace_sigma is not None:
+        config = replace(config, coadd_replace_sigma=args.coadd_replace_sigma or None)
     return config
 
 
@@ -371,6 +373,9 @@ def main() -> None:
     parser.add_argument("--coadd-fill", choices=("exposures", "none"), default=None,
                         help="A coadd's masked pixels: filled from its file's exposures, or left masked "
                              "(PreprocessConfig.coadd_fill_from_exposures; default: the project's).")
+    parser.add_argument("--coadd-replace-sigma", type=float, default=None,
+                        help="Also replace a coadd pixel more than this many sigma off its exposures' combination "
+                             "(PreprocessConfig.coadd_replace_sigma; 0: never; default: the project's).")
     parser.add_argument("--coadds-from-exposures", action="store_true",
                         help="Replace each coadd's arrays by the clipped, ivar-weighted combination of its file's "
                              "normalised exposures (coadds_from_exposures) before the figures.")

@@ -148,6 +148,38 @@ def test_a_coadds_masked_pixels_are_filled_from_the_exposures_of_its_own_file():
         coadd_masked_fill(flux, ivar[:, :, :10], kinds, files, usable)
 
 
+def test_a_coadds_unmasked_junk_is_replaced_from_its_exposures_only_when_asked():
+    from spectra.processing.coadd import coadd_masked_fill
+
+    rng = np.random.default_rng(6)
+    m = 400
+    truth = 1.0 - 0.3 * np.exp(-0.5 * ((np.arange(m) - 200) / 3.0) ** 2)
+    kinds = np.array([True, False, False])  # a coadd of two exposures
+    files = np.zeros(3, dtype=np.int64)
+    ivar = np.full((3, 2, m), 1e4, dtype=np.float32)
+    ivar[0] = 2e4
+    flux = (truth + rng.normal(0.0, 0.01, (3, 2, m))).astype(np.float32)
+    flux[0] = (0.97 * truth + rng.normal(0.0, 0.007, (2, m))).astype(np.float32)
+    flux[2, 0, 120] += 2.0  # an unflagged cosmic ray in one exposure ...
+    flux[0, 0, 120] += 1.0  # ... leaking into the coadd at half its height
+    flux[0, 1, 300:310] = 0.0  # FLUX 0 with IVAR kept, no mask bit
+    before_flux, before_ivar = flux.copy(), ivar.copy()
+
+    assert not coadd_masked_fill(flux, ivar, kinds, files, np.ones(3, dtype=bool)).any()  # nothing masked
+    assert np.array_equal(flux, before_flux) and np.array_equal(ivar, before_ivar)
+
+    assert coadd_masked_fill(flux, ivar, kinds, files, np.ones(3, dtype=bool), replace_sigma=5.0).tolist() == [
+        True, False, False]
+    changed = (flux != before_flux) | (ivar != before_ivar)
+    expected = np.zeros_like(changed)
+    expected[0, 0, 120] = True
+    expected[0, 1, 300:310] = True
+    assert np.array_equal(changed, expected)  # the junk, and only the junk
+    assert flux[0, 0, 120] == pytest.approx(0.97 * before_flux[1, 0, 120], abs=0.02)  # the cosmic ray's exposure left out
+    assert ivar[0, 0, 120] == pytest.approx(1e4 / 0.97**2, rel=0.02)
+    np.testing.assert_allclose(flux[0, 1, 300:310], 0.97 * truth[300:310], atol=0.04)
+
+
 def test_preprocess_fills_a_real_coadd_from_its_exposures_only_when_told_their_file():
     spectra = read_spectrum_file(real_file(CLEAN)).spectra
     rv = np.full((len(spectra), 2), -20.0)
@@ -364,7 +396,8 @@ def test_exposures_of_one_night_agree_and_junk_is_unreliable(templates):
     assert settings.SPECTRUM_MODEL_PATH.exists()
 
 
-def test_the_compiled_coadd_fill_matches_the_numpy_reference():
+@pytest.mark.parametrize("replace_sigma", [None, 5.0])
+def test_the_compiled_coadd_fill_matches_the_numpy_reference(replace_sigma):
     from spectra.processing.coadd import coadd_masked_fill, coadd_masked_fill_reference
 
     rng = np.random.default_rng(11)
@@ -382,10 +415,12 @@ def test_the_compiled_coadd_fill_matches_the_numpy_reference():
     ivar[np.flatnonzero(is_coadd)[:2], 0, 7] = np.nan  # (in a coadd too)
     usable = rng.random(n) < 0.9
     a_flux, a_ivar, b_flux, b_ivar = flux.copy(), ivar.copy(), flux.copy(), ivar.copy()
-    compiled = coadd_masked_fill(a_flux, a_ivar, is_coadd, files, usable)
-    reference = coadd_masked_fill_reference(b_flux, b_ivar, is_coadd, files, usable)
+    compiled = coadd_masked_fill(a_flux, a_ivar, is_coadd, files, usable, replace_sigma=replace_sigma)
+    reference = coadd_masked_fill_reference(b_flux, b_ivar, is_coadd, files, usable, replace_sigma=replace_sigma)
     assert compiled.any() and compiled.tolist() == reference.tolist()
     assert np.array_equal(np.nan_to_num(a_ivar) > 0, np.nan_to_num(b_ivar) > 0)
     np.testing.assert_allclose(a_flux, b_flux, rtol=2e-6)
     np.testing.assert_allclose(np.nan_to_num(a_ivar), np.nan_to_num(b_ivar), rtol=2e-6)
     assert (a_ivar[is_coadd & usable] > 0).mean() > (ivar[is_coadd & usable] > 0).mean()
+    had = np.nan_to_num(ivar) > 0  # pixels a spectrum has: replaced only when asked
+    assert (a_flux[had] != flux[had]).any() == bool(replace_sigma)

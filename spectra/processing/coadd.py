@@ -23,6 +23,7 @@ def coadd_masked_fill(
     *,
     clip_sigma: float = 5.0,
     min_overlap: int = 100,
+    replace_sigma: float | None = None,
 ) -> np.ndarray:
     """Fill each coadd's masked pixels from the exposures of its file, in place.
 
@@ -35,7 +36,10 @@ def coadd_masked_fill(
     S/N): by the median ratio of the coadd to the exposures' weighted mean over the
     pixels both have, at least ``min_overlap`` of them, or the arm is left alone. A coadd
     pixel with ivar 0 where the combination has data takes the scaled combination and
-    its ivar (sum / scale^2).
+    its ivar (sum / scale^2). With ``replace_sigma``, so does a pixel the coadd has that
+    lies more than ``replace_sigma`` sigma off the scaled combination, the two variances
+    added (junk in the coadd that no mask bit marks: a cosmic ray its exposures' clipped
+    combination leaves out, FLUX 0 with IVAR kept).
 
     Parameters
     ----------
@@ -54,11 +58,14 @@ def coadd_masked_fill(
         Outlier threshold of the combination, sigma.
     min_overlap : int
         Fewest pixels an arm of the coadd and the combination must share to match levels.
+    replace_sigma : float, optional
+        Threshold, in sigma of the coadd and the combination together, beyond which a
+        pixel the coadd has is replaced too; None (or 0): only masked pixels are filled.
 
     Returns
     -------
     (N,) bool
-        The coadds that had at least one pixel filled.
+        The coadds that had at least one pixel filled or replaced.
 
     Raises
     ------
@@ -72,7 +79,8 @@ def coadd_masked_fill(
     filled = np.zeros(n, dtype=bool)
     coadds, starts, ends, members = _groups(is_coadd, files, usable)
     if coadds.size:
-        coadd_fill_rows(flux, ivar, coadds, starts, ends, members, float(clip_sigma), int(min_overlap), filled)
+        coadd_fill_rows(flux, ivar, coadds, starts, ends, members, float(clip_sigma), int(min_overlap),
+                        float(replace_sigma or 0.0), filled)
     return filled
 
 
@@ -95,13 +103,14 @@ def coadd_masked_fill_reference(
     *,
     clip_sigma: float = 5.0,
     min_overlap: int = 100,
+    replace_sigma: float | None = None,
 ) -> np.ndarray:
     """``coadd_masked_fill`` in plain numpy (the reference the compiled kernel is tested
     against; same parameters and result)."""
     filled = np.zeros(flux.shape[0], dtype=bool)
     coadds, starts, ends, order = _groups(is_coadd, files, usable)
     for coadd, start, end in zip(coadds.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        if end == start or (ivar[coadd] > 0).all():
+        if end == start or ((ivar[coadd] > 0).all() and not replace_sigma):
             continue
         members = order[start:end]
         f = flux[members]
@@ -111,7 +120,7 @@ def coadd_masked_fill_reference(
             have = ivar[coadd, arm] > 0
             hole = ~have & has[arm]
             both = have & has[arm]
-            if not hole.any() or both.sum() < min_overlap:
+            if (not hole.any() and not replace_sigma) or both.sum() < min_overlap:
                 continue
             # The level from the plain weighted mean (the median ratio ignores the odd
             # outlier); the clipped combination only where it is needed, in the hole.
@@ -123,9 +132,21 @@ def coadd_masked_fill_reference(
             level = float(np.median(flux[coadd, arm, both][nonzero] / mean[nonzero]))
             if not np.isfinite(level) or level <= 0:
                 continue
-            combined, total = exposures_combined(f[:, arm, hole], w[:, arm, hole], clip_sigma)
-            kept = total > 0  # (every exposure clipped away: the pixel stays masked)
-            index = np.flatnonzero(hole)[kept]
+            if replace_sigma:
+                combined, total = exposures_combined(f[:, arm, has[arm]], w[:, arm, has[arm]], clip_sigma)
+                value = combined * level
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    c_ivar = ivar[coadd, arm, has[arm]].astype(np.float64)
+                    off = np.abs(flux[coadd, arm, has[arm]] - value) > replace_sigma * np.sqrt(
+                        1.0 / c_ivar + level**2 / total)
+                redo = (~(c_ivar > 0) | off) & (total > 0)
+                index = np.flatnonzero(has[arm])[redo]
+                combined, total = combined[redo], total[redo]
+                kept = np.ones(index.size, dtype=bool)
+            else:
+                combined, total = exposures_combined(f[:, arm, hole], w[:, arm, hole], clip_sigma)
+                kept = total > 0  # (every exposure clipped away: the pixel stays masked)
+                index = np.flatnonzero(hole)[kept]
             flux[coadd, arm, index] = (combined[kept] * level).astype(flux.dtype)
             ivar[coadd, arm, index] = (total[kept] / level**2).astype(ivar.dtype)
             filled[coadd] |= bool(kept.any())

@@ -290,7 +290,7 @@ def continuum_rows(
 
 
 @njit(cache=True, nogil=True)
-def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_overlap, filled):  # pragma: no cover
+def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_overlap, replace_sigma, filled):  # pragma: no cover
     """Fill coadds' masked pixels from their exposures; see coadd.coadd_masked_fill.
 
     Parameters
@@ -307,8 +307,11 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
         Outlier threshold of the exposures' combination, sigma.
     min_overlap : int
         Fewest pixels of an arm shared by the coadd and its exposures to match levels.
+    replace_sigma : float
+        Also replace a coadd pixel it has that lies more than this many combined sigma off
+        the scaled combination; 0 or less: never.
     filled : (N,) bool
-        Set for each coadd that had a pixel filled.
+        Set for each coadd that had a pixel filled or replaced.
     """
     n_arms, m = flux.shape[1], flux.shape[2]
     ratio = np.empty(m, dtype=np.float64)
@@ -326,7 +329,7 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
             for p in range(m):
                 if not ivar[c, arm, p] > 0:
                     holes += 1
-            if holes == 0:
+            if holes == 0 and replace_sigma <= 0:
                 continue
             # The level: median ratio of the coadd to the exposures' weighted mean.
             n_both = 0
@@ -346,13 +349,14 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
                             n_both += 1
                     else:
                         n_hole += 1
-            if n_hole == 0 or n_both < min_overlap:
+            if (n_hole == 0 and replace_sigma <= 0) or n_both < min_overlap:
                 continue
             level = np.median(ratio[:n_both])
             if not (np.isfinite(level) and level > 0):
                 continue
             for p in range(m):
-                if ivar[c, arm, p] > 0:
+                have = ivar[c, arm, p] > 0
+                if have and replace_sigma <= 0:
                     continue
                 n = 0
                 for j in range(s, e):
@@ -377,6 +381,10 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
                     total += weights[q]
                     weighted += weights[q] * values[q]
                 if total > 0:
-                    flux[c, arm, p] = weighted / total * level
+                    value = weighted / total * level
+                    if have and not (abs(flux[c, arm, p] - value)
+                                     > replace_sigma * np.sqrt(1.0 / ivar[c, arm, p] + level**2 / total)):
+                        continue
+                    flux[c, arm, p] = value
                     ivar[c, arm, p] = total / level**2
                     filled[c] = True

@@ -95,6 +95,11 @@ class PreprocessConfig:
         came from. Exposures with a reject flag other than a low S/N, or an unreliable
         RV, take no part. Sets COADD_MASK_FILLED. Chosen by measurement: docs/preprocessing.md,
         "Which coadd pixels are masked".
+    coadd_replace_sigma : float, optional
+        With ``coadd_fill_from_exposures``, a coadd pixel that is not masked but lies more
+        than this many sigma off its exposures' scaled combination is replaced by it as
+        well (``coadd.coadd_masked_fill``'s ``replace_sigma``); None: LAMOST's pixels are
+        kept wherever the coadd has them.
     """
 
     # The flags' thresholds (core.rules.SpectrumRules, where they are defined and described).
@@ -106,6 +111,7 @@ class PreprocessConfig:
     continuum: ContinuumConfig = field(default_factory=ContinuumConfig)
     coadd_ormask_excludes: bool = True
     coadd_fill_from_exposures: bool = True
+    coadd_replace_sigma: float | None = None
 
 
 @dataclass
@@ -211,7 +217,8 @@ def preprocess(
         untrusted = (SPECTRUM_FLAGS.reject_mask() | SPECTRUM_FLAGS["RV_UNRELIABLE"].mask) & ~(
             SPECTRUM_FLAGS["LOW_SNR_BLUE"].mask | SPECTRUM_FLAGS["LOW_SNR_RED"].mask)
         usable = result.processed & (is_coadd | ((result.flags & np.int64(untrusted)) == 0))
-        filled = coadd_masked_fill(result.flux, result.ivar, is_coadd, np.asarray(files, dtype=np.int64), usable)
+        filled = coadd_masked_fill(result.flux, result.ivar, is_coadd, np.asarray(files, dtype=np.int64), usable,
+                                   replace_sigma=config.coadd_replace_sigma)
         result.flags[filled] |= np.int64(SPECTRUM_FLAGS["COADD_MASK_FILLED"].mask)
     return result
 
