@@ -21,9 +21,14 @@ from django.utils import timezone
 
 # Rows sent per COPY / bulk_create round trip; bounds memory on very large writes.
 UPSERT_BATCH_ROWS = 20_000
-# Below this many rows one multi-row INSERT costs less than COPY through a temporary table
-# (four statements): the per-batch writes of ingest are a few hundred rows.
-SMALL_UPSERT_ROWS = 2_000
+# Up to this many rows one INSERT of a literal array per column (``_array_upsert``) costs
+# PostgreSQL no more than COPY through a temporary table (four statements, and a temporary
+# table's catalog rows written and removed each time), and much less for a few rows; above
+# it COPY costs less. Backend CPU s per 51,169 ingest-shaped spectrum rows, array / COPY:
+# 4.3-4.8 / 6.6-8.0 in batches of 20, 2.2-2.3 / 2.7-3.2 of 100, 2.0-2.7 / 2.1-2.3 of 209,
+# 2.3-2.8 / 1.8-2.5 of 500, 1.9-2.1 / 1.5-1.6 of 4,096 (a multi-row VALUES list: 4.1-4.6 of
+# 209). docs/capacity.md, "Database writes".
+SMALL_UPSERT_ROWS = 250
 
 
 # Bytes of a binary COPY parsed at a time when reading numeric rows (_CopyRecords).
@@ -94,7 +99,7 @@ def bulk_upsert(
         for start in range(0, total, batch_rows):
             batch = {name: columns[name][start : start + batch_rows] for name in names}
             if use_copy and total <= SMALL_UPSERT_ROWS and not _has_json(model, batch):
-                _values_upsert(model, batch, unique_fields, update_fields)
+                _array_upsert(model, batch, unique_fields, update_fields)
             elif use_copy:
                 _copy_upsert(model, batch, unique_fields, update_fields)
             else:
@@ -184,23 +189,61 @@ def _conflict_sql(unique_fields, update_fields) -> str:
     return f"ON CONFLICT ({target}) DO UPDATE SET " + ", ".join(f"{quote(n)} = EXCLUDED.{quote(n)}" for n in update_fields)
 
 
-def _values_upsert(model, batch, unique_fields, update_fields) -> None:
-    """A few rows in one ``INSERT ... VALUES ... ON CONFLICT`` (PostgreSQL); NaN and None are NULL."""
-    from psycopg2.extras import execute_values
+def _array_literal(values: Sequence | np.ndarray, db_type: str) -> str:
+    """A column as one PostgreSQL array literal (``{1,NULL,"a\\"b"}``); None and NaN are NULL.
 
+    Parameters
+    ----------
+    values : (n,) sequence or ndarray
+        The column's values.
+    db_type : str
+        The column's PostgreSQL type (``Field.db_type``): integral floats bound for an
+        integer column are written as integers, as an assignment cast would store them.
+
+    Returns
+    -------
+    str
+        Numbers as Python's shortest round-trip repr, booleans as t/f, datetimes in ISO
+        8601 with their offset, anything else as its ``str`` in double quotes with
+        backslashes and quotes escaped (PostgreSQL's array input syntax), so that no value
+        can end its element or the array.
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return "{" + ",".join(map(str, values.tolist())) + "}"
+    integer = db_type in ("bigint", "integer", "smallint")
+    items = []
+    for v in _as_python_column(values, None):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if v is None:
+            items.append("NULL")
+        elif isinstance(v, bool):
+            items.append("t" if v else "f")
+        elif isinstance(v, float) and integer and v.is_integer():
+            items.append(str(int(v)))
+        elif isinstance(v, int | float):
+            items.append(repr(v) if math.isfinite(v) else f'"{v}"')
+        else:
+            text = v.isoformat() if isinstance(v, datetime) else str(v)
+            items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(items) + "}"
+
+
+def _array_upsert(model, batch, unique_fields, update_fields) -> None:
+    """Rows as one array per column in ``INSERT ... SELECT FROM unnest(...) ON CONFLICT``.
+
+    One statement of constant shape whatever the number of rows: PostgreSQL parses and
+    plans one literal per column instead of one per value (a multi-row VALUES list).
+    """
     names = list(batch)
     quote = connection.ops.quote_name
-    columns = []
-    for name in names:
-        column = _as_python_column(batch[name], None)
-        if not isinstance(batch[name], np.ndarray):  # lists may hold numpy scalars, which psycopg2 cannot adapt
-            column = [v.item() if isinstance(v, np.generic) else v for v in column]
-        columns.append(column)
-    rows = list(zip(*columns, strict=True))
-    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(n) for n in names)}) VALUES %s "
-           f"{_conflict_sql(unique_fields, update_fields)}")
+    fields = {field.attname: field for field in model._meta.concrete_fields}
+    types = [fields[name].db_type(connection) for name in names]
+    casts = ", ".join(f"%s::{db_type}[]" for db_type in types)
+    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(n) for n in names)}) "
+           f"SELECT * FROM unnest({casts}) {_conflict_sql(unique_fields, update_fields)}")
     with connection.cursor() as cursor:
-        execute_values(cursor.cursor, sql, rows, page_size=len(rows) or 1)
+        cursor.execute(sql, [_array_literal(batch[name], db_type) for name, db_type in zip(names, types, strict=True)])
 
 
 def _copy_upsert(model, batch, unique_fields, update_fields) -> None:

@@ -478,6 +478,36 @@ def test_bulk_upsert_fills_timestamps_and_defaults_like_save():
     assert second.status == Spectrum.Status.PREPROCESSED  # omitted fields keep their value on update
 
 
+def test_bulk_upsert_stores_hostile_text_nulls_and_numbers_exactly():
+    from core.bulk import bulk_upsert
+    from spectra.models import Spectrum, Star
+
+    star = Star.objects.create(designation="LAMOST J000000.00+000000.0", ra=0.0, dec=0.0)
+    texts = ['a"b', "back\\slash\\", "{brace},comma}", "NULL", "", "\u00fcn\u00ef \u661f", "new\nline\ttab", "quote's"]
+    n = len(texts)
+    rows = {
+        "star_id": [star.pk] * n, "medres_specid": [f"2018-P-{i}" for i in range(n)], "kind": ["coadd"] * n,
+        "objname": texts, "source_path": [f"/{t}.fits" for t in texts], "plan_id": ["P"] * n,
+        "spectrograph": np.arange(n, dtype=np.int64), "fiber": [1] * n,
+        "lmjd": np.full(n, 58000.0),  # integral floats for an integer column
+        "lmjm": [None, 5] + [7] * (n - 2), "source_sha256": ["b" * 64] * n, "file_format": ["dr7"] * n,
+        "snr_blue": np.array([np.nan, np.inf, 1e-300, 0.1 + 0.2, -0.0, 12.5, 3.0, 1e17]),
+        "rv_source": [Spectrum.RVSource.MEASURED] * n,
+    }
+    bulk_upsert(Spectrum, rows, unique_fields=["medres_specid"])
+    stored = {s.medres_specid: s for s in Spectrum.objects.all()}
+    assert len(stored) == n
+    for i, text in enumerate(texts):
+        spectrum = stored[f"2018-P-{i}"]
+        assert spectrum.objname == text and spectrum.source_path == f"/{text}.fits"
+        assert spectrum.spectrograph == i and spectrum.lmjd == 58000 and spectrum.rv_source == "measured"
+    assert stored["2018-P-0"].lmjm is None and stored["2018-P-1"].lmjm == 5
+    snr = [stored[f"2018-P-{i}"].snr_blue for i in range(n)]
+    assert snr[0] is None  # NaN is stored as NULL
+    assert snr[1:] == [float("inf"), 1e-300, 0.1 + 0.2, -0.0, 12.5, 3.0, 1e17]  # exactly
+    assert np.signbit(snr[4])
+
+
 def test_repeated_keys_in_one_upsert_keep_the_last_row():
     spectra = make_spectra([(10.0, 10.0), (11.0, 11.0)])
     model = make_model(ModelVersion.Role.FORMAL)
