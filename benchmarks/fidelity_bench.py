@@ -389,7 +389,8 @@ def main() -> None:
             print(f"survey: {survey} (existing)")
         config = preprocess_config(args)
         print(f"continuum: {config.continuum}; coadd ORMASK excludes: {config.coadd_ormask_excludes}; "
-              f"coadd masked pixels filled from the exposures: {config.coadd_fill_from_exposures}")
+              f"coadd masked pixels filled from the exposures: {config.coadd_fill_from_exposures}; "
+              f"coadd pixels replaced beyond: {config.coadd_replace_sigma} sigma")
         data = load(survey, args.rv, config)
         if args.coadds_from_exposures:
             print(f"coadds replaced by the combination of their exposures: {coadds_from_exposures(data)}")

@@ -2,18 +2,21 @@
 
 On PostgreSQL rows are streamed with COPY into a temporary table and merged with
 ``INSERT ... ON CONFLICT DO UPDATE``: an order of magnitude faster than multi-row INSERTs
-for the label and catalog tables. Other databases (the SQLite embedded default) use
-Django's ``bulk_create(update_conflicts=True)``, which has the same semantics.
+for the label and catalog tables. A batch of at most ``SMALL_UPSERT_ROWS`` rows (ingest's
+writes) is one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT`` with an array literal
+per column instead. Other databases (the SQLite embedded default) use Django's
+``bulk_create(update_conflicts=True)``, which has the same semantics.
 """
 
 import csv
 import io
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 from django.db import DatabaseError, connection, models, transaction
@@ -195,18 +198,25 @@ def _array_literal(values: Sequence | np.ndarray, db_type: str) -> str:
     Parameters
     ----------
     values : (n,) sequence or ndarray
-        The column's values.
+        The column's values: None, bool, int, float, str, datetime or date (numpy scalars
+        of those kinds, and ``TextChoices`` members, included).
     db_type : str
-        The column's PostgreSQL type (``Field.db_type``): integral floats bound for an
-        integer column are written as integers, as an assignment cast would store them.
+        The column's PostgreSQL type (``Field.db_type``): an integral float bound for an
+        integer column is written as an integer; any other float there is an error of the
+        database's, as on the COPY path.
 
     Returns
     -------
     str
-        Numbers as Python's shortest round-trip repr, booleans as t/f, datetimes in ISO
-        8601 with their offset, anything else as its ``str`` in double quotes with
-        backslashes and quotes escaped (PostgreSQL's array input syntax), so that no value
-        can end its element or the array.
+        Numbers in Python's shortest round-trip form, booleans as t/f, datetimes and dates
+        in ISO 8601 (with their offset), text in double quotes with backslashes and quotes
+        escaped (PostgreSQL's array input syntax), so that no value can end its element or
+        the array.
+
+    Raises
+    ------
+    TypeError
+        For a value of another type (bytes, a duration...), which has no array text here.
     """
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
         return "{" + ",".join(map(str, values.tolist())) + "}"
@@ -215,18 +225,27 @@ def _array_literal(values: Sequence | np.ndarray, db_type: str) -> str:
     for v in _as_python_column(values, None):
         if isinstance(v, np.generic):
             v = v.item()
-        if v is None:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
             items.append("NULL")
         elif isinstance(v, bool):
             items.append("t" if v else "f")
-        elif isinstance(v, float) and integer and v.is_integer():
-            items.append(str(int(v)))
-        elif isinstance(v, int | float):
-            items.append(repr(v) if math.isfinite(v) else f'"{v}"')
-        else:
-            text = v.isoformat() if isinstance(v, datetime) else str(v)
+        elif isinstance(v, int):
+            items.append(str(int(v)))  # (an IntegerChoices member: its number)
+        elif isinstance(v, float):
+            v = float(v)
+            if integer and v.is_integer():
+                items.append(str(int(v)))
+            else:
+                items.append(repr(v) if math.isfinite(v) else f'"{v}"')
+        elif isinstance(v, str | datetime | date):
+            text = v.isoformat() if isinstance(v, datetime | date) else str(v)
             items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        else:
+            raise TypeError(f"no array text for a value of type {type(v).__name__}: {v!r}")
     return "{" + ",".join(items) + "}"
+
+
+_TYPE_MODIFIER = re.compile(r"\(\d+(,\s*\d+)?\)$")  # varchar(64) -> varchar, numeric(10, 2) -> numeric
 
 
 def _array_upsert(model, batch, unique_fields, update_fields) -> None:
@@ -239,7 +258,9 @@ def _array_upsert(model, batch, unique_fields, update_fields) -> None:
     quote = connection.ops.quote_name
     fields = {field.attname: field for field in model._meta.concrete_fields}
     types = [fields[name].db_type(connection) for name in names]
-    casts = ", ".join(f"%s::{db_type}[]" for db_type in types)
+    # The arrays of the types without their length (varchar, not varchar(64)): an explicit
+    # cast would cut an over-long value short; the insert's own cast to the column raises.
+    casts = ", ".join(f"%s::{_TYPE_MODIFIER.sub('', db_type)}[]" for db_type in types)
     sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(n) for n in names)}) "
            f"SELECT * FROM unnest({casts}) {_conflict_sql(unique_fields, update_fields)}")
     with connection.cursor() as cursor:
@@ -272,7 +293,8 @@ def _copy_upsert(model, batch, unique_fields, update_fields) -> None:
         select_sql = column_sql
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMP TABLE _bulk_upsert AS SELECT {column_sql} FROM {table} WITH NO DATA")
-        cursor.cursor.copy_expert(f"COPY _bulk_upsert ({column_sql}) FROM STDIN WITH ({copy_options})", buffer)
+        with connection.wrap_database_errors:  # (Django's errors, as the other statements raise)
+            cursor.cursor.copy_expert(f"COPY _bulk_upsert ({column_sql}) FROM STDIN WITH ({copy_options})", buffer)
         cursor.execute(
             f"INSERT INTO {table} ({column_sql}) SELECT {select_sql} FROM _bulk_upsert "
             f"{_conflict_sql(unique_fields, update_fields)}"

@@ -119,7 +119,7 @@ SPECTRUM_FLAGS = FlagWord(
         FlagBit(10, "CONTINUUM_FIT_POOR", FlagLevel.WARNING, "The continuum fit kept too few pixels after rejection."),
         FlagBit(11, "CURATOR_FLAGGED", FlagLevel.REJECT, "A curator marked the spectrum bad; the reason is in the curation log."),
         FlagBit(12, "ZERO_FLUX_MASKED", FlagLevel.INFO, "Pixels of flux exactly 0 with a positive inverse variance and no mask bit (junk, seen in blocks in LAMOST coadds) were masked."),
-        FlagBit(13, "COADD_MASK_FILLED", FlagLevel.INFO, "Pixels the coadd masks were filled from the same file's exposures (their clipped, inverse-variance-weighted mean, scaled to the coadd's level); LAMOST's coadd pixels are kept wherever it has them."),
+        FlagBit(13, "COADD_MASK_FILLED", FlagLevel.INFO, "Pixels the coadd masks were filled from the same file's exposures (their clipped, inverse-variance-weighted mean, scaled to the coadd's level); LAMOST's coadd pixels are kept wherever it has them, unless the preprocessing is set to replace those far off the exposures (coadd_replace_sigma, off by default)."),
     ],
 )
 

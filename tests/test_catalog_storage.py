@@ -493,6 +493,7 @@ def test_bulk_upsert_stores_hostile_text_nulls_and_numbers_exactly():
         "lmjm": [None, 5] + [7] * (n - 2), "source_sha256": ["b" * 64] * n, "file_format": ["dr7"] * n,
         "snr_blue": np.array([np.nan, np.inf, 1e-300, 0.1 + 0.2, -0.0, 12.5, 3.0, 1e17]),
         "rv_source": [Spectrum.RVSource.MEASURED] * n,
+        "exptime": [np.float32("nan"), np.float32(600.0)] + [None] * (n - 2),  # numpy scalars in a list
     }
     bulk_upsert(Spectrum, rows, unique_fields=["medres_specid"])
     stored = {s.medres_specid: s for s in Spectrum.objects.all()}
@@ -502,10 +503,34 @@ def test_bulk_upsert_stores_hostile_text_nulls_and_numbers_exactly():
         assert spectrum.objname == text and spectrum.source_path == f"/{text}.fits"
         assert spectrum.spectrograph == i and spectrum.lmjd == 58000 and spectrum.rv_source == "measured"
     assert stored["2018-P-0"].lmjm is None and stored["2018-P-1"].lmjm == 5
+    assert stored["2018-P-0"].exptime is None and stored["2018-P-1"].exptime == 600.0
     snr = [stored[f"2018-P-{i}"].snr_blue for i in range(n)]
     assert snr[0] is None  # NaN is stored as NULL
     assert snr[1:] == [float("inf"), 1e-300, 0.1 + 0.2, -0.0, 12.5, 3.0, 1e17]  # exactly
     assert np.signbit(snr[4])
+
+
+@pytest.mark.parametrize("rows", [8, 300])  # one INSERT of arrays; COPY through a temporary table
+def test_bulk_upsert_refuses_text_longer_than_its_column_on_either_path(rows):
+    from django.db import DataError
+
+    from core.bulk import SMALL_UPSERT_ROWS, _array_literal, bulk_upsert
+    from spectra.models import Spectrum, Star
+
+    assert (rows <= SMALL_UPSERT_ROWS) == (rows == 8)
+    star = Star.objects.create(designation="LAMOST J000000.00+000000.0", ra=0.0, dec=0.0)
+    too_long = "P" * (Spectrum._meta.get_field("plan_id").max_length + 1)
+    columns = {
+        "star_id": [star.pk] * rows, "medres_specid": [f"2018-P-{i}" for i in range(rows)], "kind": ["coadd"] * rows,
+        "plan_id": [too_long] + ["P"] * (rows - 1), "spectrograph": [1] * rows, "fiber": [1] * rows,
+        "lmjd": [58000] * rows, "source_path": ["/x.fits"] * rows, "source_sha256": ["b" * 64] * rows,
+        "file_format": ["dr7"] * rows,
+    }
+    with pytest.raises(DataError, match="too long"), transaction.atomic():
+        bulk_upsert(Spectrum, columns, unique_fields=["medres_specid"])
+    assert not Spectrum.objects.exists()  # never cut short and stored
+    with pytest.raises(TypeError, match="bytes"):
+        _array_literal([b"raw"], "text")
 
 
 def test_repeated_keys_in_one_upsert_keep_the_last_row():

@@ -154,30 +154,46 @@ def test_a_coadds_unmasked_junk_is_replaced_from_its_exposures_only_when_asked()
     rng = np.random.default_rng(6)
     m = 400
     truth = 1.0 - 0.3 * np.exp(-0.5 * ((np.arange(m) - 200) / 3.0) ** 2)
-    kinds = np.array([True, False, False])  # a coadd of two exposures
-    files = np.zeros(3, dtype=np.int64)
-    ivar = np.full((3, 2, m), 1e4, dtype=np.float32)
-    ivar[0] = 2e4
-    flux = (truth + rng.normal(0.0, 0.01, (3, 2, m))).astype(np.float32)
-    flux[0] = (0.97 * truth + rng.normal(0.0, 0.007, (2, m))).astype(np.float32)
-    flux[2, 0, 120] += 2.0  # an unflagged cosmic ray in one exposure ...
-    flux[0, 0, 120] += 1.0  # ... leaking into the coadd at half its height
+    kinds = np.array([True, False, False, False])  # a coadd of three exposures
+    files = np.zeros(4, dtype=np.int64)
+    usable = np.ones(4, dtype=bool)
+    ivar = np.full((4, 2, m), 1e4, dtype=np.float32)
+    ivar[0] = 3e4
+    flux = (truth + rng.normal(0.0, 0.01, (4, 2, m))).astype(np.float32)
+    flux[0] = (0.97 * truth + rng.normal(0.0, 0.006, (2, m))).astype(np.float32)
+    flux[3, 0, 120] += 3.0  # an unflagged cosmic ray in one exposure ...
+    flux[0, 0, 120] += 1.0  # ... leaking into the coadd at a third of its height
     flux[0, 1, 300:310] = 0.0  # FLUX 0 with IVAR kept, no mask bit
     before_flux, before_ivar = flux.copy(), ivar.copy()
 
-    assert not coadd_masked_fill(flux, ivar, kinds, files, np.ones(3, dtype=bool)).any()  # nothing masked
+    assert not coadd_masked_fill(flux, ivar, kinds, files, usable).any()  # nothing masked
     assert np.array_equal(flux, before_flux) and np.array_equal(ivar, before_ivar)
 
-    assert coadd_masked_fill(flux, ivar, kinds, files, np.ones(3, dtype=bool), replace_sigma=5.0).tolist() == [
-        True, False, False]
+    assert coadd_masked_fill(flux, ivar, kinds, files, usable, replace_sigma=5.0).tolist() == [True, False, False, False]
     changed = (flux != before_flux) | (ivar != before_ivar)
     expected = np.zeros_like(changed)
     expected[0, 0, 120] = True
     expected[0, 1, 300:310] = True
     assert np.array_equal(changed, expected)  # the junk, and only the junk
-    assert flux[0, 0, 120] == pytest.approx(0.97 * before_flux[1, 0, 120], abs=0.02)  # the cosmic ray's exposure left out
-    assert ivar[0, 0, 120] == pytest.approx(1e4 / 0.97**2, rel=0.02)
-    np.testing.assert_allclose(flux[0, 1, 300:310], 0.97 * truth[300:310], atol=0.04)
+    level = 0.97
+    assert flux[0, 0, 120] == pytest.approx(level * before_flux[1:3, 0, 120].mean(), abs=0.02)  # the cosmic ray left out
+    assert ivar[0, 0, 120] == pytest.approx(2e4 / level**2, rel=0.02)
+    np.testing.assert_allclose(flux[0, 1, 300:310], level * truth[300:310], atol=0.04)
+    # Where fewer than two exposures' values are left (one exposure has the pixel, or two
+    # that disagree, one of them junk, high or low), nothing judges the coadd's pixel: it stays.
+    flux, ivar = before_flux.copy(), before_ivar.copy()
+    ivar[3, :, 50:80] = 0.0  # two exposures have these pixels ...
+    flux[2, 0, 60] = 0.0  # ... and they disagree: FLUX 0 with IVAR kept in one
+    flux[2, 0, 65] += 3.0  # a cosmic ray in one
+    flux[0, 0, 65] += 1.5
+    ivar[2, 0, 70] = 0.0  # one exposure has this one
+    flux[1, 0, 70] = 0.5
+    kept_flux = flux.copy()
+    coadd_masked_fill(flux, ivar, kinds, files, usable, replace_sigma=5.0)
+    assert [flux[0, 0, p] == kept_flux[0, 0, p] for p in (60, 65, 70)] == [True, True, True]
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="replace_sigma"):
+            coadd_masked_fill(flux, ivar, kinds, files, usable, replace_sigma=bad)
 
 
 def test_preprocess_fills_a_real_coadd_from_its_exposures_only_when_told_their_file():
@@ -413,6 +429,7 @@ def test_the_compiled_coadd_fill_matches_the_numpy_reference(replace_sigma):
     flux[is_coadd] *= 0.97
     ivar[3, 1, :] = np.nan  # non-finite ivar counts as masked
     ivar[np.flatnonzero(is_coadd)[:2], 0, 7] = np.nan  # (in a coadd too)
+    ivar[np.flatnonzero(is_coadd)[2], 1, :] = 2500.0  # a coadd arm without a masked pixel
     usable = rng.random(n) < 0.9
     a_flux, a_ivar, b_flux, b_ivar = flux.copy(), ivar.copy(), flux.copy(), ivar.copy()
     compiled = coadd_masked_fill(a_flux, a_ivar, is_coadd, files, usable, replace_sigma=replace_sigma)

@@ -38,8 +38,10 @@ def coadd_masked_fill(
     pixel with ivar 0 where the combination has data takes the scaled combination and
     its ivar (sum / scale^2). With ``replace_sigma``, so does a pixel the coadd has that
     lies more than ``replace_sigma`` sigma off the scaled combination, the two variances
-    added (junk in the coadd that no mask bit marks: a cosmic ray its exposures' clipped
-    combination leaves out, FLUX 0 with IVAR kept).
+    added, where at least two exposures' values are left after the clipping (junk in the
+    coadd that no mask bit marks: a cosmic ray its exposures' clipped combination leaves
+    out, FLUX 0 with IVAR kept); a single exposure's value, or the lower of two that
+    disagree, is no judge of the coadd's.
 
     Parameters
     ----------
@@ -70,8 +72,9 @@ def coadd_masked_fill(
     Raises
     ------
     ValueError
-        If the shapes do not match.
+        If the shapes do not match, or ``replace_sigma`` is negative or not finite.
     """
+    _check_replace_sigma(replace_sigma)
     n = flux.shape[0]
     if flux.ndim != 3 or ivar.shape != flux.shape or not (is_coadd.shape == files.shape == usable.shape == (n,)):
         raise ValueError(f"flux {flux.shape}, ivar {ivar.shape}, is_coadd {is_coadd.shape}, files {files.shape} "
@@ -82,6 +85,11 @@ def coadd_masked_fill(
         coadd_fill_rows(flux, ivar, coadds, starts, ends, members, float(clip_sigma), int(min_overlap),
                         float(replace_sigma or 0.0), filled)
     return filled
+
+
+def _check_replace_sigma(replace_sigma: float | None) -> None:
+    if replace_sigma is not None and not (np.isfinite(replace_sigma) and replace_sigma >= 0):
+        raise ValueError(f"replace_sigma must be None or a finite number >= 0, not {replace_sigma!r}")
 
 
 def _groups(is_coadd, files, usable):
@@ -107,6 +115,7 @@ def coadd_masked_fill_reference(
 ) -> np.ndarray:
     """``coadd_masked_fill`` in plain numpy (the reference the compiled kernel is tested
     against; same parameters and result)."""
+    _check_replace_sigma(replace_sigma)
     filled = np.zeros(flux.shape[0], dtype=bool)
     coadds, starts, ends, order = _groups(is_coadd, files, usable)
     for coadd, start, end in zip(coadds.tolist(), starts.tolist(), ends.tolist(), strict=True):
@@ -133,13 +142,14 @@ def coadd_masked_fill_reference(
             if not np.isfinite(level) or level <= 0:
                 continue
             if replace_sigma:
-                combined, total = exposures_combined(f[:, arm, has[arm]], w[:, arm, has[arm]], clip_sigma)
+                combined, total, count = exposures_combined(f[:, arm, has[arm]], w[:, arm, has[arm]], clip_sigma,
+                                                            with_count=True)
                 value = combined * level
                 with np.errstate(divide="ignore", invalid="ignore"):
                     c_ivar = ivar[coadd, arm, has[arm]].astype(np.float64)
                     off = np.abs(flux[coadd, arm, has[arm]] - value) > replace_sigma * np.sqrt(
                         1.0 / c_ivar + level**2 / total)
-                redo = (~(c_ivar > 0) | off) & (total > 0)
+                redo = (~(c_ivar > 0) | (off & (count >= 2))) & (total > 0)
                 index = np.flatnonzero(has[arm])[redo]
                 combined, total = combined[redo], total[redo]
                 kept = np.ones(index.size, dtype=bool)
@@ -153,7 +163,7 @@ def coadd_masked_fill_reference(
     return filled
 
 
-def exposures_combined(f: np.ndarray, w: np.ndarray, clip_sigma: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+def exposures_combined(f: np.ndarray, w: np.ndarray, clip_sigma: float = 5.0, *, with_count: bool = False) -> tuple:
     """The clipped, ivar-weighted mean of k normalised exposures of one star.
 
     Parameters
@@ -171,6 +181,8 @@ def exposures_combined(f: np.ndarray, w: np.ndarray, clip_sigma: float = 5.0) ->
         The weighted mean; 1 where no exposure has data.
     total : (...) float64
         Its inverse variance, the sum of the values kept; 0 where none.
+    count : (...) int64
+        How many values were kept; returned only ``with_count``.
     """
     f = f.astype(np.float64)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0).astype(np.float64)
@@ -196,4 +208,6 @@ def exposures_combined(f: np.ndarray, w: np.ndarray, clip_sigma: float = 5.0) ->
     total = w.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         combined = np.where(total > 0, (w * np.where(w > 0, f, 0.0)).sum(axis=0) / total, 1.0)
+    if with_count:
+        return combined, total, (w > 0).sum(axis=0).astype(np.int64)
     return combined, total

@@ -309,7 +309,7 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
         Fewest pixels of an arm shared by the coadd and its exposures to match levels.
     replace_sigma : float
         Also replace a coadd pixel it has that lies more than this many combined sigma off
-        the scaled combination; 0 or less: never.
+        the scaled combination of at least two exposures' values; 0 or less: never.
     filled : (N,) bool
         Set for each coadd that had a pixel filled or replaced.
     """
@@ -377,12 +377,15 @@ def coadd_fill_rows(flux, ivar, coadds, starts, ends, members, clip_sigma, min_o
                         weights[1 if values[1] > values[0] else 0] = 0.0
                 total = 0.0
                 weighted = 0.0
+                kept = 0
                 for q in range(n):
                     total += weights[q]
                     weighted += weights[q] * values[q]
+                    if weights[q] > 0:
+                        kept += 1
                 if total > 0:
                     value = weighted / total * level
-                    if have and not (abs(flux[c, arm, p] - value)
+                    if have and not (kept >= 2 and abs(flux[c, arm, p] - value)
                                      > replace_sigma * np.sqrt(1.0 / ivar[c, arm, p] + level**2 / total)):
                         continue
                     flux[c, arm, p] = value

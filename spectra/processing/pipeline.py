@@ -97,9 +97,10 @@ class PreprocessConfig:
         "Which coadd pixels are masked".
     coadd_replace_sigma : float, optional
         With ``coadd_fill_from_exposures``, a coadd pixel that is not masked but lies more
-        than this many sigma off its exposures' scaled combination is replaced by it as
-        well (``coadd.coadd_masked_fill``'s ``replace_sigma``); None: LAMOST's pixels are
-        kept wherever the coadd has them.
+        than this many sigma off its exposures' scaled combination (at least two values)
+        is replaced by it as well (``coadd.coadd_masked_fill``'s ``replace_sigma``); None:
+        LAMOST's pixels are kept wherever the coadd has them. Measured, not the default:
+        docs/preprocessing.md, "Which coadd pixels are masked".
     """
 
     # The flags' thresholds (core.rules.SpectrumRules, where they are defined and described).
