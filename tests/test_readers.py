@@ -132,6 +132,17 @@ def test_truncated_gzip_names_the_file(tmp_path):
         read_spectrum_file(broken)
 
 
+def test_gzip_whose_checksum_does_not_match_its_data_is_corrupt(tmp_path):
+    # A stored (uncompressed) gzip block: a flipped bit inflates without complaint, and
+    # only the member's CRC-32 tells.
+    data = bytearray(gzip.compress(b"SIMPLE  =" + b" " * 5751, compresslevel=0))
+    data[100] ^= 0x01
+    flipped = tmp_path / "flipped.fits.gz"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="flipped.fits.gz: corrupt gzip data"):
+        read_spectrum_file(flipped)
+
+
 def test_corrupt_gzip_and_not_fits(tmp_path):
     data = bytearray(real_file(GZIPPED).read_bytes())
     data[2000:2100] = bytes(100)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from isal import isal_zlib
 
 from .errors import CorruptFileError, NotFitsError
 
@@ -165,7 +166,7 @@ def decompress(path: str, data: bytes, *, max_bytes: int = MAX_FILE_BYTES) -> by
     out, size, pending = [], 0, data
     try:
         while pending:
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one per gzip member
+            inflater = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)  # one per gzip member
             while True:
                 chunk = inflater.decompress(pending, _INFLATE_STEP)
                 pending = inflater.unconsumed_tail
@@ -183,7 +184,7 @@ def decompress(path: str, data: bytes, *, max_bytes: int = MAX_FILE_BYTES) -> by
             pending = inflater.unused_data
             if not pending.strip(b"\x00"):
                 break  # zero padding after the last member
-    except zlib.error as error:
+    except (isal_zlib.error, zlib.error) as error:
         raise CorruptFileError(path, f"corrupt gzip data ({error})") from error
     return b"".join(out)
 
