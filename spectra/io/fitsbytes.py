@@ -11,7 +11,6 @@ few columns it needs. Writing files stays with astropy (``lamost_writer``).
 """
 
 import re
-import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -184,7 +183,7 @@ def decompress(path: str, data: bytes, *, max_bytes: int = MAX_FILE_BYTES) -> by
             pending = inflater.unused_data
             if not pending.strip(b"\x00"):
                 break  # zero padding after the last member
-    except (isal_zlib.error, zlib.error) as error:
+    except isal_zlib.error as error:
         raise CorruptFileError(path, f"corrupt gzip data ({error})") from error
     return b"".join(out)
 
